@@ -1,0 +1,72 @@
+"""The `proconsul` command: finds the verb and hands it the rest of argv.
+
+Verbs live in their own modules and are imported only when used, so
+`proconsul kv get` does not pay for importing the agent. Each entry point is
+`run(argv: list[str]) -> int` (the exit code).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# verb words -> "module:function". Longest match wins.
+VERBS: dict[tuple[str, ...], str] = {
+    ("agent",): "proconsul.agent.command:run",
+    ("version",): "proconsul.cli.version:run",
+    ("validate",): "proconsul.config.validate_command:run",
+    ("reload",): "proconsul.cli.agent_verbs:reload",
+    ("leave",): "proconsul.cli.agent_verbs:leave",
+    ("members",): "proconsul.cli.agent_verbs:members",
+    ("services", "register"): "proconsul.cli.services:register",
+    ("services", "deregister"): "proconsul.cli.services:deregister",
+    ("catalog", "datacenters"): "proconsul.cli.catalog:datacenters",
+    ("catalog", "nodes"): "proconsul.cli.catalog:nodes",
+    ("catalog", "services"): "proconsul.cli.catalog:services",
+    ("kv", "put"): "proconsul.cli.kv:put",
+    ("kv", "get"): "proconsul.cli.kv:get",
+    ("kv", "delete"): "proconsul.cli.kv:delete",
+    ("keygen",): "proconsul.cli.keygen:run",
+    ("tls", "ca", "create"): "proconsul.cli.tls:ca_create",
+    ("tls", "cert", "create"): "proconsul.cli.tls:cert_create",
+    ("demo", "service"): "proconsul.demo.command:run",
+}
+
+
+def usage() -> str:
+    names = sorted(" ".join(words) for words in VERBS)
+    lines = ["Usage: proconsul [--version] [--help] <command> [<args>]", "", "Available commands:"]
+    lines += [f"    {name}" for name in names]
+    return "\n".join(lines)
+
+
+def find_verb(argv: Sequence[str]) -> tuple[str, int] | None:
+    """Return (entry point, number of words used) for the longest matching verb."""
+    for length in range(min(3, len(argv)), 0, -1):
+        target = VERBS.get(tuple(argv[:length]))
+        if target is not None:
+            return target, length
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "-help", "--help", "help"):
+        print(usage(), file=sys.stderr if not args else sys.stdout)
+        return 1 if not args else 0
+    if args[0] in ("-v", "-version", "--version"):
+        args = ["version"]
+    found = find_verb(args)
+    if found is None:
+        print(f"Unknown command: {' '.join(args[:2])}\n", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 1
+    target, used = found
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        code: int = func(args[used:])
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,52 @@
+"""Typed commands for `fsm.apply(index, command)`: the only way the state store changes.
+
+Commands travel in the Raft log as msgpack, so this list is append-only: never
+reuse or renumber a tag, never remove a field (add new ones with defaults).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
+from proconsul.structs.naming import pascal
+
+
+class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
+    """Catalog register: a node plus optionally one service and its checks."""
+
+    node: str
+    address: str = ""
+    id: str = ""
+    datacenter: str = ""
+    tagged_addresses: dict[str, str] = {}
+    node_meta: dict[str, str] = {}
+    service: NodeService | None = None
+    check: HealthCheck | None = None
+    checks: list[HealthCheck] = []
+    skip_node_update: bool = False
+
+
+class DeregisterRequest(msgspec.Struct, tag=2, tag_field="Type", rename=pascal):
+    """Catalog deregister: the whole node, or one service, or one check."""
+
+    node: str
+    datacenter: str = ""
+    service_id: str = ""
+    check_id: str = ""
+
+
+KVOp = Literal["set", "cas", "delete", "delete-cas", "delete-tree"]
+
+
+class KVSRequest(msgspec.Struct, tag=3, tag_field="Type", rename=pascal):
+    """A KV write. For `cas`/`delete-cas` the entry's modify_index is the expected one."""
+
+    op: KVOp
+    dir_ent: KVEntry
+    datacenter: str = ""
+
+
+Command = RegisterRequest | DeregisterRequest | KVSRequest
