@@ -1,1 +1,1 @@
-
+"""`proconsul demo service`: a small fake service for labs and tests."""
