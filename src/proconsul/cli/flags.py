@@ -79,13 +79,13 @@ class FlagSet:
     def parse(self, argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         """Parse `argv`; values holds every flag (defaults for unset ones), plus `set` names."""
         values: dict[str, Any] = {}
-        for flag in self.flags.values():
-            if flag.kind == "list":
-                values[flag.name] = []
-            elif flag.kind == "map":
-                values[flag.name] = {}
+        for known in self.flags.values():
+            if known.kind == "list":
+                values[known.name] = []
+            elif known.kind == "map":
+                values[known.name] = {}
             else:
-                values[flag.name] = flag.default
+                values[known.name] = known.default
         given: set[str] = set()
         args = list(argv)
         i = 0
@@ -138,7 +138,9 @@ class FlagSet:
             try:
                 return int(text, 10)
             except ValueError:
-                raise FlagError(f'invalid value "{text}" for flag -{flag.name}: parse error') from None
+                raise FlagError(
+                    f'invalid value "{text}" for flag -{flag.name}: parse error'
+                ) from None
         if flag.kind == "list":
             return [*current, text]
         if flag.kind == "map":

@@ -45,19 +45,19 @@ class Node(msgspec.Struct, rename=pascal):
 class NodeService(msgspec.Struct, rename=pascal):
     """A service instance as the catalog stores it (Consul's structs.NodeService)."""
 
-    id: str
-    service: str
+    service: str = ""
+    id: str = ""
     kind: str = ""
     tags: list[str] = []
     address: str = ""
     tagged_addresses: dict[str, ServiceAddress] = {}
     meta: dict[str, str] = {}
     port: int = 0
-    weights: Weights | None = None
+    weights: Weights = msgspec.field(default_factory=Weights)
     enable_tag_override: bool = False
     # Connect fields stay untyped here; the mesh issue gives them types.
-    proxy: dict[str, Any] | None = None
-    connect: dict[str, Any] | None = None
+    proxy: dict[str, Any] = {}
+    connect: dict[str, Any] = {}
     create_index: int = 0
     modify_index: int = 0
 
@@ -65,9 +65,9 @@ class NodeService(msgspec.Struct, rename=pascal):
 class HealthCheck(msgspec.Struct, rename=pascal):
     """A check's latest result as the catalog stores it (Consul's structs.HealthCheck)."""
 
-    node: str
-    check_id: str
-    name: str
+    node: str = ""
+    check_id: str = ""
+    name: str = ""
     status: str = "critical"
     notes: str = ""
     output: str = ""

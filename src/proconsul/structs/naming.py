@@ -9,6 +9,7 @@ either spelling; values under user-data keys (meta, headers) are left alone.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _ACRONYMS = {
@@ -59,12 +60,30 @@ def snake(name: str) -> str:
 
 def snake_keys(obj: Any) -> Any:
     """Recursively rename dict keys to snake_case, leaving user data alone."""
+    return _rename_keys(obj, lambda key: key)
+
+
+def pascal_keys(obj: Any) -> Any:
+    """Recursively rename dict keys to Consul's PascalCase, whatever case they came in.
+
+    Consul (Go's JSON decoder) matches field names case-insensitively, so clients
+    send `node`, `Node` or `service_id`; our structs want one spelling.
+    """
+    return _rename_keys(obj, pascal)
+
+
+def _rename_keys(obj: Any, spell: Callable[[str], str]) -> Any:
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for key, value in obj.items():
-            new_key = snake(key) if isinstance(key, str) else key
-            out[new_key] = value if new_key in OPAQUE_KEYS else snake_keys(value)
+            if not isinstance(key, str):
+                out[key] = value
+                continue
+            snake_key = snake(key)
+            out[spell(snake_key)] = (
+                value if snake_key in OPAQUE_KEYS else _rename_keys(value, spell)
+            )
         return out
     if isinstance(obj, list):
-        return [snake_keys(item) for item in obj]
+        return [_rename_keys(item, spell) for item in obj]
     return obj

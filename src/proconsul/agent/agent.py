@@ -1,0 +1,482 @@
+"""The agent: wires config, local state, check monitors, anti-entropy, the state
+store (on servers) and the HTTP API together, and implements `AgentAPI`.
+
+Lifecycle: `start()` brings every part up or fails before serving anything;
+`reload()` re-reads the same config sources and changes services and checks in
+place (nothing else restarts); `stop()` ends every task and socket. Services
+and checks from config files are tracked apart from API-registered ones, so a
+reload removes only what the files no longer declare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from proconsul.agent import info
+from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.local_state import LocalState
+from proconsul.agent.service_def import CheckSpec, build_check, build_service
+from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
+from proconsul.config.agent_args import AgentArgs
+from proconsul.config.loader import load_config
+from proconsul.config.schema import RuntimeConfig
+from proconsul.fileio import write_file_atomic
+from proconsul.http.server import STATS_KEY, build_app, start_http
+from proconsul.server.endpoints import ServerEndpoints
+from proconsul.server.local_log import LocalLog
+from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.store import StateStore
+from proconsul.structs.catalog import (
+    NODE_MAINT_CHECK_ID,
+    SERF_CHECK_ID,
+    SERF_CHECK_NAME,
+    SERVICE_MAINT_PREFIX,
+    HealthCheck,
+    NodeService,
+)
+from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.requests import ReadRequest, ReadResponse
+
+log = logging.getLogger("proconsul.agent")
+
+_NODE_MAINT_DEFAULT = (
+    "Maintenance mode is enabled for this node, but no reason was provided. "
+    "This is a default message."
+)
+_SERVICE_MAINT_DEFAULT = (
+    "Maintenance mode is enabled for this service, but no reason was provided. "
+    "This is a default message."
+)
+_REAP_INTERVAL_S = 1.0
+
+
+class NoServersError(ConnectionError):
+    pass
+
+
+@dataclass
+class Sources:
+    """Which services and checks came from config files (reload replaces only these)."""
+
+    services: set[str] = field(default_factory=set)
+    checks: set[str] = field(default_factory=set)
+
+
+class Agent:
+    def __init__(self, args: AgentArgs, config: RuntimeConfig) -> None:
+        self.args = args
+        self.config = config
+        self.datacenter = config.datacenter
+        self.node_name = config.node_name
+        self.kv_max_value_size = config.limits.kv_max_value_size
+        self.node_id = config.node_id or ""
+        self.advertise_addr = info.advertise_address(config)
+        self.started_at_s = time.time()
+        self.rng = random.Random()
+        self.local = LocalState(node_name=self.node_name)
+        self.sources = Sources()
+        self.monitors: dict[str, CheckMonitor] = {}
+        self.runners = CheckRunnerSet(rng=self.rng)
+        self.store: StateStore | None = None
+        self.endpoints: ServerEndpoints | None = None
+        if config.server:
+            self.store = StateStore()
+            self.endpoints = ServerEndpoints(
+                self.store, LocalLog(FSM(self.store)), config.datacenter, self.rng
+            )
+        self.anti_entropy = AntiEntropy(
+            self.local,
+            self._node_registration,
+            self.rpc_write,
+            self._catalog_view,
+            rng=self.rng,
+        )
+        self.local.on_change = self.anti_entropy.trigger
+        self.http_app: web.Application | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Future[None]] = set()
+        self.stopped = asyncio.Event()
+        self.http_addresses: list[tuple[str, int]] = []
+
+    # ----- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        self._load_node_id()
+        if self.config.dev_mode:
+            log.warning(
+                "agent: running in -dev mode: in-memory, no ACLs, no TLS, no gossip "
+                "encryption. Do not use it in production."
+            )
+        self._apply_config_definitions(self.config)
+        if self.endpoints is not None:
+            await self._establish_leadership()
+        self.http_app = build_app(self, self.config.ui_config.enabled)
+        for host, port in info.http_addresses(self.config):
+            runner = await start_http(self.http_app, host, port)
+            self._runners.append(runner)
+            self.http_addresses.append((host, port))
+            log.info("agent: started HTTP server on %s:%d (tcp)", host, port)
+        self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
+        self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
+        for monitor in self.monitors.values():
+            monitor.start()
+        log.info(
+            "agent: Consul-compatible agent running: node=%s datacenter=%s server=%s",
+            self.node_name,
+            self.datacenter,
+            self.config.server,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.runners.close()
+        self.monitors.clear()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        self.stopped.set()
+
+    def _load_node_id(self) -> None:
+        if self.node_id:
+            return
+        data_dir = self.config.data_dir
+        if data_dir and not self.config.dev_mode:
+            path = os.path.join(data_dir, "node-id")
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    self.node_id = handle.read().strip()
+            except FileNotFoundError:
+                self.node_id = str(uuid.uuid4())
+                os.makedirs(data_dir, mode=0o700, exist_ok=True)
+                write_file_atomic(path, self.node_id.encode(), 0o600)
+        else:
+            self.node_id = str(uuid.uuid4())
+
+    async def _establish_leadership(self) -> None:
+        """Leader duties of a lone server: its own node, serfHealth and the consul service."""
+        registration = self._node_registration()
+        registration.service = NodeService(
+            id="consul", service="consul", port=self.config.ports.server
+        )
+        registration.checks = [
+            HealthCheck(
+                node=self.node_name,
+                check_id=SERF_CHECK_ID,
+                name=SERF_CHECK_NAME,
+                status="passing",
+                output="Agent alive and reachable",
+            )
+        ]
+        await self.rpc_write(registration)
+
+    def _node_registration(self) -> RegisterRequest:
+        address = self.advertise_addr
+        return RegisterRequest(
+            node=self.node_name,
+            address=address,
+            id=self.node_id,
+            datacenter=self.datacenter,
+            tagged_addresses={
+                "lan": address,
+                "lan_ipv4": address,
+                "wan": address,
+                "wan_ipv4": address,
+            },
+            node_meta=dict(self.config.node_meta),
+        )
+
+    # ----- RPC (in-process on servers) --------------------------------------
+
+    async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse:
+        if self.endpoints is None:
+            raise NoServersError("No known Consul servers")
+        return await self.endpoints.read(method, request)
+
+    async def rpc_write(self, command: Command) -> tuple[int, ApplyResult]:
+        if self.endpoints is None:
+            raise NoServersError("No known Consul servers")
+        return await self.endpoints.write(command)
+
+    async def _catalog_view(self) -> tuple[dict[str, NodeService], dict[str, HealthCheck]]:
+        services = await self.rpc_read("Catalog.NodeServices", ReadRequest(name=self.node_name))
+        checks = await self.rpc_read("Health.NodeChecks", ReadRequest(name=self.node_name))
+        _, service_rows = services.value
+        return {s.id: s for s in service_rows}, {c.check_id: c for c in checks.value}
+
+    # ----- services and checks ----------------------------------------------
+
+    def _apply_config_definitions(self, config: RuntimeConfig) -> None:
+        """Make local services/checks from config match `config` (used at start and reload)."""
+        wanted_services: dict[str, tuple[NodeService, list[CheckSpec], str]] = {}
+        for definition in config.services:
+            service, specs, token = build_service(definition, self.node_name)
+            wanted_services[service.id] = (service, specs, token)
+        wanted_checks: dict[str, CheckSpec] = {}
+        for check_def in config.checks:
+            spec = build_check(check_def, self.node_name)
+            service_id = spec.row.service_id
+            if (
+                service_id
+                and service_id not in wanted_services
+                and self.local.service(service_id) is None
+            ):
+                raise ValueError(
+                    f"ServiceID {service_id!r} does not exist (check {spec.row.check_id!r})"
+                )
+            wanted_checks[spec.row.check_id] = spec
+        for service_id in self.sources.services - set(wanted_services):
+            self._remove_service(service_id)
+        for check_id in self.sources.checks - set(wanted_checks):
+            self._remove_check(check_id)
+        for service, specs, token in wanted_services.values():
+            self._add_service(service, specs, token, replace_existing_checks=True)
+        for spec in wanted_checks.values():
+            self._add_check(spec)
+        self.sources.services = set(wanted_services)
+        self.sources.checks = set(wanted_checks) | {
+            spec.row.check_id for _, specs, _ in wanted_services.values() for spec in specs
+        }
+
+    def _add_service(
+        self,
+        service: NodeService,
+        specs: list[CheckSpec],
+        token: str,
+        replace_existing_checks: bool,
+    ) -> None:
+        if replace_existing_checks:
+            keep = {spec.row.check_id for spec in specs}
+            for check_id, check in list(self.local.live_checks().items()):
+                if (
+                    check.service_id == service.id
+                    and check_id not in keep
+                    and not check_id.startswith(SERVICE_MAINT_PREFIX)
+                ):
+                    self._remove_check(check_id)
+        self.local.add_service(service, token)
+        for spec in specs:
+            self._add_check(spec)
+
+    def _add_check(self, spec: CheckSpec) -> None:
+        check_id = spec.row.check_id
+        existing = self.local.check(check_id)
+        unchanged = existing is not None and existing.definition == spec.definition
+        self.local.add_check(spec)
+        if unchanged and check_id in self.monitors:
+            return
+        self._stop_monitor(check_id)
+        try:
+            monitor = self.runners.make_monitor(check_id, spec.definition, self._report)
+        except ValueError:
+            self.local.remove_check(check_id)
+            raise
+        self.monitors[check_id] = monitor
+        if self._tasks:  # already running; at start-up `start()` starts them all
+            monitor.start()
+
+    def _stop_monitor(self, check_id: str) -> None:
+        monitor = self.monitors.pop(check_id, None)
+        if monitor is not None:
+            task = asyncio.ensure_future(monitor.stop())
+            self._background(task)
+
+    def _background(self, task: asyncio.Future[None]) -> None:
+        """Keep a reference until done (the loop holds tasks only weakly)."""
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _remove_check(self, check_id: str) -> bool:
+        self._stop_monitor(check_id)
+        self.sources.checks.discard(check_id)
+        return self.local.remove_check(check_id)
+
+    def _remove_service(self, service_id: str) -> bool:
+        for check_id, check in list(self.local.live_checks().items()):
+            if check.service_id == service_id:
+                self._stop_monitor(check_id)
+                self.sources.checks.discard(check_id)
+        self.sources.services.discard(service_id)
+        return self.local.remove_service(service_id)
+
+    def _report(self, check_id: str, status: str, output: str) -> None:
+        self.local.update_check(check_id, status, output, time.monotonic())
+
+    async def _reap_critical(self) -> None:
+        """Deregister services critical for longer than deregister_critical_service_after."""
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL_S)
+            now_s = time.monotonic()
+            for entry in list(self.local.checks.values()):
+                limit = entry.definition.deregister_critical_service_after
+                since = entry.critical_since_s
+                if entry.deleted or limit is None or since is None or not entry.check.service_id:
+                    continue
+                if now_s - since >= limit:
+                    log.info(
+                        "agent: check has been critical for too long; deregistered service: "
+                        "service=%s check=%s",
+                        entry.check.service_id,
+                        entry.check.check_id,
+                    )
+                    self._remove_service(entry.check.service_id)
+
+    # ----- AgentAPI ----------------------------------------------------------
+
+    def datacenters(self) -> list[str]:
+        return [self.datacenter]
+
+    def self_info(self) -> dict[str, Any]:
+        return info.self_info(self)
+
+    def members(self) -> list[dict[str, Any]]:
+        return [info.member(self)]
+
+    def leader_address(self) -> str:
+        return f"{self.advertise_addr}:{self.config.ports.server}" if self.config.server else ""
+
+    def peer_addresses(self) -> list[str]:
+        leader = self.leader_address()
+        return [leader] if leader else []
+
+    def local_services(self) -> dict[str, NodeService]:
+        return self.local.live_services()
+
+    def local_checks(self) -> dict[str, HealthCheck]:
+        return self.local.live_checks()
+
+    async def register_service(
+        self, definition: ServiceDefinition, replace_existing_checks: bool
+    ) -> None:
+        service, specs, token = build_service(definition, self.node_name)
+        self.sources.services.discard(service.id)
+        self._add_service(service, specs, token, replace_existing_checks)
+
+    async def deregister_service(self, service_id: str) -> bool:
+        return self._remove_service(service_id)
+
+    async def register_check(self, definition: CheckDefinition) -> None:
+        service = None
+        if definition.service_id:
+            service = self.local.service(definition.service_id)
+            if service is None:
+                raise ValueError(f"ServiceID {definition.service_id!r} does not exist")
+        spec = build_check(definition, self.node_name, service=service)
+        self.sources.checks.discard(spec.row.check_id)
+        self._add_check(spec)
+
+    async def deregister_check(self, check_id: str) -> bool:
+        return self._remove_check(check_id)
+
+    def update_ttl_check(self, check_id: str, status: str, output: str) -> str | None:
+        entry = self.local.check(check_id)
+        monitor = self.monitors.get(check_id)
+        if entry is None or monitor is None:
+            return (
+                f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
+                "not the check name."
+            )
+        if entry.definition.ttl is None:
+            return f'CheckID "{check_id}" does not have associated TTL'
+        monitor.set_status(status, output)
+        return None
+
+    def set_node_maintenance(self, enable: bool, reason: str) -> None:
+        if not enable:
+            self.local.remove_check(NODE_MAINT_CHECK_ID)
+            return
+        self.local.add_check(
+            CheckSpec(
+                row=HealthCheck(
+                    node=self.node_name,
+                    check_id=NODE_MAINT_CHECK_ID,
+                    name="Node Maintenance Mode",
+                    status="critical",
+                    notes=reason or _NODE_MAINT_DEFAULT,
+                ),
+                definition=CheckDefinition(),
+                token="",
+            ),
+            keep_status=False,
+        )
+
+    def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
+        service = self.local.service(service_id)
+        if service is None:
+            return False
+        check_id = SERVICE_MAINT_PREFIX + service_id
+        if not enable:
+            self.local.remove_check(check_id)
+            return True
+        self.local.add_check(
+            CheckSpec(
+                row=HealthCheck(
+                    node=self.node_name,
+                    check_id=check_id,
+                    name="Service Maintenance Mode",
+                    status="critical",
+                    notes=reason or _SERVICE_MAINT_DEFAULT,
+                    service_id=service_id,
+                    service_name=service.service,
+                    service_tags=list(service.tags),
+                ),
+                definition=CheckDefinition(),
+                token="",
+            ),
+            keep_status=False,
+        )
+        return True
+
+    async def reload(self) -> None:
+        """Re-read the config sources; apply service and check changes in place."""
+        loaded = load_config(self.args)
+        for warning in loaded.warnings:
+            log.warning("agent: %s", warning)
+        self._apply_config_definitions(loaded.config)
+        self.config = loaded.config
+        log.info("agent: reloaded configuration")
+
+    def leave(self) -> None:
+        log.info("agent: graceful leave requested")
+        asyncio.get_running_loop().call_soon(self.stopped.set)
+
+    def metrics_json(self) -> dict[str, Any]:
+        return info.metrics_json(self, self._stats())
+
+    def metrics_prometheus(self) -> str:
+        return info.metrics_prometheus(self._stats())
+
+    def _stats(self) -> dict[str, float]:
+        stats: dict[str, float] = {
+            "consul.agent.services": len(self.local.live_services()),
+            "consul.agent.checks": len(self.local.live_checks()),
+            "consul.agent.anti_entropy.syncs": self.anti_entropy.syncs,
+            "consul.agent.anti_entropy.full_syncs": self.anti_entropy.full_syncs,
+            "consul.agent.anti_entropy.errors": self.anti_entropy.errors,
+            "consul.runtime.uptime_seconds": time.time() - self.started_at_s,
+        }
+        if self.http_app is not None:
+            for name, value in self.http_app[STATS_KEY].as_dict().items():
+                stats[f"consul.http.{name}"] = value
+        if self.store is not None:
+            store = self.store
+            stats["consul.state.nodes"] = len(store.nodes)
+            stats["consul.state.services"] = len(store.instances)
+            stats["consul.state.service_instances"] = sum(len(r) for r in store.instances.values())
+            stats["consul.state.kv_entries"] = len(store.kvs)
+            stats["consul.state.index"] = store.last_index
+            stats["consul.state.blocking_queries"] = len(store.watches)
+        return stats

@@ -1,0 +1,131 @@
+"""What the agent says about itself: addresses, /v1/agent/self, members, metrics.
+
+Shapes follow Consul's JSON; secrets (tokens, keys) are never included.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from proconsul import CONSUL_COMPAT_VERSION, __version__
+from proconsul.config.schema import RuntimeConfig
+
+if TYPE_CHECKING:
+    from proconsul.agent.agent import Agent
+
+BUILD = f"{CONSUL_COMPAT_VERSION}:proconsul-{__version__}"
+PROTOCOL_VERSION = "2"
+
+
+def advertise_address(config: RuntimeConfig) -> str:
+    if config.advertise_addr:
+        return config.advertise_addr
+    bind = config.bind_addr
+    if bind and bind not in ("0.0.0.0", "::"):
+        return bind
+    return "127.0.0.1"
+
+
+def http_addresses(config: RuntimeConfig) -> list[tuple[str, int]]:
+    """Where the HTTP API listens: `addresses.http` or `client_addr`, on `ports.http`."""
+    port = config.ports.http
+    if port is None or port < 0:
+        return []
+    hosts = (config.addresses.http or config.client_addr or "127.0.0.1").split()
+    return [(host, port) for host in hosts]
+
+
+def member(agent: Agent) -> dict[str, Any]:
+    config = agent.config
+    tags = {
+        "role": "consul" if config.server else "node",
+        "dc": config.datacenter,
+        "port": str(config.ports.server),
+        "vsn": PROTOCOL_VERSION,
+        "vsn_min": "2",
+        "vsn_max": "3",
+        "build": BUILD,
+        "id": agent.node_id,
+        "segment": "",
+    }
+    if config.server:
+        tags["expect"] = str(config.bootstrap_expect or 1)
+    return {
+        "Name": agent.node_name,
+        "Addr": agent.advertise_addr,
+        "Port": config.ports.serf_lan,
+        "Tags": tags,
+        "Status": 1,
+        "ProtocolMin": 1,
+        "ProtocolMax": 5,
+        "ProtocolCur": 2,
+        "DelegateMin": 2,
+        "DelegateMax": 5,
+        "DelegateCur": 4,
+    }
+
+
+def self_info(agent: Agent) -> dict[str, Any]:
+    config = agent.config
+    return {
+        "Config": {
+            "Datacenter": config.datacenter,
+            "PrimaryDatacenter": config.datacenter,
+            "NodeName": agent.node_name,
+            "NodeID": agent.node_id,
+            "Partition": "",
+            "Revision": "proconsul",
+            "Server": config.server,
+            "Version": CONSUL_COMPAT_VERSION,
+            "BuildDate": "",
+        },
+        "DebugConfig": {
+            "Datacenter": config.datacenter,
+            "NodeName": agent.node_name,
+            "NodeID": agent.node_id,
+            "DataDir": config.data_dir,
+            "DevMode": config.dev_mode,
+            "ServerMode": config.server,
+            "BindAddr": config.bind_addr,
+            "AdvertiseAddrLAN": agent.advertise_addr,
+            "ClientAddrs": (config.client_addr or "").split(),
+            "DNSDomain": config.domain,
+            "HTTPAddrs": [f"tcp://{host}:{port}" for host, port in agent.http_addresses],
+            "ACLsEnabled": config.acl.enabled,
+            "UIConfig": {"Enabled": config.ui_config.enabled},
+            "ProxyVersion": __version__,
+        },
+        "Coord": None,
+        "Member": member(agent),
+        "Stats": {},
+        "Meta": dict(config.node_meta),
+        "xDS": {
+            "SupportedProxies": {"envoy": ["1.26.0", "1.25.4", "1.24.6", "1.23.8"]},
+            "Port": config.ports.grpc,
+            "Ports": {"Plaintext": config.ports.grpc, "TLS": config.ports.grpc_tls},
+        },
+    }
+
+
+def metrics_json(agent: Agent, stats: dict[str, float]) -> dict[str, Any]:
+    """Consul's /v1/agent/metrics shape: every stat as a gauge."""
+    return {
+        "Timestamp": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime()),
+        "Gauges": [
+            {"Name": name, "Value": value, "Labels": {}} for name, value in sorted(stats.items())
+        ],
+        "Points": [],
+        "Counters": [],
+        "Samples": [],
+    }
+
+
+def metrics_prometheus(stats: dict[str, float]) -> str:
+    lines = []
+    for name, value in sorted(stats.items()):
+        metric = name.replace(".", "_").replace("-", "_")
+        lines.append(f"# HELP {metric} {name}")
+        lines.append(f"# TYPE {metric} gauge")
+        lines.append(f"{metric} {value:g}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""Turn user-written service and check definitions into catalog rows.
+
+One place decides Consul's defaults: a service ID defaults to its name, a
+service check's ID is `service:<id>` (or `service:<id>:<n>` when there are
+several), its name `Service '<name>' check`, weights 1/1, initial status
+critical. Config files, `/v1/agent/service/register` and `services register`
+all come through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from proconsul.checks.kinds import check_kind
+from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
+from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.duration import Duration, format_duration
+
+CHECK_STATUSES = ("passing", "warning", "critical")
+
+
+class DefinitionError(ValueError):
+    """A definition Consul would refuse; the message is Consul's wording where it has one."""
+
+
+@dataclass
+class CheckSpec:
+    """A check ready for the agent: its catalog row plus what runs it."""
+
+    row: HealthCheck
+    definition: CheckDefinition
+    token: str
+
+
+def _duration_text(value: Duration | None) -> str:
+    return format_duration(value) if value is not None else ""
+
+
+def build_check(
+    definition: CheckDefinition,
+    node: str,
+    *,
+    service: NodeService | None = None,
+    default_id: str = "",
+    default_name: str = "",
+    default_token: str = "",
+) -> CheckSpec:
+    """Validate a check definition and build its catalog row."""
+    check_id = definition.id or definition.check_id or default_id or definition.name
+    name = definition.name or default_name
+    if not name:
+        raise DefinitionError("Missing check name")
+    if not check_id:
+        check_id = name
+    try:
+        kind = check_kind(definition)
+    except ValueError as exc:
+        raise DefinitionError(f"Invalid check {check_id!r}: {exc}") from None
+    status = definition.status or "critical"
+    if status not in CHECK_STATUSES:
+        raise DefinitionError(f"Invalid check status {status!r}")
+    for count_name in ("success_before_passing", "failures_before_critical"):
+        if getattr(definition, count_name) < 0:
+            raise DefinitionError(f"Invalid check {check_id!r}: {count_name} must be >= 0")
+    service_id = definition.service_id or (service.id if service else "")
+    row = HealthCheck(
+        node=node,
+        check_id=check_id,
+        name=name,
+        status=status,
+        notes=definition.notes,
+        service_id=service_id,
+        service_name=service.service if service else "",
+        service_tags=list(service.tags) if service else [],
+        type=kind,
+        interval=_duration_text(definition.interval),
+        timeout=_duration_text(definition.timeout),
+        definition=_definition_summary(definition),
+    )
+    return CheckSpec(row=row, definition=definition, token=definition.token or default_token)
+
+
+def _definition_summary(definition: CheckDefinition) -> dict[str, Any]:
+    """The `Definition` object Consul shows for a check (only the interesting fields)."""
+    summary: dict[str, Any] = {}
+    if definition.http:
+        summary["HTTP"] = definition.http
+        summary["Method"] = definition.method or "GET"
+        summary["Header"] = definition.header or None
+        summary["TLSSkipVerify"] = definition.tls_skip_verify
+        summary["TLSServerName"] = definition.tls_server_name
+    if definition.tcp:
+        summary["TCP"] = definition.tcp
+    summary["Interval"] = _duration_text(definition.interval) or "0s"
+    summary["Timeout"] = _duration_text(definition.timeout) or "0s"
+    summary["DeregisterCriticalServiceAfter"] = (
+        _duration_text(definition.deregister_critical_service_after) or "0s"
+    )
+    return summary
+
+
+def build_service(
+    definition: ServiceDefinition, node: str
+) -> tuple[NodeService, list[CheckSpec], str]:
+    """Validate a service definition; return the instance row, its checks and its token."""
+    if not definition.name:
+        raise DefinitionError("Missing service name")
+    if not 0 <= definition.port <= 65535:
+        raise DefinitionError(f"Invalid service port {definition.port}")
+    weights = definition.weights
+    if weights is not None and (weights.passing < 1 or weights.warning < 0):
+        raise DefinitionError("Passing must be greater than 0")
+    tagged: dict[str, ServiceAddress] = {}
+    for key, value in definition.tagged_addresses.items():
+        try:
+            tagged[key] = msgspec.convert(value, ServiceAddress, strict=False)
+        except msgspec.ValidationError as exc:
+            raise DefinitionError(f"Invalid tagged address {key!r}: {exc}") from None
+    service = NodeService(
+        id=definition.id or definition.name,
+        service=definition.name,
+        kind=definition.kind,
+        tags=list(definition.tags),
+        address=definition.address,
+        tagged_addresses=tagged,
+        meta=dict(definition.meta),
+        port=definition.port,
+        weights=Weights(weights.passing, weights.warning) if weights else Weights(),
+        enable_tag_override=definition.enable_tag_override,
+        proxy=msgspec.to_builtins(definition.proxy) if definition.proxy else {},
+        connect=msgspec.to_builtins(definition.connect) if definition.connect else {},
+    )
+    check_defs = list(definition.checks)
+    if definition.check is not None:
+        check_defs.insert(0, definition.check)
+    specs = []
+    for number, check_def in enumerate(check_defs, start=1):
+        default_id = f"service:{service.id}"
+        if len(check_defs) > 1:
+            default_id = f"{default_id}:{number}"
+        specs.append(
+            build_check(
+                check_def,
+                node,
+                service=service,
+                default_id=default_id,
+                default_name=f"Service '{service.service}' check",
+                default_token=definition.token,
+            )
+        )
+    return service, specs, definition.token

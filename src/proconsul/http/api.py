@@ -1,0 +1,71 @@
+"""What the HTTP API needs from the agent, as a Protocol, so this layer never imports it.
+
+The agent (outer layer) implements it; handlers reach it through `request.app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from proconsul.state.fsm import ApplyResult
+from proconsul.structs.catalog import HealthCheck, NodeService
+from proconsul.structs.commands import Command
+from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.requests import ReadRequest, ReadResponse
+
+
+class AgentAPI(Protocol):
+    datacenter: str
+    node_name: str
+    kv_max_value_size: int
+
+    async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse: ...
+
+    async def rpc_write(self, command: Command) -> tuple[int, ApplyResult]: ...
+
+    def datacenters(self) -> list[str]: ...
+
+    def self_info(self) -> dict[str, Any]: ...
+
+    def members(self) -> list[dict[str, Any]]: ...
+
+    def leader_address(self) -> str: ...
+
+    def peer_addresses(self) -> list[str]: ...
+
+    def local_services(self) -> dict[str, NodeService]: ...
+
+    def local_checks(self) -> dict[str, HealthCheck]: ...
+
+    async def register_service(
+        self, definition: ServiceDefinition, replace_existing_checks: bool
+    ) -> None: ...
+
+    async def deregister_service(self, service_id: str) -> bool: ...
+
+    async def register_check(self, definition: CheckDefinition) -> None: ...
+
+    async def deregister_check(self, check_id: str) -> bool: ...
+
+    def update_ttl_check(self, check_id: str, status: str, output: str) -> str | None: ...
+
+    def set_node_maintenance(self, enable: bool, reason: str) -> None: ...
+
+    def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool: ...
+
+    async def reload(self) -> None: ...
+
+    def leave(self) -> None: ...
+
+    def metrics_json(self) -> dict[str, Any]: ...
+
+    def metrics_prometheus(self) -> str: ...
+
+
+AGENT_KEY: web.AppKey[AgentAPI] = web.AppKey("agent")
+
+
+def agent_of(request: web.Request) -> AgentAPI:
+    return request.app[AGENT_KEY]

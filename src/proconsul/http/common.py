@@ -1,0 +1,157 @@
+"""Shared pieces of the HTTP API: query options, JSON bodies, Consul's headers and errors.
+
+Errors are plain text with Consul's status codes and wording; JSON is compact
+unless `?pretty`. Durations in query strings use Go syntax (`?wait=5s`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NoReturn, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from proconsul.structs.duration import dec_hook, enc_hook, parse_duration
+from proconsul.structs.naming import pascal_keys, snake_keys
+from proconsul.structs.requests import QueryMeta, QueryOptions
+
+T = TypeVar("T")
+
+json_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
+JSON_CONTENT_TYPE = "application/json"
+
+
+class HTTPError(Exception):
+    """Raised by handlers; the middleware turns it into a plain-text response."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str) -> NoReturn:
+    raise HTTPError(400, message)
+
+
+def not_found(message: str) -> NoReturn:
+    raise HTTPError(404, message)
+
+
+def wants_pretty(request: web.Request) -> bool:
+    return "pretty" in request.query
+
+
+def encode_json(request: web.Request, value: Any) -> bytes:
+    body = json_encoder.encode(value)
+    if wants_pretty(request):
+        body = msgspec.json.format(body, indent=4)
+    return body
+
+
+def json_response(
+    request: web.Request, value: Any, meta: QueryMeta | None = None, status: int = 200
+) -> web.Response:
+    return json_bytes_response(request, encode_json(request, value), meta, status)
+
+
+def json_bytes_response(
+    request: web.Request, body: bytes, meta: QueryMeta | None = None, status: int = 200
+) -> web.Response:
+    response = web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE)
+    if meta is not None:
+        set_meta_headers(response, meta)
+    return response
+
+
+def set_meta_headers(response: web.StreamResponse, meta: QueryMeta) -> None:
+    headers = response.headers
+    headers["X-Consul-Index"] = str(meta.index)
+    headers["X-Consul-KnownLeader"] = "true" if meta.known_leader else "false"
+    headers["X-Consul-LastContact"] = str(meta.last_contact_ms)
+
+
+def query_bool(request: web.Request, name: str) -> bool:
+    """Consul treats a present flag as true unless it says false (`?passing=false`)."""
+    if name not in request.query:
+        return False
+    return request.query[name].lower() not in ("false", "0")
+
+
+def query_int(request: web.Request, name: str, default: int = 0) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        bad_request(f"Invalid {name} value: {text!r}")
+
+
+def query_options(request: web.Request, token: str = "") -> QueryOptions:
+    wait_s = 0.0
+    wait = request.query.get("wait")
+    if wait:
+        try:
+            wait_s = float(parse_duration(wait))
+        except ValueError:
+            bad_request(f"Invalid wait time: {wait!r}")
+    index = 0
+    index_text = request.query.get("index")
+    if index_text:
+        try:
+            index = int(index_text)
+        except ValueError:
+            bad_request(f"Invalid index: {index_text!r}")
+    stale = "stale" in request.query
+    consistent = "consistent" in request.query
+    if stale and consistent:
+        bad_request("Cannot specify ?stale with ?consistent, conflicting semantics.")
+    return QueryOptions(
+        datacenter=request.query.get("dc", ""),
+        token=token,
+        min_index=index,
+        max_query_time_s=wait_s,
+        allow_stale=stale,
+        require_consistent=consistent,
+    )
+
+
+def node_meta_filter(request: web.Request) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in request.query.getall("node-meta", []):
+        key, sep, value = item.partition(":")
+        if not sep:
+            bad_request(f"Invalid node-meta filter {item!r}: expected key:value")
+        result[key] = value
+    return result
+
+
+def request_token(request: web.Request) -> str:
+    """The token of a request: X-Consul-Token, then Authorization: Bearer, then ?token."""
+    token = request.headers.get("X-Consul-Token")
+    if token:
+        return token
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("token", "")
+
+
+async def decode_body(
+    request: web.Request, kind: type[T], *, keys: Literal["pascal", "snake"] = "pascal"
+) -> T:
+    """Decode a JSON body into `kind`; a malformed body is a 400 with the decoder's message.
+
+    Keys are accepted in any case, as Consul accepts them, and respelled for
+    `kind`: PascalCase for API structs, snake_case for definitions.
+    """
+    raw = await request.read()
+    if not raw.strip():
+        bad_request("Request decode failed: EOF")
+    rename = pascal_keys if keys == "pascal" else snake_keys
+    try:
+        return msgspec.convert(rename(msgspec.json.decode(raw)), kind, dec_hook=dec_hook)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        bad_request(f"Request decode failed: {exc}")

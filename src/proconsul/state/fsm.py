@@ -1,0 +1,123 @@
+"""`fsm.apply(index, command)`: the one entry point that changes the state store.
+
+On a dev agent a local log feeds it; on servers Raft does, in log order, on
+every server. Apply must be deterministic: it reads nothing but the command and
+the store, and a refused write is returned as an `ApplyError` value (never
+raised), so every replica reaches the same result.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from proconsul.state.store import StateError, StateStore
+from proconsul.structs.catalog import HealthCheck, Node
+from proconsul.structs.commands import Command, DeregisterRequest, KVSRequest, RegisterRequest
+
+
+class ApplyError(msgspec.Struct, frozen=True):
+    """A command the state machine refused; `message` is Consul's wording."""
+
+    message: str
+
+
+ApplyResult = bool | None | ApplyError
+
+
+class FSM:
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.applied = 0
+
+    def apply(self, index: int, command: Command) -> ApplyResult:
+        try:
+            if isinstance(command, RegisterRequest):
+                return self._register(index, command)
+            if isinstance(command, DeregisterRequest):
+                return self._deregister(index, command)
+            if isinstance(command, KVSRequest):
+                return self._kvs(index, command)
+            return ApplyError(f"unknown command type {type(command).__name__}")
+        except StateError as exc:
+            return ApplyError(str(exc))
+        finally:
+            self.applied += 1
+            self.store.finish_write(index)
+
+    def _register(self, index: int, req: RegisterRequest) -> ApplyResult:
+        store = self.store
+        if not req.node:
+            return ApplyError("Must provide node")
+        if not req.skip_node_update or req.node not in store.nodes:
+            if not req.address:
+                return ApplyError("Must provide address")
+            store.apply_node(
+                index,
+                Node(
+                    node=req.node,
+                    address=req.address,
+                    id=req.id,
+                    datacenter=req.datacenter,
+                    tagged_addresses=req.tagged_addresses,
+                    meta=req.node_meta,
+                ),
+            )
+        if req.service is not None:
+            if not req.service.service:
+                return ApplyError("Must provide service name (Service.Service)")
+            if not req.service.id:
+                req.service.id = req.service.service
+            store.apply_service(index, req.node, req.service)
+        checks: list[HealthCheck] = list(req.checks)
+        if req.check is not None:
+            checks.append(req.check)
+        for check in checks:
+            if not check.check_id:
+                check.check_id = check.name
+            if not check.check_id:
+                return ApplyError("Must provide check name or ID")
+            check.node = req.node
+            store.apply_check(index, check)
+        return None
+
+    def _deregister(self, index: int, req: DeregisterRequest) -> ApplyResult:
+        if not req.node:
+            return ApplyError("Must provide node")
+        if req.service_id:
+            self.store.delete_service(index, req.node, req.service_id)
+        elif req.check_id:
+            self.store.delete_check(index, req.node, req.check_id)
+        else:
+            self.store.delete_node(index, req.node)
+        return None
+
+    def _kvs(self, index: int, req: KVSRequest) -> ApplyResult:
+        store = self.store
+        entry = req.dir_ent
+        if req.op == "set":
+            store.kv_set(index, entry)
+            return True
+        if req.op == "cas":
+            current = store.kvs.get(entry.key)
+            expected = entry.modify_index
+            if (expected == 0 and current is not None) or (
+                expected != 0 and (current is None or current.modify_index != expected)
+            ):
+                return False
+            store.kv_set(index, entry)
+            return True
+        if req.op == "delete":
+            store.kv_delete(index, entry.key)
+            return True
+        if req.op == "delete-cas":
+            current = store.kvs.get(entry.key)
+            if current is None:
+                return True  # nothing to delete: Consul reports success
+            if current.modify_index != entry.modify_index:
+                return False
+            store.kv_delete(index, entry.key)
+            return True
+        if req.op == "delete-tree":
+            store.kv_delete_tree(index, entry.key)
+            return True
+        return ApplyError(f"Invalid KVS operation {req.op!r}")

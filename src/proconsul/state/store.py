@@ -1,0 +1,377 @@
+"""The replicated state: catalog, health and KV tables with a raft index on every row.
+
+Rules:
+- Only `fsm.apply` calls the `apply_*` methods; everything else reads.
+- Every write stamps `create_index`/`modify_index` on the rows it changes and
+  bumps the index keys it touched, then notifies watchers of exactly those keys.
+- A write that changes nothing (same row re-registered) bumps nothing, so blocking
+  queries do not wake for anti-entropy's no-op syncs.
+- Reads return `(index, result)`; the index is what a blocking query compares.
+
+Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
+"service:<name>" (everything a health or catalog query on that name depends on,
+including the node rows and node-level checks of the nodes it runs on).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import msgspec
+
+from proconsul.state.watch import WatchHub
+from proconsul.structs.catalog import (
+    CheckServiceNode,
+    HealthCheck,
+    KVEntry,
+    Node,
+    NodeService,
+    ServiceNode,
+)
+
+# Deleted KV keys remember their index so prefix queries see deletions; past this
+# many, the oldest are folded into one floor index (prefix queries may then wake
+# early, but never miss a change).
+_MAX_TOMBSTONES = 10_000
+
+
+class StateError(Exception):
+    """A write the store refuses; the message is shown to the API caller."""
+
+
+def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
+    """Rows equal apart from their indexes."""
+    return msgspec.structs.replace(a, create_index=0, modify_index=0) == msgspec.structs.replace(
+        b, create_index=0, modify_index=0
+    )
+
+
+class StateStore:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.services: dict[str, dict[str, NodeService]] = {}  # node -> service id -> row
+        self.instances: dict[str, dict[tuple[str, str], NodeService]] = {}  # name -> rows
+        self.checks: dict[str, dict[str, HealthCheck]] = {}  # node -> check id -> row
+        self.kvs: dict[str, KVEntry] = {}
+        self._kv_keys: list[str] = []  # sorted, for prefix scans
+        self._tombstones: dict[str, int] = {}
+        self._tombstone_floor = 0
+        self.indexes: dict[str, int] = {}
+        self.last_index = 0
+        self.watches = WatchHub()
+        self._touched: set[str] = set()
+
+    # ----- index bookkeeping -------------------------------------------------
+
+    def index(self, key: str) -> int:
+        return self.indexes.get(key, 0)
+
+    def _bump(self, index: int, *keys: str) -> None:
+        for key in keys:
+            self.indexes[key] = index
+            self._touched.add(key)
+
+    def _bump_node_services(self, index: int, node: str) -> None:
+        """Node rows and node checks are part of every service query on that node."""
+        for service in self.services.get(node, {}).values():
+            self._bump(index, f"service:{service.service}")
+
+    def finish_write(self, index: int) -> None:
+        """Called by the FSM after each command: record the index and wake watchers."""
+        self.last_index = max(self.last_index, index)
+        touched, self._touched = self._touched, set()
+        if touched:
+            self.watches.notify(touched)
+
+    # ----- catalog writes ----------------------------------------------------
+
+    def apply_node(self, index: int, node: Node) -> None:
+        existing = self.nodes.get(node.node)
+        if existing is not None:
+            if _same(existing, node):
+                return
+            node.create_index = existing.create_index
+        else:
+            node.create_index = index
+        node.modify_index = index
+        self.nodes[node.node] = node
+        self._bump(index, "nodes", f"node:{node.node}")
+        self._bump_node_services(index, node.node)
+
+    def apply_service(self, index: int, node_name: str, service: NodeService) -> None:
+        if node_name not in self.nodes:
+            raise StateError(f"Missing node registration for {node_name!r}")
+        node_services = self.services.setdefault(node_name, {})
+        existing = node_services.get(service.id)
+        if existing is not None:
+            if _same(existing, service):
+                return
+            service.create_index = existing.create_index
+            if existing.service != service.service:
+                self._drop_instance(index, node_name, existing)
+        else:
+            service.create_index = index
+        service.modify_index = index
+        node_services[service.id] = service
+        self.instances.setdefault(service.service, {})[(node_name, service.id)] = service
+        self._bump(index, "services", f"service:{service.service}", f"node:{node_name}")
+        # Checks denormalise the service name and tags.
+        for check in self.checks.get(node_name, {}).values():
+            if check.service_id == service.id and (
+                check.service_name != service.service or check.service_tags != service.tags
+            ):
+                check.service_name = service.service
+                check.service_tags = list(service.tags)
+                check.modify_index = index
+                self._bump(index, "checks")
+
+    def _drop_instance(self, index: int, node_name: str, service: NodeService) -> None:
+        rows = self.instances.get(service.service)
+        if rows is not None:
+            rows.pop((node_name, service.id), None)
+            if not rows:
+                del self.instances[service.service]
+        self._bump(index, "services", f"service:{service.service}", f"node:{node_name}")
+
+    def apply_check(self, index: int, check: HealthCheck) -> None:
+        node_name = check.node
+        if node_name not in self.nodes:
+            raise StateError(f"Missing node registration for {node_name!r}")
+        if check.service_id:
+            service = self.services.get(node_name, {}).get(check.service_id)
+            if service is None:
+                raise StateError(
+                    f"Unknown service ID {check.service_id!r} for check ID {check.check_id!r}"
+                )
+            check.service_name = service.service
+            check.service_tags = list(service.tags)
+        else:
+            check.service_name = ""
+            check.service_tags = []
+        node_checks = self.checks.setdefault(node_name, {})
+        existing = node_checks.get(check.check_id)
+        if existing is not None:
+            if _same(existing, check):
+                return
+            check.create_index = existing.create_index
+            if existing.service_name and existing.service_name != check.service_name:
+                self._bump(index, f"service:{existing.service_name}")
+        else:
+            check.create_index = index
+        check.modify_index = index
+        node_checks[check.check_id] = check
+        self._bump(index, "checks", f"node:{node_name}")
+        if check.service_name:
+            self._bump(index, f"service:{check.service_name}")
+        else:
+            self._bump_node_services(index, node_name)
+
+    def delete_check(self, index: int, node_name: str, check_id: str) -> None:
+        check = self.checks.get(node_name, {}).pop(check_id, None)
+        if check is None:
+            return
+        self._bump(index, "checks", f"node:{node_name}")
+        if check.service_name:
+            self._bump(index, f"service:{check.service_name}")
+        else:
+            self._bump_node_services(index, node_name)
+
+    def delete_service(self, index: int, node_name: str, service_id: str) -> None:
+        service = self.services.get(node_name, {}).pop(service_id, None)
+        if service is None:
+            return
+        for check_id in [
+            c.check_id
+            for c in self.checks.get(node_name, {}).values()
+            if c.service_id == service_id
+        ]:
+            self.delete_check(index, node_name, check_id)
+        self._drop_instance(index, node_name, service)
+
+    def delete_node(self, index: int, node_name: str) -> None:
+        if node_name not in self.nodes:
+            return
+        for service_id in list(self.services.get(node_name, {})):
+            self.delete_service(index, node_name, service_id)
+        for check_id in list(self.checks.get(node_name, {})):
+            self.delete_check(index, node_name, check_id)
+        self.services.pop(node_name, None)
+        self.checks.pop(node_name, None)
+        del self.nodes[node_name]
+        self._bump(index, "nodes", f"node:{node_name}")
+
+    # ----- KV writes ---------------------------------------------------------
+
+    def kv_set(self, index: int, entry: KVEntry) -> None:
+        existing = self.kvs.get(entry.key)
+        if existing is None:
+            entry.create_index = index
+            bisect.insort(self._kv_keys, entry.key)
+            self._tombstones.pop(entry.key, None)
+        else:
+            entry.create_index = existing.create_index
+            entry.lock_index = existing.lock_index
+            entry.session = existing.session
+        entry.modify_index = index
+        self.kvs[entry.key] = entry
+        self._bump(index, "kvs")
+
+    def kv_delete(self, index: int, key: str) -> bool:
+        if self.kvs.pop(key, None) is None:
+            return False
+        pos = bisect.bisect_left(self._kv_keys, key)
+        del self._kv_keys[pos]
+        self._add_tombstone(index, key)
+        self._bump(index, "kvs")
+        return True
+
+    def kv_delete_tree(self, index: int, prefix: str) -> None:
+        for key in self._keys_with_prefix(prefix):
+            self.kv_delete(index, key)
+
+    def _add_tombstone(self, index: int, key: str) -> None:
+        self._tombstones[key] = index
+        if len(self._tombstones) > _MAX_TOMBSTONES:
+            oldest = min(self._tombstones, key=self._tombstones.__getitem__)
+            self._tombstone_floor = max(self._tombstone_floor, self._tombstones.pop(oldest))
+
+    # ----- catalog reads -----------------------------------------------------
+
+    def _table_or(self, key: str, table: str) -> int:
+        return self.indexes.get(key) or self.index(table)
+
+    def catalog_nodes(self) -> tuple[int, list[Node]]:
+        return self.index("nodes"), [self.nodes[name] for name in sorted(self.nodes)]
+
+    def catalog_node(self, node_name: str) -> tuple[int, Node | None, list[NodeService]]:
+        index = self._table_or(f"node:{node_name}", "nodes")
+        node = self.nodes.get(node_name)
+        services = self.services.get(node_name, {})
+        return index, node, [services[sid] for sid in sorted(services)]
+
+    def catalog_services(self) -> tuple[int, dict[str, list[str]]]:
+        result: dict[str, list[str]] = {}
+        for name in sorted(self.instances):
+            tags: set[str] = set()
+            for service in self.instances[name].values():
+                tags.update(service.tags)
+            result[name] = sorted(tags)
+        return self.index("services"), result
+
+    def service_instances(self, name: str) -> tuple[int, list[tuple[Node, NodeService]]]:
+        """Instances of `name` joined with their nodes, sorted by node then ID."""
+        index = self._table_or(f"service:{name}", "services")
+        rows = self.instances.get(name, {})
+        joined = [(self.nodes[node], rows[(node, sid)]) for node, sid in sorted(rows)]
+        return index, joined
+
+    def catalog_service(self, name: str) -> tuple[int, list[ServiceNode]]:
+        index, joined = self.service_instances(name)
+        return index, [service_node(node, service) for node, service in joined]
+
+    def health_service(self, name: str) -> tuple[int, list[CheckServiceNode]]:
+        index, joined = self.service_instances(name)
+        result = []
+        for node, service in joined:
+            checks = [
+                check
+                for check in self.checks.get(node.node, {}).values()
+                if not check.service_id or check.service_id == service.id
+            ]
+            result.append(CheckServiceNode(node=node, service=service, checks=checks))
+        return index, result
+
+    def node_checks(self, node_name: str) -> tuple[int, list[HealthCheck]]:
+        checks = self.checks.get(node_name, {})
+        return self._table_or(f"node:{node_name}", "checks"), [
+            checks[cid] for cid in sorted(checks)
+        ]
+
+    def service_checks(self, name: str) -> tuple[int, list[HealthCheck]]:
+        index = self._table_or(f"service:{name}", "checks")
+        nodes = {node for node, _ in self.instances.get(name, {})}
+        found = [
+            check
+            for node in sorted(nodes)
+            for check in self.checks.get(node, {}).values()
+            if check.service_name == name
+        ]
+        return index, found
+
+    def checks_in_state(self, state: str) -> tuple[int, list[HealthCheck]]:
+        found = [
+            check
+            for node in sorted(self.checks)
+            for check in self.checks[node].values()
+            if state == "any" or check.status == state
+        ]
+        return self.index("checks"), found
+
+    # ----- KV reads ----------------------------------------------------------
+
+    def _keys_with_prefix(self, prefix: str) -> list[str]:
+        start = bisect.bisect_left(self._kv_keys, prefix)
+        end = start
+        while end < len(self._kv_keys) and self._kv_keys[end].startswith(prefix):
+            end += 1
+        return self._kv_keys[start:end]
+
+    def _prefix_index(self, prefix: str, entries: Iterable[KVEntry]) -> int:
+        index = self._tombstone_floor
+        for entry in entries:
+            index = max(index, entry.modify_index)
+        for key, tomb_index in self._tombstones.items():
+            if key.startswith(prefix):
+                index = max(index, tomb_index)
+        return index or self.index("kvs")
+
+    def kv_get(self, key: str) -> tuple[int, KVEntry | None]:
+        entry = self.kvs.get(key)
+        if entry is not None:
+            return entry.modify_index, entry
+        tomb = self._tombstones.get(key, 0)
+        return (tomb or max(self._tombstone_floor, self.index("kvs"))), None
+
+    def kv_list(self, prefix: str) -> tuple[int, list[KVEntry]]:
+        entries = [self.kvs[key] for key in self._keys_with_prefix(prefix)]
+        return self._prefix_index(prefix, entries), entries
+
+    def kv_keys(self, prefix: str, separator: str) -> tuple[int, list[str]]:
+        keys = self._keys_with_prefix(prefix)
+        index = self._prefix_index(prefix, (self.kvs[k] for k in keys))
+        if not separator:
+            return index, keys
+        result: list[str] = []
+        for key in keys:
+            cut = key.find(separator, len(prefix))
+            short = key if cut < 0 else key[: cut + len(separator)]
+            if not result or result[-1] != short:
+                result.append(short)
+        return index, result
+
+
+def service_node(node: Node, service: NodeService) -> ServiceNode:
+    """Join a node and an instance into a /v1/catalog/service row."""
+    return ServiceNode(
+        id=node.id,
+        node=node.node,
+        address=node.address,
+        datacenter=node.datacenter,
+        tagged_addresses=node.tagged_addresses,
+        node_meta=node.meta,
+        service_kind=service.kind,
+        service_id=service.id,
+        service_name=service.service,
+        service_tags=service.tags,
+        service_address=service.address,
+        service_tagged_addresses=service.tagged_addresses,
+        service_weights=service.weights,
+        service_meta=service.meta,
+        service_port=service.port,
+        service_enable_tag_override=service.enable_tag_override,
+        service_proxy=service.proxy,
+        service_connect=service.connect,
+        create_index=service.create_index,
+        modify_index=service.modify_index,
+    )

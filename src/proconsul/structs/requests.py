@@ -1,0 +1,44 @@
+"""Requests and responses of the server endpoints (Consul's RPC layer).
+
+The HTTP API turns each read into a `ReadRequest` for a named endpoint; on a dev
+agent or a server the endpoint runs in-process, on a client agent it will be
+forwarded to a server over RPC, so these are plain msgspec structs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class QueryOptions(msgspec.Struct):
+    datacenter: str = ""
+    token: str = ""
+    min_index: int = 0  # ?index: block until the result's index passes it
+    max_query_time_s: float = 0.0  # ?wait; 0 means the default
+    allow_stale: bool = False
+    require_consistent: bool = False
+
+
+class ReadRequest(msgspec.Struct):
+    """One read. Which fields matter depends on the endpoint (see ServerEndpoints)."""
+
+    name: str = ""  # service, node or KV key/prefix
+    tags: list[str] = []
+    passing_only: bool = False
+    node_meta: dict[str, str] = {}
+    state: str = ""  # health state filter
+    separator: str = ""  # KV ?keys
+    options: QueryOptions = msgspec.field(default_factory=QueryOptions)
+
+
+class QueryMeta(msgspec.Struct):
+    index: int
+    known_leader: bool = True
+    last_contact_ms: int = 0
+
+
+class ReadResponse(msgspec.Struct):
+    meta: QueryMeta
+    value: Any
