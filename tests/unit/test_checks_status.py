@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import pytest
 
-import proconsul.checks.kinds as kinds_module
-import proconsul.checks.status as status_module
 from proconsul.checks.status import (
     CRITICAL,
     OUTPUT_MAX_SIZE,
@@ -23,25 +18,6 @@ from proconsul.checks.status import (
     truncate_ttl_output,
     ttl_expired_output,
 )
-
-FORBIDDEN = {"asyncio", "socket", "ssl", "time", "random", "aiohttp", "threading", "select"}
-
-
-def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-@pytest.mark.parametrize("module", [status_module, kinds_module])
-def test_pure_cores_import_no_io(module: object) -> None:
-    path = Path(module.__file__)  # type: ignore[attr-defined]
-    assert _imported_modules(path) & FORBIDDEN == set()
 
 
 @pytest.mark.parametrize(
