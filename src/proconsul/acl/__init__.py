@@ -1,0 +1,37 @@
+"""ACLs: the rule language, identities, tokens and the authorizer (pure, no I/O).
+
+- `rules`: policy text -> `ParsedPolicy` (`parse_rules`, `RuleError`).
+- `structs`: ACLToken / ACLPolicy / ACLRole rows, built-in IDs, hashes, expiry.
+- `identity`: service and node identities as synthetic policies; a token's policies.
+- `authorizer`: parsed policies -> `Authorizer` decisions and Consul's 403 text.
+"""
+
+from proconsul.acl.authorizer import (
+    Authorizer,
+    Decision,
+    PermissionDenied,
+    token_authorizer,
+)
+from proconsul.acl.identity import (
+    ScopedPolicy,
+    node_identity_policy,
+    service_identity_policy,
+    token_policies,
+)
+from proconsul.acl.rules import MAX_RULES_BYTES, Access, ParsedPolicy, RuleError, parse_rules
+
+__all__ = [
+    "MAX_RULES_BYTES",
+    "Access",
+    "Authorizer",
+    "Decision",
+    "ParsedPolicy",
+    "PermissionDenied",
+    "RuleError",
+    "ScopedPolicy",
+    "node_identity_policy",
+    "parse_rules",
+    "service_identity_policy",
+    "token_authorizer",
+    "token_policies",
+]
