@@ -313,13 +313,15 @@ def test_templates_resolve_in_every_address_field() -> None:
         f'addresses {{ http = "unix://http.sock {eth0}" }}\n'
         'retry_join = ["{{ GetAllInterfaces | include \\"type\\" \\"ipv4\\" '
         '| join \\"address\\" \\" \\" }}", '
-        '"consul.example.com", "provider=aws tag_key=k tag_value=v"]\n',
+        '"consul.example.com", "provider=aws tag_key=k tag_value=v"]\n'
+        f'recursors = ["{eth0}", "8.8.8.8:53"]\n',
     )
     config = load("a.hcl").config
     assert (config.bind_addr, config.advertise_addr, config.serf_lan) == ("10.0.1.11",) * 3
     assert config.client_addrs() == ["127.0.0.1", "10.0.1.11"]
     assert config.listen_addresses("http") == ["unix://http.sock", "10.0.1.11"]
     assert config.listen_addresses("dns") == ["127.0.0.1", "10.0.1.11"]
+    assert config.recursors == ["10.0.1.11", "8.8.8.8:53"]
     assert config.retry_join == [
         "127.0.0.1",
         "10.0.1.11",

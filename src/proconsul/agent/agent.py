@@ -80,7 +80,7 @@ class Agent:
         self.node_name = config.node_name
         self.kv_max_value_size = config.limits.kv_max_value_size
         self.node_id = config.node_id or ""
-        self.advertise_addr = info.advertise_address(config)
+        self.advertise_addr = config.advertise_addr
         self.started_at_s = time.time()
         self.rng = random.Random()
         self.local = LocalState(node_name=self.node_name)

@@ -18,22 +18,9 @@ BUILD = f"{CONSUL_COMPAT_VERSION}:proconsul-{__version__}"
 PROTOCOL_VERSION = "2"
 
 
-def advertise_address(config: RuntimeConfig) -> str:
-    if config.advertise_addr:
-        return config.advertise_addr
-    bind = config.bind_addr
-    if bind and bind not in ("0.0.0.0", "::"):
-        return bind
-    return "127.0.0.1"
-
-
 def http_addresses(config: RuntimeConfig) -> list[tuple[str, int]]:
     """Where the HTTP API listens: `addresses.http` or `client_addr`, on `ports.http`."""
-    port = config.ports.http
-    if port is None or port < 0:
-        return []
-    hosts = (config.addresses.http or config.client_addr or "127.0.0.1").split()
-    return [(host, port) for host in hosts]
+    return [(host, config.ports.http) for host in config.listen_addresses("http")]
 
 
 def member(agent: Agent) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from proconsul.config.validation import (
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.duration import Duration
 from proconsul.structs.duration import dec_hook as duration_dec_hook
+from proconsul.structs.naming import snake_keys
 
 InterfaceReader = Callable[[], Sequence[IfAddr]]
 
@@ -70,6 +71,7 @@ DEV_SOURCE = Source(
         "connect": {"enabled": True},
         "log_level": "DEBUG",
         "disable_keyring_file": True,
+        "disable_anonymous_signature": True,
         "enable_debug": True,
         "performance": {"raft_multiplier": 1},
     },
@@ -184,7 +186,8 @@ def _definitions(
         raise ConfigError(name, key, "expected an object or a list of objects")
     out = []
     for path, item in items:
-        shaped = shape(item, schema_type(cls))
+        # Consul matches definition keys in any case (`Name`, `name`, `ServiceID`).
+        shaped = shape(snake_keys(item), schema_type(cls))
         try:
             decoded = msgspec.convert(shaped, cls, dec_hook=config_dec_hook)
         except msgspec.ValidationError as exc:
@@ -322,7 +325,7 @@ class _Addresses:
             if value:
                 resolved = self._ips(f"addresses.{key}", value, allow_unix=True)
                 setattr(config.addresses, key, " ".join(resolved))
-        for key in ("retry_join", "start_join", "retry_join_wan", "start_join_wan"):
+        for key in ("retry_join", "start_join", "retry_join_wan", "start_join_wan", "recursors"):
             entries: list[str] = []
             for index, entry in enumerate(getattr(config, key)):
                 entries += (

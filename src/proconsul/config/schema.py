@@ -362,8 +362,8 @@ class RuntimeConfig(ConfigFile):
     """The merged, resolved configuration the agent runs with.
 
     After loading, `bind_addr`, `advertise_addr` (always set), `client_addr`,
-    `addresses.*`, `serf_lan`/`serf_wan` and `retry_join` hold addresses, not
-    templates; `node_name` is never empty; `datacenter` is lower case.
+    `addresses.*`, `serf_lan`/`serf_wan`, the join lists and `recursors` hold
+    addresses, not templates; `node_name` is never empty; `datacenter` is lower case.
     """
 
     dev_mode: bool = False
