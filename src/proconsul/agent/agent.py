@@ -23,6 +23,7 @@ from aiohttp import web
 
 from proconsul.agent import info
 from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.local_state import LocalState
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
@@ -108,6 +109,7 @@ class Agent:
         self._pending: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
         self.http_addresses: list[tuple[str, int]] = []
+        self.dns: DnsHandle | None = None
 
     # ----- lifecycle ---------------------------------------------------------
 
@@ -121,6 +123,7 @@ class Agent:
         self._apply_config_definitions(self.config)
         if self.endpoints is not None:
             await self._establish_leadership()
+        self.dns = await start_dns(self)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
             runner = await start_http(self.http_app, host, port)
@@ -148,6 +151,8 @@ class Agent:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if self.dns is not None:
+            await self.dns.close()
         self.stopped.set()
 
     def _load_node_id(self) -> None:
@@ -447,6 +452,8 @@ class Agent:
             log.warning("agent: %s", warning)
         self._apply_config_definitions(loaded.config)
         self.config = loaded.config
+        if self.dns is not None:
+            self.dns.reload(loaded.config)
         log.info("agent: reloaded configuration")
 
     def leave(self) -> None:
@@ -479,4 +486,6 @@ class Agent:
             stats["consul.state.kv_entries"] = len(store.kvs)
             stats["consul.state.index"] = store.last_index
             stats["consul.state.blocking_queries"] = len(store.watches)
+        if self.dns is not None:
+            stats.update(self.dns.stats())
         return stats
