@@ -197,6 +197,17 @@ class DnsServer:
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         """Serve UDP and TCP on host:port (port 0: any free port, the same for both)."""
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                return await self._listen_once(host, port)
+            except OSError:
+                # With port 0 the UDP port the kernel picked may be taken for TCP.
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _listen_once(self, host: str, port: int) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _UdpProtocol(self), local_addr=(host, port)
