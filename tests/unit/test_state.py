@@ -185,3 +185,16 @@ def test_kv_prefix_keys_and_tombstone_index(h: Harness) -> None:
     kv(h, "delete-tree", "app/b/")
     assert h.store.kv_list("app/")[1] == []
     assert [e.key for e in h.store.kv_list("")[1]] == ["other"]
+
+
+def test_blocking_wait_default_cap_and_jitter() -> None:
+    import random
+
+    from proconsul.server.endpoints import DEFAULT_WAIT_S, MAX_WAIT_S, wait_with_jitter_s
+
+    rng = random.Random(7)
+    for requested, base in ((0.0, DEFAULT_WAIT_S), (30.0, 30.0), (3600.0, MAX_WAIT_S)):
+        waits = [wait_with_jitter_s(requested, rng) for _ in range(200)]
+        assert min(waits) >= base
+        assert max(waits) <= base + base / 16
+        assert max(waits) - min(waits) > base / 32  # jitter is really applied

@@ -280,7 +280,7 @@ class Agent:
         check_id = spec.row.check_id
         existing = self.local.check(check_id)
         unchanged = existing is not None and existing.definition == spec.definition
-        self.local.add_check(spec)
+        self.local.add_check(spec, time.monotonic())
         if unchanged and check_id in self.monitors:
             return
         self._stop_monitor(check_id)
@@ -415,6 +415,7 @@ class Agent:
                 definition=CheckDefinition(),
                 token="",
             ),
+            time.monotonic(),
             keep_status=False,
         )
 
@@ -441,6 +442,7 @@ class Agent:
                 definition=CheckDefinition(),
                 token="",
             ),
+            time.monotonic(),
             keep_status=False,
         )
         return True

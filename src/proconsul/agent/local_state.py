@@ -76,19 +76,28 @@ class LocalState:
 
     # ----- checks ------------------------------------------------------------
 
-    def add_check(self, spec: CheckSpec, *, keep_status: bool = True) -> None:
-        """Add or replace a check. A replaced check keeps its last status and output."""
+    def add_check(self, spec: CheckSpec, now_s: float, *, keep_status: bool = True) -> None:
+        """Add or replace a check. A replaced check keeps its last status and output.
+
+        A check that starts critical (Consul's default) is critical from `now_s`,
+        which is what deregister_critical_service_after counts from.
+        """
         row = spec.row
         existing = self.checks.get(row.check_id)
+        critical_since_s = now_s if row.status == "critical" else None
         if keep_status and existing is not None and not existing.deleted:
             row = msgspec.structs.replace(
                 row, status=existing.check.status, output=existing.check.output
             )
+            critical_since_s = existing.critical_since_s
             if existing.check == row and existing.definition == spec.definition:
                 existing.token = spec.token
                 return
         self.checks[row.check_id] = LocalCheck(
-            check=row, definition=spec.definition, token=spec.token
+            check=row,
+            definition=spec.definition,
+            token=spec.token,
+            critical_since_s=critical_since_s,
         )
         self.on_change()
 
