@@ -1,0 +1,191 @@
+"""The server endpoints over RPC: handlers for `RPCServer` and a typed caller.
+
+Job: register each `ServerEndpoints` read under its Consul name
+("Health.ServiceNodes", "KVS.Get", ...) plus "Apply" for writes, and give
+the calling side back the same typed values an in-process call returns.
+
+Wire shapes (msgpack, via msgspec):
+- read request: a `ReadRequest`; read response: a `ReadResponse` whose
+  `value` is decoded with `READ_RESULT_TYPES[method]` (it is `Any` in the
+  struct, so the caller needs the table to get structs back, not dicts).
+- "Apply" request: a `Command` (tagged union); response: `[index, result]`
+  with `result` an `ApplyResult` (true/false/nil or an `ApplyError`).
+
+Rules:
+- Every name in `ServerEndpoints.reads` must have a result type here; a unit
+  test checks the two stay in step.
+- A request that does not decode is an `RPCError` with code "bad_request".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from proconsul.rpc.client import Address, RPCClient
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.server import Handler, remaining_s
+from proconsul.rpc.tls import PeerInfo
+from proconsul.server.endpoints import DEFAULT_WAIT_S, MAX_WAIT_S, ServerEndpoints
+from proconsul.state.fsm import ApplyError, ApplyResult
+from proconsul.structs.catalog import (
+    CheckServiceNode,
+    HealthCheck,
+    KVEntry,
+    Node,
+    NodeService,
+    ServiceNode,
+)
+from proconsul.structs.commands import Command
+from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
+
+APPLY_METHOD = "Apply"
+
+# What each read's `ReadResponse.value` holds (see ServerEndpoints.reads).
+READ_RESULT_TYPES: Mapping[str, Any] = {
+    "Catalog.ListNodes": list[Node],
+    "Catalog.NodeServices": tuple[Node | None, list[NodeService]],
+    "Catalog.ListServices": dict[str, list[str]],
+    "Catalog.ServiceNodes": list[ServiceNode],
+    "Health.ServiceNodes": list[CheckServiceNode],
+    "Health.NodeChecks": list[HealthCheck],
+    "Health.ServiceChecks": list[HealthCheck],
+    "Health.ChecksInState": list[HealthCheck],
+    "KVS.Get": KVEntry | None,
+    "KVS.List": list[KVEntry],
+    "KVS.ListKeys": list[str],
+}
+
+# Time a non-blocking read or a write may take end to end (Consul's default
+# rpc_hold_timeout is 7s; that much again covers a leader election).
+DEFAULT_CALL_TIMEOUT_S = 15.0
+# A blocking read ends this long before its caller's deadline, for the answer's trip.
+BLOCKING_MARGIN_S = 0.5
+
+
+class _ReadReply(msgspec.Struct):
+    """`ReadResponse` as it arrives: the value left raw until its type is known."""
+
+    meta: QueryMeta
+    value: msgspec.Raw
+
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(ReadRequest)
+_reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
+_command_decoder = msgspec.msgpack.Decoder(Command)
+_apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | ApplyError | None])
+_value_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    method: msgspec.msgpack.Decoder(kind) for method, kind in READ_RESULT_TYPES.items()
+}
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+# --- server side ---------------------------------------------------------------
+
+
+def endpoint_handlers(endpoints: ServerEndpoints) -> dict[str, Handler]:
+    """Handlers for every read in `endpoints.reads` and for "Apply"."""
+    handlers = {method: read_handler(endpoints, method) for method in endpoints.reads}
+    handlers[APPLY_METHOD] = apply_handler(endpoints)
+    return handlers
+
+
+def read_handler(endpoints: ServerEndpoints, method: str) -> Handler:
+    async def handle(payload: bytes, peer: PeerInfo) -> bytes:
+        request = _fit_wait(_decode(_request_decoder, payload, method), remaining_s())
+        return _encoder.encode(await endpoints.read(method, request))
+
+    return handle
+
+
+def _fit_wait(request: ReadRequest, budget_s: float | None) -> ReadRequest:
+    """Shorten a blocking read's wait so that, jitter included, it answers with
+    the current result before its caller stops waiting (Consul answers a
+    blocking query that ran out of time with the data, never an error)."""
+    options = request.options
+    if options.min_index <= 0 or budget_s is None:
+        return request
+    wait = options.max_query_time_s if options.max_query_time_s > 0 else DEFAULT_WAIT_S
+    longest = max(0.0, budget_s - BLOCKING_MARGIN_S) * 16 / 17  # the wait plus 1/16 jitter
+    if min(wait, MAX_WAIT_S) <= longest:
+        return request
+    # A wait of 0 means "the default" to the endpoint, so never go below 1 ms.
+    shorter = msgspec.structs.replace(options, max_query_time_s=max(longest, 0.001))
+    return msgspec.structs.replace(request, options=shorter)
+
+
+def apply_handler(endpoints: ServerEndpoints) -> Handler:
+    async def handle(payload: bytes, peer: PeerInfo) -> bytes:
+        command: Command = _decode(_command_decoder, payload, APPLY_METHOD)
+        index, result = await endpoints.write(command)
+        return _encoder.encode((index, result))
+
+    return handle
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method: str) -> Any:
+    try:
+        return decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
+
+
+# --- caller side ---------------------------------------------------------------
+
+
+def decode_read_response(method: str, data: bytes) -> ReadResponse:
+    """A read's response with its value typed per READ_RESULT_TYPES."""
+    decoder = _value_decoders.get(method)
+    if decoder is None:
+        raise ValueError(f"rpc: no result type for {method}")
+    reply = _reply_decoder.decode(data)
+    return ReadResponse(meta=reply.meta, value=decoder.decode(reply.value))
+
+
+def decode_apply_response(data: bytes) -> tuple[int, ApplyResult]:
+    return _apply_decoder.decode(data)
+
+
+def read_timeout_s(request: ReadRequest, base_s: float = DEFAULT_CALL_TIMEOUT_S) -> float:
+    """A call timeout that outlasts the server's blocking wait for `request`:
+    the wait (default 5 min, at most 10) plus its up-to-1/16 jitter, plus `base_s`."""
+    options = request.options
+    if options.min_index <= 0:
+        return base_s
+    wait = options.max_query_time_s if options.max_query_time_s > 0 else DEFAULT_WAIT_S
+    return min(wait, MAX_WAIT_S) * 17 / 16 + base_s
+
+
+class EndpointsClient:
+    """`ServerEndpoints.read/write` on a remote server, same types back."""
+
+    def __init__(self, client: RPCClient) -> None:
+        self.client = client
+
+    async def read(
+        self,
+        address: str | Address,
+        method: str,
+        request: ReadRequest,
+        timeout_s: float | None = None,
+    ) -> ReadResponse:
+        if method not in READ_RESULT_TYPES:
+            raise RPCError(f"rpc: can't find method {method}", ErrorCode.UNKNOWN_METHOD)
+        timeout = read_timeout_s(request) if timeout_s is None else timeout_s
+        data = await self.client.call(address, method, _encoder.encode(request), timeout)
+        return decode_read_response(method, data)
+
+    async def write(
+        self,
+        address: str | Address,
+        command: Command,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> tuple[int, ApplyResult]:
+        data = await self.client.call(address, APPLY_METHOD, _encoder.encode(command), timeout_s)
+        return decode_apply_response(data)
