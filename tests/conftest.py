@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 from tests.agent_process import AgentProcess, start_agent
+from tests.sim.options import add_sim_options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_sim_options(parser)
 
 
 @pytest.fixture
