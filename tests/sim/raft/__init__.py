@@ -1,0 +1,1 @@
+"""Raft simulator: harness, KV state machine, linearizability checker and seeded runs."""

@@ -1,0 +1,132 @@
+"""The linearizability checker itself, on histories whose answer is known."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from tests.sim.raft.raft_lincheck import UNKNOWN, Op, check, check_register
+
+INF = math.inf
+
+
+def put(c: int, v: int, call: float, ret: float, key: str = "k") -> Op:
+    return Op(c, "put", key, v, None, call, ret)
+
+
+def get(c: int, v: int | None, call: float, ret: float, key: str = "k") -> Op:
+    return Op(c, "get", key, None, v, call, ret)
+
+
+def cas(c: int, old: int | None, new: int, ok: bool, call: float, ret: float, key: str = "k") -> Op:
+    return Op(c, "cas", key, (old, new), ok, call, ret)
+
+
+GOOD = {
+    "sequential": [put(0, 1, 0, 1), get(1, 1, 2, 3), cas(0, 1, 2, True, 4, 5), get(1, 2, 6, 7)],
+    "initial value is None": [get(0, None, 0, 1), put(1, 5, 2, 3)],
+    "read concurrent with write sees old": [put(0, 1, 0, 1), put(0, 2, 2, 6), get(1, 1, 3, 4)],
+    "read concurrent with write sees new": [put(0, 1, 0, 1), put(0, 2, 2, 6), get(1, 2, 3, 4)],
+    "reordered concurrent writes": [put(0, 1, 0, 5), put(1, 2, 1, 4), get(2, 1, 6, 7)],
+    "failed cas": [put(0, 1, 0, 1), cas(1, 7, 9, False, 2, 3), get(0, 1, 4, 5)],
+    "cas race, one wins": [
+        put(0, 1, 0, 1),
+        cas(1, 1, 2, True, 2, 5),
+        cas(2, 1, 3, False, 2, 5),
+        get(0, 2, 6, 7),
+    ],
+    "unknown write took effect": [put(0, 1, 0, 1), put(1, 2, 2, INF), get(0, 2, 5, 6)],
+    "unknown write never took effect": [put(0, 1, 0, 1), put(1, 2, 2, INF), get(0, 1, 5, 6)],
+    "unknown cas": [put(0, 1, 0, 1), Op(1, "cas", "k", (1, 5), UNKNOWN, 2, INF), get(0, 5, 3, 4)],
+    "keys are independent": [
+        put(0, 1, 0, 1, "a"),
+        put(0, 2, 0, 1, "b"),
+        get(1, 1, 2, 3, "a"),
+        get(1, 2, 2, 3, "b"),
+    ],
+}
+
+BAD = {
+    "stale read": [put(0, 1, 0, 1), put(0, 2, 2, 3), get(1, 1, 4, 5)],
+    "read from the future": [get(1, 2, 0, 1), put(0, 2, 2, 3)],
+    "lost write": [put(0, 1, 0, 1), get(1, None, 2, 3)],
+    "cas said yes but value unchanged": [
+        put(0, 1, 0, 1),
+        cas(1, 1, 2, True, 2, 3),
+        get(0, 1, 4, 5),
+    ],
+    "cas said no wrongly": [put(0, 1, 0, 1), cas(1, 1, 2, False, 2, 3)],
+    "two readers disagree on order": [
+        put(0, 1, 0, 10),
+        put(1, 2, 0, 10),
+        get(2, 1, 1, 2),
+        get(2, 2, 3, 4),
+        get(3, 2, 1, 2),
+        get(3, 1, 3, 4),
+    ],
+    "value never written": [put(0, 1, 0, 1), get(1, 9, 2, 3)],
+    "unknown write seen then unseen": [
+        put(0, 1, 0, 1),
+        put(1, 2, 2, INF),
+        get(0, 2, 3, 4),
+        get(0, 1, 5, 6),
+    ],
+    "bad key among good": [put(0, 1, 0, 1, "a"), get(0, 1, 2, 3, "a"), get(1, 7, 2, 3, "b")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_linearizable_histories_pass(name: str) -> None:
+    assert check(GOOD[name]).ok
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_non_linearizable_histories_fail(name: str) -> None:
+    result = check(BAD[name])
+    assert not result.ok
+    if name == "bad key among good":
+        assert result.key == "b"
+
+
+def _real_history(rng: random.Random, clients: int, ops: int) -> tuple[list[Op], int | None]:
+    """A history produced by a real register with random real-time overlap, and its end value."""
+    value: int | None = None
+    history: list[Op] = []
+    t = 0.0
+    for i in range(1, ops + 1):
+        t += 1.0
+        # The operation takes effect at t; its call and return straddle t.
+        call, ret = t - rng.uniform(0, 3), t + rng.uniform(0, 3)
+        c = rng.randrange(clients)
+        roll = rng.random()
+        if roll < 0.4:
+            history.append(put(c, i, call, ret))
+            value = i
+        elif roll < 0.7:
+            history.append(get(c, value, call, ret))
+        else:
+            expected = rng.choice([value, i - 1, None])
+            ok = value == expected
+            history.append(cas(c, expected, i, ok, call, ret))
+            if ok:
+                value = i
+    return history, value
+
+
+def test_random_real_histories_pass_and_a_wrong_final_read_fails() -> None:
+    rng = random.Random(11)
+    for _ in range(40):
+        history, final = _real_history(rng, 4, 60)
+        end = max(o.ret for o in history)
+        assert check_register([*history, get(9, final, end + 1, end + 2)]).ok
+        wrong = -1 if final is None else final + 1000
+        assert not check_register([*history, get(9, wrong, end + 1, end + 2)]).ok
+
+
+def test_search_budget_is_enforced() -> None:
+    # Many fully concurrent writes and one impossible read: a wide search.
+    ops = [put(i, i, 0, 100) for i in range(12)] + [get(99, 42, 101, 102)]
+    with pytest.raises(RuntimeError):
+        check_register(ops, budget=1000)
