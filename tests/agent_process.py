@@ -32,6 +32,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_gossip_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on `host` (gossip binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError(f"no port free for both TCP and UDP on {host}")
+
+
 def wait_for(
     condition: Callable[[], T | None], deadline_s: float = 10.0, interval_s: float = 0.05
 ) -> T:
@@ -120,7 +135,7 @@ def proconsul_cmd(*args: str) -> list[str]:
 def start_agent(
     tmp_path: Path, *args: str, dev: bool = True, env: dict[str, str] | None = None
 ) -> AgentProcess:
-    """Start an agent with its HTTP API on a free port; DNS, gRPC disabled unless asked."""
+    """Start an agent with its HTTP API and gossip on free ports; DNS, gRPC off unless asked."""
     http_port = free_port()
     log_path = tmp_path / f"agent-{http_port}.log"
     argv = list(args)
@@ -131,6 +146,10 @@ def start_agent(
         command += ["-dns-port", "-1"]
     if "-grpc-port" not in argv:
         command += ["-grpc-port", "-1"]
+    if "-serf-lan-port" not in argv:
+        # Agents on one address must not share the gossip port (default 8301).
+        bind = argv[argv.index("-bind") + 1] if "-bind" in argv else "127.0.0.1"
+        command += ["-serf-lan-port", str(free_gossip_port(bind))]
     with open(log_path, "wb") as log_file:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             command,

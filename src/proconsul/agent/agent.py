@@ -24,6 +24,7 @@ from aiohttp import web
 from proconsul.agent import info
 from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.dns_setup import DnsHandle, start_dns
+from proconsul.agent.gossip_setup import GossipHandle, start_gossip
 from proconsul.agent.local_state import LocalState
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
@@ -110,6 +111,7 @@ class Agent:
         self.stopped = asyncio.Event()
         self.http_addresses: list[tuple[str, int]] = []
         self.dns: DnsHandle | None = None
+        self.gossip: GossipHandle | None = None
 
     # ----- lifecycle ---------------------------------------------------------
 
@@ -123,6 +125,7 @@ class Agent:
         self._apply_config_definitions(self.config)
         if self.endpoints is not None:
             await self._establish_leadership()
+        self.gossip = await start_gossip(self)
         self.dns = await start_dns(self)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
@@ -153,6 +156,10 @@ class Agent:
         self._runners.clear()
         if self.dns is not None:
             await self.dns.close()
+        if self.gossip is not None:
+            # Consul's leave_on_terminate: clients leave gracefully, servers do not.
+            leave = self.config.leave_on_terminate
+            await self.gossip.stop(leave=not self.config.server if leave is None else leave)
         self.stopped.set()
 
     def _load_node_id(self) -> None:
@@ -345,10 +352,14 @@ class Agent:
         return [self.datacenter]
 
     def self_info(self) -> dict[str, Any]:
-        return info.self_info(self)
+        found = info.self_info(self)
+        if self.gossip is not None:
+            found["Member"] = self.gossip.local_member()
+            found["Stats"]["serf_lan"] = self.gossip.serf_stats()
+        return found
 
     def members(self) -> list[dict[str, Any]]:
-        return [info.member(self)]
+        return self.gossip.members() if self.gossip is not None else [info.member(self)]
 
     def leader_address(self) -> str:
         return f"{self.advertise_addr}:{self.config.ports.server}" if self.config.server else ""
@@ -460,7 +471,15 @@ class Agent:
 
     def leave(self) -> None:
         log.info("agent: graceful leave requested")
-        asyncio.get_running_loop().call_soon(self.stopped.set)
+
+        async def leave_then_stop() -> None:
+            try:
+                if self.gossip is not None:
+                    await self.gossip.leave()
+            finally:
+                self.stopped.set()
+
+        self._background(asyncio.ensure_future(leave_then_stop()))
 
     def metrics_json(self) -> dict[str, Any]:
         return info.metrics_json(self, self._stats())
@@ -490,4 +509,6 @@ class Agent:
             stats["consul.state.blocking_queries"] = len(store.watches)
         if self.dns is not None:
             stats.update(self.dns.stats())
+        if self.gossip is not None:
+            stats.update(self.gossip.metrics())
         return stats

@@ -238,6 +238,22 @@ class HTTPConfig(Block):
     use_cache: bool = True
 
 
+class GossipLAN(Block):
+    """`gossip_lan { }`: tunes the LAN gossip pool; an unset key keeps the profile's value.
+
+    `profile` is a Proconsul extension: "lan" (Consul's defaults) or "local", a
+    fast profile for pools on one machine (tests, labs).
+    """
+
+    profile: Literal["lan", "local"] = "lan"
+    gossip_nodes: int | None = None
+    gossip_interval: Duration | None = None
+    probe_interval: Duration | None = None
+    probe_timeout: Duration | None = None
+    retransmit_mult: int | None = None
+    suspicion_mult: int | None = None
+
+
 class ConfigFile(Block):
     """Every key a config source may set, with Consul's defaults."""
 
@@ -315,6 +331,7 @@ class ConfigFile(Block):
     encrypt: str = ""
     encrypt_verify_incoming: bool = True
     encrypt_verify_outgoing: bool = True
+    gossip_lan: GossipLAN = _block(GossipLAN)
 
     # TLS: the `tls` block, plus the deprecated top-level keys it replaced
     tls: TLS = _block(TLS)

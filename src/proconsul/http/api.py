@@ -16,6 +16,30 @@ from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 
+class GossipAPI(Protocol):
+    """The agent's LAN gossip pool, for /v1/agent/join, force-leave, keyring and events.
+
+    User errors raise ValueError, an unknown member LookupError, and a failed
+    pool operation RuntimeError; each message is user-facing.
+    """
+
+    async def join_lan(self, address: str) -> int: ...
+
+    def force_leave(self, node: str, prune: bool = False) -> None: ...
+
+    async def keyring_operation(
+        self, op: str, key_text: str
+    ) -> tuple[dict[str, Any], str | None]: ...
+
+    def fire_user_event(
+        self, name: str, payload: bytes, node_filter: str, service_filter: str, tag_filter: str
+    ) -> dict[str, Any]: ...
+
+    def list_user_events(self, name: str = "") -> tuple[list[dict[str, Any]], int]: ...
+
+    async def wait_user_events(self, timeout_s: float) -> bool: ...
+
+
 class AgentAPI(Protocol):
     datacenter: str
     node_name: str
@@ -30,6 +54,9 @@ class AgentAPI(Protocol):
     def self_info(self) -> dict[str, Any]: ...
 
     def members(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def gossip(self) -> GossipAPI | None: ...
 
     def leader_address(self) -> str: ...
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proconsul.http import agent_routes, catalog, kv
+from proconsul.http import agent_routes, catalog, gossip_routes, kv
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
 
@@ -91,6 +91,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     catalog.add_routes(app)
     kv.add_routes(app)
     agent_routes.add_routes(app)
+    gossip_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

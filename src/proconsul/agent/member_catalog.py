@@ -1,0 +1,106 @@
+"""Gossip members into the catalog, on servers: nodes with a `serfHealth` check.
+
+Job: a stand-in for the leader's reconcile (the servers issue moves it under
+Raft leadership): whenever gossip reports a member change, make the catalog
+match that member, as Consul's leader does:
+- alive (or suspect): the node at the member's address, `serfHealth` passing
+  "Agent alive and reachable", and for servers (`role = consul`) the `consul`
+  service on the server RPC port from the tags;
+- failed: `serfHealth` critical "Agent not live or unreachable";
+- left or reaped: the node is deregistered.
+
+Rules:
+- Changes are coalesced by member name (a set, so memory is bounded by the
+  pool) and applied by one task; a failed write is retried after a second.
+- Writes go through the agent's `rpc_write`, so nothing here touches the
+  store; a write that would change nothing is skipped (no index churn).
+- The agent's own node is left alone: it registers itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from proconsul.gossip import GossipCore, State
+from proconsul.structs.catalog import SERF_CHECK_ID, SERF_CHECK_NAME, HealthCheck, NodeService
+from proconsul.structs.commands import DeregisterRequest, RegisterRequest
+from proconsul.structs.requests import ReadRequest
+
+if TYPE_CHECKING:
+    from proconsul.agent.agent import Agent
+
+log = logging.getLogger("proconsul.agent")
+
+ALIVE_OUTPUT = "Agent alive and reachable"
+FAILED_OUTPUT = "Agent not live or unreachable"
+RETRY_S = 1.0
+
+
+class MemberCatalog:
+    def __init__(self, agent: Agent, core: GossipCore) -> None:
+        self.agent = agent
+        self.core = core
+        self._dirty: set[str] = set()
+        self._wakeup = asyncio.Event()
+
+    def mark(self, name: str) -> None:
+        """A member changed; reconcile it soon."""
+        self._dirty.add(name)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            names, self._dirty = sorted(self._dirty), set()
+            for name in names:
+                try:
+                    await self.reconcile(name)
+                except Exception as exc:
+                    log.warning("agent: reconciling member %s failed: %s", name, exc)
+                    self._dirty.add(name)
+            if self._dirty:
+                await asyncio.sleep(RETRY_S)
+                self._wakeup.set()
+
+    async def reconcile(self, name: str) -> None:
+        """Make the catalog match one member (see the module docstring)."""
+        if name == self.agent.node_name:
+            return
+        member = self.core.member(name)
+        found = await self.agent.rpc_read("Catalog.NodeServices", ReadRequest(name=name))
+        node_row, _ = found.value
+        if member is None or member.state == State.LEFT:
+            if node_row is not None:
+                log.info("agent: deregistering member: member=%s", name)
+                await self.agent.rpc_write(DeregisterRequest(node=name))
+            return
+        alive = member.state != State.DEAD
+        status, output = ("passing", ALIVE_OUTPUT) if alive else ("critical", FAILED_OUTPUT)
+        checks = await self.agent.rpc_read("Health.NodeChecks", ReadRequest(name=name))
+        current = {c.check_id: c for c in checks.value}.get(SERF_CHECK_ID)
+        addr = member.addr[0]
+        same_node = node_row is not None and node_row.address == addr
+        unchanged = current is not None and (current.status, current.output) == (status, output)
+        if same_node and unchanged:
+            return
+        tags = member.tags
+        service = None
+        if alive and tags.get("role") == "consul" and tags.get("port", "").isdigit():
+            service = NodeService(id="consul", service="consul", port=int(tags["port"]))
+        check = HealthCheck(
+            node=name, check_id=SERF_CHECK_ID, name=SERF_CHECK_NAME, status=status, output=output
+        )
+        await self.agent.rpc_write(
+            RegisterRequest(
+                node=name,
+                address=addr,
+                id=tags.get("id", ""),
+                datacenter=tags.get("dc", self.agent.datacenter),
+                service=service,
+                checks=[check],
+                skip_node_update=same_node,
+            )
+        )
