@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
-from tests.agent_process import AgentProcess, proconsul_cmd, wait_for
+from tests.agent_process import AgentProcess, free_port, proconsul_cmd, wait_for
 
 
 def put(agent: AgentProcess, path: str, body: object = None) -> tuple[int, bytes]:
@@ -102,3 +103,29 @@ def test_leave_stops_the_agent(dev_agent: AgentProcess) -> None:
     assert result.returncode == 0, result.stderr
     assert "Graceful leave complete" in result.stdout
     assert dev_agent.proc.wait(timeout=15) == 0
+
+
+def test_retry_join_gives_up_after_retry_max_and_exits_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        proconsul_cmd(
+            "agent",
+            "-dev",
+            "-http-port",
+            str(free_port()),
+            "-dns-port",
+            "-1",
+            "-serf-lan-port",
+            str(free_port()),
+            "-retry-join",
+            f"127.0.0.1:{free_port()}",
+            "-hcl",
+            "retry_max = 2",
+            "-hcl",
+            'retry_interval = "100ms"',
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "max join retry exhausted" in result.stderr + result.stdout

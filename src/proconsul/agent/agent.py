@@ -109,6 +109,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
+        self.exit_code = 0  # what `proconsul agent` exits with once stopped
         self.http_addresses: list[tuple[str, int]] = []
         self.dns: DnsHandle | None = None
         self.gossip: GossipHandle | None = None

@@ -76,4 +76,4 @@ async def _serve(args: AgentArgs, config: RuntimeConfig) -> int:
     with contextlib.suppress(Exception):
         await agent.stop()
     log.info("agent: shutdown complete")
-    return 0
+    return agent.exit_code

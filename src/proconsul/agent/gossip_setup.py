@@ -301,6 +301,7 @@ class GossipHandle:
                 return
             if retry_max and attempt >= retry_max:
                 log.error("agent: max join retry exhausted, exiting: cluster=LAN")
+                self.agent.exit_code = 1
                 self.agent.stopped.set()
                 return
             log.warning(

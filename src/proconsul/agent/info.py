@@ -28,7 +28,6 @@ def member(agent: Agent) -> dict[str, Any]:
     tags = {
         "role": "consul" if config.server else "node",
         "dc": config.datacenter,
-        "port": str(config.ports.server),
         "vsn": PROTOCOL_VERSION,
         "vsn_min": "2",
         "vsn_max": "3",
@@ -37,6 +36,8 @@ def member(agent: Agent) -> dict[str, Any]:
         "segment": "",
     }
     if config.server:
+        # Only servers advertise an RPC port: clients find servers by this tag.
+        tags["port"] = str(config.ports.server)
         tags["expect"] = str(config.bootstrap_expect or 1)
     return {
         "Name": agent.node_name,
