@@ -4,6 +4,11 @@ On a dev agent a local log feeds it; on servers Raft does, in log order, on
 every server. Apply must be deterministic: it reads nothing but the command and
 the store, and a refused write is returned as an `ApplyError` value (never
 raised), so every replica reaches the same result.
+
+Commands travel as msgpack (`encode_command`); `apply_bytes` decodes and
+applies one log entry, and answers an entry that does not decode with an
+ApplyError on every replica alike. `snapshot`/`restore` hand the whole store
+to Raft and back (see state/snapshot.py).
 """
 
 from __future__ import annotations
@@ -24,10 +29,42 @@ class ApplyError(msgspec.Struct, frozen=True):
 ApplyResult = bool | None | ApplyError
 
 
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
+
+
+def encode_command(command: Command) -> bytes:
+    return _command_encoder.encode(command)
+
+
+def decode_command(data: bytes) -> Command:
+    """Raises msgspec.DecodeError/ValidationError for bytes that are not a Command."""
+    return _command_decoder.decode(data)
+
+
 class FSM:
     def __init__(self, store: StateStore) -> None:
         self.store = store
-        self.applied = 0
+        self.applied = 0  # commands applied (a counter, not an index)
+        self.restores = 0
+
+    def apply_bytes(self, index: int, data: bytes) -> ApplyResult:
+        """Apply one encoded command from the log at `index`."""
+        try:
+            command = decode_command(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            # A newer server's command type, or a writer bug: refuse it the same
+            # way everywhere and leave the store alone.
+            return ApplyError(f"cannot decode command at index {index}: {exc}")
+        return self.apply(index, command)
+
+    def snapshot(self) -> bytes:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the store's state; raises SnapshotError (store untouched) if corrupt."""
+        self.store.restore(data)
+        self.restores += 1
 
     def apply(self, index: int, command: Command) -> ApplyResult:
         try:

@@ -11,6 +11,11 @@ Rules:
 Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 "service:<name>" (everything a health or catalog query on that name depends on,
 including the node rows and node-level checks of the nodes it runs on).
+
+Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
+it is at that instant; `restore(data)` verifies the bytes first and only then
+replaces all state in place (the watch hub and its subscribers survive) and
+wakes every watcher, so parked blocking queries re-run against the new tables.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
     CheckServiceNode,
@@ -83,6 +89,51 @@ class StateStore:
         touched, self._touched = self._touched, set()
         if touched:
             self.watches.notify(touched)
+
+    # ----- snapshot / restore -------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Every table as checksummed msgpack (see snapshot.py)."""
+        # Insertion order is kept, not sorted: some reads (a node's checks) and
+        # tombstone eviction follow it, and it is the same on every replica.
+        body = SnapshotBody(
+            last_index=self.last_index,
+            indexes=dict(self.indexes),
+            nodes=list(self.nodes.values()),
+            services=[
+                ServiceRow(node, service)
+                for node, rows in self.services.items()
+                for service in rows.values()
+            ],
+            checks=[check for rows in self.checks.values() for check in rows.values()],
+            kvs=[self.kvs[key] for key in self._kv_keys],
+            tombstones=dict(self._tombstones),
+            tombstone_floor=self._tombstone_floor,
+        )
+        return encode_snapshot(body)
+
+    def restore(self, data: bytes) -> None:
+        """Replace all state with a snapshot's; SnapshotError (state untouched) if corrupt."""
+        body = decode_snapshot(data)
+        self.nodes = {node.node: node for node in body.nodes}
+        self.services = {}
+        self.instances = {}
+        for row in body.services:
+            service = row.service
+            self.services.setdefault(row.node, {})[service.id] = service
+            # The same object in both maps, as apply_service leaves them.
+            self.instances.setdefault(service.service, {})[(row.node, service.id)] = service
+        self.checks = {}
+        for check in body.checks:
+            self.checks.setdefault(check.node, {})[check.check_id] = check
+        self.kvs = {entry.key: entry for entry in body.kvs}
+        self._kv_keys = sorted(self.kvs)
+        self._tombstones = dict(body.tombstones)
+        self._tombstone_floor = body.tombstone_floor
+        self.indexes = dict(body.indexes)
+        self.last_index = body.last_index
+        self._touched = set()
+        self.watches.notify_all()
 
     # ----- catalog writes ----------------------------------------------------
 

@@ -50,5 +50,13 @@ class WatchHub:
                 self.notifications += 1
                 entry[1]()
 
+    def notify_all(self) -> None:
+        """Wake every watcher (after a snapshot restore replaced the whole state)."""
+        for handle in list(self._subscriptions):
+            entry = self._subscriptions.get(handle)
+            if entry is not None:
+                self.notifications += 1
+                entry[1]()
+
     def __len__(self) -> int:
         return len(self._subscriptions)
