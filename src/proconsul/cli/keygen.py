@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import secrets
-import sys
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.cli.flags import FlagSet
+from proconsul.cli.offline import run_offline
 
 KEY_BYTES = 32
 
@@ -21,17 +21,4 @@ def new_key() -> str:
 
 
 def run(argv: list[str]) -> int:
-    flags = FlagSet("keygen")
-    try:
-        _, rest = flags.parse(argv)
-    except FlagError as exc:
-        if str(exc) == flags.usage():  # -h / -help
-            print(exc)
-            return 0
-        print(f"Failed to parse args: {exc}", file=sys.stderr)
-        return 1
-    if rest:
-        print(f"Failed to parse args: unexpected argument: {rest[0]}", file=sys.stderr)
-        return 1
-    print(new_key())
-    return 0
+    return run_offline(FlagSet("keygen"), argv, lambda _: print(new_key()))

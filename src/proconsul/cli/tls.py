@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proconsul import tls
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.cli.flags import FlagSet
+from proconsul.cli.offline import OfflineError, run_offline
 from proconsul.fileio import write_file_atomic, write_private_file
 
 CERT_MODE = 0o644
@@ -34,10 +33,6 @@ SERVER_WARNING = """\
     server and access all state in the cluster including root keys
     and all ACL tokens. Do not distribute them to production hosts
     that are not server nodes. Store them as securely as CA keys."""
-
-
-class _Failed(Exception):
-    """Stop the command: the message goes to stderr and the exit code is 1."""
 
 
 def ca_create(argv: list[str]) -> int:
@@ -58,7 +53,7 @@ def ca_create(argv: list[str]) -> int:
     flags.string(
         "cluster-id", "", "ID of the Consul cluster; adds the SPIFFE signing ID as the CA's URI."
     )
-    return _run(flags, argv, _ca_create)
+    return run_offline(flags, argv, _ca_create, (tls.TLSError,))
 
 
 def cert_create(argv: list[str]) -> int:
@@ -92,28 +87,7 @@ def cert_create(argv: list[str]) -> int:
         "Another IP address for Subject Alternative Names (127.0.0.1 is always included "
         "for servers and clients). Repeatable.",
     )
-    return _run(flags, argv, _cert_create)
-
-
-def _run(flags: FlagSet, argv: list[str], body: Callable[[dict[str, Any]], None]) -> int:
-    """Parse flags, run `body(values)` and turn failures into exit codes."""
-    try:
-        values, rest = flags.parse(argv)
-    except FlagError as exc:
-        if str(exc) == flags.usage():  # -h / -help
-            print(exc)
-            return 0
-        print(f"Failed to parse args: {exc}", file=sys.stderr)
-        return 1
-    if rest:
-        print(f"Failed to parse args: unexpected argument: {rest[0]}", file=sys.stderr)
-        return 1
-    try:
-        body(values)
-    except (_Failed, tls.TLSError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    return 0
+    return run_offline(flags, argv, _cert_create, (tls.TLSError,))
 
 
 def _ca_create(values: dict[str, Any]) -> None:
@@ -122,7 +96,7 @@ def _ca_create(values: dict[str, Any]) -> None:
     cert_file, key_file = f"{domain}-agent-ca.pem", f"{domain}-agent-ca-key.pem"
     for name in (cert_file, key_file):
         if os.path.lexists(name):
-            raise _Failed(f"{name} already exists.")
+            raise OfflineError(f"{name} already exists.")
     constraints: list[str] = []
     if values["name-constraint"]:
         constraints = [*values["additional-name-constraint"], domain, "localhost"]
@@ -139,15 +113,15 @@ def _ca_create(values: dict[str, Any]) -> None:
 
 def _cert_create(values: dict[str, Any]) -> None:
     if not values["ca"]:
-        raise _Failed("Please provide the ca")
+        raise OfflineError("Please provide the ca")
     if not values["key"]:
-        raise _Failed("Please provide the key")
+        raise OfflineError("Please provide the key")
     roles: list[tls.Role] = [r for r in tls.ROLES if values[r]]
     if len(roles) != 1:
-        raise _Failed("Please provide either -server, -client, or -cli")
+        raise OfflineError("Please provide either -server, -client, or -cli")
     role = roles[0]
     if values["node"] and role != "server":
-        raise _Failed("-node requires -server")
+        raise OfflineError("-node requires -server")
     dc: str = values["dc"]
     domain: str = values["domain"]
     spec = tls.agent_cert_spec(
@@ -182,7 +156,7 @@ def _cert_create(values: dict[str, Any]) -> None:
 
 def _positive_days(days: int) -> int:
     if days < 1:
-        raise _Failed(f"-days must be at least 1, got {days}")
+        raise OfflineError(f"-days must be at least 1, got {days}")
     return days
 
 
@@ -194,7 +168,7 @@ def _parse_ips(texts: list[str]) -> list[tls.IPAddress]:
         try:
             ips.append(ipaddress.ip_address(text.strip()))
         except ValueError:
-            raise _Failed(f"Invalid IP address for -additional-ipaddress: {text}") from None
+            raise OfflineError(f"Invalid IP address for -additional-ipaddress: {text}") from None
     return ips
 
 
@@ -203,7 +177,7 @@ def _free_pair(prefix: str) -> tuple[str, str]:
         cert_file, key_file = f"{prefix}-{i}.pem", f"{prefix}-{i}-key.pem"
         if not os.path.lexists(cert_file) and not os.path.lexists(key_file):
             return cert_file, key_file
-    raise _Failed("Could not find a filename that doesn't already exist")
+    raise OfflineError("Could not find a filename that doesn't already exist")
 
 
 def _read(what: str, path: str) -> bytes:
@@ -211,7 +185,7 @@ def _read(what: str, path: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as exc:
-        raise _Failed(f"{what}: {_go_os_error('open', path, exc)}") from None
+        raise OfflineError(f"{what}: {_go_os_error('open', path, exc)}") from None
 
 
 def _save_pair(pair: tls.CertKeyPair, cert_file: str, key_file: str) -> None:
@@ -219,16 +193,16 @@ def _save_pair(pair: tls.CertKeyPair, cert_file: str, key_file: str) -> None:
     try:
         write_file_atomic(cert_file, pair.cert_pem.encode(), CERT_MODE, exclusive=True)
     except FileExistsError:
-        raise _Failed(f"{cert_file} already exists.") from None
+        raise OfflineError(f"{cert_file} already exists.") from None
     except OSError as exc:
-        raise _Failed(_go_os_error("write", cert_file, exc)) from None
+        raise OfflineError(_go_os_error("write", cert_file, exc)) from None
     try:
         write_private_file(key_file, pair.key_pem.encode(), exclusive=True)
     except OSError as exc:
         os.unlink(cert_file)  # ours: it was created exclusively just above
         if isinstance(exc, FileExistsError):
-            raise _Failed(f"{key_file} already exists.") from None
-        raise _Failed(_go_os_error("write", key_file, exc)) from None
+            raise OfflineError(f"{key_file} already exists.") from None
+        raise OfflineError(_go_os_error("write", key_file, exc)) from None
     print(f"==> Saved {cert_file}")
     print(f"==> Saved {key_file}")
 
