@@ -22,6 +22,7 @@ from proconsul.gossip.params import suspicion_max_timeout, suspicion_min_timeout
 from tests.agent_process import AgentProcess, free_gossip_port, start_agent, wait_for
 
 STATUS = {1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+LEADER_DEADLINE_S = 10.0
 
 
 @dataclass
@@ -78,6 +79,7 @@ class GossipPool:
         self.params = local() if profile == "local" else lan()
         # Names every member retry-joins (all the others when None).
         self.seeds = list(seeds) if seeds is not None else None
+        self.server_first = server_first
         self.members: list[Member] = []
         for i in range(count):
             ip = f"127.0.0.{base + i}"
@@ -100,7 +102,13 @@ class GossipPool:
                 *extra,
             ]
             if server_first and i == 0:
-                member.args.append("-server")
+                member.args += [
+                    "-server",
+                    "-bootstrap-expect",
+                    "1",
+                    "-hcl",
+                    "performance { raft_multiplier = 1 }",
+                ]
             self.members.append(member)
 
     def __getitem__(self, name: str) -> Member:
@@ -120,8 +128,12 @@ class GossipPool:
         argv = [*member.args, *(self.join_args(member) if join else []), *args]
         if encrypt:
             argv += ["-encrypt", encrypt]
-        member.agent = start_agent(self.tmp_path, *argv, dev=False)
-        return member.agent
+        agent = start_agent(self.tmp_path, *argv, dev=False)
+        member.agent = agent
+        if self.server_first and member is self.members[0]:
+            # A lone server elects itself; its catalog is readable once it leads.
+            wait_for(lambda: agent.get_json("/v1/status/leader"), LEADER_DEADLINE_S)
+        return agent
 
     def start_all(self) -> None:
         for member in self.members:

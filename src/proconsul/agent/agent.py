@@ -19,13 +19,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proconsul.agent import info
 from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.client_rpc import ClientRPC, NoServersError
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, start_gossip
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.server_setup import (
+    RAFT_CONFIG_METHOD,
+    RAFT_REMOVE_METHOD,
+    ServerHandle,
+    dev_raft_configuration,
+    start_server,
+)
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
@@ -33,6 +42,8 @@ from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import STATS_KEY, build_app, start_http
+from proconsul.rpc.errors import RPCError
+from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyResult
@@ -62,8 +73,7 @@ _SERVICE_MAINT_DEFAULT = (
 _REAP_INTERVAL_S = 1.0
 
 
-class NoServersError(ConnectionError):
-    pass
+__all__ = ["Agent", "NoServersError"]
 
 
 @dataclass
@@ -91,7 +101,10 @@ class Agent:
         self.runners = CheckRunnerSet(rng=self.rng)
         self.store: StateStore | None = None
         self.endpoints: ServerEndpoints | None = None
-        if config.server:
+        self._acl: ACLEndpoints | None = None
+        self.server: ServerHandle | None = None  # non-dev servers: Raft + RPC
+        self.client_rpc: ClientRPC | None = None if config.server else ClientRPC(self, self.rng)
+        if config.server and config.dev_mode:
             self.store = StateStore()
             self.endpoints = ServerEndpoints(
                 self.store, LocalLog(FSM(self.store)), config.datacenter, self.rng
@@ -124,9 +137,18 @@ class Agent:
                 "encryption. Do not use it in production."
             )
         self._apply_config_definitions(self.config)
-        if self.endpoints is not None:
+        if self.config.server and not self.config.dev_mode:
+            self.server = await start_server(self)
+            self.store = self.server.store
+            self.endpoints = self.server.endpoints
+        elif self.endpoints is not None:
             await self._establish_leadership()
+            await self._establish_acl()
         self.gossip = await start_gossip(self)
+        if self.server is not None:
+            self.server.start_duties()
+        if self.client_rpc is not None:
+            self.client_rpc.start()
         self.dns = await start_dns(self)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
@@ -161,6 +183,10 @@ class Agent:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
             leave = self.config.leave_on_terminate
             await self.gossip.stop(leave=not self.config.server if leave is None else leave)
+        if self.server is not None:
+            await self.server.stop()
+        if self.client_rpc is not None:
+            await self.client_rpc.close()
         self.stopped.set()
 
     def _load_node_id(self) -> None:
@@ -196,6 +222,24 @@ class Agent:
         ]
         await self.rpc_write(registration)
 
+    async def _establish_acl(self) -> None:
+        """Leader duty with ACLs on: built-in rows and the initial management token."""
+        acl = self.acl_endpoints()
+        if acl is not None:
+            await acl.establish(self.config.acl.tokens.initial_management)
+
+    def acl_endpoints(self) -> ACLEndpoints | None:
+        """ACL reads and writes (server/acl_endpoints.py); None while ACLs are disabled."""
+        if not self.config.acl.enabled:
+            return None
+        if self.endpoints is None:
+            raise NoServersError("No known Consul servers")
+        if self._acl is None or self._acl.store is not self.endpoints.store:
+            self._acl = ACLEndpoints(
+                self.endpoints.store, self.endpoints.log, self.datacenter, self.config.data_dir
+            )
+        return self._acl
+
     def _node_registration(self) -> RegisterRequest:
         address = self.advertise_addr
         return RegisterRequest(
@@ -215,14 +259,24 @@ class Agent:
     # ----- RPC (in-process on servers) --------------------------------------
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse:
-        if self.endpoints is None:
-            raise NoServersError("No known Consul servers")
-        return await self.endpoints.read(method, request)
+        if self.endpoints is not None:
+            return await self.endpoints.read(method, request)
+        if self.client_rpc is not None:
+            return await self.client_rpc.read(method, request)
+        raise NoServersError("No known Consul servers")
 
     async def rpc_write(self, command: Command) -> tuple[int, ApplyResult]:
-        if self.endpoints is None:
-            raise NoServersError("No known Consul servers")
-        return await self.endpoints.write(command)
+        if self.endpoints is not None:
+            return await self.endpoints.write(command)
+        if self.client_rpc is not None:
+            return await self.client_rpc.write(command)
+        raise NoServersError("No known Consul servers")
+
+    def leads_catalog(self) -> bool:
+        """Whether this agent runs the leader's catalog duties (dev server or Raft leader)."""
+        if self.server is not None:
+            return self.server.raft.is_leader()
+        return self.endpoints is not None
 
     async def _catalog_view(self) -> tuple[dict[str, NodeService], dict[str, HealthCheck]]:
         services = await self.rpc_read("Catalog.NodeServices", ReadRequest(name=self.node_name))
@@ -362,12 +416,38 @@ class Agent:
     def members(self) -> list[dict[str, Any]]:
         return self.gossip.members() if self.gossip is not None else [info.member(self)]
 
-    def leader_address(self) -> str:
-        return f"{self.advertise_addr}:{self.config.ports.server}" if self.config.server else ""
+    async def leader_address(self) -> str:
+        if self.server is not None:
+            return self.server.leader_address()
+        if self.client_rpc is not None:
+            found = await self.client_rpc.status("Status.Leader")
+            return found if isinstance(found, str) else ""
+        return f"{self.advertise_addr}:{self.config.ports.server}"
 
-    def peer_addresses(self) -> list[str]:
-        leader = self.leader_address()
-        return [leader] if leader else []
+    async def peer_addresses(self) -> list[str]:
+        if self.server is not None:
+            return self.server.peer_addresses()
+        if self.client_rpc is not None:
+            found = await self.client_rpc.status("Status.Peers")
+            return [str(p) for p in found] if isinstance(found, list) else []
+        return [f"{self.advertise_addr}:{self.config.ports.server}"]
+
+    async def raft_configuration(self) -> dict[str, Any]:
+        if self.server is not None:
+            return self.server.raft_configuration()
+        if self.client_rpc is not None:
+            found: dict[str, Any] = await self.client_rpc.call(RAFT_CONFIG_METHOD, b"\xc0")
+            return found
+        return dev_raft_configuration(self)
+
+    async def remove_raft_peer(self, server_id: str, address: str) -> None:
+        if self.server is not None:
+            await self.server.remove_peer(server_id, address)
+        elif self.client_rpc is not None:
+            payload = msgspec.msgpack.encode({"id": server_id, "address": address})
+            await self.client_rpc.call(RAFT_REMOVE_METHOD, payload)
+        else:
+            raise RPCError("a -dev agent has no Raft peers to remove")
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
@@ -475,6 +555,8 @@ class Agent:
 
         async def leave_then_stop() -> None:
             try:
+                if self.server is not None:
+                    await self.server.leave()
                 if self.gossip is not None:
                     await self.gossip.leave()
             finally:

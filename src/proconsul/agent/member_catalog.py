@@ -1,8 +1,8 @@
 """Gossip members into the catalog, on servers: nodes with a `serfHealth` check.
 
-Job: a stand-in for the leader's reconcile (the servers issue moves it under
-Raft leadership): whenever gossip reports a member change, make the catalog
-match that member, as Consul's leader does:
+Job: the leader's reconcile: whenever gossip reports a member change, make
+the catalog match that member, as Consul's leader does (only on the Raft
+leader, or a dev server; a server that gains leadership marks every member):
 - alive (or suspect): the node at the member's address, `serfHealth` passing
   "Agent alive and reachable", and for servers (`role = consul`) the `consul`
   service on the server RPC port from the tags;
@@ -55,6 +55,8 @@ class MemberCatalog:
             await self._wakeup.wait()
             self._wakeup.clear()
             names, self._dirty = sorted(self._dirty), set()
+            if not self.agent.leads_catalog():
+                continue  # the leader reconciles; a new leader re-marks every member
             for name in names:
                 try:
                     await self.reconcile(name)

@@ -172,11 +172,11 @@ async def health_state(request: web.Request) -> web.Response:
 
 
 async def status_leader(request: web.Request) -> web.Response:
-    return json_response(request, agent_of(request).leader_address())
+    return json_response(request, await agent_of(request).leader_address())
 
 
 async def status_peers(request: web.Request) -> web.Response:
-    return json_response(request, agent_of(request).peer_addresses())
+    return json_response(request, await agent_of(request).peer_addresses())
 
 
 def add_routes(app: web.Application) -> None:

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proconsul.http import agent_routes, catalog, gossip_routes, kv
+from proconsul.http import acl_routes, agent_routes, catalog, gossip_routes, kv, operator_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
+from proconsul.rpc.errors import RPCError
 
 log = logging.getLogger("proconsul.http")
 
@@ -66,6 +67,10 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = _text(413, exc.text or "Request body too large")
     except web.HTTPException as exc:
         response = _text(exc.status, exc.text or exc.reason)
+    except (ConnectionError, RPCError, TimeoutError) as exc:
+        # No server reachable ("No known Consul servers"), a server's refusal
+        # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.
+        response = _text(500, str(exc) or type(exc).__name__)
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = _text(500, "Internal error")
@@ -92,6 +97,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     kv.add_routes(app)
     agent_routes.add_routes(app)
     gossip_routes.add_routes(app)
+    acl_routes.add_routes(app)
+    operator_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

@@ -15,9 +15,16 @@ from __future__ import annotations
 
 import msgspec
 
+from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.store import StateError, StateStore
 from proconsul.structs.catalog import HealthCheck, Node
-from proconsul.structs.commands import Command, DeregisterRequest, KVSRequest, RegisterRequest
+from proconsul.structs.commands import (
+    ACLCommand,
+    Command,
+    DeregisterRequest,
+    KVSRequest,
+    RegisterRequest,
+)
 
 
 class ApplyError(msgspec.Struct, frozen=True):
@@ -74,8 +81,11 @@ class FSM:
                 return self._deregister(index, command)
             if isinstance(command, KVSRequest):
                 return self._kvs(index, command)
+            if isinstance(command, ACLCommand):
+                apply_acl(self.store.acl, index, command)
+                return None
             return ApplyError(f"unknown command type {type(command).__name__}")
-        except StateError as exc:
+        except (StateError, ACLStateError) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1

@@ -27,6 +27,7 @@ import hashlib
 
 import msgspec
 
+from proconsul.state.acl_tables import ACLSnapshot
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 
 MAGIC = b"PCSS"  # Proconsul state snapshot
@@ -53,6 +54,7 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     kvs: list[KVEntry]
     tombstones: dict[str, int]
     tombstone_floor: int
+    acl: ACLSnapshot | None = None  # ACL tables (acl_tables.py)
 
 
 class _Envelope(msgspec.Struct, array_like=True):

@@ -11,6 +11,8 @@ Rules:
 Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 "service:<name>" (everything a health or catalog query on that name depends on,
 including the node rows and node-level checks of the nodes it runs on).
+ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
+"acl-policies" and "acl-roles".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -25,6 +27,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from proconsul.state.acl_tables import ACLTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
@@ -67,6 +70,7 @@ class StateStore:
         self.last_index = 0
         self.watches = WatchHub()
         self._touched: set[str] = set()
+        self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -109,6 +113,7 @@ class StateStore:
             kvs=[self.kvs[key] for key in self._kv_keys],
             tombstones=dict(self._tombstones),
             tombstone_floor=self._tombstone_floor,
+            acl=self.acl.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -130,6 +135,7 @@ class StateStore:
         self._kv_keys = sorted(self.kvs)
         self._tombstones = dict(body.tombstones)
         self._tombstone_floor = body.tombstone_floor
+        self.acl.restore(body.acl)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self._touched = set()

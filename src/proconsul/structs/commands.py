@@ -10,6 +10,7 @@ from typing import Literal
 
 import msgspec
 
+from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.naming import pascal
 
@@ -49,4 +50,49 @@ class KVSRequest(msgspec.Struct, tag=3, tag_field="Type", rename=pascal):
     datacenter: str = ""
 
 
-Command = RegisterRequest | DeregisterRequest | KVSRequest
+# ----- ACL commands (tags 4-10). IDs, secrets and times are chosen by the
+# endpoint before the command enters the log, so apply stays deterministic.
+
+
+class ACLBootstrapRequest(msgspec.Struct, tag=4, tag_field="Type", rename=pascal):
+    """Create the bootstrap token; `reset_index` is the index from the reset file (0: none)."""
+
+    token: ACLToken
+    reset_index: int = 0
+
+
+class ACLTokenSetRequest(msgspec.Struct, tag=5, tag_field="Type", rename=pascal):
+    token: ACLToken
+
+
+class ACLTokenDeleteRequest(msgspec.Struct, tag=6, tag_field="Type", rename=pascal):
+    accessor_id: str
+
+
+class ACLPolicySetRequest(msgspec.Struct, tag=7, tag_field="Type", rename=pascal):
+    policy: ACLPolicy
+
+
+class ACLPolicyDeleteRequest(msgspec.Struct, tag=8, tag_field="Type", rename=pascal):
+    policy_id: str
+
+
+class ACLRoleSetRequest(msgspec.Struct, tag=9, tag_field="Type", rename=pascal):
+    role: ACLRole
+
+
+class ACLRoleDeleteRequest(msgspec.Struct, tag=10, tag_field="Type", rename=pascal):
+    role_id: str
+
+
+ACLCommand = (
+    ACLBootstrapRequest
+    | ACLTokenSetRequest
+    | ACLTokenDeleteRequest
+    | ACLPolicySetRequest
+    | ACLPolicyDeleteRequest
+    | ACLRoleSetRequest
+    | ACLRoleDeleteRequest
+)
+
+Command = RegisterRequest | DeregisterRequest | KVSRequest | ACLCommand

@@ -1,0 +1,358 @@
+"""Server mode: the state store replicated by Raft, served on the RPC port.
+
+Job: `start_server(agent)` builds what a (non-dev) server agent runs: the
+store and FSM, the `RaftLog` over SQLite in `data_dir/raft/`, `RoutedEndpoints`
+over a `ForwardingLog`, and one `RPCServer` on `bind_addr:ports.server`
+carrying the endpoint handlers, "Status.Leader" and `Raft.Step`.
+`ServerHandle.start_duties()` (once gossip runs) bootstraps the cluster and
+runs the leader duties whenever this server gains leadership.
+
+Rules:
+- Bootstrap: `bootstrap_expect` <= 1 bootstraps alone; N waits until gossip
+  shows N alive servers of this datacenter (tags role=consul, id, port) and
+  bootstraps with their sorted list, the same on every server. Raft state on
+  disk means no bootstrap ever again (RaftLog.bootstrap says so).
+- Reads: `?stale` reads are served locally; other reads on a follower go to
+  the leader; `?consistent` on the leader passes a read barrier first. Every
+  answer carries KnownLeader/LastContact from this server's Raft status.
+- Leader duties (own node + serfHealth + consul service, gossip members into
+  the catalog) run only on the Raft leader, again each time leadership is
+  gained. Other servers leave the catalog alone.
+- A fatal Raft error stops the agent with exit code 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from proconsul.agent.auto_encrypt import SIGN_METHOD, signer_from_config
+from proconsul.gossip import State
+from proconsul.raft import Server, params_from_multiplier
+from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
+from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.tls import rpc_tls
+from proconsul.server.endpoints import Log, ServerEndpoints
+from proconsul.server.raft_log import RaftLog
+from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raft_handlers
+from proconsul.state.fsm import FSM
+from proconsul.state.store import StateStore
+from proconsul.structs.requests import ReadRequest, ReadResponse
+
+if TYPE_CHECKING:
+    from proconsul.agent.agent import Agent
+
+log = logging.getLogger("proconsul.agent")
+
+NO_LEADER = "No cluster leader"
+STATUS_LEADER_METHOD = "Status.Leader"
+STATUS_PEERS_METHOD = "Status.Peers"
+RAFT_CONFIG_METHOD = "Operator.RaftGetConfiguration"
+RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
+REMOVE_TIMEOUT_S = 15.0
+_POLL_S = 0.1
+
+
+class RoutedEndpoints(ServerEndpoints):
+    """ServerEndpoints whose reads follow Consul's consistency modes (see module rules)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        log_: Log,
+        datacenter: str,
+        rng: random.Random,
+        raft: RaftLog,
+        remote: EndpointsClient,
+    ) -> None:
+        super().__init__(store, log_, datacenter, rng)
+        self.raft = raft
+        self.remote = remote
+
+    async def read(self, method: str, request: ReadRequest) -> ReadResponse:
+        options = request.options
+        if not options.allow_stale and not self.raft.is_leader():
+            leader = self.raft.leader_address()
+            if leader is None:
+                try:
+                    await self.raft.wait_for_leader(DEFAULT_HOLD_TIMEOUT_S)
+                except TimeoutError:
+                    raise RPCError(NO_LEADER) from None
+                leader = self.raft.leader_address()
+            if leader is not None and leader != self.raft.address:
+                try:
+                    return await self.remote.read(leader, method, request)
+                except (ConnectionError, TimeoutError) as exc:
+                    # The caller reached this server; its hop to the leader failed.
+                    raise RPCError(
+                        f"rpc: forwarding {method} to the leader failed: {exc}"
+                    ) from None
+        elif options.require_consistent:
+            await self.raft.read_barrier()
+        response = await super().read(method, request)
+        status = self.raft.status()
+        contact = status.last_contact_s
+        meta = msgspec.structs.replace(
+            response.meta,
+            known_leader=status.known_leader,
+            last_contact_ms=0 if contact is None else int(contact * 1000),
+        )
+        return ReadResponse(meta=meta, value=response.value)
+
+
+class ServerHandle:
+    """One server's Raft, RPC server and client; see the module docstring."""
+
+    def __init__(self, agent: Agent) -> None:
+        config = agent.config
+        self.agent = agent
+        self.store = StateStore()
+        self.fsm = FSM(self.store)
+        tls = rpc_tls(
+            config.tls_settings("internal_rpc"),
+            datacenter=config.datacenter,
+            domain=config.domain,
+            is_server=True,
+            auto_encrypt_allow_tls=config.auto_encrypt.allow_tls,
+        )
+        self.verify_incoming = tls.server_context is not None and not tls.accept_plaintext
+        self.client = RPCClient(tls.client_context, tls.server_hostname)
+        self.handlers: dict[str, Handler] = {}
+        self.signer: Handler | None = None
+        if config.auto_encrypt.allow_tls:
+            self.signer = signer_from_config(
+                config.connect.ca_config, datacenter=config.datacenter, domain=config.domain
+            )
+        self.rpc = RPCServer(
+            self.handlers,
+            ssl_context=tls.server_context,
+            accept_plaintext=tls.accept_plaintext,
+            anonymous_methods=(SIGN_METHOD,) if self.signer is not None else (),
+        )
+        self.address = f"{agent.advertise_addr}:{config.ports.server}"
+        self.raft = RaftLog(
+            agent.node_id,
+            self.address,
+            self.fsm,
+            self.client,
+            data_dir=config.data_dir or None,
+            params=params_from_multiplier(config.performance.raft_multiplier),
+            rng=agent.rng,
+            on_fatal=self._fatal,
+        )
+        self.endpoints = RoutedEndpoints(
+            self.store,
+            ForwardingLog(self.raft, EndpointsClient(self.client)),
+            config.datacenter,
+            agent.rng,
+            self.raft,
+            EndpointsClient(self.client),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        config = self.agent.config
+        host = config.bind_addr
+        try:
+            await self.rpc.start(host, config.ports.server)
+        except OSError as exc:
+            raise OSError(
+                f"Failed to start RPC server on {host}:{config.ports.server}: {exc.strerror or exc}"
+            ) from None
+        await self.raft.start()
+        self.handlers.update(endpoint_handlers(self.endpoints))
+        self.handlers[STATUS_LEADER_METHOD] = self._status_leader
+        self.handlers[STATUS_PEERS_METHOD] = self._status_peers
+        self.handlers[RAFT_CONFIG_METHOD] = self._raft_config
+        self.handlers[RAFT_REMOVE_METHOD] = self._raft_remove
+        if self.signer is not None:
+            self.handlers[SIGN_METHOD] = self.signer
+        self.handlers.update(
+            raft_handlers(
+                self.raft,
+                require_server_cert=self.verify_incoming,
+                datacenter=config.datacenter,
+                domain=config.domain,
+            )
+        )
+        log.info("agent: started RPC server on %s:%d (tcp)", host, config.ports.server)
+
+    def start_duties(self) -> None:
+        """Bootstrap and leader duties; call once gossip runs."""
+        self._tasks.append(asyncio.create_task(self._bootstrap(), name="raft-bootstrap"))
+        self._tasks.append(asyncio.create_task(self._leadership(), name="raft-leadership"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.rpc.close()
+        await self.raft.close()
+        await self.client.close()
+
+    async def leave(self) -> None:
+        """On a graceful leave, a leader hands leadership over first."""
+        if self.raft.is_leader() and len(self.raft.status().peers()) > 1:
+            try:
+                await self.raft.transfer_leadership()
+            except Exception as exc:
+                log.warning("agent: leadership transfer failed: %s", exc)
+
+    # ----- status ------------------------------------------------------------
+
+    def leader_address(self) -> str:
+        return self.raft.leader_address() or ""
+
+    def peer_addresses(self) -> list[str]:
+        return self.raft.status().peers()
+
+    async def _status_leader(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(self.leader_address())
+
+    async def _status_peers(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(self.peer_addresses())
+
+    # ----- operator raft ----------------------------------------------------
+
+    def raft_configuration(self) -> dict[str, Any]:
+        """The body of `/v1/operator/raft/configuration`."""
+        index, configuration = self.raft.configuration()
+        names: dict[str, str] = {self.raft.id: self.agent.node_name}
+        gossip = self.agent.gossip
+        if gossip is not None and gossip.core is not None:
+            for member in gossip.core.members():
+                if member.tags.get("id"):
+                    names[member.tags["id"]] = member.name
+        leader = self.raft.leader_address()
+        servers = [
+            {
+                "ID": server.id,
+                "Node": names.get(server.id, ""),
+                "Address": server.address,
+                "Leader": server.address == leader,
+                "ProtocolVersion": "3",
+                "Voter": server.voter,
+            }
+            for server in configuration.servers
+        ]
+        return {"Servers": servers, "Index": index}
+
+    async def remove_peer(self, server_id: str, address: str) -> None:
+        """Remove a server from the Raft configuration by ID or address (on the leader)."""
+        _, configuration = self.raft.configuration()
+        found = [
+            s.id
+            for s in configuration.servers
+            if (server_id and s.id == server_id) or (address and s.address == address)
+        ]
+        if not found:
+            what = f"id {server_id!r}" if server_id else f"address {address!r}"
+            raise RPCError(f"{what} was not found in the Raft configuration")
+        if self.raft.is_leader():
+            await self.raft.remove_server(found[0])
+            log.info("agent: removed Raft peer %s", found[0])
+            return
+        leader = self.raft.leader_address()
+        if leader is None:
+            raise RPCError(NO_LEADER)
+        payload = msgspec.msgpack.encode({"id": found[0], "address": ""})
+        await self.client.call(leader, RAFT_REMOVE_METHOD, payload, REMOVE_TIMEOUT_S)
+
+    async def _raft_config(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(self.raft_configuration())
+
+    async def _raft_remove(self, payload: bytes, peer: PeerInfo) -> bytes:
+        try:
+            request = msgspec.msgpack.decode(payload, type=dict[str, str])
+        except msgspec.DecodeError as exc:
+            raise RPCError(f"bad request: {exc}", ErrorCode.BAD_REQUEST) from None
+        await self.remove_peer(request.get("id", ""), request.get("address", ""))
+        return msgspec.msgpack.encode(True)
+
+    # ----- bootstrap and leadership -----------------------------------------
+
+    def expected_servers(self) -> list[Server] | None:
+        """The bootstrap configuration once enough servers are known, else None."""
+        config = self.agent.config
+        expect = config.bootstrap_expect
+        if config.bootstrap or expect <= 1:
+            return [Server(self.raft.id, self.address)]
+        gossip = self.agent.gossip
+        if gossip is None or gossip.core is None:
+            return None
+        found: dict[str, str] = {}
+        for member in gossip.core.members():
+            tags = member.tags
+            if (
+                member.state in (State.ALIVE, State.SUSPECT)
+                and tags.get("role") == "consul"
+                and tags.get("dc") == config.datacenter
+                and tags.get("id")
+                and tags.get("port", "").isdigit()
+            ):
+                found[tags["id"]] = f"{member.addr[0]}:{tags['port']}"
+        if len(found) < expect:
+            return None
+        return [Server(node_id, addr) for node_id, addr in sorted(found.items())]
+
+    async def _bootstrap(self) -> None:
+        while not self.raft.has_state():
+            servers = self.expected_servers()
+            if servers is not None:
+                self.raft.bootstrap(servers)
+                return
+            await asyncio.sleep(_POLL_S)
+
+    async def _leadership(self) -> None:
+        leading = False
+        while True:
+            now_leading = self.raft.is_leader()
+            if now_leading and not leading:
+                try:
+                    await self._establish_leadership()
+                except Exception as exc:
+                    log.warning("agent: establishing leadership failed: %s", exc)
+                    now_leading = False  # try again on the next round
+            leading = now_leading
+            await asyncio.sleep(_POLL_S)
+
+    async def _establish_leadership(self) -> None:
+        log.info("agent: cluster leadership acquired")
+        await self.agent._establish_leadership()
+        gossip = self.agent.gossip
+        if gossip is not None and gossip.catalog is not None and gossip.core is not None:
+            for member in gossip.core.members():
+                gossip.catalog.mark(member.name)
+
+    def _fatal(self, exc: BaseException) -> None:
+        log.error("agent: raft failed, stopping: %s", exc)
+        self.agent.exit_code = 1
+        self.agent.stopped.set()
+
+
+def dev_raft_configuration(agent: Agent) -> dict[str, Any]:
+    """A -dev agent's "configuration": itself, the leader of one."""
+    return {
+        "Servers": [
+            {
+                "ID": agent.node_id,
+                "Node": agent.node_name,
+                "Address": f"{agent.advertise_addr}:{agent.config.ports.server}",
+                "Leader": True,
+                "ProtocolVersion": "3",
+                "Voter": True,
+            }
+        ],
+        "Index": 0,
+    }
+
+
+async def start_server(agent: Agent) -> ServerHandle:
+    handle = ServerHandle(agent)
+    await handle.start()
+    return handle

@@ -1,0 +1,255 @@
+"""/v1/acl/*: Consul's ACL HTTP API (bootstrap, tokens, policies, roles).
+
+Job: decode requests, call the ACL endpoints (server/acl_endpoints.py) the
+agent exposes, and answer in Consul's JSON shapes (`api_dict`: PascalCase,
+omitempty fields dropped). No enforcement yet: that is a later layer.
+
+Rules:
+- With ACLs disabled every route answers 401 `ACL support disabled`.
+- Endpoint refusals keep their status and text (400, 403 `ACL not found`,
+  403 `Permission denied: ...`).
+- Writes answer the stored row; deletes answer `true`. `/v1/acl/bootstrap`
+  adds `ID`, a copy of the SecretID, as Consul does.
+- Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from aiohttp import web
+
+from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken, api_dict, policy_list_stub
+from proconsul.http.api import agent_of
+from proconsul.http.common import HTTPError, decode_body, json_response, request_token
+from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
+from proconsul.structs.requests import QueryMeta
+
+
+@runtime_checkable
+class ACLHost(Protocol):
+    def acl_endpoints(self) -> ACLEndpoints | None:
+        """None when ACLs are disabled."""
+
+
+def _acl(request: web.Request) -> ACLEndpoints:
+    agent = agent_of(request)
+    endpoints = agent.acl_endpoints() if isinstance(agent, ACLHost) else None
+    if endpoints is None:
+        raise HTTPError(401, "ACL support disabled")
+    return endpoints
+
+
+def _meta(index: int) -> QueryMeta:
+    return QueryMeta(index=index)
+
+
+def _answer(request: web.Request, value: Any, index: int = 0) -> web.Response:
+    return json_response(request, value, _meta(index) if index else None)
+
+
+class _Handled:
+    """Turns ACLError into the HTTP error the middleware renders."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, ACLError):
+            raise HTTPError(exc.status, exc.message) from None
+
+
+# ----- bootstrap --------------------------------------------------------------------
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        token = await acl.bootstrap()
+    body = api_dict(token)
+    body = {"ID": token.secret_id, **body}
+    return _answer(request, body)
+
+
+# ----- tokens -----------------------------------------------------------------------
+
+
+async def token_create(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    token = await decode_body(request, ACLToken)
+    with _Handled():
+        stored = await acl.token_create(token)
+    return _answer(request, api_dict(stored))
+
+
+async def token_read(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, token = acl.token_read(request.match_info["id"])
+    return _answer(request, api_dict(token), index)
+
+
+async def token_self(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, token = acl.token_self(request_token(request))
+    return _answer(request, api_dict(token), index)
+
+
+async def token_update(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    token = await decode_body(request, ACLToken)
+    with _Handled():
+        stored = await acl.token_update(request.match_info["id"], token)
+    return _answer(request, api_dict(stored))
+
+
+async def token_clone(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    description = ""
+    if (await request.read()).strip():
+        description = (await decode_body(request, ACLToken)).description
+    with _Handled():
+        stored = await acl.token_clone(request.match_info["id"], description)
+    return _answer(request, api_dict(stored))
+
+
+async def token_delete(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        await acl.token_delete(request.match_info["id"])
+    return _answer(request, True)
+
+
+async def token_list(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    query = request.query
+    with _Handled():
+        index, tokens = acl.token_list(
+            policy=query.get("policy", ""),
+            role=query.get("role", ""),
+            service=query.get("servicename", ""),
+        )
+    return _answer(request, [api_dict(t) for t in tokens], index)
+
+
+# ----- policies ---------------------------------------------------------------------
+
+
+async def policy_create(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    policy = await decode_body(request, ACLPolicy)
+    with _Handled():
+        stored = await acl.policy_set(policy)
+    return _answer(request, api_dict(stored))
+
+
+async def policy_update(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    policy = await decode_body(request, ACLPolicy)
+    with _Handled():
+        stored = await acl.policy_set(policy, request.match_info["id"])
+    return _answer(request, api_dict(stored))
+
+
+async def policy_read(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, policy = acl.policy_read(request.match_info["id"])
+    return _answer(request, api_dict(policy), index)
+
+
+async def policy_read_by_name(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, policy = acl.policy_read_by_name(request.match_info["name"])
+    return _answer(request, api_dict(policy), index)
+
+
+async def policy_delete(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        await acl.policy_delete(request.match_info["id"])
+    return _answer(request, True)
+
+
+async def policy_list(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    index, policies = acl.policy_list()
+    return _answer(request, [api_dict(policy_list_stub(p)) for p in policies], index)
+
+
+# ----- roles ------------------------------------------------------------------------
+
+
+async def role_create(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    role = await decode_body(request, ACLRole)
+    with _Handled():
+        stored = await acl.role_set(role)
+    return _answer(request, api_dict(stored))
+
+
+async def role_update(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    role = await decode_body(request, ACLRole)
+    with _Handled():
+        stored = await acl.role_set(role, request.match_info["id"])
+    return _answer(request, api_dict(stored))
+
+
+async def role_read(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, role = acl.role_read(request.match_info["id"])
+    return _answer(request, api_dict(role), index)
+
+
+async def role_read_by_name(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        index, role = acl.role_read_by_name(request.match_info["name"])
+    return _answer(request, api_dict(role), index)
+
+
+async def role_delete(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    with _Handled():
+        await acl.role_delete(request.match_info["id"])
+    return _answer(request, True)
+
+
+async def role_list(request: web.Request) -> web.Response:
+    acl = _acl(request)
+    index, roles = acl.role_list(policy=request.query.get("policy", ""))
+    return _answer(request, [api_dict(r) for r in roles], index)
+
+
+async def disabled_or_unknown(request: web.Request) -> web.Response:
+    _acl(request)
+    raise web.HTTPNotFound()
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_put("/v1/acl/bootstrap", bootstrap)
+    r.add_put("/v1/acl/token", token_create)
+    r.add_get("/v1/acl/token/self", token_self)
+    r.add_put("/v1/acl/token/{id}/clone", token_clone)
+    r.add_get("/v1/acl/token/{id}", token_read)
+    r.add_put("/v1/acl/token/{id}", token_update)
+    r.add_delete("/v1/acl/token/{id}", token_delete)
+    r.add_get("/v1/acl/tokens", token_list)
+    r.add_put("/v1/acl/policy", policy_create)
+    r.add_get("/v1/acl/policy/name/{name}", policy_read_by_name)
+    r.add_get("/v1/acl/policy/{id}", policy_read)
+    r.add_put("/v1/acl/policy/{id}", policy_update)
+    r.add_delete("/v1/acl/policy/{id}", policy_delete)
+    r.add_get("/v1/acl/policies", policy_list)
+    r.add_put("/v1/acl/role", role_create)
+    r.add_get("/v1/acl/role/name/{name}", role_read_by_name)
+    r.add_get("/v1/acl/role/{id}", role_read)
+    r.add_put("/v1/acl/role/{id}", role_update)
+    r.add_delete("/v1/acl/role/{id}", role_delete)
+    r.add_get("/v1/acl/roles", role_list)
+    r.add_route("*", "/v1/acl/{tail:.*}", disabled_or_unknown)
