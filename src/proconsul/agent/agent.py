@@ -44,6 +44,7 @@ from proconsul.fileio import write_file_atomic
 from proconsul.http.server import STATS_KEY, build_app, start_http
 from proconsul.rpc.errors import RPCError
 from proconsul.server.acl_endpoints import ACLEndpoints
+from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyResult
@@ -141,7 +142,15 @@ class Agent:
             self.server = await start_server(self)
             self.store = self.server.store
             self.endpoints = self.server.endpoints
-        elif self.endpoints is not None:
+        if self.endpoints is not None and self.config.acl.enabled:
+            acl = self.config.acl
+            self.endpoints.acl = ServerACLResolver(
+                self.endpoints.store,
+                self.datacenter,
+                default_policy="deny" if acl.default_policy == "deny" else "allow",
+                enable_key_list_policy=acl.enable_key_list_policy,
+            )
+        if self.server is None and self.endpoints is not None:
             await self._establish_leadership()
             await self._establish_acl()
         self.gossip = await start_gossip(self)
@@ -220,7 +229,7 @@ class Agent:
                 output="Agent alive and reachable",
             )
         ]
-        await self.rpc_write(registration)
+        await self.leader_write(registration)
 
     async def _establish_acl(self) -> None:
         """Leader duty with ACLs on: built-in rows and the initial management token."""
@@ -265,11 +274,31 @@ class Agent:
             return await self.client_rpc.read(method, request)
         raise NoServersError("No known Consul servers")
 
-    async def rpc_write(self, command: Command) -> tuple[int, ApplyResult]:
+    async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+        """A write on behalf of the holder of `token` (checked by the server's ACLs)."""
         if self.endpoints is not None:
-            return await self.endpoints.write(command)
+            return await self.endpoints.write(command, token)
         if self.client_rpc is not None:
-            return await self.client_rpc.write(command)
+            return await self.client_rpc.write(command, token)
+        raise NoServersError("No known Consul servers")
+
+    async def leader_write(self, command: Command) -> tuple[int, ApplyResult]:
+        """A write the leader makes itself (reconcile, its own registration): no token."""
+        if self.endpoints is None:
+            raise NoServersError("No known Consul servers")
+        return await self.endpoints.log.apply(command)
+
+    def resolve_token(self, secret: str) -> ResolvedToken | None:
+        """The caller's rights, or None while ACLs are disabled (everything allowed).
+
+        An empty secret means the agent's `default` token, then anonymous.
+        Raises ACLNotFound for an unknown or expired secret.
+        """
+        if not self.config.acl.enabled:
+            return None
+        secret = secret or self.config.acl.tokens.default
+        if self.endpoints is not None and self.endpoints.acl is not None:
+            return self.endpoints.acl.resolve(secret)
         raise NoServersError("No known Consul servers")
 
     def leads_catalog(self) -> bool:

@@ -134,12 +134,12 @@ class ClientRPC:
             return response
         raise last or NoServersError(NO_SERVERS)
 
-    async def write(self, command: Command) -> tuple[int, ApplyResult]:
+    async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
         await self._ready()
         last: ConnectionError | None = None
         for server in self._order():
             try:
-                result = await self.endpoints.write(server, command)
+                result = await self.endpoints.write(server, command, token=token)
             except ConnectionError as exc:
                 last = self._failed(server, exc)
                 continue

@@ -12,8 +12,9 @@ leader, or a dev server; a server that gains leadership marks every member):
 Rules:
 - Changes are coalesced by member name (a set, so memory is bounded by the
   pool) and applied by one task; a failed write is retried after a second.
-- Writes go through the agent's `rpc_write`, so nothing here touches the
-  store; a write that would change nothing is skipped (no index churn).
+- Writes go through the agent's `leader_write` (the leader's own, no token),
+  so nothing here touches the store; a write that would change nothing is
+  skipped (no index churn).
 - The agent's own node is left alone: it registers itself.
 """
 
@@ -77,7 +78,7 @@ class MemberCatalog:
         if member is None or member.state == State.LEFT:
             if node_row is not None:
                 log.info("agent: deregistering member: member=%s", name)
-                await self.agent.rpc_write(DeregisterRequest(node=name))
+                await self.agent.leader_write(DeregisterRequest(node=name))
             return
         alive = member.state != State.DEAD
         status, output = ("passing", ALIVE_OUTPUT) if alive else ("critical", FAILED_OUTPUT)
@@ -95,7 +96,7 @@ class MemberCatalog:
         check = HealthCheck(
             node=name, check_id=SERF_CHECK_ID, name=SERF_CHECK_NAME, status=status, output=output
         )
-        await self.agent.rpc_write(
+        await self.agent.leader_write(
             RegisterRequest(
                 node=name,
                 address=addr,

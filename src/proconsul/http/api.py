@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from proconsul.server.acl_resolver import ResolvedToken
 from proconsul.state.fsm import ApplyResult
 from proconsul.structs.catalog import HealthCheck, NodeService
 from proconsul.structs.commands import Command
@@ -47,7 +48,10 @@ class AgentAPI(Protocol):
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse: ...
 
-    async def rpc_write(self, command: Command) -> tuple[int, ApplyResult]: ...
+    async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]: ...
+
+    def resolve_token(self, secret: str) -> ResolvedToken | None:
+        """None while ACLs are disabled; raises ACLNotFound for an unknown secret."""
 
     def datacenters(self) -> list[str]: ...
 

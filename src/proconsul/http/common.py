@@ -70,6 +70,8 @@ def set_meta_headers(response: web.StreamResponse, meta: QueryMeta) -> None:
     headers["X-Consul-Index"] = str(meta.index)
     headers["X-Consul-KnownLeader"] = "true" if meta.known_leader else "false"
     headers["X-Consul-LastContact"] = str(meta.last_contact_ms)
+    if meta.results_filtered_by_acls:
+        headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
 
 
 def query_bool(request: web.Request, name: str) -> bool:

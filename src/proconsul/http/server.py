@@ -14,10 +14,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proconsul.acl.authorizer import PermissionDenied
 from proconsul.http import acl_routes, agent_routes, catalog, gossip_routes, kv, operator_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
-from proconsul.rpc.errors import RPCError
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.server.acl_resolver import ACLNotFound
 
 log = logging.getLogger("proconsul.http")
 
@@ -67,7 +69,12 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = _text(413, exc.text or "Request body too large")
     except web.HTTPException as exc:
         response = _text(exc.status, exc.text or exc.reason)
-    except (ConnectionError, RPCError, TimeoutError) as exc:
+    except (PermissionDenied, ACLNotFound) as exc:
+        response = _text(403, str(exc))
+    except RPCError as exc:
+        # A server's ACL refusal keeps Consul's 403; any other refusal is a 500.
+        response = _text(403 if exc.code == ErrorCode.ACL_DENIED else 500, exc.message)
+    except (ConnectionError, TimeoutError) as exc:
         # No server reachable ("No known Consul servers"), a server's refusal
         # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.
         response = _text(500, str(exc) or type(exc).__name__)

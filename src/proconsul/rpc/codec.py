@@ -8,8 +8,11 @@ Wire shapes (msgpack, via msgspec):
 - read request: a `ReadRequest`; read response: a `ReadResponse` whose
   `value` is decoded with `READ_RESULT_TYPES[method]` (it is `Any` in the
   struct, so the caller needs the table to get structs back, not dicts).
-- "Apply" request: a `Command` (tagged union); response: `[index, result]`
-  with `result` an `ApplyResult` (true/false/nil or an `ApplyError`).
+- "Apply" request: an `ApplyRequest` (the `Command`, a tagged union, and the
+  caller's ACL token); response: `[index, result]` with `result` an
+  `ApplyResult` (true/false/nil or an `ApplyError`).
+- "Raft.Apply" (server to server, see server/raft_rpc.py) carries a bare
+  `Command` that the first server already authorized.
 
 Rules:
 - Every name in `ServerEndpoints.reads` must have a result type here; a unit
@@ -42,6 +45,7 @@ from proconsul.structs.commands import Command
 from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
 
 APPLY_METHOD = "Apply"
+FORWARD_METHOD = "Raft.Apply"
 
 # What each read's `ReadResponse.value` holds (see ServerEndpoints.reads).
 READ_RESULT_TYPES: Mapping[str, Any] = {
@@ -65,6 +69,11 @@ DEFAULT_CALL_TIMEOUT_S = 15.0
 BLOCKING_MARGIN_S = 0.5
 
 
+class ApplyRequest(msgspec.Struct):
+    command: Command
+    token: str = ""  # the caller's secret; "" is the anonymous token
+
+
 class _ReadReply(msgspec.Struct):
     """`ReadResponse` as it arrives: the value left raw until its type is known."""
 
@@ -76,6 +85,7 @@ _encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(ReadRequest)
 _reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
 _command_decoder = msgspec.msgpack.Decoder(Command)
+_apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest)
 _apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | ApplyError | None])
 _value_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
     method: msgspec.msgpack.Decoder(kind) for method, kind in READ_RESULT_TYPES.items()
@@ -122,11 +132,17 @@ def _fit_wait(request: ReadRequest, budget_s: float | None) -> ReadRequest:
 
 def apply_handler(endpoints: ServerEndpoints) -> Handler:
     async def handle(payload: bytes, peer: PeerInfo) -> bytes:
-        command: Command = _decode(_command_decoder, payload, APPLY_METHOD)
-        index, result = await endpoints.write(command)
+        request: ApplyRequest = _decode(_apply_request_decoder, payload, APPLY_METHOD)
+        index, result = await endpoints.write(request.command, request.token)
         return _encoder.encode((index, result))
 
     return handle
+
+
+def decode_command(payload: bytes, method: str) -> Command:
+    """A bare `Command` payload (server-to-server forwarding)."""
+    command: Command = _decode(_command_decoder, payload, method)
+    return command
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method: str) -> Any:
@@ -186,6 +202,15 @@ class EndpointsClient:
         address: str | Address,
         command: Command,
         timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        token: str = "",
     ) -> tuple[int, ApplyResult]:
-        data = await self.client.call(address, APPLY_METHOD, _encoder.encode(command), timeout_s)
+        payload = _encoder.encode(ApplyRequest(command, token))
+        data = await self.client.call(address, APPLY_METHOD, payload, timeout_s)
+        return decode_apply_response(data)
+
+    async def forward(
+        self, address: str | Address, command: Command, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+    ) -> tuple[int, ApplyResult]:
+        """Hand an authorized command to the leader (server to server only)."""
+        data = await self.client.call(address, FORWARD_METHOD, _encoder.encode(command), timeout_s)
         return decode_apply_response(data)

@@ -21,6 +21,7 @@ class ErrorCode:
     TOO_MANY_REQUESTS = "too_many_requests"  # the connection's in-flight bound was hit
     BAD_REQUEST = "bad_request"  # e.g. a request id already in flight
     PERMISSION_DENIED = "permission_denied"  # e.g. no verified client certificate
+    ACL_DENIED = "acl_denied"  # the token is unknown or lacks a right; HTTP answers 403
 
 
 class RPCError(Exception):

@@ -30,6 +30,9 @@ Rules:
   and connections over the per-client limit; with auto_encrypt's anonymous
   TLS, requests without a verified client certificate for anything but the
   allowed methods.
+- `metrics_from_stats` turns `stats()` (this server's or an `RPCClient`'s)
+  into flat gauges for /v1/agent/metrics, one per refusal reason, so an
+  operator can see which TLS check is turning peers away.
 """
 
 from __future__ import annotations
@@ -84,6 +87,20 @@ def remaining_s(default: float | None = None) -> float | None:
     if deadline is None:
         return default
     return max(0.0, deadline - asyncio.get_running_loop().time())
+
+
+def metrics_from_stats(prefix: str, stats: Mapping[str, Any]) -> dict[str, float]:
+    """Flat gauges from a `stats()` dict: `<prefix>.<key>` for each counter and
+    `<prefix>.<key>.<sub>` for each entry of a nested one (the refusals by
+    reason). A reason not seen yet has no gauge; the `_total` one always has."""
+    out: dict[str, float] = {}
+    for key, value in stats.items():
+        if isinstance(value, Mapping):
+            for sub, count in value.items():
+                out[f"{prefix}.{key}.{sub}"] = float(count)
+        elif isinstance(value, int | float):
+            out[f"{prefix}.{key}"] = float(value)
+    return out
 
 
 class RPCServer:

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, HealthCheck, Node
@@ -92,6 +93,8 @@ class ServerEndpoints:
         self.log = log
         self.datacenter = datacenter
         self.rng = rng or random.Random()
+        # Set by the agent when ACLs are enabled; None means every call is allowed.
+        self.acl: ServerACLResolver | None = None
         self._health_cache: dict[tuple[str, tuple[str, ...], bool], tuple[int, list[Any]]] = {}
         self.reads: dict[str, Callable[[ReadRequest], tuple[Sequence[str], Callable[[], Any]]]] = {
             "Catalog.ListNodes": self._catalog_nodes,
@@ -113,7 +116,8 @@ class ServerEndpoints:
         # Consul never reports index 0: clients treat it as "don't block".
         return ReadResponse(meta=QueryMeta(index=max(index, 1)), value=value)
 
-    async def write(self, command: Command) -> tuple[int, ApplyResult]:
+    async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+        """Apply `command` for the caller holding `token` (the secret; "" = anonymous)."""
         return await self.log.apply(command)
 
     # ----- reads -------------------------------------------------------------

@@ -3,12 +3,13 @@
 Job: `raft_handlers` gives the handlers a server adds to its `RPCServer`;
 `ForwardingLog` is the `Log` a server's `ServerEndpoints` uses, so a write
 that lands on a follower (HTTP on that server, or its "Apply" RPC) reaches
-the leader.
+the leader through "Raft.Apply".
 
 Rules:
-- Under verify_incoming, `Raft.Step` only accepts peers whose verified
-  certificate names `server.<dc>.<domain>`: a client certificate from the same
-  CA must not be able to vote or append entries.
+- Under verify_incoming, `Raft.Step` and `Raft.Apply` only accept peers whose
+  verified certificate names `server.<dc>.<domain>`: a client certificate from
+  the same CA must not be able to vote, append entries or skip the ACL check
+  that "Apply" makes (the first server authorizes, the leader trusts it).
 - Forwarding sends the command once. Only "no leader known" is waited out
   (up to `hold_timeout_s`, like Consul's rpc_hold_timeout) and retried,
   because then nothing was sent; a transport failure on the way to a leader is
@@ -21,9 +22,17 @@ from __future__ import annotations
 
 import asyncio
 
-from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S, EndpointsClient
-from proconsul.rpc.forward import only_servers
+from proconsul.rpc.codec import (
+    DEFAULT_CALL_TIMEOUT_S,
+    FORWARD_METHOD,
+    EndpointsClient,
+    decode_command,
+    encode,
+)
+from proconsul.rpc.errors import RPCError
+from proconsul.rpc.forward import NO_LEADER, only_servers
 from proconsul.rpc.server import Handler, remaining_s
+from proconsul.rpc.tls import PeerInfo
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
@@ -42,10 +51,26 @@ def raft_handlers(
 ) -> dict[str, Handler]:
     """Handlers to add to the server's RPCServer. Pass `require_server_cert=True`
     when the server runs with verify_incoming."""
-    handler: Handler = raft_log.handle_step
+
+    async def forwarded_apply(payload: bytes, peer: PeerInfo) -> bytes:
+        # One hop only: if leadership moved on meanwhile, the sender hears "not
+        # the leader" and the write is the caller's to retry.
+        command = decode_command(payload, FORWARD_METHOD)
+        try:
+            return encode(await raft_log.apply(command))
+        except NotLeaderError as exc:
+            raise RPCError(str(exc) or NO_LEADER) from None
+
+    handlers: dict[str, Handler] = {
+        STEP_METHOD: raft_log.handle_step,
+        FORWARD_METHOD: forwarded_apply,
+    }
     if require_server_cert:
-        handler = only_servers(handler, datacenter=datacenter, domain=domain)
-    return {STEP_METHOD: handler}
+        handlers = {
+            method: only_servers(handler, datacenter=datacenter, domain=domain)
+            for method, handler in handlers.items()
+        }
+    return handlers
 
 
 class ForwardingLog:
@@ -79,7 +104,7 @@ class ForwardingLog:
                 if address is not None and address != self.raft.address:
                     self.forwarded += 1
                     timeout = max(0.001, deadline - loop.time())
-                    return await self.endpoints.write(address, command, timeout_s=timeout)
+                    return await self.endpoints.forward(address, command, timeout_s=timeout)
                 wait = hold_until - loop.time()
                 if wait <= 0:
                     raise

@@ -37,6 +37,9 @@ class QueryMeta(msgspec.Struct):
     index: int
     known_leader: bool = True
     last_contact_ms: int = 0
+    # Rows were left out because the token may not read them (the
+    # X-Consul-Results-Filtered-By-ACLs header).
+    results_filtered_by_acls: bool = False
 
 
 class ReadResponse(msgspec.Struct):
