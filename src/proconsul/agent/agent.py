@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from proconsul.agent import info
+from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.client_rpc import ClientRPC, NoServersError
 from proconsul.agent.dns_setup import DnsHandle, start_dns
@@ -97,6 +98,11 @@ class Agent:
         self.started_at_s = time.time()
         self.rng = random.Random()
         self.local = LocalState(node_name=self.node_name)
+        self.tokens = AgentTokens(
+            config.acl.tokens,
+            config.data_dir,
+            persist=config.acl.enable_token_persistence and not config.dev_mode,
+        )
         self.sources = Sources()
         self.monitors: dict[str, CheckMonitor] = {}
         self.runners = CheckRunnerSet(rng=self.rng)
@@ -288,7 +294,7 @@ class Agent:
             raise NoServersError("No known Consul servers")
         return await self.endpoints.log.apply(command)
 
-    def resolve_token(self, secret: str) -> ResolvedToken | None:
+    async def resolve_token(self, secret: str) -> ResolvedToken | None:
         """The caller's rights, or None while ACLs are disabled (everything allowed).
 
         An empty secret means the agent's `default` token, then anonymous.
@@ -296,7 +302,7 @@ class Agent:
         """
         if not self.config.acl.enabled:
             return None
-        secret = secret or self.config.acl.tokens.default
+        secret = secret or self.tokens.default
         if self.endpoints is not None and self.endpoints.acl is not None:
             return self.endpoints.acl.resolve(secret)
         raise NoServersError("No known Consul servers")

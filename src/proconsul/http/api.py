@@ -50,7 +50,7 @@ class AgentAPI(Protocol):
 
     async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]: ...
 
-    def resolve_token(self, secret: str) -> ResolvedToken | None:
+    async def resolve_token(self, secret: str) -> ResolvedToken | None:
         """None while ACLs are disabled; raises ACLNotFound for an unknown secret."""
 
     def datacenters(self) -> list[str]: ...
