@@ -11,11 +11,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 def free_port() -> int:
@@ -91,3 +93,101 @@ def run_wrk(
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     return WrkResult(rps, p50, p99)
+
+
+# ----- server clusters and spread load (raft_failover.py, stale_reads.py) ----------------
+
+if TYPE_CHECKING:
+    from tests.gossip_agents import GossipPool, Member
+
+
+def server_pool(tmp: Path, base: int, raft_multiplier: int, count: int = 3) -> GossipPool:
+    """`count` server agents (bootstrap_expect = count) on 127.0.0.<base>..., not started.
+
+    Each keeps its serf and server ports across restarts (the Raft configuration
+    holds the server address); gossip uses the fast "local" profile.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.agent_process import free_port as free_port_on
+    from tests.gossip_agents import GossipPool
+
+    pool = GossipPool(tmp, count, base=base, log_level="warn")
+    for member in pool.members:
+        member.args += ["-server", "-bootstrap-expect", str(count)]
+        member.args += ["-server-port", str(free_port_on(member.ip))]
+        member.args += ["-hcl", f"performance {{ raft_multiplier = {raft_multiplier} }}"]
+    return pool
+
+
+def leader_view(member: Member, timeout_s: float = 1.0) -> str:
+    """The server address `member` names as leader ("" for none)."""
+    status, _, body = member.running.request("GET", "/v1/status/leader", timeout_s=timeout_s)
+    if status != 200:
+        raise RuntimeError(f"{member.name}: /v1/status/leader answered {status}")
+    return str(json.loads(body))
+
+
+def agreed_leader(members: list[Member], deadline_s: float, other_than: str = "") -> str:
+    """The leader address every one of `members` names, once they agree on one."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            views = {leader_view(m) for m in members}
+        except (OSError, RuntimeError):
+            views = set()
+        if len(views) == 1:
+            (leader,) = views
+            if leader and leader != other_than:
+                return leader
+        time.sleep(0.02)
+    raise RuntimeError(f"no agreed leader among {[m.name for m in members]} in {deadline_s}s")
+
+
+_SPREAD_LUA = """
+-- One wrk thread per address, in order: all of a thread's connections go to it.
+local next_thread = 1
+function setup(thread)
+  thread.addr = addrs[next_thread]
+  next_thread = next_thread + 1
+end
+"""
+
+
+def run_wrk_spread(
+    urls: list[str], seconds: int, connections: int, cpu: str | None = "1"
+) -> WrkResult:
+    """wrk with one thread per URL (same path, other hosts); wrk merges the latencies."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    lines = ["local addrs = {}"]
+    for url in urls:
+        host, port = urllib.parse.urlsplit(url).netloc.rsplit(":", 1)
+        lines.append(f'addrs[#addrs + 1] = wrk.lookup("{host}", "{port}")[1]')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + _SPREAD_LUA)
+    threads = len(urls)
+    cmd = ["wrk", f"-t{threads}", f"-c{max(connections, threads)}", f"-d{seconds}s"]
+    cmd += ["--latency", "-s", script.name, urls[0]]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        Path(script.name).unlink()
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    """Requests/s, p50 and p99 from `wrk --latency` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if rps is None or p50 is None or p99 is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    if "Non-2xx or 3xx responses" in out:
+        # Errors answer fast: counting them as throughput would flatter the server.
+        raise RuntimeError(f"wrk saw failed requests:\n{out}")
+    errors = re.search(r"^\s+Socket errors:.*$", out, re.M)
+    if errors is not None:
+        print(f"wrk: {errors.group(0).strip()}", file=sys.stderr)
+    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)))

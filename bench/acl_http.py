@@ -32,6 +32,7 @@ def start_agent(*hcl: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cmd = [sys.executable, "-m", "proconsul", "agent", "-dev", "-http-port", str(port)]
     cmd += ["-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"]
+    cmd += ["-serf-lan-port", str(free_port())]  # two agents at once: own gossip ports
     for fragment in hcl:
         cmd += ["-hcl", fragment]
     if shutil.which("taskset"):

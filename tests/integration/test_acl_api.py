@@ -3,7 +3,8 @@
 Covers the walkthrough's ACL steps as printed there (bootstrap, token list,
 agent policies, node- and service-identity tokens), the bootstrap reset file,
 JSON output, rule errors naming their line, the anonymous token's protection,
-and 401 with ACLs disabled. No enforcement is tested here (not built yet).
+and 401 with ACLs disabled. Requests carry the bootstrap token; enforcement
+itself is tested in test_acl_enforcement.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.agent_process import AgentProcess, proconsul_cmd, start_agent
@@ -42,6 +44,17 @@ class ACLAgent:
     @property
     def token(self) -> str:
         return str(self.bootstrap["SecretID"])
+
+    def request(
+        self, method: str, path: str, body: Any = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        """A request made with the bootstrap (management) token."""
+        return self.agent.request(method, path, body, headers={"X-Consul-Token": self.token})
+
+    def get_json(self, path: str) -> Any:
+        status, _, body = self.request("GET", path)
+        assert status == 200, (status, body)
+        return json.loads(body)
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +137,12 @@ def test_token_list_shows_bootstrap_and_anonymous(acl_agent: ACLAgent) -> None:
 def test_bootstrap_and_anonymous_are_the_only_tokens_at_first(tmp_path: Path) -> None:
     agent = start_agent(tmp_path, "-hcl", ACL_HCL)
     try:
-        assert agent.request("PUT", "/v1/acl/bootstrap")[0] == 200
-        tokens = agent.get_json("/v1/acl/tokens")
+        status, _, body = agent.request("PUT", "/v1/acl/bootstrap")
+        assert status == 200
+        management = {"X-Consul-Token": json.loads(body)["SecretID"]}
+        status, _, body = agent.request("GET", "/v1/acl/tokens", headers=management)
+        assert status == 200, body
+        tokens = json.loads(body)
         assert [t["Description"] for t in tokens] == [
             "Bootstrap Token (Global Management)",
             "Anonymous Token",
@@ -223,7 +240,7 @@ def test_service_identity_token_printed_as_in_walkthrough(acl_agent: ACLAgent) -
     assert out.endswith("Service Identities:\n   api (Datacenters: all)\n\n"), out
     code, out, _ = cli(acl_agent, "acl", "token", "create", "-service-identity", "web:dc1,dc2")
     assert "   web (Datacenters: dc1, dc2)\n" in out
-    tokens = acl_agent.agent.get_json("/v1/acl/tokens?servicename=api")
+    tokens = acl_agent.get_json("/v1/acl/tokens?servicename=api")
     assert [t["Description"] for t in tokens] == ["Token for API"]
 
 
@@ -267,19 +284,19 @@ def test_bad_rules_name_the_line(acl_agent: ACLAgent) -> None:
     assert code == 1
     assert err.startswith("Failed to create new policy: Unexpected response code: 400 (")
     assert "line 4" in err or "line 5" in err, err
-    status, _, body = acl_agent.agent.request(
+    status, _, body = acl_agent.request(
         "PUT", "/v1/acl/policy", {"Name": "bad2", "Rules": "bogus {"}
     )
     assert status == 400 and b"line " in body
 
 
 def test_anonymous_token_cannot_be_deleted(acl_agent: ACLAgent) -> None:
-    status, _, body = acl_agent.agent.request("DELETE", f"/v1/acl/token/{ANONYMOUS}")
+    status, _, body = acl_agent.request("DELETE", f"/v1/acl/token/{ANONYMOUS}")
     assert status == 400
     assert body == b"Delete operation not permitted on the anonymous token"
     code, _, err = cli(acl_agent, "acl", "token", "delete", "-id", ANONYMOUS)
     assert code == 1 and "not permitted" in err
-    assert acl_agent.agent.get_json(f"/v1/acl/token/{ANONYMOUS}")["SecretID"] == "anonymous"
+    assert acl_agent.get_json(f"/v1/acl/token/{ANONYMOUS}")["SecretID"] == "anonymous"
 
 
 def test_token_update_clone_delete(acl_agent: ACLAgent) -> None:
@@ -309,7 +326,7 @@ def test_token_update_clone_delete(acl_agent: ACLAgent) -> None:
     assert clone["AccessorID"] != accessor and clone["Policies"] == updated["Policies"]
     code, out, _ = cli(acl_agent, "acl", "token", "delete", "-id", accessor)
     assert out == f'Token "{accessor}" deleted successfully\n'
-    status, _, body = acl_agent.agent.request("GET", f"/v1/acl/token/{accessor}")
+    status, _, body = acl_agent.request("GET", f"/v1/acl/token/{accessor}")
     assert (status, body) == (403, b"ACL not found")
 
 
@@ -332,7 +349,7 @@ def test_policy_update_and_delete(acl_agent: ACLAgent) -> None:
     assert "Description:  d\nDatacenters:  dc1\n" in out
     code, out, _ = cli(acl_agent, "acl", "policy", "delete", "-name", "tmp-pol")
     assert out == f'Policy "{pid}" deleted successfully\n'
-    status, _, _ = acl_agent.agent.request("DELETE", f"/v1/acl/policy/{GLOBAL_MANAGEMENT}")
+    status, _, _ = acl_agent.request("DELETE", f"/v1/acl/policy/{GLOBAL_MANAGEMENT}")
     assert status == 400
 
 
@@ -356,7 +373,7 @@ def test_roles(acl_agent: ACLAgent) -> None:
     role = json.loads(out)
     code, out, _ = cli(acl_agent, "acl", "token", "create", "-role-name", "ops", "-format=json")
     assert json.loads(out)["Roles"] == [{"ID": role["ID"], "Name": "ops"}]
-    assert [r["Name"] for r in acl_agent.agent.get_json("/v1/acl/roles")] == ["ops"]
+    assert [r["Name"] for r in acl_agent.get_json("/v1/acl/roles")] == ["ops"]
     code, out, _ = cli(acl_agent, "acl", "role", "delete", "-id", role["ID"])
     assert out == f'Role "{role["ID"]}" deleted successfully\n'
 
@@ -366,12 +383,12 @@ def test_reset_file_allows_one_more_bootstrap(acl_agent: ACLAgent) -> None:
     first_index = acl_agent.bootstrap["CreateIndex"]
     reset = acl_agent.data_dir / "acl-bootstrap-reset"
     reset.write_text(f"{first_index}\n")
-    status, _, body = acl_agent.agent.request("PUT", "/v1/acl/bootstrap")
+    status, _, body = acl_agent.request("PUT", "/v1/acl/bootstrap")
     assert status == 200, body
     second = json.loads(body)
     assert second["AccessorID"] != acl_agent.bootstrap["AccessorID"]
     assert not reset.exists()
-    status, _, body = acl_agent.agent.request("PUT", "/v1/acl/bootstrap")
+    status, _, body = acl_agent.request("PUT", "/v1/acl/bootstrap")
     assert status == 403
     assert f"(reset index: {second['CreateIndex']})".encode() in body
 

@@ -25,7 +25,7 @@ CORE_PACKAGES: dict[str, set[str]] = {
     "raft": {"storage", "transport", "adapter"},
     "dns": {"server"},
 }
-CORE_MODULES = ["checks/status.py", "checks/kinds.py"]
+CORE_MODULES = ["checks/status.py", "checks/kinds.py", "server/autopilot.py"]
 
 
 def imported_top_level(path: Path) -> set[str]:

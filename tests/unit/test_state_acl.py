@@ -230,13 +230,15 @@ def test_expired_tokens_read_as_missing() -> None:
         store = StateStore()
         acl = ACLEndpoints(store, LocalLog(FSM(store)), "dc1", now=lambda: clock[0])
         created = await acl.token_create(ACLToken(expiration_ttl=60.0))  # type: ignore[arg-type]
-        assert acl.token_read(created.accessor_id)[1].accessor_id == created.accessor_id
+        assert (await acl.token_read(created.accessor_id))[1].accessor_id == created.accessor_id
         clock[0] = T0 + timedelta(seconds=61)
         with pytest.raises(ACLError, match="ACL not found"):
-            acl.token_read(created.accessor_id)
+            await acl.token_read(created.accessor_id)
         with pytest.raises(ACLError, match="ACL not found"):
-            acl.token_self(created.secret_id)
-        assert all(t.accessor_id != created.accessor_id for t in acl.token_list()[1])
+            await acl.token_self(created.secret_id)
+        assert all(t.accessor_id != created.accessor_id for t in (await acl.token_list())[1])
+        assert await acl.reap_expired() == 1
+        assert created.accessor_id not in store.acl.tokens
 
     asyncio.run(run())
 

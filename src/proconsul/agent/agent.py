@@ -22,7 +22,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID
 from proconsul.agent import info
+from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.client_rpc import ClientRPC, NoServersError
@@ -33,6 +35,9 @@ from proconsul.agent.server_setup import (
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
     ServerHandle,
+    autopilot_configuration,
+    autopilot_health,
+    autopilot_state,
     dev_raft_configuration,
     start_server,
 )
@@ -44,8 +49,10 @@ from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import STATS_KEY, build_app, start_http
 from proconsul.rpc.errors import RPCError
+from proconsul.rpc.server import metrics_from_stats
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
+from proconsul.server.acl_rpc import ACLService, acl_handlers
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyResult
@@ -60,7 +67,7 @@ from proconsul.structs.catalog import (
 )
 from proconsul.structs.commands import Command, RegisterRequest
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
-from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")
 
@@ -97,7 +104,10 @@ class Agent:
         self.advertise_addr = config.advertise_addr
         self.started_at_s = time.time()
         self.rng = random.Random()
-        self.local = LocalState(node_name=self.node_name)
+        self.local = LocalState(
+            node_name=self.node_name,
+            check_update_interval_s=float(config.check_update_interval),
+        )
         self.tokens = AgentTokens(
             config.acl.tokens,
             config.data_dir,
@@ -111,6 +121,20 @@ class Agent:
         self._acl: ACLEndpoints | None = None
         self.server: ServerHandle | None = None  # non-dev servers: Raft + RPC
         self.client_rpc: ClientRPC | None = None if config.server else ClientRPC(self, self.rng)
+        # Client agents with ACLs on: token resolution and the ACL API over RPC.
+        self.acl_client: ClientACLResolver | None = None
+        self._remote_acl: RemoteACLEndpoints | None = None
+        if self.client_rpc is not None and config.acl.enabled:
+            acl_config = config.acl
+            self.acl_client = ClientACLResolver(
+                self.client_rpc.call_raw,
+                config.datacenter,
+                default_policy="deny" if acl_config.default_policy == "deny" else "allow",
+                enable_key_list_policy=acl_config.enable_key_list_policy,
+                down_policy=acl_config.down_policy,
+                ttl_s=min(acl_config.token_ttl, acl_config.policy_ttl, acl_config.role_ttl),
+            )
+            self._remote_acl = RemoteACLEndpoints(self.client_rpc.call_raw)
         if config.server and config.dev_mode:
             self.store = StateStore()
             self.endpoints = ServerEndpoints(
@@ -122,6 +146,7 @@ class Agent:
             self.rpc_write,
             self._catalog_view,
             rng=self.rng,
+            tokens=self.tokens,
         )
         self.local.on_change = self.anti_entropy.trigger
         self.http_app: web.Application | None = None
@@ -156,6 +181,10 @@ class Agent:
                 default_policy="deny" if acl.default_policy == "deny" else "allow",
                 enable_key_list_policy=acl.enable_key_list_policy,
             )
+            acl_endpoints = self.acl_endpoints()
+            if self.server is not None and isinstance(acl_endpoints, ACLEndpoints):
+                # Read per call, so clients can reach the ACL API from now on.
+                self.server.handlers.update(acl_handlers(acl_endpoints))
         if self.server is None and self.endpoints is not None:
             await self._establish_leadership()
             await self._establish_acl()
@@ -173,6 +202,12 @@ class Agent:
             log.info("agent: started HTTP server on %s:%d (tcp)", host, port)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
+        local_acl = self._acl if self.config.acl.enabled and self.endpoints is not None else None
+        if local_acl is not None:
+            duties = acl_leader_duties(
+                self.leads_catalog, self._establish_acl, local_acl.reap_expired
+            )
+            self._tasks.append(asyncio.create_task(duties, name="acl-leader"))
         for monitor in self.monitors.values():
             monitor.start()
         log.info(
@@ -240,18 +275,25 @@ class Agent:
     async def _establish_acl(self) -> None:
         """Leader duty with ACLs on: built-in rows and the initial management token."""
         acl = self.acl_endpoints()
-        if acl is not None:
+        if isinstance(acl, ACLEndpoints):
             await acl.establish(self.config.acl.tokens.initial_management)
 
-    def acl_endpoints(self) -> ACLEndpoints | None:
-        """ACL reads and writes (server/acl_endpoints.py); None while ACLs are disabled."""
+    def acl_endpoints(self) -> ACLService | None:
+        """ACL reads and writes: local on servers (server/acl_endpoints.py), over RPC
+        on clients (agent/acl_client.py); None while ACLs are disabled."""
         if not self.config.acl.enabled:
             return None
         if self.endpoints is None:
+            if self._remote_acl is not None:
+                return self._remote_acl
             raise NoServersError("No known Consul servers")
         if self._acl is None or self._acl.store is not self.endpoints.store:
             self._acl = ACLEndpoints(
-                self.endpoints.store, self.endpoints.log, self.datacenter, self.config.data_dir
+                self.endpoints.store,
+                self.endpoints.log,
+                self.datacenter,
+                self.config.data_dir,
+                resolver=self.endpoints.acl,
             )
         return self._acl
 
@@ -281,12 +323,23 @@ class Agent:
         raise NoServersError("No known Consul servers")
 
     async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
-        """A write on behalf of the holder of `token` (checked by the server's ACLs)."""
+        """A write on behalf of the holder of `token` (checked by the server's ACLs;
+        "" is the anonymous token). Anti-entropy picks its own tokens."""
         if self.endpoints is not None:
             return await self.endpoints.write(command, token)
         if self.client_rpc is not None:
             return await self.client_rpc.write(command, token)
         raise NoServersError("No known Consul servers")
+
+    async def leader_read(self, method: str, request: ReadRequest) -> ReadResponse:
+        """A read the leader makes for itself from its own store: no ACL check."""
+        if self.endpoints is None:
+            raise NoServersError("No known Consul servers")
+        return await self.endpoints.local_read(method, request)
+
+    def effective_token(self, secret: str) -> str:
+        """The token a request acts with: its own, else `default`, else anonymous."""
+        return secret or self.tokens.default or ANONYMOUS_TOKEN_SECRET_ID
 
     async def leader_write(self, command: Command) -> tuple[int, ApplyResult]:
         """A write the leader makes itself (reconcile, its own registration): no token."""
@@ -305,7 +358,15 @@ class Agent:
         secret = secret or self.tokens.default
         if self.endpoints is not None and self.endpoints.acl is not None:
             return self.endpoints.acl.resolve(secret)
+        if self.acl_client is not None:
+            return await self.acl_client.resolve(secret)
         raise NoServersError("No known Consul servers")
+
+    def set_agent_token(self, kind: str, secret: str) -> bool:
+        persisted = self.tokens.set(kind, secret)
+        # As Consul does: new agent tokens start a full sync (may unblock refused rows).
+        self.anti_entropy.request_full_sync()
+        return persisted
 
     def leads_catalog(self) -> bool:
         """Whether this agent runs the leader's catalog duties (dev server or Raft leader)."""
@@ -314,8 +375,11 @@ class Agent:
         return self.endpoints is not None
 
     async def _catalog_view(self) -> tuple[dict[str, NodeService], dict[str, HealthCheck]]:
-        services = await self.rpc_read("Catalog.NodeServices", ReadRequest(name=self.node_name))
-        checks = await self.rpc_read("Health.NodeChecks", ReadRequest(name=self.node_name))
+        # Read with the agent's own token, as its writes are made.
+        options = QueryOptions(token=self.effective_token(self.tokens.agent))
+        request = ReadRequest(name=self.node_name, options=options)
+        services = await self.rpc_read("Catalog.NodeServices", request)
+        checks = await self.rpc_read("Health.NodeChecks", request)
         _, service_rows = services.value
         return {s.id: s for s in service_rows}, {c.check_id: c for c in checks.value}
 
@@ -484,6 +548,15 @@ class Agent:
         else:
             raise RPCError("a -dev agent has no Raft peers to remove")
 
+    async def autopilot_health(self) -> dict[str, Any]:
+        return await autopilot_health(self)
+
+    async def autopilot_state(self) -> dict[str, Any]:
+        return await autopilot_state(self)
+
+    async def autopilot_configuration(self) -> dict[str, Any]:
+        return await autopilot_configuration(self)
+
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
 
@@ -627,6 +700,15 @@ class Agent:
             stats["consul.state.blocking_queries"] = len(store.watches)
         if self.dns is not None:
             stats.update(self.dns.stats())
+        resolver = self.endpoints.acl if self.endpoints is not None else self.acl_client
+        if resolver is not None:
+            for name, value in resolver.stats().items():
+                stats[f"consul.acl.resolve.{name}"] = value
         if self.gossip is not None:
             stats.update(self.gossip.metrics())
+        if self.server is not None:
+            stats.update(metrics_from_stats("consul.rpc", self.server.rpc.stats()))
+            stats.update(metrics_from_stats("consul.client.rpc", self.server.client.stats()))
+        if self.client_rpc is not None:
+            stats.update(metrics_from_stats("consul.client.rpc", self.client_rpc.client.stats()))
         return stats

@@ -35,11 +35,17 @@ KIND_ALIASES = {
     "acl_token": "default",
     "acl_agent_token": "agent",
     "agent_master": "agent_recovery",
+    "acl_agent_master_token": "agent_recovery",
+    "acl_replication_token": "replication",
 }
 
 
 class AgentTokensError(ValueError):
     pass
+
+
+class UnknownTokenKind(LookupError):
+    """No agent token of that kind (the HTTP API answers 404)."""
 
 
 def canonical_kind(kind: str) -> str | None:
@@ -94,7 +100,12 @@ class AgentTokens:
         return self._tokens["agent_recovery"]
 
     def set(self, kind: str, secret: str) -> bool:
-        """Set a token at run time; returns whether it was persisted."""
+        """Set a token at run time (`kind` may be an old alias); returns whether it
+        was persisted. Raises UnknownTokenKind for a kind the agent does not have."""
+        known = canonical_kind(kind)
+        if known is None:
+            raise UnknownTokenKind(kind)
+        kind = known
         self._tokens[kind] = secret
         if not self.path:
             return False

@@ -13,6 +13,12 @@ by every server's `ca_file`. When the mesh issue grows a Connect CA in the
 state store, the signer takes its active root instead; the wire shape stays.
 `ca_config.leaf_cert_ttl` (default 72h, as Consul) is the validity.
 
+The reply carries the roots along with the certificate, as Consul's does
+(its ConnectCARoots and ManualCARoots): the signing CA's root, then the CA
+certificates the server itself trusts (its ca_file/ca_path, `manual_roots`).
+The client trusts them for verifying servers in addition to its own
+ca_file, so servers whose certificates come from the signing CA verify too.
+
 Rules:
 - The request carries only the client's public key (PEM); the private key
   never leaves the client. The server decides the names (client.<dc>.<domain>,
@@ -21,6 +27,9 @@ Rules:
   lets anonymous TLS peers call only "AutoEncrypt.Sign"), on a separate RPC
   client that is closed afterwards.
 - Renewal starts at half the validity, retried every few seconds on failure.
+- A reply whose certificate or roots cannot be used counts as that server
+  failing: nothing of it is installed, the next server is asked. Each root
+  is added once (the context's trust store only grows).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,11 +50,17 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError
-from proconsul.rpc.tls import present_certificate_pem
+from proconsul.rpc.tls import (
+    TLSConfigError,
+    present_certificate_pem,
+    roots_bundle,
+    trust_roots,
+)
 from proconsul.structs.duration import parse_duration
 from proconsul.tls.agent import agent_cert_spec
 from proconsul.tls.certs import (
     CertificateAuthority,
+    TLSError,
     generate_private_key,
     load_ca,
     load_certificate,
@@ -77,9 +93,16 @@ def _pem_or_file(value: str) -> str:
 
 
 def signer_from_config(
-    ca_config: dict[str, Any], *, datacenter: str, domain: str
+    ca_config: dict[str, Any],
+    *,
+    datacenter: str,
+    domain: str,
+    manual_roots: Sequence[str] = (),
 ) -> Handler | None:
-    """The "AutoEncrypt.Sign" handler, or None when no CA key is configured."""
+    """The "AutoEncrypt.Sign" handler, or None when no CA key is configured.
+
+    `manual_roots`: the server's own CA bundle (its ca_file/ca_path PEM, e.g.
+    `rpc.tls.load_ca_pem(...)`), sent to clients after the signing CA's root."""
     root = ca_config.get("root_cert") or ca_config.get("RootCert")
     key = ca_config.get("private_key") or ca_config.get("PrivateKey")
     if not root or not key:
@@ -92,11 +115,12 @@ def signer_from_config(
     ca = load_ca(root_pem, _pem_or_file(str(key)))
     ttl = ca_config.get("leaf_cert_ttl") or ca_config.get("LeafCertTTL")
     ttl_s = float(parse_duration(str(ttl))) if ttl else DEFAULT_LEAF_TTL_S
-    return _sign_handler(ca, root_pem, datacenter, domain, ttl_s)
+    roots = [root_pem, *(pem for pem in manual_roots if pem and pem != root_pem)]
+    return _sign_handler(ca, roots, datacenter, domain, ttl_s)
 
 
 def _sign_handler(
-    ca: CertificateAuthority, root_pem: str, datacenter: str, domain: str, ttl_s: float
+    ca: CertificateAuthority, roots: list[str], datacenter: str, domain: str, ttl_s: float
 ) -> Handler:
     decoder = msgspec.msgpack.Decoder(SignRequest)
 
@@ -111,7 +135,7 @@ def _sign_handler(
         )
         cert_pem = sign_public_key(ca, public_key, spec, now=datetime.now(UTC))
         log.info("agent: auto_encrypt: signed a client certificate for %s", peer.describe())
-        return msgspec.msgpack.encode(SignReply(cert_pem=cert_pem, root_pems=[root_pem]))
+        return msgspec.msgpack.encode(SignReply(cert_pem=cert_pem, root_pems=roots))
 
     return handle
 
@@ -132,6 +156,7 @@ class CertFetcher:
         self.ready = asyncio.Event()
         self.expires: datetime | None = None
         self.renewals = 0
+        self.roots: set[str] = set()  # root PEMs already added to ctx
 
     async def fetch(self, servers: list[str]) -> bool:
         """Ask each server in turn; True once a certificate is presented."""
@@ -147,8 +172,11 @@ class CertFetcher:
             except Exception as exc:
                 log.warning("agent: auto_encrypt: %s could not sign: %s", server, exc)
                 continue
-            present_certificate_pem(self.ctx, reply.cert_pem, private_key_to_pem(key))
-            self.expires = load_certificate(reply.cert_pem).not_valid_after_utc
+            try:
+                self._install(reply, private_key_to_pem(key))
+            except (TLSConfigError, TLSError) as exc:
+                log.warning("agent: auto_encrypt: %s sent an unusable reply: %s", server, exc)
+                continue
             if self.ready.is_set():
                 self.renewals += 1
                 log.info("agent: auto_encrypt: renewed the client certificate")
@@ -157,6 +185,18 @@ class CertFetcher:
             self.ready.set()
             return True
         return False
+
+    def _install(self, reply: SignReply, key_pem: str) -> None:
+        """Trust the reply's new roots and present its certificate."""
+        expires = load_certificate(reply.cert_pem).not_valid_after_utc
+        new = [pem for pem in dict.fromkeys(reply.root_pems) if pem not in self.roots]
+        # Everything is checked before anything changes; no await in between,
+        # so no call sees the new certificate without the new roots.
+        roots_bundle(new)
+        present_certificate_pem(self.ctx, reply.cert_pem, key_pem)
+        trust_roots(self.ctx, new)
+        self.roots.update(new)
+        self.expires = expires
 
     def renew_in_s(self, now: datetime) -> float:
         """Seconds until renewal: half the remaining validity."""

@@ -165,6 +165,12 @@ class ClientRPC:
 
     async def call(self, method: str, payload: bytes, timeout_s: float = STATUS_TIMEOUT_S) -> Any:
         """Any server's answer to `method` (msgpack-decoded); transport failures move on."""
+        return msgspec.msgpack.decode(await self.call_raw(method, payload, timeout_s))
+
+    async def call_raw(
+        self, method: str, payload: bytes, timeout_s: float = STATUS_TIMEOUT_S
+    ) -> bytes:
+        """Any server's answer to `method`, undecoded (the caller knows its type)."""
         await self._ready()
         last: ConnectionError | None = None
         for server in self._order():
@@ -174,7 +180,7 @@ class ClientRPC:
                 last = self._failed(server, exc)
                 continue
             self.current = server
-            return msgspec.msgpack.decode(data)
+            return data
         raise last or NoServersError(NO_SERVERS)
 
     def _failed(self, server: str, exc: Exception) -> ConnectionError:

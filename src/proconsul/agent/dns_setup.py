@@ -14,17 +14,25 @@ Rules:
   there can an index be checked for free.
 - Reload changes answers (`dns_config`, domains, recursors) but not sockets,
   as in Consul.
+- ACLs: every query reads with the agent's `default` token as it is at that
+  moment (it can be replaced at run time), else anonymous; the server filters
+  what the token may not see, so such a name is NXDOMAIN, as in Consul.
+  Cached answers depend on `ACL_DEP`, whose "index" changes with the token
+  and with the ACL tables, so a new token or policy is never answered from
+  an old cache entry.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from proconsul.config.schema import RuntimeConfig
 from proconsul.dns.core import DnsSettings
-from proconsul.dns.server import DnsServer
+from proconsul.dns.server import ACL_DEP, DnsServer
+from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, Node
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
@@ -34,13 +42,20 @@ log = logging.getLogger("proconsul.agent")
 DEFAULT_RECURSOR_PORT = 53
 
 
-class DnsAgent(Protocol):
-    """What DNS needs from the agent."""
+class ReadingAgent(Protocol):
+    """What the catalog reader needs from the agent."""
 
     store: StateStore | None
-    config: RuntimeConfig
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse: ...
+
+
+class DnsAgent(ReadingAgent, Protocol):
+    """What DNS needs from the agent."""
+
+    config: RuntimeConfig
+
+    def effective_token(self, secret: str) -> str: ...
 
 
 def parse_recursor(text: str) -> tuple[str, int]:
@@ -100,20 +115,33 @@ def settings_from_config(config: RuntimeConfig) -> DnsSettings:
 
 
 class AgentCatalog:
-    """`CatalogReader` over the agent's read path. Names match case-insensitively."""
+    """`CatalogReader` over the agent's read path. Names match case-insensitively.
 
-    def __init__(self, agent: DnsAgent) -> None:
+    `token` gives the secret to read with, per query; without it the settings'
+    token (the config's `acl.tokens.default`) is used.
+    """
+
+    def __init__(self, agent: ReadingAgent, token: Callable[[], str] | None = None) -> None:
         self.agent = agent
+        self._token = token
 
     def index(self, key: str) -> int | None:
         store = self.agent.store
-        return None if store is None else store.indexes.get(key, 0)
+        if store is None:
+            return None
+        indexes = store.indexes
+        if key == ACL_DEP:
+            if self._token is None:
+                return 0
+            tables = (indexes.get(TOKENS_KEY, 0), indexes.get(POLICIES_KEY, 0))
+            return hash((*tables, indexes.get(ROLES_KEY, 0), self._token()))
+        return indexes.get(key, 0)
 
-    @staticmethod
     def _request(
-        settings: DnsSettings, name: str = "", tags: list[str] | None = None
+        self, settings: DnsSettings, name: str = "", tags: list[str] | None = None
     ) -> ReadRequest:
-        options = QueryOptions(token=settings.token, allow_stale=settings.allow_stale)
+        token = settings.token if self._token is None else self._token()
+        options = QueryOptions(token=token, allow_stale=settings.allow_stale)
         return ReadRequest(name=name, tags=tags or [], options=options)
 
     async def service_nodes(
@@ -185,7 +213,8 @@ async def start_dns(agent: DnsAgent) -> DnsHandle:
     port = config.ports.dns
     if port is None or port < 0:
         return DnsHandle(None)
-    server = DnsServer(settings_from_config(config), AgentCatalog(agent))
+    catalog = AgentCatalog(agent, lambda: agent.effective_token(""))
+    server = DnsServer(settings_from_config(config), catalog)
     try:
         for host in config.listen_addresses("dns"):
             if host.startswith("unix://"):

@@ -2,7 +2,21 @@
 
 The agent is the source of truth for its own services; the catalog is a copy
 that anti-entropy keeps equal. Every change here marks the row out of sync and
-calls `on_change`, which wakes the syncer. No I/O here.
+calls `on_change`, which wakes the syncer. No I/O and no clock here: callers
+pass `now_s` (monotonic seconds).
+
+Rules:
+- `check_update_interval` (Consul's): a check's status change is pushed at
+  once, with its latest output. A change of output alone is held back until
+  `check_update_interval_s` has passed since the check last reached the
+  catalog. `on_change` fires when an output is first held back (nothing to
+  push yet, but the syncer must learn when to wake); the syncer asks
+  `next_output_due_s()` when to wake and `release_due_outputs(now_s)` marks
+  the held-back checks out of sync.
+  An interval of 0 pushes every change.
+- A row is in sync only if the catalog got the row the agent holds now: a
+  write that raced with a change leaves the row out of sync (except that an
+  output-only change that raced is held back like any other).
 """
 
 from __future__ import annotations
@@ -33,6 +47,35 @@ class LocalCheck:
     in_sync: bool = False
     deleted: bool = False
     critical_since_s: float | None = None
+    # When this check's row last reached the catalog (None: not yet).
+    synced_at_s: float | None = None
+    # An output-only change waits until then (None: nothing held back).
+    output_due_s: float | None = None
+
+
+def output_held_until_s(interval_s: float, synced_at_s: float | None, now_s: float) -> float | None:
+    """Until when an output-only change waits, or None if it may be pushed now.
+
+    Consul syncs a check's output at most once per `check_update_interval`,
+    counted here from the check's last sync; 0 means every change goes at once.
+    """
+    if interval_s <= 0 or synced_at_s is None:
+        return None
+    due_s = synced_at_s + interval_s
+    return due_s if due_s > now_s else None
+
+
+def same_check_row(local: HealthCheck, remote: HealthCheck, *, ignore_output: bool = False) -> bool:
+    """Whether the catalog's row says what the agent's does (indexes and the
+    service name/tags the catalog fills in are not the agent's to compare)."""
+    return (
+        local.status == remote.status
+        and (ignore_output or local.output == remote.output)
+        and local.name == remote.name
+        and local.notes == remote.notes
+        and local.service_id == remote.service_id
+        and local.definition == remote.definition
+    )
 
 
 @dataclass
@@ -42,6 +85,7 @@ class LocalState:
     services: dict[str, LocalService] = field(default_factory=dict)
     checks: dict[str, LocalCheck] = field(default_factory=dict)
     node_in_sync: bool = False
+    check_update_interval_s: float = 0.0
 
     # ----- services ----------------------------------------------------------
 
@@ -129,10 +173,63 @@ class LocalState:
             entry.critical_since_s = None
         if entry.check.status == status and entry.check.output == output:
             return True
+        status_changed = entry.check.status != status
         entry.check = msgspec.structs.replace(entry.check, status=status, output=output)
+        if not status_changed and entry.in_sync:
+            held_until_s = output_held_until_s(
+                self.check_update_interval_s, entry.synced_at_s, now_s
+            )
+            if held_until_s is not None:
+                # Output alone (often a timestamp) would otherwise cost one
+                # catalog write per run of the check.
+                if entry.output_due_s is None:
+                    entry.output_due_s = held_until_s
+                    self.on_change()  # nothing to push; the syncer learns when to wake
+                return True
         entry.in_sync = False
+        entry.output_due_s = None
         self.on_change()
         return True
+
+    def check_synced(self, entry: LocalCheck, sent: HealthCheck, now_s: float) -> None:
+        """Record that the catalog accepted `sent` for `entry`.
+
+        If the row changed while the write was in flight it stays out of sync,
+        unless only its output changed: that waits out the interval as usual.
+        """
+        if entry.deleted or self.checks.get(entry.check.check_id) is not entry:
+            return  # deleted or replaced meanwhile: that change still has to go
+        entry.synced_at_s = now_s
+        if entry.check is sent:
+            entry.in_sync = True
+            entry.output_due_s = None
+            return
+        if same_check_row(entry.check, sent, ignore_output=True):
+            held_until_s = output_held_until_s(self.check_update_interval_s, now_s, now_s)
+            if held_until_s is not None:
+                entry.in_sync = True
+                entry.output_due_s = held_until_s
+
+    def next_output_due_s(self) -> float | None:
+        """The earliest time a held-back output is due (None: none is held back)."""
+        dues = [
+            e.output_due_s
+            for e in self.checks.values()
+            if e.output_due_s is not None and not e.deleted
+        ]
+        return min(dues) if dues else None
+
+    def release_due_outputs(self, now_s: float) -> bool:
+        """Mark checks whose held-back output is due out of sync; True if any were."""
+        released = False
+        for entry in self.checks.values():
+            if entry.output_due_s is None or entry.output_due_s > now_s:
+                continue
+            entry.output_due_s = None
+            if not entry.deleted and entry.in_sync:
+                entry.in_sync = False
+                released = True
+        return released
 
     def mark_all_out_of_sync(self) -> None:
         self.node_in_sync = False
@@ -140,6 +237,7 @@ class LocalState:
             service.in_sync = False
         for check in self.checks.values():
             check.in_sync = False
+            check.output_due_s = None
         self.on_change()
 
     def forget_deleted(self) -> None:

@@ -73,7 +73,7 @@ class MemberCatalog:
         if name == self.agent.node_name:
             return
         member = self.core.member(name)
-        found = await self.agent.rpc_read("Catalog.NodeServices", ReadRequest(name=name))
+        found = await self.agent.leader_read("Catalog.NodeServices", ReadRequest(name=name))
         node_row, _ = found.value
         if member is None or member.state == State.LEFT:
             if node_row is not None:
@@ -82,7 +82,7 @@ class MemberCatalog:
             return
         alive = member.state != State.DEAD
         status, output = ("passing", ALIVE_OUTPUT) if alive else ("critical", FAILED_OUTPUT)
-        checks = await self.agent.rpc_read("Health.NodeChecks", ReadRequest(name=name))
+        checks = await self.agent.leader_read("Health.NodeChecks", ReadRequest(name=name))
         current = {c.check_id: c for c in checks.value}.get(SERF_CHECK_ID)
         addr = member.addr[0]
         same_node = node_row is not None and node_row.address == addr

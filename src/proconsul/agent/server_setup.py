@@ -10,8 +10,17 @@ runs the leader duties whenever this server gains leadership.
 Rules:
 - Bootstrap: `bootstrap_expect` <= 1 bootstraps alone; N waits until gossip
   shows N alive servers of this datacenter (tags role=consul, id, port) and
-  bootstraps with their sorted list, the same on every server. Raft state on
-  disk means no bootstrap ever again (RaftLog.bootstrap says so).
+  bootstraps with their sorted list, the same on every server -- unless one
+  of them already has a Raft configuration (`Status.Peers` non-empty): then
+  a cluster exists and this server waits for the leader's autopilot to add
+  it, as Consul does. Raft state on disk means no bootstrap ever again.
+- Membership after bootstrap is autopilot's (agent/autopilot_loop.py) on the
+  leader: new servers join as non-voters and are promoted once stable; left
+  and (with cleanup_dead_servers) dead servers are removed.
+- Graceful leave (`leave()`, or `stop()` after gossip left, as with
+  leave_on_terminate): a leader hands leadership over, the server leaves
+  gossip, and it waits (at most LEAVE_DRAIN_S) until the leader removed it
+  from the configuration, so its exit never costs the cluster its quorum.
 - Reads: `?stale` reads are served locally; other reads on a follower go to
   the leader; `?consistent` on the leader passes a read barrier first. Every
   answer carries KnownLeader/LastContact from this server's Raft status.
@@ -26,16 +35,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from proconsul.agent.auto_encrypt import SIGN_METHOD, signer_from_config
-from proconsul.gossip import State
+from proconsul.agent.autopilot_loop import (
+    AutopilotLoop,
+    autopilot_config,
+    config_json,
+    health_json,
+    server_members,
+    state_json,
+)
+from proconsul.agent.info import BUILD
 from proconsul.raft import Server, params_from_multiplier
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
-from proconsul.rpc.tls import rpc_tls
+from proconsul.rpc.tls import load_ca_pem, rpc_tls
+from proconsul.server.autopilot import ClusterHealth, SerfStatus, ServerHealth
 from proconsul.server.endpoints import Log, ServerEndpoints
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raft_handlers
@@ -53,8 +73,17 @@ STATUS_LEADER_METHOD = "Status.Leader"
 STATUS_PEERS_METHOD = "Status.Peers"
 RAFT_CONFIG_METHOD = "Operator.RaftGetConfiguration"
 RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
+AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
+AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
+AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
 REMOVE_TIMEOUT_S = 15.0
+FORWARD_TIMEOUT_S = 10.0
+# Asking a would-be peer whether it already has a cluster, before bootstrapping.
+BOOTSTRAP_ASK_TIMEOUT_S = 2.0
+# How long a leaving server waits to be removed from the configuration.
+LEAVE_DRAIN_S = 10.0
 _POLL_S = 0.1
+_EXISTING_POLL_S = 1.0
 
 
 class RoutedEndpoints(ServerEndpoints):
@@ -124,8 +153,13 @@ class ServerHandle:
         self.handlers: dict[str, Handler] = {}
         self.signer: Handler | None = None
         if config.auto_encrypt.allow_tls:
+            rpc_settings = config.tls_settings("internal_rpc")
             self.signer = signer_from_config(
-                config.connect.ca_config, datacenter=config.datacenter, domain=config.domain
+                config.connect.ca_config,
+                datacenter=config.datacenter,
+                domain=config.domain,
+                # Consul's ManualCARoots: clients trust what this server trusts.
+                manual_roots=[load_ca_pem(rpc_settings.ca_file, rpc_settings.ca_path)],
             )
         self.rpc = RPCServer(
             self.handlers,
@@ -153,6 +187,9 @@ class ServerHandle:
             EndpointsClient(self.client),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.autopilot_config = autopilot_config(config.autopilot)
+        self.autopilot: AutopilotLoop | None = None
+        self._left = False
 
     async def start(self) -> None:
         config = self.agent.config
@@ -169,6 +206,9 @@ class ServerHandle:
         self.handlers[STATUS_PEERS_METHOD] = self._status_peers
         self.handlers[RAFT_CONFIG_METHOD] = self._raft_config
         self.handlers[RAFT_REMOVE_METHOD] = self._raft_remove
+        self.handlers[AUTOPILOT_HEALTH_METHOD] = self._autopilot_health
+        self.handlers[AUTOPILOT_CONFIG_METHOD] = self._autopilot_config
+        self.handlers[AUTOPILOT_STATE_METHOD] = self._autopilot_state
         if self.signer is not None:
             self.handlers[SIGN_METHOD] = self.signer
         self.handlers.update(
@@ -185,8 +225,18 @@ class ServerHandle:
         """Bootstrap and leader duties; call once gossip runs."""
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="raft-bootstrap"))
         self._tasks.append(asyncio.create_task(self._leadership(), name="raft-leadership"))
+        gossip = self.agent.gossip
+        if gossip is not None and gossip.core is not None:
+            self.autopilot = AutopilotLoop(
+                self.raft, gossip.core, self.agent.config.datacenter, self.autopilot_config
+            )
+            self._tasks.append(asyncio.create_task(self.autopilot.run(), name="autopilot"))
 
     async def stop(self) -> None:
+        gossip = self.agent.gossip
+        if gossip is not None and gossip.left and not self._left:
+            # Gossip left on the way out (leave_on_terminate): finish the leave.
+            await self._drain()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -196,12 +246,64 @@ class ServerHandle:
         await self.client.close()
 
     async def leave(self) -> None:
-        """On a graceful leave, a leader hands leadership over first."""
+        """Graceful leave: hand leadership over, leave gossip, wait to be removed."""
+        await self._hand_over()
+        gossip = self.agent.gossip
+        if gossip is not None:
+            await gossip.leave()  # idempotent: the agent's own call then does nothing
+        await self._drain()
+
+    async def _hand_over(self) -> None:
         if self.raft.is_leader() and len(self.raft.status().peers()) > 1:
             try:
                 await self.raft.transfer_leadership()
             except Exception as exc:
                 log.warning("agent: leadership transfer failed: %s", exc)
+
+    async def _drain(self) -> None:
+        """Wait (bounded) until the leader removed this server from the configuration."""
+        self._left = True
+        if self.raft.failed is not None or not self._in_configuration():
+            return
+        # A leader that left gossip without leave() (leave_on_terminate) hands over now.
+        await self._hand_over()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEAVE_DRAIN_S
+        while loop.time() < deadline and not await self._removed():
+            if self.raft.is_leader():
+                # Nobody took over (the transfer failed): remove ourselves, as
+                # Consul's leaving leader does; the core steps down once it commits.
+                try:
+                    await self.raft.remove_server(self.raft.id, max(0.1, deadline - loop.time()))
+                except Exception as exc:
+                    log.warning("agent: removing ourselves from Raft failed: %s", exc)
+            await asyncio.sleep(_POLL_S)
+        if await self._removed():
+            log.info("agent: removed from the Raft configuration")
+        else:
+            log.warning("agent: still in the Raft configuration after %.0fs", LEAVE_DRAIN_S)
+
+    def _in_configuration(self) -> bool:
+        servers = self.raft.latest_configuration().servers
+        return any(s.id == self.raft.id for s in servers) and len(servers) > 1
+
+    async def _removed(self) -> bool:
+        """Out of the configuration by our own log, or no longer a voter by the
+        leader's word (`Status.Peers`, which needs no token). The leader's word
+        is needed: when the removal commits at once (one voter left) the leader
+        stops replicating to us before we ever see the entry. A non-voter's exit
+        costs no quorum, so it need not wait for the entry either."""
+        if not self._in_configuration():
+            return True
+        leader = self.raft.leader_address()
+        if leader is None or leader == self.address:
+            return False
+        try:
+            payload = await self.client.call(leader, STATUS_PEERS_METHOD, b"\xc0", _POLL_S * 5)
+            voters = msgspec.msgpack.decode(payload, type=list[str])
+        except Exception:
+            return False  # ask again next poll
+        return bool(voters) and self.address not in voters
 
     # ----- status ------------------------------------------------------------
 
@@ -274,6 +376,40 @@ class ServerHandle:
         await self.remove_peer(request.get("id", ""), request.get("address", ""))
         return msgspec.msgpack.encode(True)
 
+    # ----- autopilot ----------------------------------------------------------
+
+    async def autopilot_health(self) -> dict[str, Any]:
+        """The body of `/v1/operator/autopilot/health`: the leader's view (forwarded)."""
+        return await self._leader_view(AUTOPILOT_HEALTH_METHOD, health_json)
+
+    async def autopilot_state(self) -> dict[str, Any]:
+        """The body of `/v1/operator/autopilot/state`: the leader's view (forwarded)."""
+        return await self._leader_view(AUTOPILOT_STATE_METHOD, state_json)
+
+    async def _leader_view(
+        self, method: str, render: Callable[[ClusterHealth], dict[str, Any]]
+    ) -> dict[str, Any]:
+        if self.raft.is_leader() and self.autopilot is not None:
+            return render(self.autopilot.current_health())
+        leader = self.raft.leader_address()
+        if leader is None or leader == self.address:
+            raise RPCError(NO_LEADER)
+        payload = await self.client.call(leader, method, b"\xc0", FORWARD_TIMEOUT_S)
+        found: dict[str, Any] = msgspec.msgpack.decode(payload)
+        return found
+
+    def autopilot_configuration(self) -> dict[str, Any]:
+        return config_json(self.autopilot_config)
+
+    async def _autopilot_health(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(await self.autopilot_health())
+
+    async def _autopilot_config(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(self.autopilot_configuration())
+
+    async def _autopilot_state(self, payload: bytes, peer: PeerInfo) -> bytes:
+        return msgspec.msgpack.encode(await self.autopilot_state())
+
     # ----- bootstrap and leadership -----------------------------------------
 
     def expected_servers(self) -> list[Server] | None:
@@ -285,28 +421,50 @@ class ServerHandle:
         gossip = self.agent.gossip
         if gossip is None or gossip.core is None:
             return None
-        found: dict[str, str] = {}
-        for member in gossip.core.members():
-            tags = member.tags
-            if (
-                member.state in (State.ALIVE, State.SUSPECT)
-                and tags.get("role") == "consul"
-                and tags.get("dc") == config.datacenter
-                and tags.get("id")
-                and tags.get("port", "").isdigit()
-            ):
-                found[tags["id"]] = f"{member.addr[0]}:{tags['port']}"
+        found = {
+            m.id: m.address
+            for m in server_members(gossip.core, config.datacenter)
+            if m.status is SerfStatus.ALIVE
+        }
         if len(found) < expect:
             return None
         return [Server(node_id, addr) for node_id, addr in sorted(found.items())]
 
+    async def _cluster_exists(self, servers: list[Server]) -> bool | None:
+        """Whether another of `servers` has a Raft configuration; None when one
+        could not be asked (then it is too early to decide)."""
+        for server in servers:
+            if server.id == self.raft.id:
+                continue
+            try:
+                payload = await self.client.call(
+                    server.address, STATUS_PEERS_METHOD, b"\xc0", BOOTSTRAP_ASK_TIMEOUT_S
+                )
+                peers = msgspec.msgpack.decode(payload)
+            except Exception as exc:
+                log.debug("agent: asking %s for its peers failed: %s", server.address, exc)
+                return None
+            if peers:
+                return True
+        return False
+
     async def _bootstrap(self) -> None:
+        announced = False
         while not self.raft.has_state():
             servers = self.expected_servers()
             if servers is not None:
-                self.raft.bootstrap(servers)
-                return
-            await asyncio.sleep(_POLL_S)
+                exists = await self._cluster_exists(servers)
+                if self.raft.has_state():
+                    return  # the leader reached us meanwhile
+                if exists is False:
+                    self.raft.bootstrap(servers)
+                    return
+                if exists and not announced:
+                    announced = True
+                    log.info("agent: existing Raft peers found, not bootstrapping")
+            # Once a cluster is known to exist, only its leader's autopilot can
+            # add us: no point asking the peers ten times a second.
+            await asyncio.sleep(_EXISTING_POLL_S if announced else _POLL_S)
 
     async def _leadership(self) -> None:
         leading = False
@@ -350,6 +508,57 @@ def dev_raft_configuration(agent: Agent) -> dict[str, Any]:
         ],
         "Index": 0,
     }
+
+
+def dev_cluster_health(agent: Agent) -> ClusterHealth:
+    """A -dev agent's autopilot health: itself, a healthy leader of one."""
+    alive_since = time.monotonic() - (time.time() - agent.started_at_s)
+    me = ServerHealth(
+        id=agent.node_id,
+        name=agent.node_name,
+        address=f"{agent.advertise_addr}:{agent.config.ports.server}",
+        serf_status=SerfStatus.ALIVE,
+        version=BUILD.split(":", 1)[0],
+        leader=True,
+        voter=True,
+        healthy=True,
+        last_contact_s=0.0,
+        last_term=1,
+        last_index=agent.store.last_index if agent.store is not None else 0,
+        stable_since_s=alive_since,
+        status_since_s=alive_since,
+    )
+    return ClusterHealth(healthy=True, failure_tolerance=0, servers=(me,))
+
+
+async def autopilot_health(agent: Agent) -> dict[str, Any]:
+    """`/v1/operator/autopilot/health` on any agent: servers ask the leader, clients a server."""
+    if agent.server is not None:
+        return await agent.server.autopilot_health()
+    if agent.client_rpc is not None:
+        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_HEALTH_METHOD, b"\xc0")
+        return found
+    return health_json(dev_cluster_health(agent))
+
+
+async def autopilot_state(agent: Agent) -> dict[str, Any]:
+    """`/v1/operator/autopilot/state` on any agent, routed as autopilot_health."""
+    if agent.server is not None:
+        return await agent.server.autopilot_state()
+    if agent.client_rpc is not None:
+        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_STATE_METHOD, b"\xc0")
+        return found
+    return state_json(dev_cluster_health(agent))
+
+
+async def autopilot_configuration(agent: Agent) -> dict[str, Any]:
+    """`/v1/operator/autopilot/configuration` on any agent."""
+    if agent.server is not None:
+        return agent.server.autopilot_configuration()
+    if agent.client_rpc is not None:
+        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_CONFIG_METHOD, b"\xc0")
+        return found
+    return config_json(autopilot_config(agent.config.autopilot))
 
 
 async def start_server(agent: Agent) -> ServerHandle:

@@ -34,6 +34,8 @@ VERBS: dict[tuple[str, ...], str] = {
     ("keygen",): "proconsul.cli.keygen:run",
     ("operator", "raft", "list-peers"): "proconsul.cli.operator:list_peers",
     ("operator", "raft", "remove-peer"): "proconsul.cli.operator:remove_peer",
+    ("operator", "autopilot", "get-config"): "proconsul.cli.operator:autopilot_get_config",
+    ("operator", "autopilot", "state"): "proconsul.cli.operator:autopilot_state",
     ("tls", "ca", "create"): "proconsul.cli.tls:ca_create",
     ("tls", "cert", "create"): "proconsul.cli.tls:cert_create",
     ("demo", "service"): "proconsul.demo.command:run",
@@ -53,6 +55,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "token", "update"): "proconsul.cli.acl_token:update",
     ("acl", "token", "clone"): "proconsul.cli.acl_token:clone",
     ("acl", "token", "delete"): "proconsul.cli.acl_token:delete",
+    ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
 }
 
 

@@ -1,12 +1,19 @@
-"""`proconsul operator raft list-peers` and `remove-peer`: clients of the HTTP API.
+"""`proconsul operator raft list-peers|remove-peer` and `operator autopilot
+get-config|state`: clients of the HTTP API.
 
 Output as Consul's: list-peers prints a column table (Node, ID, Address,
 State, Voter, RaftProtocol) of `/v1/operator/raft/configuration`;
 remove-peer sends `DELETE /v1/operator/raft/peer` with `?id=` or `?address=`
-and says which peer it removed.
+and says which peer it removed; get-config prints
+`/v1/operator/autopilot/configuration` as `Key = value` lines; state prints
+`/v1/operator/autopilot/state` as labelled lines (servers sorted by ID) or,
+with `-format=json`, as indented JSON.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from proconsul.cli.api_client import (
     ApiError,
@@ -64,3 +71,79 @@ def remove_peer(argv: list[str]) -> int:
         raise CliError(f"Error removing peer: {exc}") from None
     print(f'Removed peer with {param[0]} "{param[1]}"')
     return 0
+
+
+@command
+def autopilot_get_config(argv: list[str]) -> int:
+    flags = FlagSet("operator autopilot get-config")
+    add_api_flags(flags, server_options=False)
+    values, _ = parse_args(flags, argv, max_args=0)
+    try:
+        found = client_from(values).get_json("/v1/operator/autopilot/configuration")
+    except ApiError as exc:
+        raise CliError(f"Error querying Autopilot configuration: {exc}") from None
+    print(f"CleanupDeadServers = {_go_bool(found.get('CleanupDeadServers'))}")
+    print(f"LastContactThreshold = {found.get('LastContactThreshold', '')}")
+    print(f"MaxTrailingLogs = {found.get('MaxTrailingLogs', 0)}")
+    print(f"MinQuorum = {found.get('MinQuorum', 0)}")
+    print(f"ServerStabilizationTime = {found.get('ServerStabilizationTime', '')}")
+    print(f'RedundancyZoneTag = "{found.get("RedundancyZoneTag", "")}"')
+    print(f"DisableUpgradeMigration = {_go_bool(found.get('DisableUpgradeMigration'))}")
+    print(f'UpgradeVersionTag = "{found.get("UpgradeVersionTag", "")}"')
+    return 0
+
+
+def _go_bool(value: object) -> str:
+    return "true" if value else "false"
+
+
+@command
+def autopilot_state(argv: list[str]) -> int:
+    flags = FlagSet("operator autopilot state")
+    add_api_flags(flags, server_options=False)
+    flags.string("format", "pretty", "Output format: pretty or json.")
+    values, _ = parse_args(flags, argv, max_args=0)
+    if values["format"] not in ("pretty", "json"):
+        raise CliError(f"Error: Unknown format: {values['format']}")
+    try:
+        found = client_from(values).get_json("/v1/operator/autopilot/state")
+    except ApiError as exc:
+        raise CliError(f"Error querying Autopilot state: {exc}") from None
+    if values["format"] == "json":
+        print(json.dumps(found, indent=4))
+    else:
+        print(_pretty_state(found), end="")
+    return 0
+
+
+def _pretty_state(state: dict[str, Any]) -> str:
+    lines = [
+        f"Healthy:                      {_go_bool(state.get('Healthy'))}",
+        f"Failure Tolerance:            {state.get('FailureTolerance', 0)}",
+        f"Optimistic Failure Tolerance: {state.get('OptimisticFailureTolerance', 0)}",
+        f"Leader:                       {state.get('Leader', '')}",
+        "Voters:",
+        *(f"   {voter}" for voter in state.get("Voters") or []),
+        "Servers:",
+    ]
+    servers: dict[str, dict[str, Any]] = state.get("Servers") or {}
+    for server_id in sorted(servers):
+        server = servers[server_id]
+        lines += [
+            f"   {server.get('ID', server_id)}",
+            f"      Name:            {server.get('Name', '')}",
+            f"      Address:         {server.get('Address', '')}",
+            f"      Version:         {server.get('Version', '')}",
+            f"      Status:          {server.get('Status', '')}",
+            f"      Node Type:       {server.get('NodeType', '')}",
+            f"      Node Status:     {server.get('NodeStatus', '')}",
+            f"      Healthy:         {_go_bool(server.get('Healthy'))}",
+            f"      Last Contact:    {server.get('LastContact', '')}",
+            f"      Last Term:       {server.get('LastTerm', 0)}",
+            f"      Last Index:      {server.get('LastIndex', 0)}",
+        ]
+        meta: dict[str, str] = server.get("Meta") or {}
+        if meta:
+            lines.append("      Meta")
+            lines += [f"         {json.dumps(k)}: {json.dumps(meta[k])}" for k in sorted(meta)]
+    return "\n".join(lines) + "\n"

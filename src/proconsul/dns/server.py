@@ -40,6 +40,9 @@ TCP_IDLE_TIMEOUT_S = 30.0
 TCP_FRAME_TIMEOUT_S = 5.0
 _LOG_EVERY_S = 10.0
 _U16 = struct.Struct("!H")
+# A pseudo index key every catalog answer depends on: the reader reports a value
+# that changes with the DNS token and the ACL tables (see CatalogReader.index).
+ACL_DEP = "acl"
 
 
 class CatalogReader(Protocol):
@@ -47,7 +50,8 @@ class CatalogReader(Protocol):
 
     def index(self, key: str) -> int | None:
         """The state-store index of `key` now, or None when it cannot be known
-        cheaply (answers are then not cached)."""
+        cheaply (answers are then not cached). For `ACL_DEP`, a value that
+        changes whenever the DNS token or its rights may have changed."""
 
     async def service_nodes(
         self, service: str, tag: str, settings: core.DnsSettings
@@ -405,6 +409,8 @@ class DnsServer:
             return lookup.answer, deps
         if isinstance(lookup, core.Recurse):
             return None
+        # What the catalog shows depends on the token's rights too.
+        deps.append((ACL_DEP, reader.index(ACL_DEP)))
         if isinstance(lookup, core.ServiceLookup):
             name, rows = await reader.service_nodes(lookup.service, lookup.tag, settings)
             self._depend(deps, f"service:{name}", not rows)

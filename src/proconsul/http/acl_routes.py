@@ -1,8 +1,10 @@
 """/v1/acl/*: Consul's ACL HTTP API (bootstrap, tokens, policies, roles).
 
-Job: decode requests, call the ACL endpoints (server/acl_endpoints.py) the
-agent exposes, and answer in Consul's JSON shapes (`api_dict`: PascalCase,
-omitempty fields dropped). No enforcement yet: that is a later layer.
+Job: decode requests, call the ACL endpoints the agent exposes (server-local
+`ACLEndpoints`, or on a client agent `RemoteACLEndpoints` over RPC: both are
+an `ACLService`), passing the caller's token (its own, else the agent's
+default), and answer in Consul's JSON shapes (`api_dict`: PascalCase,
+omitempty fields dropped). The endpoints enforce `acl:read`/`acl:write`.
 
 Rules:
 - With ACLs disabled every route answers 401 `ACL support disabled`.
@@ -20,19 +22,20 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken, api_dict, policy_list_stub
-from proconsul.http.api import agent_of
-from proconsul.http.common import HTTPError, decode_body, json_response, request_token
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
+from proconsul.http.api import agent_of, caller_token
+from proconsul.http.common import HTTPError, decode_body, json_response
+from proconsul.server.acl_endpoints import ACLError
+from proconsul.server.acl_rpc import ACLService
 from proconsul.structs.requests import QueryMeta
 
 
 @runtime_checkable
 class ACLHost(Protocol):
-    def acl_endpoints(self) -> ACLEndpoints | None:
+    def acl_endpoints(self) -> ACLService | None:
         """None when ACLs are disabled."""
 
 
-def _acl(request: web.Request) -> ACLEndpoints:
+def _acl(request: web.Request) -> ACLService:
     agent = agent_of(request)
     endpoints = agent.acl_endpoints() if isinstance(agent, ACLHost) else None
     if endpoints is None:
@@ -78,21 +81,21 @@ async def token_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     token = await decode_body(request, ACLToken)
     with _Handled():
-        stored = await acl.token_create(token)
+        stored = await acl.token_create(token, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def token_read(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, token = acl.token_read(request.match_info["id"])
+        index, token = await acl.token_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
 async def token_self(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, token = acl.token_self(request_token(request))
+        index, token = await acl.token_self(caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
@@ -100,7 +103,9 @@ async def token_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     token = await decode_body(request, ACLToken)
     with _Handled():
-        stored = await acl.token_update(request.match_info["id"], token)
+        stored = await acl.token_update(
+            request.match_info["id"], token, caller=caller_token(request)
+        )
     return _answer(request, api_dict(stored))
 
 
@@ -110,14 +115,16 @@ async def token_clone(request: web.Request) -> web.Response:
     if (await request.read()).strip():
         description = (await decode_body(request, ACLToken)).description
     with _Handled():
-        stored = await acl.token_clone(request.match_info["id"], description)
+        stored = await acl.token_clone(
+            request.match_info["id"], description, caller=caller_token(request)
+        )
     return _answer(request, api_dict(stored))
 
 
 async def token_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        await acl.token_delete(request.match_info["id"])
+        await acl.token_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
@@ -125,10 +132,11 @@ async def token_list(request: web.Request) -> web.Response:
     acl = _acl(request)
     query = request.query
     with _Handled():
-        index, tokens = acl.token_list(
+        index, tokens = await acl.token_list(
             policy=query.get("policy", ""),
             role=query.get("role", ""),
             service=query.get("servicename", ""),
+            caller=caller_token(request),
         )
     return _answer(request, [api_dict(t) for t in tokens], index)
 
@@ -140,7 +148,7 @@ async def policy_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     policy = await decode_body(request, ACLPolicy)
     with _Handled():
-        stored = await acl.policy_set(policy)
+        stored = await acl.policy_set(policy, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
@@ -148,34 +156,41 @@ async def policy_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     policy = await decode_body(request, ACLPolicy)
     with _Handled():
-        stored = await acl.policy_set(policy, request.match_info["id"])
+        stored = await acl.policy_set(
+            policy, request.match_info["id"], caller=caller_token(request)
+        )
     return _answer(request, api_dict(stored))
 
 
 async def policy_read(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, policy = acl.policy_read(request.match_info["id"])
+        index, policy = await acl.policy_read(
+            request.match_info["id"], caller=caller_token(request)
+        )
     return _answer(request, api_dict(policy), index)
 
 
 async def policy_read_by_name(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, policy = acl.policy_read_by_name(request.match_info["name"])
+        index, policy = await acl.policy_read_by_name(
+            request.match_info["name"], caller=caller_token(request)
+        )
     return _answer(request, api_dict(policy), index)
 
 
 async def policy_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        await acl.policy_delete(request.match_info["id"])
+        await acl.policy_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def policy_list(request: web.Request) -> web.Response:
     acl = _acl(request)
-    index, policies = acl.policy_list()
+    with _Handled():
+        index, policies = await acl.policy_list(caller=caller_token(request))
     return _answer(request, [api_dict(policy_list_stub(p)) for p in policies], index)
 
 
@@ -186,7 +201,7 @@ async def role_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     role = await decode_body(request, ACLRole)
     with _Handled():
-        stored = await acl.role_set(role)
+        stored = await acl.role_set(role, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
@@ -194,34 +209,39 @@ async def role_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     role = await decode_body(request, ACLRole)
     with _Handled():
-        stored = await acl.role_set(role, request.match_info["id"])
+        stored = await acl.role_set(role, request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def role_read(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, role = acl.role_read(request.match_info["id"])
+        index, role = await acl.role_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(role), index)
 
 
 async def role_read_by_name(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        index, role = acl.role_read_by_name(request.match_info["name"])
+        index, role = await acl.role_read_by_name(
+            request.match_info["name"], caller=caller_token(request)
+        )
     return _answer(request, api_dict(role), index)
 
 
 async def role_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
     with _Handled():
-        await acl.role_delete(request.match_info["id"])
+        await acl.role_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def role_list(request: web.Request) -> web.Response:
     acl = _acl(request)
-    index, roles = acl.role_list(policy=request.query.get("policy", ""))
+    with _Handled():
+        index, roles = await acl.role_list(
+            policy=request.query.get("policy", ""), caller=caller_token(request)
+        )
     return _answer(request, [api_dict(r) for r in roles], index)
 
 

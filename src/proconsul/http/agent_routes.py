@@ -2,15 +2,32 @@
 
 These answer from the agent's local state, not the catalog. Register bodies
 are accepted in PascalCase or snake_case, as Consul accepts them.
+
+ACLs (the table and middleware are in acl_rules.py): list endpoints drop
+the rows the token may not read and then say so with
+`X-Consul-Results-Filtered-By-ACLs`; endpoints whose name is in the body or
+in local state (a service's name behind its ID, the service of a check)
+check it here, in Consul's order: a bad body is 400 before the check, an
+unknown ID is 404 after it only where Consul looks the ID up first.
+`PUT /v1/agent/token/<kind>` replaces one of the agent's own tokens; its
+secret is never logged.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from proconsul.http.acl_rules import (
+    allowed,
+    authorize,
+    authorize_secret,
+    ensure_resolved,
+    mark_filtered,
+)
 from proconsul.http.api import agent_of
 from proconsul.http.common import (
     HTTPError,
@@ -19,10 +36,15 @@ from proconsul.http.common import (
     json_response,
     not_found,
     query_bool,
+    request_token,
 )
 from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.naming import pascal
+
+log = logging.getLogger("proconsul.agent")
+CONNECT_PROXY = "connect-proxy"
+SIDECAR_SUFFIX = "-sidecar-proxy"
 
 
 class AgentService(msgspec.Struct, rename=pascal):
@@ -72,19 +94,29 @@ async def agent_self(request: web.Request) -> web.Response:
     return json_response(request, agent_of(request).self_info())
 
 
+def _filtered_response(request: web.Request, value: Any, dropped: bool) -> web.Response:
+    response = json_response(request, value)
+    mark_filtered(response, request, dropped)
+    return response
+
+
 async def agent_members(request: web.Request) -> web.Response:
     if query_bool(request, "wan"):
         return json_response(request, [])
-    return json_response(request, agent_of(request).members())
+    members = agent_of(request).members()
+    visible = [m for m in members if allowed(request, "node", "read", str(m.get("Name", "")))]
+    return _filtered_response(request, visible, len(visible) != len(members))
 
 
 async def agent_services(request: web.Request) -> web.Response:
     agent = agent_of(request)
     services = agent.local_services()
-    return json_response(
-        request,
-        {sid: agent_service(svc, agent.datacenter) for sid, svc in sorted(services.items())},
-    )
+    visible = {
+        sid: agent_service(svc, agent.datacenter)
+        for sid, svc in sorted(services.items())
+        if allowed(request, "service", "read", svc.service)
+    }
+    return _filtered_response(request, visible, len(visible) != len(services))
 
 
 async def agent_service_get(request: web.Request) -> web.Response:
@@ -93,20 +125,49 @@ async def agent_service_get(request: web.Request) -> web.Response:
     service = agent.local_services().get(service_id)
     if service is None:
         not_found(f"unknown service ID: {service_id}")
+    authorize(request, "service", "read", service.service)
     row = agent_service(service, agent.datacenter, with_hash=True)
     response = json_response(request, row)
     response.headers["X-Consul-ContentHash"] = row.content_hash or ""
     return response
 
 
+def _check_readable(request: web.Request, check: HealthCheck) -> bool:
+    if check.service_id:
+        return allowed(request, "service", "read", check.service_name)
+    return allowed(request, "node", "read", check.node)
+
+
 async def agent_checks(request: web.Request) -> web.Response:
     checks: dict[str, HealthCheck] = agent_of(request).local_checks()
-    return json_response(request, dict(sorted(checks.items())))
+    visible = {cid: c for cid, c in sorted(checks.items()) if _check_readable(request, c)}
+    return _filtered_response(request, visible, len(visible) != len(checks))
+
+
+async def _vet_service_register(request: web.Request, definition: ServiceDefinition) -> None:
+    """Consul's vetting: write on the service, on the one it replaces, on a
+    proxy's destination, and on the sidecar (with the sidecar's own token)."""
+    authorize(request, "service", "write", definition.name)
+    existing = agent_of(request).local_services().get(definition.id or definition.name)
+    if existing is not None:
+        authorize(request, "service", "write", existing.service)
+    if definition.kind == CONNECT_PROXY and definition.proxy is not None:
+        authorize(request, "service", "write", definition.proxy.destination_service_name)
+    sidecar = definition.connect.sidecar_service if definition.connect else None
+    if sidecar is not None:
+        name = sidecar.name or definition.name + SIDECAR_SUFFIX
+        await authorize_secret(request, sidecar.token, "service", "write", name)
+        # A sidecar is a proxy for the service, so it must be allowed to act as it.
+        await authorize_secret(request, sidecar.token, "service", "write", definition.name)
 
 
 async def service_register(request: web.Request) -> web.Response:
     definition = await decode_body(request, ServiceDefinition, keys="snake")
     replace = query_bool(request, "replace-existing-checks")
+    if definition.name:
+        await _vet_service_register(request, definition)
+    # Anti-entropy syncs the service with the token that registered it, as Consul does.
+    definition.token = request_token(request) or definition.token
     try:
         await agent_of(request).register_service(definition, replace)
     except ValueError as exc:
@@ -114,8 +175,30 @@ async def service_register(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _vet_service_update(request: web.Request, service_id: str) -> None:
+    """Write on the local service behind `service_id`; an unknown ID is the caller's 404."""
+    service = agent_of(request).local_services().get(service_id)
+    if service is not None:
+        authorize(request, "service", "write", service.service)
+
+
+def _vet_check_write(request: web.Request, check: HealthCheck) -> None:
+    if check.service_id:
+        authorize(request, "service", "write", check.service_name)
+    else:
+        authorize(request, "node", "write", agent_of(request).node_name)
+
+
+def _vet_check_update(request: web.Request, check_id: str) -> None:
+    """Write on an existing check; an unknown ID is the caller's 404."""
+    check = agent_of(request).local_checks().get(check_id)
+    if check is not None:
+        _vet_check_write(request, check)
+
+
 async def service_deregister(request: web.Request) -> web.Response:
     service_id = request.match_info["service_id"]
+    _vet_service_update(request, service_id)
     if not await agent_of(request).deregister_service(service_id):
         not_found(
             f'Unknown service ID "{service_id}". Ensure that the service ID is passed, '
@@ -124,8 +207,33 @@ async def service_deregister(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _vet_check_register(request: web.Request, definition: CheckDefinition) -> None:
+    agent = agent_of(request)
+    service_name = ""
+    if definition.service_id:
+        service = agent.local_services().get(definition.service_id)
+        if service is None:
+            return  # refused below as an unknown service; nothing is registered
+        service_name = service.service
+    _vet_check_write(
+        request,
+        HealthCheck(
+            node=agent.node_name,
+            check_id="",
+            name=definition.name,
+            service_id=definition.service_id,
+            service_name=service_name,
+        ),
+    )
+    existing = agent.local_checks().get(definition.check_id or definition.id or definition.name)
+    if existing is not None:
+        _vet_check_write(request, existing)
+
+
 async def check_register(request: web.Request) -> web.Response:
     definition = await decode_body(request, CheckDefinition, keys="snake")
+    _vet_check_register(request, definition)
+    definition.token = request_token(request) or definition.token
     try:
         await agent_of(request).register_check(definition)
     except ValueError as exc:
@@ -135,6 +243,7 @@ async def check_register(request: web.Request) -> web.Response:
 
 async def check_deregister(request: web.Request) -> web.Response:
     check_id = request.match_info["check_id"]
+    _vet_check_update(request, check_id)
     if not await agent_of(request).deregister_check(check_id):
         not_found(
             f'Unknown check ID "{check_id}". Ensure that the check ID is passed, '
@@ -149,7 +258,9 @@ class CheckUpdate(msgspec.Struct, rename=pascal):
 
 
 def _ttl_update(request: web.Request, status: str, output: str) -> web.Response:
-    error = agent_of(request).update_ttl_check(request.match_info["check_id"], status, output)
+    check_id = request.match_info["check_id"]
+    _vet_check_update(request, check_id)
+    error = agent_of(request).update_ttl_check(check_id, status, output)
     if error is not None:
         not_found(error)
     return web.Response(status=200)
@@ -192,6 +303,7 @@ async def node_maintenance(request: web.Request) -> web.Response:
 async def service_maintenance(request: web.Request) -> web.Response:
     enable, reason = _maintenance_args(request)
     service_id = request.match_info["service_id"]
+    _vet_service_update(request, service_id)
     if not agent_of(request).set_service_maintenance(service_id, enable, reason):
         not_found(f"Unknown service ID {service_id!r}")
     return web.Response(status=200)
@@ -222,6 +334,26 @@ async def agent_metrics(request: web.Request) -> web.Response:
     return json_response(request, agent.metrics_json())
 
 
+class AgentTokenBody(msgspec.Struct, rename=pascal):
+    token: str = ""
+
+
+async def agent_token(request: web.Request) -> web.Response:
+    """PUT /v1/agent/token/<kind>: Consul's order is 401 (ACLs off), 403, 400, 404."""
+    resolved = await ensure_resolved(request)
+    if resolved is None:
+        raise HTTPError(401, "ACL support disabled")
+    resolved.authorizer.require("acl", "write", accessor_id=resolved.accessor_id)
+    body = await decode_body(request, AgentTokenBody)
+    target = request.match_info["kind"]
+    try:
+        agent_of(request).set_agent_token(target, body.token)
+    except LookupError:
+        not_found(f'Token "{target}" is unknown')
+    log.info("agent: Updated agent's ACL token: token=%s", target)
+    return web.Response(status=200)
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/v1/agent/self", agent_self)
@@ -242,3 +374,4 @@ def add_routes(app: web.Application) -> None:
     router.add_put("/v1/agent/reload", agent_reload)
     router.add_put("/v1/agent/leave", agent_leave)
     router.add_get("/v1/agent/metrics", agent_metrics)
+    router.add_put("/v1/agent/token/{kind}", agent_token)

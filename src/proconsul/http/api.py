@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from proconsul.http.common import request_token
 from proconsul.server.acl_resolver import ResolvedToken
 from proconsul.state.fsm import ApplyResult
 from proconsul.structs.catalog import HealthCheck, NodeService
@@ -53,6 +54,15 @@ class AgentAPI(Protocol):
     async def resolve_token(self, secret: str) -> ResolvedToken | None:
         """None while ACLs are disabled; raises ACLNotFound for an unknown secret."""
 
+    def set_agent_token(self, kind: str, secret: str) -> bool:
+        """Replace one of the agent's own tokens (`kind` as in /v1/agent/token/<kind>,
+        old aliases included); returns whether it was persisted to acl-tokens.json.
+        Raises LookupError for a kind the agent has no token of."""
+
+    def effective_token(self, secret: str) -> str:
+        """The token a request acts with: its own, else the agent's `default`, else
+        the anonymous token's secret (never "", which means the agent itself)."""
+
     def datacenters(self) -> list[str]: ...
 
     def self_info(self) -> dict[str, Any]: ...
@@ -69,6 +79,12 @@ class AgentAPI(Protocol):
     async def raft_configuration(self) -> dict[str, Any]: ...
 
     async def remove_raft_peer(self, server_id: str, address: str) -> None: ...
+
+    async def autopilot_health(self) -> dict[str, Any]: ...
+
+    async def autopilot_state(self) -> dict[str, Any]: ...
+
+    async def autopilot_configuration(self) -> dict[str, Any]: ...
 
     def local_services(self) -> dict[str, NodeService]: ...
 
@@ -104,3 +120,8 @@ AGENT_KEY: web.AppKey[AgentAPI] = web.AppKey("agent")
 
 def agent_of(request: web.Request) -> AgentAPI:
     return request.app[AGENT_KEY]
+
+
+def caller_token(request: web.Request) -> str:
+    """The token a request acts with (see `AgentAPI.effective_token`)."""
+    return agent_of(request).effective_token(request_token(request))

@@ -1,7 +1,8 @@
 """/v1/catalog/*, /v1/health/* and /v1/status/*: reads through the server endpoints.
 
 Reads become `ReadRequest`s for named endpoints (Consul's RPC names), so on a
-client agent the same handlers will forward to a server. Encoded bodies are
+client agent the same handlers forward to a server. Reads and writes carry the
+caller's token (its own, else the agent's default); the server enforces ACLs. Encoded bodies are
 cached per result object: the endpoints hand back the same list while the
 index stands still, and then the JSON need not be encoded again.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proconsul.http.api import agent_of
+from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import (
     bad_request,
     decode_body,
@@ -22,7 +23,6 @@ from proconsul.http.common import (
     node_meta_filter,
     query_bool,
     query_options,
-    request_token,
 )
 from proconsul.state.fsm import ApplyError
 from proconsul.structs.catalog import HEALTH_STATUSES, NodeServiceList, NodeServices
@@ -72,7 +72,7 @@ def _read_request(request: web.Request, name: str = "") -> ReadRequest:
         tags=request.query.getall("tag", []),
         passing_only=query_bool(request, "passing"),
         node_meta=node_meta_filter(request),
-        options=query_options(request, request_token(request)),
+        options=query_options(request, caller_token(request)),
     )
 
 
@@ -93,7 +93,7 @@ async def catalog_register(request: web.Request) -> web.Response:
         bad_request("Must provide address")
     if body.service is not None and not body.service.service:
         bad_request("Must provide service name (Service.Service)")
-    _, result = await agent_of(request).rpc_write(body)
+    _, result = await agent_of(request).rpc_write(body, caller_token(request))
     if isinstance(result, ApplyError):
         bad_request(result.message)
     return json_response(request, True)
@@ -103,7 +103,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
     body = await decode_body(request, DeregisterRequest)
     if not body.node:
         bad_request("Must provide node")
-    _, result = await agent_of(request).rpc_write(body)
+    _, result = await agent_of(request).rpc_write(body, caller_token(request))
     if isinstance(result, ApplyError):
         bad_request(result.message)
     return json_response(request, True)

@@ -11,6 +11,11 @@ Rules (Consul's shapes and codes):
 - The event list index is Consul's: derived from the newest event's ID, 1
   when there are none; a request whose `?index` equals it waits (up to
   `?wait`, default and cap 10 minutes) for the next event.
+- ACLs (rules in acl_rules.py): join needs agent:write, force-leave
+  operator:write, the keyring keyring:read/write, firing an event
+  event:write on its name; the event list keeps only the events the token
+  may read (event:read), with `X-Consul-Results-Filtered-By-ACLs` when it
+  dropped some.
 - Keys are never logged.
 """
 
@@ -21,6 +26,7 @@ import time
 import msgspec
 from aiohttp import web
 
+from proconsul.http.acl_rules import allowed, mark_filtered
 from proconsul.http.api import GossipAPI, agent_of
 from proconsul.http.common import (
     HTTPError,
@@ -145,7 +151,11 @@ async def event_list(request: web.Request) -> web.Response:
         if not await gossip.wait_user_events(remaining):
             events, index = gossip.list_user_events(name)
             break
-    response = json_response(request, events)
+    # Filtered after the name filter, as Consul does, so the header only tells
+    # of events the caller asked for.
+    visible = [e for e in events if allowed(request, "event", "read", str(e.get("Name", "")))]
+    response = json_response(request, visible)
+    mark_filtered(response, request, len(visible) != len(events))
     response.headers["X-Consul-Index"] = str(index)
     return response
 

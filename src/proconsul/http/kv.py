@@ -4,20 +4,21 @@ GET returns rows (404 when nothing matches), `?raw` the bare value, `?keys`
 the key list; PUT writes the raw body (`?cas`, `?flags`) and answers
 true/false; DELETE takes `?recurse` and `?cas`. Values above the configured
 limit (512 KiB by default) are refused with 413 before anything is written.
+Every read and write carries the caller's token; the server enforces ACLs
+(403 for a key the token may not read or write).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proconsul.http.api import agent_of
+from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import (
     HTTPError,
     bad_request,
     json_response,
     query_int,
     query_options,
-    request_token,
     set_meta_headers,
 )
 from proconsul.state.fsm import ApplyError
@@ -41,7 +42,7 @@ def _not_found(meta_index: int) -> web.Response:
 async def kv_get(request: web.Request) -> web.Response:
     key = _key(request)
     agent = agent_of(request)
-    options = query_options(request, request_token(request))
+    options = query_options(request, caller_token(request))
     if "keys" in request.query:
         separator = request.query.get("separator", "")
         response = await agent.rpc_read(
@@ -90,7 +91,7 @@ async def kv_put(request: web.Request) -> web.Response:
     if "cas" in request.query:
         op = "cas"
         entry.modify_index = query_int(request, "cas")
-    _, result = await agent.rpc_write(KVSRequest(op=op, dir_ent=entry))
+    _, result = await agent.rpc_write(KVSRequest(op=op, dir_ent=entry), caller_token(request))
     if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)
     return json_response(request, bool(result))
@@ -109,7 +110,9 @@ async def kv_delete(request: web.Request) -> web.Response:
         if not key:
             bad_request("Missing key name")
         op = "delete"
-    _, result = await agent_of(request).rpc_write(KVSRequest(op=op, dir_ent=entry))
+    _, result = await agent_of(request).rpc_write(
+        KVSRequest(op=op, dir_ent=entry), caller_token(request)
+    )
     if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)
     return json_response(request, bool(result))

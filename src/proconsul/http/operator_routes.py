@@ -1,12 +1,20 @@
-"""Raft operator endpoints over HTTP.
+"""Raft and autopilot operator endpoints over HTTP.
 
 Routes: `GET /v1/operator/raft/configuration` (the committed Raft
 configuration: Servers with ID, Node, Address, Leader, ProtocolVersion,
-Voter; and Index) and `DELETE /v1/operator/raft/peer?id=|?address=`.
+Voter; and Index), `DELETE /v1/operator/raft/peer?id=|?address=`,
+`GET /v1/operator/autopilot/health` (the leader's view: Healthy,
+FailureTolerance, Servers), `GET /v1/operator/autopilot/state` (the same
+facts in Consul's AutopilotState shape) and
+`GET /v1/operator/autopilot/configuration`.
 
 Rules (Consul's shapes and codes): a DELETE naming neither is 400; a server
 that is not in the configuration, or no leader, is 500 with the error text
-(the middleware maps RPC refusals to 500).
+(the middleware maps RPC refusals to 500). The health body comes with 200
+when the cluster is healthy and 429 when it is not, as Consul's does, so a
+load balancer or script can poll it. The autopilot configuration comes from
+the servers' `autopilot { }` block; changing it at run time (PUT) is not
+supported yet.
 """
 
 from __future__ import annotations
@@ -33,6 +41,22 @@ async def raft_remove_peer(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+async def autopilot_health(request: web.Request) -> web.Response:
+    found = await agent_of(request).autopilot_health()
+    return json_response(request, found, status=200 if found.get("Healthy") else 429)
+
+
+async def autopilot_state(request: web.Request) -> web.Response:
+    return json_response(request, await agent_of(request).autopilot_state())
+
+
+async def autopilot_configuration(request: web.Request) -> web.Response:
+    return json_response(request, await agent_of(request).autopilot_configuration())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/operator/raft/configuration", raft_configuration)
     app.router.add_delete("/v1/operator/raft/peer", raft_remove_peer)
+    app.router.add_get("/v1/operator/autopilot/health", autopilot_health)
+    app.router.add_get("/v1/operator/autopilot/state", autopilot_state)
+    app.router.add_get("/v1/operator/autopilot/configuration", autopilot_configuration)

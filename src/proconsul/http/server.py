@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proconsul.acl.authorizer import PermissionDenied
 from proconsul.http import acl_routes, agent_routes, catalog, gossip_routes, kv, operator_routes
+from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
 from proconsul.rpc.errors import ErrorCode, RPCError
@@ -95,7 +96,7 @@ async def root_redirect(request: web.Request) -> web.Response:
 
 def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     app = web.Application(
-        middlewares=[consul_errors],
+        middlewares=[consul_errors, acl_middleware],
         client_max_size=max(_MIN_BODY_LIMIT, agent.kv_max_value_size + 1),
     )
     app[AGENT_KEY] = agent
@@ -110,6 +111,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)
         app.router.add_get("/", root_redirect)
+    check_routes(app)
     return app
 
 

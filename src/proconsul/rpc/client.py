@@ -18,13 +18,20 @@ Rules:
   slot too.
 - The caller's remaining time travels with the request, so the server stops
   working on it when the caller stops waiting.
+- A peer that stops acknowledging (partitioned, powered off) must not keep a
+  connection alive in the kernel's retransmit backoff, which grows to minutes:
+  Raft's one-way traffic would then reach a healed peer only at the next
+  retransmit. `detect_dead_peers` makes the kernel drop such a connection after
+  `DEAD_PEER_TIMEOUT_S` (TCP_USER_TIMEOUT plus keepalives), so the next call dials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import socket
 import ssl
 from collections import Counter
 from typing import Any, cast
@@ -40,6 +47,10 @@ Address = tuple[str, int]
 
 DEFAULT_MAX_IN_FLIGHT = 512  # equal to the server's default bound
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEAD_PEER_TIMEOUT_S = 10.0  # unacknowledged data or silent keepalives for this long
+_KEEPALIVE_IDLE_S = 5
+_KEEPALIVE_INTERVAL_S = 2
+_KEEPALIVE_PROBES = 3
 _MAX_TIMEOUT_MS = 2**32 - 1
 
 
@@ -53,6 +64,26 @@ def parse_address(address: str | Address) -> Address:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return (host, int(port))
+
+
+def detect_dead_peers(sock: socket.socket | None) -> None:
+    """Ask the kernel to drop the connection once the peer stops acknowledging."""
+    if sock is None:
+        return
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_USER_TIMEOUT", int(DEAD_PEER_TIMEOUT_S * 1000)),
+        ("TCP_KEEPIDLE", _KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", _KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", _KEEPALIVE_PROBES),
+    ):
+        option = getattr(socket, name, None)  # Linux has them all; others some
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    for level, option, value in options:
+        # Best effort: without it a dead peer is still found by the call timeouts.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 class RPCClient:
@@ -188,9 +219,10 @@ class RPCClient:
         conn: _ClientConnection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_connection(
+                transport, conn = await loop.create_connection(
                     lambda: _ClientConnection(self, addr, loop), addr[0], addr[1]
                 )
+                detect_dead_peers(transport.get_extra_info("socket"))
                 await conn.ready
         except TimeoutError:
             self._counters["dial_failures"] += 1

@@ -25,8 +25,10 @@ Rules:
 - Unknown methods answer "rpc: can't find method X" (net/rpc's words, which
   Consul's callers see).
 - Refused peers are counted in `stats()` and logged with the reason: TLS
-  handshake failures by cause, plaintext on a TLS-only port, TLS on a
-  plaintext port, bad and oversized frames (which close the connection),
+  handshake failures by cause (a peer's alert refusing our certificate is
+  "peer_refused_cert", whatever it objected to, and its line says the peer
+  refused), plaintext on a TLS-only port, TLS on a plaintext port, bad and
+  oversized frames (which close the connection),
   and connections over the per-client limit; with auto_encrypt's anonymous
   TLS, requests without a verified client certificate for anything but the
   allowed methods.
@@ -197,8 +199,19 @@ class RPCServer:
     def count(self, key: str, n: int = 1) -> None:
         self._counters[key] += n
 
-    def tls_refused(self, conn: _ServerConnection, reason: str, detail: str) -> None:
+    def tls_refused(
+        self, conn: _ServerConnection, reason: str, detail: str, *, by_peer: bool = False
+    ) -> None:
+        """Count and log a failed handshake. `by_peer`: the peer's alert ended it
+        (it refused our certificate), so the line must not read as our refusal."""
         self._tls_failures[reason] += 1
+        if by_peer:
+            log.warning(
+                "rpc: TLS connection from %s failed: %s",
+                conn.peer_label,
+                describe_tls_failure(reason, detail),
+            )
+            return
         log.warning(
             "rpc: refused TLS connection from %s: %s",
             conn.peer_label,
@@ -228,6 +241,19 @@ class RPCServer:
             if self._conns_per_host[host] <= 0:
                 del self._conns_per_host[host]
 
+
+# Reasons that are about a certificate (see rpc/tls.py FAILURE_REASONS).
+_CERTIFICATE_REASONS = frozenset(
+    {
+        "wrong_ca",
+        "expired_cert",
+        "cert_not_yet_valid",
+        "hostname_mismatch",
+        "bad_cert_purpose",
+        "cert_verify_failed",
+        "peer_refused_cert",
+    }
+)
 
 _COUNTER_KEYS = (
     "connections_accepted",
@@ -322,7 +348,14 @@ class _ServerConnection(FramedProtocol):
             log.debug("rpc: TLS error from %s: %s", self.peer_label, exc)
         else:
             reason, detail = classify_tls_failure(exc)
-            self.server.tls_refused(self, reason, detail)
+            # An alert is the peer ending the handshake. About a certificate it
+            # is the peer's verdict on ours (a client with another CA file, or
+            # verify_server_hostname against our name): counted apart from our
+            # own refusals, the alert kept as the detail.
+            by_peer = "ALERT" in (exc.reason or "")
+            if by_peer and reason in _CERTIFICATE_REASONS:
+                reason = "peer_refused_cert"
+            self.server.tls_refused(self, reason, detail, by_peer=by_peer)
         self.drop()
 
     def _handshake_timeout(self) -> None:

@@ -24,6 +24,8 @@ Rules:
 - Python's `ssl` only loads certificates and keys from files, so PEM text
   (auto_encrypt's signed certificate) goes through a private temporary
   directory that is removed at once (`present_certificate_pem`).
+- auto_encrypt's roots (sent with the signed certificate) are trusted in
+  addition to ca_file, never instead of it (`trust_roots`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import ipaddress
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -393,6 +395,31 @@ def present_certificate(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> N
         raise TLSConfigError(
             f"cert_file {cert_file!r} / key_file {key_file!r} cannot be used: {exc.reason}"
         ) from None
+
+
+def roots_bundle(pems: Sequence[str]) -> str:
+    """One PEM bundle of every CA certificate in `pems`; a `TLSConfigError` if
+    any holds none. Nothing is trusted yet (see `trust_roots`)."""
+    certs: list[x509.Certificate] = []
+    for number, pem in enumerate(pems, 1):
+        try:
+            certs.extend(x509.load_pem_x509_certificates(pem.encode("ascii", "replace")))
+        except ValueError:
+            raise TLSConfigError(f"CA root {number} holds no valid PEM certificate") from None
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs)
+
+
+def trust_roots(ctx: ssl.SSLContext, pems: Sequence[str]) -> None:
+    """Make `ctx` verify peers against the CA certificates in `pems` too, besides
+    its ca_file (auto_encrypt: the roots the signing server sent). All are
+    checked before any is added.
+
+    OpenSSL's store only grows: a root once added stays trusted for the life
+    of `ctx`, so a caller adds each root once and builds a new context to drop one.
+    """
+    bundle = roots_bundle(pems)
+    if bundle:
+        ctx.load_verify_locations(cadata=bundle)
 
 
 def present_certificate_pem(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:

@@ -15,13 +15,24 @@ Rules:
 - `establish()` is the leader's duty: stamp the anonymous token's CreateTime
   and create the `tokens.initial_management` token (which also counts as the
   bootstrap).
-- Expired tokens read as missing (reaping them is not built yet).
-- No enforcement here yet: callers decide who may call what.
+- Expired tokens read as missing; the leader deletes them (`reap_expired`).
+- Enforcement (when a resolver is set, i.e. ACLs are on): every method takes
+  the caller's secret as `caller`. Reads need `acl:read`, writes `acl:write`;
+  `token_self` needs only a valid token; `bootstrap` needs none. An unknown
+  or expired caller secret is 403 `ACL not found`; a missing right is 403
+  with Consul's `Permission denied: token with AccessorID ... lacks
+  permission 'acl:write'`. A caller with `acl:read` but not `acl:write`
+  reads tokens with their SecretID shown as `<hidden>`, as in Consul.
+- Every method is async, so the client-side `RemoteACLEndpoints`
+  (agent/acl_client.py) can have the same shape.
+- Writes answer rows read back from this store, so on a follower (whose
+  writes go to the leader) they first wait, bounded, until it applied them.
 - Secrets are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import uuid
@@ -50,6 +61,7 @@ from proconsul.acl.structs import (
     valid_role_name,
     with_hash,
 )
+from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken, ServerACLResolver
 from proconsul.server.endpoints import Log
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.fsm import ApplyError
@@ -69,6 +81,8 @@ log = logging.getLogger("proconsul.acl")
 
 RESET_FILE = "acl-bootstrap-reset"
 _NOT_FOUND = "ACL not found"
+REDACTED_SECRET = "<hidden>"
+APPLIED_WAIT_S = 10.0  # how long a follower waits to see its forwarded write
 _RESERVED_IDS = frozenset({ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET_ID})
 
 
@@ -108,6 +122,7 @@ class ACLEndpoints:
         *,
         now: Callable[[], datetime] = _now,
         new_id: Callable[[], str] = _new_id,
+        resolver: ServerACLResolver | None = None,
     ) -> None:
         self.store = store
         self.log = log_
@@ -115,12 +130,79 @@ class ACLEndpoints:
         self.data_dir = data_dir
         self.now = now
         self.new_id = new_id
+        # None: no enforcement (every caller may do anything).
+        self.resolver = resolver
+
+    # ----- enforcement ---------------------------------------------------------------
+
+    def caller(self, token: str) -> ResolvedToken | None:
+        """The caller's rights; None without a resolver. Unknown secret: 403."""
+        if self.resolver is None:
+            return None
+        try:
+            return self.resolver.resolve(token)
+        except ACLNotFound:
+            raise ACLError(403, _NOT_FOUND) from None
+
+    def _require(self, token: str, access: str) -> ResolvedToken | None:
+        resolved = self.caller(token)
+        if resolved is None:
+            return None
+        authz = resolved.authorizer
+        if not (authz.acl_write() if access == "write" else authz.acl_read()):
+            decision = authz.decide("acl", access)
+            raise ACLError(403, decision.error_text(resolved.accessor_id))
+        return resolved
+
+    def _redact(self, resolved: ResolvedToken | None, token: ACLToken) -> ACLToken:
+        if resolved is None or resolved.authorizer.acl_write():
+            return token
+        return msgspec.structs.replace(token, secret_id=REDACTED_SECRET)
+
+    async def reap_expired(self) -> int:
+        """Delete tokens past their ExpirationTime (the leader's duty); how many."""
+        now = self.now()
+        expired = [t.accessor_id for t in self.store.acl.token_list() if token_expired(t, now)]
+        for accessor_id in expired:
+            if accessor_id in self.store.acl.tokens:
+                await self._apply(ACLTokenDeleteRequest(accessor_id=accessor_id))
+        if expired:
+            log.info("acl: deleted %d expired token(s)", len(expired))
+        return len(expired)
 
     async def _apply(self, command: ACLCommand) -> int:
         index, result = await self.log.apply(command)
         if isinstance(result, ApplyError):
             raise ACLError(500, result.message)
+        await self._applied_here(index)
         return index
+
+    async def _applied_here(self, index: int) -> None:
+        """Wait until this store has applied `index`: on a follower the write was
+        forwarded to the leader and arrives here a moment later, and writes answer
+        the stored row read back from this store."""
+        store = self.store
+        if store.last_index >= index:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPLIED_WAIT_S
+        while store.last_index < index:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ACLError(500, f"timed out waiting for index {index} to be applied")
+            changed: asyncio.Future[None] = loop.create_future()
+
+            def wake(fut: asyncio.Future[None] = changed) -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            handle = store.watches.subscribe((TOKENS_KEY, POLICIES_KEY, ROLES_KEY), wake)
+            try:
+                await asyncio.wait_for(changed, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                store.watches.unsubscribe(handle)
 
     # ----- leader duties and bootstrap ----------------------------------------------
 
@@ -176,6 +258,7 @@ class ACLEndpoints:
         index, result = await self.log.apply(ACLBootstrapRequest(token=token, reset_index=reset))
         if isinstance(result, ApplyError):
             raise ACLError(403, f"Permission denied: {result.message}")
+        await self._applied_here(index)
         if reset_path:
             try:
                 os.remove(reset_path)
@@ -215,63 +298,72 @@ class ACLEndpoints:
             return None
         return token
 
-    def token_read(self, accessor_id: str) -> tuple[int, ACLToken]:
-        token = self._live(self.store.acl.tokens.get(accessor_id))
-        if token is None:
+    async def token_read(self, accessor_id: str, *, caller: str = "") -> tuple[int, ACLToken]:
+        resolved = self._require(caller, "read")
+        row = self._live(self.store.acl.tokens.get(accessor_id))
+        if row is None:
             raise ACLError(403, _NOT_FOUND)
-        return self._index(TOKENS_KEY), self._resolved(token)
+        return self._index(TOKENS_KEY), self._redact(resolved, self._resolved(row))
 
-    def token_self(self, secret: str) -> tuple[int, ACLToken]:
+    async def token_self(self, secret: str) -> tuple[int, ACLToken]:
+        """The caller's own token: any valid secret may read itself."""
         token = self._live(self.store.acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID))
         if token is None:
             raise ACLError(403, _NOT_FOUND)
         return self._index(TOKENS_KEY), self._resolved(token)
 
-    def token_list(
-        self, policy: str = "", role: str = "", service: str = ""
+    async def token_list(
+        self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
     ) -> tuple[int, list[ACLToken]]:
+        resolved = self._require(caller, "read")
         rows = []
         now = self.now()
-        for token in self.store.acl.token_list():
-            if token_expired(token, now):
+        for row in self.store.acl.token_list():
+            if token_expired(row, now):
                 continue
-            if policy and all(link.id != policy for link in token.policies):
+            if policy and all(link.id != policy for link in row.policies):
                 continue
-            if role and all(link.id != role for link in token.roles):
+            if role and all(link.id != role for link in row.roles):
                 continue
-            if service and all(s.service_name != service for s in token.service_identities):
+            if service and all(s.service_name != service for s in row.service_identities):
                 continue
-            rows.append(self._resolved(token))
+            rows.append(self._redact(resolved, self._resolved(row)))
         return self._index(TOKENS_KEY), rows
 
-    def policy_read(self, policy_id: str) -> tuple[int, ACLPolicy]:
+    async def policy_read(self, policy_id: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
+        self._require(caller, "read")
         policy = self.store.acl.policies.get(policy_id)
         if policy is None:
             raise ACLError(403, _NOT_FOUND)
         return self._index(POLICIES_KEY), policy
 
-    def policy_read_by_name(self, name: str) -> tuple[int, ACLPolicy]:
+    async def policy_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
+        self._require(caller, "read")
         policy = self.store.acl.policy_by_name(name)
         if policy is None:
             raise ACLError(403, _NOT_FOUND)
         return self._index(POLICIES_KEY), policy
 
-    def policy_list(self) -> tuple[int, list[ACLPolicy]]:
+    async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]:
+        self._require(caller, "read")
         return self._index(POLICIES_KEY), self.store.acl.policy_list()
 
-    def role_read(self, role_id: str) -> tuple[int, ACLRole]:
+    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]:
+        self._require(caller, "read")
         role = self.store.acl.roles.get(role_id)
         if role is None:
             raise ACLError(403, _NOT_FOUND)
         return self._index(ROLES_KEY), self._resolved_role(role)
 
-    def role_read_by_name(self, name: str) -> tuple[int, ACLRole]:
+    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
+        self._require(caller, "read")
         role = self.store.acl.role_by_name(name)
         if role is None:
             raise ACLError(403, _NOT_FOUND)
         return self._index(ROLES_KEY), self._resolved_role(role)
 
-    def role_list(self, policy: str = "") -> tuple[int, list[ACLRole]]:
+    async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
+        self._require(caller, "read")
         rows = [
             self._resolved_role(r)
             for r in self.store.acl.role_list()
@@ -328,7 +420,8 @@ class ACLEndpoints:
 
     # ----- token writes -------------------------------------------------------------
 
-    async def token_create(self, token: ACLToken) -> ACLToken:
+    async def token_create(self, token: ACLToken, *, caller: str = "") -> ACLToken:
+        self._require(caller, "write")
         acl = self.store.acl
         if token.accessor_id:
             if not _valid_uuid(token.accessor_id) or token.accessor_id in _RESERVED_IDS:
@@ -363,7 +456,10 @@ class ACLEndpoints:
         await self._apply(ACLTokenSetRequest(token=token))
         return self._resolved(self.store.acl.tokens[token.accessor_id])
 
-    async def token_update(self, accessor_id: str, update: ACLToken) -> ACLToken:
+    async def token_update(
+        self, accessor_id: str, update: ACLToken, *, caller: str = ""
+    ) -> ACLToken:
+        self._require(caller, "write")
         if update.accessor_id and update.accessor_id != accessor_id:
             raise _bad("Token Accessor ID in URL and payload do not match")
         existing = self.store.acl.tokens.get(accessor_id)
@@ -388,7 +484,10 @@ class ACLEndpoints:
         )
         return await self._write_token(token)
 
-    async def token_clone(self, accessor_id: str, description: str) -> ACLToken:
+    async def token_clone(
+        self, accessor_id: str, description: str, *, caller: str = ""
+    ) -> ACLToken:
+        self._require(caller, "write")
         existing = self.store.acl.tokens.get(accessor_id)
         if existing is None:
             raise ACLError(403, _NOT_FOUND)
@@ -405,7 +504,8 @@ class ACLEndpoints:
         )
         return await self._write_token(clone)
 
-    async def token_delete(self, accessor_id: str) -> None:
+    async def token_delete(self, accessor_id: str, *, caller: str = "") -> None:
+        self._require(caller, "write")
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR_ID:
             raise _bad("Delete operation not permitted on the anonymous token")
         if accessor_id not in self.store.acl.tokens:
@@ -414,7 +514,10 @@ class ACLEndpoints:
 
     # ----- policy writes ---------------------------------------------------------------
 
-    async def policy_set(self, policy: ACLPolicy, policy_id: str = "") -> ACLPolicy:
+    async def policy_set(
+        self, policy: ACLPolicy, policy_id: str = "", *, caller: str = ""
+    ) -> ACLPolicy:
+        self._require(caller, "write")
         acl = self.store.acl
         if policy_id:
             if policy.id and policy.id != policy_id:
@@ -444,7 +547,8 @@ class ACLEndpoints:
         await self._apply(ACLPolicySetRequest(policy=policy))
         return acl.policies[policy.id]
 
-    async def policy_delete(self, policy_id: str) -> None:
+    async def policy_delete(self, policy_id: str, *, caller: str = "") -> None:
+        self._require(caller, "write")
         if policy_id == GLOBAL_MANAGEMENT_POLICY_ID:
             raise _bad("Delete operation not permitted on the builtin global-management policy")
         if policy_id not in self.store.acl.policies:
@@ -453,7 +557,8 @@ class ACLEndpoints:
 
     # ----- role writes -----------------------------------------------------------------
 
-    async def role_set(self, role: ACLRole, role_id: str = "") -> ACLRole:
+    async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole:
+        self._require(caller, "write")
         acl = self.store.acl
         if role_id:
             if role.id and role.id != role_id:
@@ -477,7 +582,8 @@ class ACLEndpoints:
         await self._apply(ACLRoleSetRequest(role=role))
         return self._resolved_role(acl.roles[role.id])
 
-    async def role_delete(self, role_id: str) -> None:
+    async def role_delete(self, role_id: str, *, caller: str = "") -> None:
+        self._require(caller, "write")
         if role_id not in self.store.acl.roles:
             raise ACLError(403, _NOT_FOUND)
         await self._apply(ACLRoleDeleteRequest(role_id=role_id))

@@ -3,8 +3,33 @@
 Reads run against the local state store and block (`?index=&wait=`) on its
 watch channels; writes go through the log (`LocalLog` on a dev agent, Raft on
 servers). Filtering by tag, node meta and health lives here, once, for HTTP,
-DNS and (later) RPC callers. Filtered results are cached per index, because
-the same blocking queries arrive over and over while the data stays put.
+DNS and RPC callers. Filtered results are cached per index, because the same
+blocking queries arrive over and over while the data stays put.
+
+ACL rules (when `acl` is set; Consul's, as documented):
+- The caller's token is `options.token` on reads and the `token` argument on
+  writes; "" is the anonymous token. An unknown or expired secret is
+  `RPCError("ACL not found", ACL_DENIED)`; a refused write or a refused
+  single-key read is `RPCError(<Permission denied text>, ACL_DENIED)`.
+- Reads are filtered row by row: nodes need node:read, services and service
+  instances service:read (instances also node:read on their node), checks
+  node:read plus service:read when they belong to a service, KV entries and
+  keys key:read. Dropped rows set `results_filtered_by_acls`. A single KV key
+  the token may not read is a 403, and so is a recursive or keys read of a
+  prefix it may not list when `enable_key_list_policy` is on.
+  A filtered result is cached per (request, accessor) while both the source
+  rows and the token's authorizer stay the same objects, so a repeated query
+  returns the very same list (the HTTP body cache then skips encoding).
+- Writes are vetted per command before they enter the log (`vet_write`):
+  a register needs node:write when it creates the node or changes its own
+  data (address, ID, tagged addresses, meta), service:write on its service
+  (and on the old name when an instance is renamed), service:write for each
+  service check and node:write for each node check; a deregister is allowed
+  by node:write, else by service:write on the service the row belongs to;
+  KV set/cas/delete need key:write, a recursive delete write on the whole
+  prefix. ACL rows are never written through here, whatever the token: only
+  `ACLEndpoints` writes them.
+- `local_read` skips the ACL check: for the agent's own bookkeeping reads.
 """
 
 from __future__ import annotations
@@ -14,15 +39,40 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from proconsul.server.acl_resolver import ServerACLResolver
+from proconsul.acl.authorizer import Authorizer
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.server.acl_resolver import (
+    ACL_NOT_FOUND,
+    ACLNotFound,
+    ResolvedToken,
+    ServerACLResolver,
+)
 from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
-from proconsul.structs.catalog import CheckServiceNode, HealthCheck, Node
-from proconsul.structs.commands import Command
+from proconsul.structs.catalog import (
+    CheckServiceNode,
+    HealthCheck,
+    KVEntry,
+    Node,
+    NodeService,
+    ServiceNode,
+)
+from proconsul.structs.commands import (
+    ACLCommand,
+    Command,
+    DeregisterRequest,
+    KVSRequest,
+    RegisterRequest,
+)
 from proconsul.structs.requests import QueryMeta, QueryOptions, ReadRequest, ReadResponse
 
 DEFAULT_WAIT_S = 300.0
 MAX_WAIT_S = 600.0
+_FILTER_CACHE_MAX = 4096
+# Reads whose unfiltered result is the same object while the index stands
+# still (see `_health_service`): only those gain from the filtered cache.
+_STABLE_READS = frozenset({"Health.ServiceNodes"})
+RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 
 
 class Log(Protocol):
@@ -96,6 +146,8 @@ class ServerEndpoints:
         # Set by the agent when ACLs are enabled; None means every call is allowed.
         self.acl: ServerACLResolver | None = None
         self._health_cache: dict[tuple[str, tuple[str, ...], bool], tuple[int, list[Any]]] = {}
+        # (request, accessor) -> (source value, authorizer, filtered value, dropped any)
+        self._filter_cache: dict[tuple[Any, ...], tuple[Any, Authorizer, Any, bool]] = {}
         self.reads: dict[str, Callable[[ReadRequest], tuple[Sequence[str], Callable[[], Any]]]] = {
             "Catalog.ListNodes": self._catalog_nodes,
             "Catalog.NodeServices": self._catalog_node,
@@ -110,14 +162,68 @@ class ServerEndpoints:
             "KVS.ListKeys": self._kv_keys,
         }
 
+    def resolve(self, secret: str) -> ResolvedToken | None:
+        """The caller's rights (None: ACLs off); an unknown secret is a 403 RPCError."""
+        if self.acl is None:
+            return None
+        try:
+            return self.acl.resolve(secret)
+        except ACLNotFound:
+            raise RPCError(ACL_NOT_FOUND, ErrorCode.ACL_DENIED) from None
+
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
+        return await self._read(method, request, self.resolve(request.options.token))
+
+    async def local_read(self, method: str, request: ReadRequest) -> ReadResponse:
+        """A read for the agent itself (leader bookkeeping): no ACL check."""
+        return await self._read(method, request, None)
+
+    async def _read(
+        self, method: str, request: ReadRequest, resolved: ResolvedToken | None
+    ) -> ReadResponse:
         watch_keys, run = self.reads[method](request)
+        if resolved is not None:
+            _precheck(method, request, resolved)
         index, value = await blocking_query(self.store, request.options, watch_keys, run, self.rng)
+        filtered = False
+        if resolved is not None:
+            value, filtered = self._filter(method, request, resolved, value)
         # Consul never reports index 0: clients treat it as "don't block".
-        return ReadResponse(meta=QueryMeta(index=max(index, 1)), value=value)
+        meta = QueryMeta(index=max(index, 1), results_filtered_by_acls=filtered)
+        return ReadResponse(meta=meta, value=value)
+
+    def _filter(
+        self, method: str, request: ReadRequest, resolved: ResolvedToken, value: Any
+    ) -> tuple[Any, bool]:
+        if method not in _STABLE_READS:
+            return filter_result(method, resolved.authorizer, value)
+        key = (
+            method,
+            request.name,
+            tuple(request.tags),
+            request.passing_only,
+            tuple(sorted(request.node_meta.items())),
+            resolved.accessor_id,
+        )
+        cached = self._filter_cache.get(key)
+        if cached is not None and cached[0] is value and cached[1] is resolved.authorizer:
+            return cached[2], cached[3]
+        result, filtered = filter_result(method, resolved.authorizer, value)
+        if len(self._filter_cache) >= _FILTER_CACHE_MAX:
+            self._filter_cache.clear()
+        self._filter_cache[key] = (value, resolved.authorizer, result, filtered)
+        return result, filtered
 
     async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
         """Apply `command` for the caller holding `token` (the secret; "" = anonymous)."""
+        if isinstance(command, ACLCommand):
+            # Whatever the token: ACL rows carry secrets and are validated by ACLEndpoints.
+            raise RPCError(RAW_ACL_COMMAND, ErrorCode.ACL_DENIED)
+        resolved = self.resolve(token)
+        if resolved is not None:
+            denial = vet_write(self.store, resolved, command)
+            if denial is not None:
+                raise RPCError(denial, ErrorCode.ACL_DENIED)
         return await self.log.apply(command)
 
     # ----- reads -------------------------------------------------------------
@@ -223,3 +329,176 @@ class ServerEndpoints:
 
     def _kv_keys(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_keys(req.name, req.separator)
+
+
+# ----- ACL filtering of reads -------------------------------------------------------
+
+
+def _denied(resolved: ResolvedToken, resource: str, access: str, name: str) -> RPCError:
+    decision = resolved.authorizer.decide(resource, access, name)
+    return RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+
+
+def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
+    """Consul's up-front refusals: a single key, or a prefix that may not be listed."""
+    authz = resolved.authorizer
+    if method == "KVS.Get" and not authz.key_read(request.name):
+        raise _denied(resolved, "key", "read", request.name)
+    listing = method in ("KVS.List", "KVS.ListKeys")
+    if listing and authz.enable_key_list_policy and not authz.key_list(request.name):
+        raise _denied(resolved, "key", "list", request.name)
+
+
+def _keep(rows: list[Any], allowed: Callable[[Any], bool]) -> tuple[list[Any], bool]:
+    """The allowed rows; the same list object when nothing was dropped."""
+    kept = [row for row in rows if allowed(row)]
+    if len(kept) == len(rows):
+        return rows, False
+    return kept, True
+
+
+def _check_readable(authz: Authorizer) -> Callable[[HealthCheck], bool]:
+    def allowed(check: HealthCheck) -> bool:
+        return authz.node_read(check.node) and (
+            not check.service_name or authz.service_read(check.service_name)
+        )
+
+    return allowed
+
+
+def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool]:
+    """`value` (a result of `method`) without what `authz` may not read, and
+    whether anything was dropped."""
+    if method == "Health.ServiceNodes":
+        rows: list[CheckServiceNode] = value
+        return _keep(
+            rows, lambda r: authz.node_read(r.node.node) and authz.service_read(r.service.service)
+        )
+    if method == "Catalog.ServiceNodes":
+        service_rows: list[ServiceNode] = value
+        return _keep(
+            service_rows,
+            lambda r: authz.node_read(r.node) and authz.service_read(r.service_name),
+        )
+    if method == "Catalog.ListNodes":
+        return _keep(value, lambda n: authz.node_read(n.node))
+    if method == "Catalog.ListServices":
+        names: dict[str, list[str]] = value
+        kept = {name: tags for name, tags in names.items() if authz.service_read(name)}
+        return (names, False) if len(kept) == len(names) else (kept, True)
+    if method == "Catalog.NodeServices":
+        node: Node | None
+        services: list[NodeService]
+        node, services = value
+        if node is None:
+            return value, False
+        if not authz.node_read(node.node):
+            return (None, []), True
+        kept_services, dropped = _keep(services, lambda s: authz.service_read(s.service))
+        return ((node, kept_services), True) if dropped else (value, False)
+    if method in ("Health.NodeChecks", "Health.ServiceChecks", "Health.ChecksInState"):
+        return _keep(value, _check_readable(authz))
+    if method == "KVS.List":
+        entries: list[KVEntry] = value
+        return _keep(entries, lambda e: authz.key_read(e.key))
+    if method == "KVS.ListKeys":
+        return _keep(value, authz.key_read)
+    return value, False  # KVS.Get: refused up front when not readable
+
+
+# ----- ACL vetting of writes -----------------------------------------------------
+
+
+def _node_changes(store: StateStore, req: RegisterRequest) -> bool:
+    """Would `req` create the node or change its own data (Consul's ChangesNode)?"""
+    existing = store.nodes.get(req.node)
+    if existing is None:
+        return True
+    if req.skip_node_update:
+        return False
+    return (
+        (bool(req.id) and req.id != existing.id)
+        or req.address != existing.address
+        or req.tagged_addresses != existing.tagged_addresses
+        or req.node_meta != existing.meta
+    )
+
+
+def _vet_register(store: StateStore, resolved: ResolvedToken, req: RegisterRequest) -> str | None:
+    authz = resolved.authorizer
+
+    def deny(resource: str, name: str) -> str:
+        decision = authz.decide(resource, "write", name)
+        return decision.error_text(resolved.accessor_id)
+
+    if _node_changes(store, req) and not authz.node_write(req.node):
+        return deny("node", req.node)
+    existing_services = store.services.get(req.node, {})
+    service = req.service
+    if service is not None:
+        if not authz.service_write(service.service):
+            return deny("service", service.service)
+        # Renaming an instance also needs write on the name it had.
+        previous = existing_services.get(service.id or service.service)
+        if previous is not None and not authz.service_write(previous.service):
+            return deny("service", previous.service)
+    checks = list(req.checks)
+    if req.check is not None:
+        checks.append(req.check)
+    for check in checks:
+        if not check.service_id:
+            if not authz.node_write(req.node):
+                return deny("node", req.node)
+            continue
+        if service is not None and check.service_id == (service.id or service.service):
+            continue  # covered by the service's own check above
+        owner = existing_services.get(check.service_id)
+        if owner is None:
+            continue  # the state store refuses it: "Unknown service ID"
+        if not authz.service_write(owner.service):
+            return deny("service", owner.service)
+    return None
+
+
+def _vet_deregister(
+    store: StateStore, resolved: ResolvedToken, req: DeregisterRequest
+) -> str | None:
+    authz = resolved.authorizer
+    if authz.node_write(req.node):
+        return None  # node write covers everything on the node, as in Consul
+    name = ""
+    if req.service_id:
+        service = store.services.get(req.node, {}).get(req.service_id)
+        name = "" if service is None else service.service
+    elif req.check_id:
+        check = store.checks.get(req.node, {}).get(req.check_id)
+        name = "" if check is None else check.service_name
+    if name and authz.service_write(name):
+        return None
+    resource, label = ("service", name) if name else ("node", req.node)
+    return authz.decide(resource, "write", label).error_text(resolved.accessor_id)
+
+
+def _vet_kv(resolved: ResolvedToken, req: KVSRequest) -> str | None:
+    authz = resolved.authorizer
+    key = req.dir_ent.key
+    if req.op == "delete-tree":
+        if authz.key_write_prefix(key):
+            return None
+        decision = authz.decide("key", "write", key, recursive=True)
+    elif authz.key_write(key):
+        return None
+    else:
+        decision = authz.decide("key", "write", key)
+    return decision.error_text(resolved.accessor_id)
+
+
+def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> str | None:
+    """None when `resolved` may apply `command`, else Consul's Permission denied text."""
+    if isinstance(command, RegisterRequest):
+        return _vet_register(store, resolved, command)
+    if isinstance(command, DeregisterRequest):
+        return _vet_deregister(store, resolved, command)
+    if isinstance(command, KVSRequest):
+        return _vet_kv(resolved, command)
+    return RAW_ACL_COMMAND

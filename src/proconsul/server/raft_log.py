@@ -4,8 +4,9 @@ Job: own one `RaftNode`, its SQLite storage and the state machine it feeds,
 and offer what the rest of a server needs: the `Log` protocol
 (`apply(command) -> (index, result)`) for ServerEndpoints, a read barrier for
 `?consistent`, leader/term/contact status for `/v1/status/*` and the
-`X-Consul-*` headers, leadership transfer, membership changes, bootstrap,
-snapshots and stats. raft_rpc.py puts it on the RPC port (`Raft.Step`, write
+`X-Consul-*` headers, leadership transfer, membership changes (and, on the
+leader, each follower's progress for autopilot), bootstrap, snapshots and
+stats. raft_rpc.py puts it on the RPC port (`Raft.Step`, write
 forwarding), raft_transport.py sends its messages, raft_waiters.py keeps
 the futures of whoever waits on it.
 
@@ -91,6 +92,16 @@ from proconsul.structs.commands import Command
 log = logging.getLogger("proconsul.raft")
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FollowerProgress:
+    """The leader's view of one follower's log (autopilot health facts)."""
+
+    last_contact_s: float  # seconds since the leader last heard from it
+    match_index: int  # the highest index known to be in its log
+    match_term: int  # that entry's term (0 when compacted away here)
+
 
 DEFAULT_APPLY_TIMEOUT_S = 15.0  # as long as an RPC write may take end to end
 DEFAULT_MAX_PENDING = 8192
@@ -324,6 +335,28 @@ class RaftLog:
     def configuration(self) -> tuple[int, Configuration]:
         """The latest committed configuration: `/v1/operator/raft/configuration`."""
         return self._require_node().committed_configuration()
+
+    def latest_configuration(self) -> Configuration:
+        """The newest configuration in the log, committed or not (the one in force)."""
+        return self._require_node().configuration
+
+    def follower_progress(self) -> dict[str, FollowerProgress]:
+        """On the leader, what it knows of each other server's log (autopilot's
+        health facts); empty on a follower."""
+        node = self._node
+        leader = node.leader if node is not None and self.failed is None else None
+        if node is None or leader is None:
+            return {}
+        # The core's clock is time.monotonic() as of its last tick.
+        now = time.monotonic()
+        return {
+            peer: FollowerProgress(
+                last_contact_s=max(0.0, now - pr.last_contact),
+                match_index=pr.match,
+                match_term=node.log.term(pr.match) or 0,
+            )
+            for peer, pr in leader.progress.items()
+        }
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

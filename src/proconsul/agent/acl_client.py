@@ -1,0 +1,322 @@
+"""ACLs on client agents, and the leader's ACL chores on servers.
+
+Job:
+- `ClientACLResolver`: a client agent has no state store, so it asks a server
+  ("ACL.Resolve", server/acl_rpc.py) for a token's row with its policies and
+  roles, compiles the `Authorizer` itself (identities expand locally) and
+  caches the result.
+- `RemoteACLEndpoints`: the ACL API (`ACLService`) of a client agent, each
+  call an "ACL.<Op>" RPC to a server carrying the caller's secret.
+- `acl_leader_duties`: on servers, whenever this one leads, run
+  `ACLEndpoints.establish()` once per leadership term and delete expired
+  tokens every `REAP_INTERVAL_S`.
+
+Rules (Consul's, as documented):
+- One combined TTL per token: the smallest of `acl.token_ttl`, `policy_ttl`
+  and `role_ttl` (one reply carries all three kinds of row, so an edit of any
+  of them is seen within its own TTL). A token past its ExpirationTime is
+  never served from the cache.
+- When no server answers (transport failure, timeout, or a server error other
+  than "ACL not found"), `acl.down_policy` decides: `extend-cache` (default)
+  serves the cached entry however old, else denies; `async-cache` serves a
+  stale entry at once and refreshes it in the background (and on failure
+  behaves as extend-cache); `allow` allows everything but ACL management;
+  `deny` denies everything.
+- "ACL not found" from a server drops the cached entry and raises
+  `ACLNotFound` (403).
+- Concurrent resolutions of one secret share one RPC. The cache is bounded.
+- Secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
+from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
+from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken
+from proconsul.server.acl_rpc import (
+    RESOLVE_METHOD,
+    ACLCall,
+    ResolveReply,
+    acl_error_from,
+    decode_result,
+    encode_call,
+)
+
+log = logging.getLogger("proconsul.acl")
+
+CallRaw = Callable[[str, bytes, float], Awaitable[bytes]]
+RESOLVE_TIMEOUT_S = 5.0
+CACHE_MAX = 4096
+REAP_INTERVAL_S = 5.0
+LEADER_POLL_S = 0.5
+DOWN_POLICIES = ("extend-cache", "async-cache", "allow", "deny")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class _Entry:
+    resolved: ResolvedToken
+    fetched_at: float
+
+
+class ClientACLResolver:
+    def __init__(
+        self,
+        call_raw: CallRaw,
+        datacenter: str,
+        *,
+        default_policy: DefaultPolicy = "deny",
+        enable_key_list_policy: bool = False,
+        down_policy: str = "extend-cache",
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _now,
+    ) -> None:
+        self.call_raw = call_raw
+        self.datacenter = datacenter
+        self.default_policy: DefaultPolicy = default_policy
+        self.enable_key_list_policy = enable_key_list_policy
+        self.down_policy = down_policy if down_policy in DOWN_POLICIES else "extend-cache"
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self.now = now
+        self._cache: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[ResolvedToken]] = {}
+        self.hits = 0
+        self.fetches = 0
+        self.down = 0  # resolutions decided by down_policy
+
+    def _usable(self, entry: _Entry) -> bool:
+        expires = entry.resolved.expiration_time
+        return expires is None or expires >= self.now()
+
+    async def resolve(self, secret: str) -> ResolvedToken:
+        """The rights of `secret` ("" = anonymous); raises ACLNotFound."""
+        secret = secret or ANONYMOUS_TOKEN_SECRET_ID
+        entry = self._cache.get(secret)
+        if entry is not None and self._usable(entry):
+            if self.clock() - entry.fetched_at < self.ttl_s:
+                self.hits += 1
+                return entry.resolved
+            if self.down_policy == "async-cache":
+                self._start_fetch(secret)  # refresh behind the caller's back
+                self.hits += 1
+                return entry.resolved
+        return await asyncio.shield(self._start_fetch(secret))
+
+    def _start_fetch(self, secret: str) -> asyncio.Task[ResolvedToken]:
+        task = self._inflight.get(secret)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(secret))
+            self._inflight[secret] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(secret, None))
+            # A background refresh nobody awaits must not log "never retrieved".
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
+
+    async def _fetch(self, secret: str) -> ResolvedToken:
+        self.fetches += 1
+        try:
+            data = await self.call_raw(
+                RESOLVE_METHOD, encode_call(ACLCall(caller=secret)), RESOLVE_TIMEOUT_S
+            )
+            reply: ResolveReply = decode_result(RESOLVE_METHOD, data)
+        except RPCError as exc:
+            if exc.code == ErrorCode.ACL_DENIED:
+                self._cache.pop(secret, None)
+                raise ACLNotFound() from None
+            return self._down(secret, exc)
+        except (ConnectionError, TimeoutError) as exc:
+            return self._down(secret, exc)
+        resolved = self.compile(reply)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[secret] = _Entry(resolved, self.clock())
+        return resolved
+
+    def compile(self, reply: ResolveReply) -> ResolvedToken:
+        policies = {p.id: p for p in reply.policies}
+        roles = {r.id: r for r in reply.roles}
+        authorizer = token_authorizer(
+            reply.token,
+            policies.get,
+            roles.get,
+            self.datacenter,
+            default_policy=self.default_policy,
+            enable_key_list_policy=self.enable_key_list_policy,
+        )
+        return ResolvedToken(reply.token.accessor_id, authorizer, reply.token.expiration_time)
+
+    def _down(self, secret: str, exc: Exception) -> ResolvedToken:
+        self.down += 1
+        log.warning(
+            "acl: no server resolved a token (%s); applying down_policy %s",
+            exc,
+            self.down_policy,
+        )
+        entry = self._cache.get(secret)
+        if self.down_policy in ("extend-cache", "async-cache"):
+            if entry is not None and self._usable(entry):
+                return entry.resolved
+            return ResolvedToken("", Authorizer(default_policy="deny"))
+        if self.down_policy == "allow":
+            return ResolvedToken("", Authorizer(default_policy="allow"))
+        return ResolvedToken("", Authorizer(default_policy="deny"))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "hits": self.hits,
+            "fetches": self.fetches,
+            "down": self.down,
+            "cached": len(self._cache),
+        }
+
+
+class RemoteACLEndpoints:
+    """`ACLService` over RPC: what /v1/acl/* calls on a client agent."""
+
+    def __init__(self, call_raw: CallRaw, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
+        self.call_raw = call_raw
+        self.timeout_s = timeout_s
+
+    async def _call(self, method: str, call: ACLCall) -> Any:
+        try:
+            data = await self.call_raw(method, encode_call(call), self.timeout_s)
+        except RPCError as exc:
+            error = acl_error_from(exc)
+            if error is None:
+                raise
+            raise error from None
+        return decode_result(method, data)
+
+    async def bootstrap(self) -> ACLToken:
+        result: ACLToken = await self._call("ACL.Bootstrap", ACLCall())
+        return result
+
+    async def token_read(self, accessor_id: str, *, caller: str = "") -> tuple[int, ACLToken]:
+        result: tuple[int, ACLToken] = await self._call(
+            "ACL.TokenRead", ACLCall(caller=caller, id=accessor_id)
+        )
+        return result
+
+    async def token_self(self, secret: str) -> tuple[int, ACLToken]:
+        result: tuple[int, ACLToken] = await self._call("ACL.TokenSelf", ACLCall(caller=secret))
+        return result
+
+    async def token_list(
+        self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
+    ) -> tuple[int, list[ACLToken]]:
+        call = ACLCall(caller=caller, policy=policy, role=role, service=service)
+        result: tuple[int, list[ACLToken]] = await self._call("ACL.TokenList", call)
+        return result
+
+    async def token_create(self, token: ACLToken, *, caller: str = "") -> ACLToken:
+        result: ACLToken = await self._call(
+            "ACL.TokenCreate", ACLCall(caller=caller, token_row=token)
+        )
+        return result
+
+    async def token_update(
+        self, accessor_id: str, update: ACLToken, *, caller: str = ""
+    ) -> ACLToken:
+        call = ACLCall(caller=caller, id=accessor_id, token_row=update)
+        result: ACLToken = await self._call("ACL.TokenUpdate", call)
+        return result
+
+    async def token_clone(
+        self, accessor_id: str, description: str, *, caller: str = ""
+    ) -> ACLToken:
+        call = ACLCall(caller=caller, id=accessor_id, text=description)
+        result: ACLToken = await self._call("ACL.TokenClone", call)
+        return result
+
+    async def token_delete(self, accessor_id: str, *, caller: str = "") -> None:
+        await self._call("ACL.TokenDelete", ACLCall(caller=caller, id=accessor_id))
+
+    async def policy_set(
+        self, policy: ACLPolicy, policy_id: str = "", *, caller: str = ""
+    ) -> ACLPolicy:
+        call = ACLCall(caller=caller, id=policy_id, policy_row=policy)
+        result: ACLPolicy = await self._call("ACL.PolicySet", call)
+        return result
+
+    async def policy_read(self, policy_id: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
+        call = ACLCall(caller=caller, id=policy_id)
+        result: tuple[int, ACLPolicy] = await self._call("ACL.PolicyRead", call)
+        return result
+
+    async def policy_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
+        call = ACLCall(caller=caller, text=name)
+        result: tuple[int, ACLPolicy] = await self._call("ACL.PolicyReadByName", call)
+        return result
+
+    async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]:
+        result: tuple[int, list[ACLPolicy]] = await self._call(
+            "ACL.PolicyList", ACLCall(caller=caller)
+        )
+        return result
+
+    async def policy_delete(self, policy_id: str, *, caller: str = "") -> None:
+        await self._call("ACL.PolicyDelete", ACLCall(caller=caller, id=policy_id))
+
+    async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole:
+        call = ACLCall(caller=caller, id=role_id, role_row=role)
+        result: ACLRole = await self._call("ACL.RoleSet", call)
+        return result
+
+    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]:
+        call = ACLCall(caller=caller, id=role_id)
+        result: tuple[int, ACLRole] = await self._call("ACL.RoleRead", call)
+        return result
+
+    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
+        call = ACLCall(caller=caller, text=name)
+        result: tuple[int, ACLRole] = await self._call("ACL.RoleReadByName", call)
+        return result
+
+    async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
+        call = ACLCall(caller=caller, policy=policy)
+        result: tuple[int, list[ACLRole]] = await self._call("ACL.RoleList", call)
+        return result
+
+    async def role_delete(self, role_id: str, *, caller: str = "") -> None:
+        await self._call("ACL.RoleDelete", ACLCall(caller=caller, id=role_id))
+
+
+async def acl_leader_duties(
+    leads: Callable[[], bool],
+    establish: Callable[[], Awaitable[None]],
+    reap: Callable[[], Awaitable[int]],
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run forever: `establish` once per leadership term (retried until it
+    succeeds), `reap` every REAP_INTERVAL_S while leading."""
+    established = False
+    next_reap = 0.0
+    while True:
+        if not leads():
+            established = False
+        else:
+            try:
+                if not established:
+                    await establish()
+                    established = True
+                if clock() >= next_reap:
+                    next_reap = clock() + REAP_INTERVAL_S
+                    await reap()
+            except Exception as exc:  # lost leadership mid-write, no quorum, ...
+                log.warning("acl: leader duty failed, will retry: %s", exc)
+        await asyncio.sleep(LEADER_POLL_S)
