@@ -22,10 +22,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID
 from proconsul.agent import info
-from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
-from proconsul.agent.agent_tokens import AgentTokens
+from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.client_rpc import ClientRPC, NoServersError
 from proconsul.agent.dns_setup import DnsHandle, start_dns
@@ -47,12 +45,10 @@ from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
-from proconsul.http.server import STATS_KEY, build_app, start_http
+from proconsul.http.server import build_app, start_http
 from proconsul.rpc.errors import RPCError
-from proconsul.rpc.server import metrics_from_stats
-from proconsul.server.acl_endpoints import ACLEndpoints
-from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
-from proconsul.server.acl_rpc import ACLService, acl_handlers
+from proconsul.server.acl_resolver import ResolvedToken
+from proconsul.server.acl_rpc import ACLService
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyResult
@@ -108,33 +104,15 @@ class Agent:
             node_name=self.node_name,
             check_update_interval_s=float(config.check_update_interval),
         )
-        self.tokens = AgentTokens(
-            config.acl.tokens,
-            config.data_dir,
-            persist=config.acl.enable_token_persistence and not config.dev_mode,
-        )
         self.sources = Sources()
         self.monitors: dict[str, CheckMonitor] = {}
         self.runners = CheckRunnerSet(rng=self.rng)
         self.store: StateStore | None = None
         self.endpoints: ServerEndpoints | None = None
-        self._acl: ACLEndpoints | None = None
         self.server: ServerHandle | None = None  # non-dev servers: Raft + RPC
         self.client_rpc: ClientRPC | None = None if config.server else ClientRPC(self, self.rng)
-        # Client agents with ACLs on: token resolution and the ACL API over RPC.
-        self.acl_client: ClientACLResolver | None = None
-        self._remote_acl: RemoteACLEndpoints | None = None
-        if self.client_rpc is not None and config.acl.enabled:
-            acl_config = config.acl
-            self.acl_client = ClientACLResolver(
-                self.client_rpc.call_raw,
-                config.datacenter,
-                default_policy="deny" if acl_config.default_policy == "deny" else "allow",
-                enable_key_list_policy=acl_config.enable_key_list_policy,
-                down_policy=acl_config.down_policy,
-                ttl_s=min(acl_config.token_ttl, acl_config.policy_ttl, acl_config.role_ttl),
-            )
-            self._remote_acl = RemoteACLEndpoints(self.client_rpc.call_raw)
+        self.acl = AgentACL(self)
+        self.tokens = self.acl.tokens
         if config.server and config.dev_mode:
             self.store = StateStore()
             self.endpoints = ServerEndpoints(
@@ -173,21 +151,10 @@ class Agent:
             self.server = await start_server(self)
             self.store = self.server.store
             self.endpoints = self.server.endpoints
-        if self.endpoints is not None and self.config.acl.enabled:
-            acl = self.config.acl
-            self.endpoints.acl = ServerACLResolver(
-                self.endpoints.store,
-                self.datacenter,
-                default_policy="deny" if acl.default_policy == "deny" else "allow",
-                enable_key_list_policy=acl.enable_key_list_policy,
-            )
-            acl_endpoints = self.acl_endpoints()
-            if self.server is not None and isinstance(acl_endpoints, ACLEndpoints):
-                # Read per call, so clients can reach the ACL API from now on.
-                self.server.handlers.update(acl_handlers(acl_endpoints))
+        self.acl.start_server_side()
         if self.server is None and self.endpoints is not None:
             await self._establish_leadership()
-            await self._establish_acl()
+            await self.acl.establish()
         self.gossip = await start_gossip(self)
         if self.server is not None:
             self.server.start_duties()
@@ -202,12 +169,9 @@ class Agent:
             log.info("agent: started HTTP server on %s:%d (tcp)", host, port)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
-        local_acl = self._acl if self.config.acl.enabled and self.endpoints is not None else None
-        if local_acl is not None:
-            duties = acl_leader_duties(
-                self.leads_catalog, self._establish_acl, local_acl.reap_expired
-            )
-            self._tasks.append(asyncio.create_task(duties, name="acl-leader"))
+        acl_duties = self.acl.leader_duties()
+        if acl_duties is not None:
+            self._tasks.append(asyncio.create_task(acl_duties, name="acl-leader"))
         for monitor in self.monitors.values():
             monitor.start()
         log.info(
@@ -272,30 +236,9 @@ class Agent:
         ]
         await self.leader_write(registration)
 
-    async def _establish_acl(self) -> None:
-        """Leader duty with ACLs on: built-in rows and the initial management token."""
-        acl = self.acl_endpoints()
-        if isinstance(acl, ACLEndpoints):
-            await acl.establish(self.config.acl.tokens.initial_management)
-
     def acl_endpoints(self) -> ACLService | None:
-        """ACL reads and writes: local on servers (server/acl_endpoints.py), over RPC
-        on clients (agent/acl_client.py); None while ACLs are disabled."""
-        if not self.config.acl.enabled:
-            return None
-        if self.endpoints is None:
-            if self._remote_acl is not None:
-                return self._remote_acl
-            raise NoServersError("No known Consul servers")
-        if self._acl is None or self._acl.store is not self.endpoints.store:
-            self._acl = ACLEndpoints(
-                self.endpoints.store,
-                self.endpoints.log,
-                self.datacenter,
-                self.config.data_dir,
-                resolver=self.endpoints.acl,
-            )
-        return self._acl
+        """ACL reads and writes (see agent/acl_setup.py); None while ACLs are disabled."""
+        return self.acl.endpoints()
 
     def _node_registration(self) -> RegisterRequest:
         address = self.advertise_addr
@@ -339,7 +282,7 @@ class Agent:
 
     def effective_token(self, secret: str) -> str:
         """The token a request acts with: its own, else `default`, else anonymous."""
-        return secret or self.tokens.default or ANONYMOUS_TOKEN_SECRET_ID
+        return self.acl.effective_token(secret)
 
     async def leader_write(self, command: Command) -> tuple[int, ApplyResult]:
         """A write the leader makes itself (reconcile, its own registration): no token."""
@@ -348,19 +291,8 @@ class Agent:
         return await self.endpoints.log.apply(command)
 
     async def resolve_token(self, secret: str) -> ResolvedToken | None:
-        """The caller's rights, or None while ACLs are disabled (everything allowed).
-
-        An empty secret means the agent's `default` token, then anonymous.
-        Raises ACLNotFound for an unknown or expired secret.
-        """
-        if not self.config.acl.enabled:
-            return None
-        secret = secret or self.tokens.default
-        if self.endpoints is not None and self.endpoints.acl is not None:
-            return self.endpoints.acl.resolve(secret)
-        if self.acl_client is not None:
-            return await self.acl_client.resolve(secret)
-        raise NoServersError("No known Consul servers")
+        """The caller's rights; None while ACLs are disabled (see agent/acl_setup.py)."""
+        return await self.acl.resolve(secret)
 
     def set_agent_token(self, kind: str, secret: str) -> bool:
         persisted = self.tokens.set(kind, secret)
@@ -673,42 +605,7 @@ class Agent:
         self._background(asyncio.ensure_future(leave_then_stop()))
 
     def metrics_json(self) -> dict[str, Any]:
-        return info.metrics_json(self, self._stats())
+        return info.metrics_json(self, info.agent_stats(self))
 
     def metrics_prometheus(self) -> str:
-        return info.metrics_prometheus(self._stats())
-
-    def _stats(self) -> dict[str, float]:
-        stats: dict[str, float] = {
-            "consul.agent.services": len(self.local.live_services()),
-            "consul.agent.checks": len(self.local.live_checks()),
-            "consul.agent.anti_entropy.syncs": self.anti_entropy.syncs,
-            "consul.agent.anti_entropy.full_syncs": self.anti_entropy.full_syncs,
-            "consul.agent.anti_entropy.errors": self.anti_entropy.errors,
-            "consul.runtime.uptime_seconds": time.time() - self.started_at_s,
-        }
-        if self.http_app is not None:
-            for name, value in self.http_app[STATS_KEY].as_dict().items():
-                stats[f"consul.http.{name}"] = value
-        if self.store is not None:
-            store = self.store
-            stats["consul.state.nodes"] = len(store.nodes)
-            stats["consul.state.services"] = len(store.instances)
-            stats["consul.state.service_instances"] = sum(len(r) for r in store.instances.values())
-            stats["consul.state.kv_entries"] = len(store.kvs)
-            stats["consul.state.index"] = store.last_index
-            stats["consul.state.blocking_queries"] = len(store.watches)
-        if self.dns is not None:
-            stats.update(self.dns.stats())
-        resolver = self.endpoints.acl if self.endpoints is not None else self.acl_client
-        if resolver is not None:
-            for name, value in resolver.stats().items():
-                stats[f"consul.acl.resolve.{name}"] = value
-        if self.gossip is not None:
-            stats.update(self.gossip.metrics())
-        if self.server is not None:
-            stats.update(metrics_from_stats("consul.rpc", self.server.rpc.stats()))
-            stats.update(metrics_from_stats("consul.client.rpc", self.server.client.stats()))
-        if self.client_rpc is not None:
-            stats.update(metrics_from_stats("consul.client.rpc", self.client_rpc.client.stats()))
-        return stats
+        return info.metrics_prometheus(info.agent_stats(self))

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from proconsul import CONSUL_COMPAT_VERSION, __version__
 from proconsul.config.schema import RuntimeConfig
+from proconsul.http.server import STATS_KEY
+from proconsul.rpc.server import metrics_from_stats
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
@@ -117,3 +119,37 @@ def metrics_prometheus(stats: dict[str, float]) -> str:
         lines.append(f"# TYPE {metric} gauge")
         lines.append(f"{metric} {value:g}")
     return "\n".join(lines) + "\n"
+
+
+def agent_stats(agent: Agent) -> dict[str, float]:
+    """Every counter and gauge the agent reports at /v1/agent/metrics."""
+    stats: dict[str, float] = {
+        "consul.agent.services": len(agent.local.live_services()),
+        "consul.agent.checks": len(agent.local.live_checks()),
+        "consul.agent.anti_entropy.syncs": agent.anti_entropy.syncs,
+        "consul.agent.anti_entropy.full_syncs": agent.anti_entropy.full_syncs,
+        "consul.agent.anti_entropy.errors": agent.anti_entropy.errors,
+        "consul.runtime.uptime_seconds": time.time() - agent.started_at_s,
+    }
+    if agent.http_app is not None:
+        for name, value in agent.http_app[STATS_KEY].as_dict().items():
+            stats[f"consul.http.{name}"] = value
+    if agent.store is not None:
+        store = agent.store
+        stats["consul.state.nodes"] = len(store.nodes)
+        stats["consul.state.services"] = len(store.instances)
+        stats["consul.state.service_instances"] = sum(len(r) for r in store.instances.values())
+        stats["consul.state.kv_entries"] = len(store.kvs)
+        stats["consul.state.index"] = store.last_index
+        stats["consul.state.blocking_queries"] = len(store.watches)
+    if agent.dns is not None:
+        stats.update(agent.dns.stats())
+    stats.update(agent.acl.stats())
+    if agent.gossip is not None:
+        stats.update(agent.gossip.metrics())
+    if agent.server is not None:
+        stats.update(metrics_from_stats("consul.rpc", agent.server.rpc.stats()))
+        stats.update(metrics_from_stats("consul.client.rpc", agent.server.client.stats()))
+    if agent.client_rpc is not None:
+        stats.update(metrics_from_stats("consul.client.rpc", agent.client_rpc.client.stats()))
+    return stats

@@ -1,0 +1,138 @@
+"""The agent's ACL side: its own tokens, token resolution and the ACL endpoints.
+
+Job: `AgentACL` is built with the agent and answers, for every layer above,
+"who is asking and what may they do" (`resolve`) and "which token does this
+request act with" (`effective_token`); it also hands the ACL HTTP API its
+endpoints: local ones over the state store on servers, RPC ones on clients.
+
+Rules:
+- With ACLs disabled `resolve` answers None (everything allowed) and
+  `endpoints` None (the API answers 401).
+- A request without a token acts with the agent's `default` token, then the
+  anonymous token, as in Consul; the agent's own writes use `agent`.
+- Servers resolve from their own store (server/acl_resolver.py); clients ask a
+  server and cache the answer (agent/acl_client.py, with `down_policy`).
+- On the leader, `leader_duties` creates the built-in rows and the
+  `initial_management` token once per term and reaps expired tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from proconsul.acl.authorizer import DefaultPolicy
+from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID
+from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
+from proconsul.agent.agent_tokens import AgentTokens
+from proconsul.agent.client_rpc import NoServersError
+from proconsul.server.acl_endpoints import ACLEndpoints
+from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
+from proconsul.server.acl_rpc import ACLService, acl_handlers
+
+if TYPE_CHECKING:
+    from proconsul.agent.agent import Agent
+
+
+class AgentACL:
+    def __init__(self, agent: Agent) -> None:
+        config = agent.config
+        acl = config.acl
+        self.agent = agent
+        self.enabled = acl.enabled
+        self.default_policy: DefaultPolicy = "deny" if acl.default_policy == "deny" else "allow"
+        self.tokens = AgentTokens(
+            acl.tokens,
+            config.data_dir,
+            persist=acl.enable_token_persistence and not config.dev_mode,
+        )
+        self._local: ACLEndpoints | None = None
+        # Client agents: token resolution and the ACL API over RPC.
+        self.client: ClientACLResolver | None = None
+        self.remote: RemoteACLEndpoints | None = None
+        if agent.client_rpc is not None and self.enabled:
+            self.client = ClientACLResolver(
+                agent.client_rpc.call_raw,
+                config.datacenter,
+                default_policy=self.default_policy,
+                enable_key_list_policy=acl.enable_key_list_policy,
+                down_policy=acl.down_policy,
+                ttl_s=min(acl.token_ttl, acl.policy_ttl, acl.role_ttl),
+            )
+            self.remote = RemoteACLEndpoints(agent.client_rpc.call_raw)
+
+    def start_server_side(self) -> None:
+        """Once the agent has its server endpoints: resolve there, serve ACL RPCs."""
+        endpoints = self.agent.endpoints
+        if not self.enabled or endpoints is None:
+            return
+        endpoints.acl = ServerACLResolver(
+            endpoints.store,
+            self.agent.datacenter,
+            default_policy=self.default_policy,
+            enable_key_list_policy=self.agent.config.acl.enable_key_list_policy,
+        )
+        local = self.endpoints()
+        server = self.agent.server
+        if server is not None and isinstance(local, ACLEndpoints):
+            # Handlers are looked up per call, so clients reach the ACL API from now on.
+            server.handlers.update(acl_handlers(local))
+
+    def endpoints(self) -> ACLService | None:
+        """ACL reads and writes: local on servers, over RPC on clients."""
+        if not self.enabled:
+            return None
+        endpoints = self.agent.endpoints
+        if endpoints is None:
+            if self.remote is not None:
+                return self.remote
+            raise NoServersError("No known Consul servers")
+        if self._local is None or self._local.store is not endpoints.store:
+            self._local = ACLEndpoints(
+                endpoints.store,
+                endpoints.log,
+                self.agent.datacenter,
+                self.agent.config.data_dir,
+                resolver=endpoints.acl,
+            )
+        return self._local
+
+    async def establish(self) -> None:
+        """Leader duty: built-in rows and the initial management token."""
+        local = self.endpoints()
+        if isinstance(local, ACLEndpoints):
+            await local.establish(self.agent.config.acl.tokens.initial_management)
+
+    def leader_duties(self) -> Coroutine[Any, Any, None] | None:
+        """The leader's ACL loop on agents with a store, else None."""
+        local = self.endpoints() if self.enabled and self.agent.endpoints is not None else None
+        if not isinstance(local, ACLEndpoints):
+            return None
+        return acl_leader_duties(self.agent.leads_catalog, self.establish, local.reap_expired)
+
+    def effective_token(self, secret: str) -> str:
+        """The token a request acts with: its own, else `default`, else anonymous."""
+        return secret or self.tokens.default or ANONYMOUS_TOKEN_SECRET_ID
+
+    async def resolve(self, secret: str) -> ResolvedToken | None:
+        """The caller's rights, or None while ACLs are disabled (everything allowed).
+
+        An empty secret means the agent's `default` token, then anonymous.
+        Raises ACLNotFound for an unknown or expired secret.
+        """
+        if not self.enabled:
+            return None
+        secret = secret or self.tokens.default
+        endpoints = self.agent.endpoints
+        if endpoints is not None and endpoints.acl is not None:
+            return endpoints.acl.resolve(secret)
+        if self.client is not None:
+            return await self.client.resolve(secret)
+        raise NoServersError("No known Consul servers")
+
+    def stats(self) -> dict[str, float]:
+        endpoints = self.agent.endpoints
+        resolver = endpoints.acl if endpoints is not None else self.client
+        if resolver is None:
+            return {}
+        return {f"consul.acl.resolve.{name}": value for name, value in resolver.stats().items()}
