@@ -1,6 +1,10 @@
-"""A real cluster: three servers (bootstrap_expect = 3) and two clients on
-127.0.0.71-75, each its own process with a data dir, the fast "local" gossip
-profile and raft_multiplier 1.
+"""A real cluster in the walkthrough's shape on 127.0.0.71-75, each agent its
+own process with a data dir, the fast "local" gossip profile and
+raft_multiplier 1: two servers with bootstrap_expect = 2 and two clients
+start first, then a third server joins (autopilot adds it and makes it a
+voter). TLS is the walkthrough's: servers with verify_incoming,
+verify_outgoing, verify_server_hostname and their certificates, clients with
+only the CA file and auto_encrypt.
 
 The tests run in order on one cluster: leader agreement, catalog and service
 reads across clients, KV through a client readable everywhere, then kill -9 of
@@ -39,6 +43,7 @@ def make_cluster(
     base: int,
     server_hcl: Sequence[str] = (),
     client_hcl: Sequence[str] = (),
+    bootstrap_expect: int = 3,
 ) -> GossipPool:
     """Three servers (n0-n2) and two clients (n3, n4); not started yet."""
     pool = GossipPool(tmp_path, 5, base=base)
@@ -47,7 +52,7 @@ def make_cluster(
             member.args += [
                 "-server",
                 "-bootstrap-expect",
-                "3",
+                str(bootstrap_expect),
                 "-server-port",
                 str(free_port(member.ip)),
                 "-hcl",
@@ -61,11 +66,51 @@ def make_cluster(
     return pool
 
 
+def walkthrough_tls(certs: Path, leaf_cert_ttl: str = "") -> tuple[str, str]:
+    """The walkthrough's server and client TLS config, with auto_encrypt.
+
+    The signing CA for auto_encrypt is the agent CA (see agent/auto_encrypt.py);
+    a short `leaf_cert_ttl` makes clients renew within a test.
+    """
+    make_certs(certs)
+    ca_file = certs / "consul-agent-ca.pem"
+    ttl = f' leaf_cert_ttl = "{leaf_cert_ttl}"' if leaf_cert_ttl else ""
+    server = (
+        "verify_incoming = true\nverify_outgoing = true\nverify_server_hostname = true\n"
+        f'ca_file = "{ca_file}"\n'
+        f'cert_file = "{certs / "dc1-server-consul-0.pem"}"\n'
+        f'key_file = "{certs / "dc1-server-consul-0-key.pem"}"\n'
+        "auto_encrypt { allow_tls = true }\n"
+        f'connect {{ ca_config {{ root_cert = "{ca_file}" '
+        f'private_key = "{certs / "consul-agent-ca-key.pem"}"{ttl} }} }}'
+    )
+    client = (
+        "verify_incoming = false\nverify_outgoing = true\nverify_server_hostname = true\n"
+        f'ca_file = "{ca_file}"\n'
+        "auto_encrypt { tls = true }"
+    )
+    return server, client
+
+
+def voters(member: Member) -> list[str]:
+    config = member.running.get_json("/v1/operator/raft/configuration")
+    return sorted(row["Node"] for row in config["Servers"] if row["Voter"])
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GossipPool]:
-    pool = make_cluster(tmp_path_factory.mktemp("cluster"), 71)
+    tmp = tmp_path_factory.mktemp("cluster")
+    server_tls, client_tls = walkthrough_tls(tmp / "certs")
+    # A short stabilisation time: the third server becomes a voter quickly.
+    autopilot = 'autopilot { server_stabilization_time = "2s" }'
+    pool = make_cluster(tmp / "agents", 71, [server_tls, autopilot], [client_tls], 2)
     try:
-        pool.start_all()
+        first = ["n0", "n1", *CLIENTS]
+        for name in first:
+            pool.start(pool[name])
+        agreed_leader_among(pool, first, DEADLINE_S)
+        pool.start(pool["n2"])
+        wait_for(lambda: voters(pool["n3"]) == SERVERS, DEADLINE_S)
         yield pool
     finally:
         pool.stop_all()
@@ -268,25 +313,7 @@ def test_cluster_over_tls_refuses_a_client_without_certificate(tmp_path: Path) -
 
 def test_auto_encrypt_client_gets_and_renews_its_certificate(tmp_path: Path) -> None:
     """The walkthrough's TLS with auto_encrypt: clients have only the CA file."""
-    certs = tmp_path / "certs"
-    make_certs(certs)
-    ca_file = certs / "consul-agent-ca.pem"
-    server_tls = (
-        "verify_incoming = true\nverify_outgoing = true\nverify_server_hostname = true\n"
-        f'ca_file = "{ca_file}"\n'
-        f'cert_file = "{certs / "dc1-server-consul-0.pem"}"\n'
-        f'key_file = "{certs / "dc1-server-consul-0-key.pem"}"\n'
-        "auto_encrypt { allow_tls = true }\n"
-        # The signing CA is the agent CA (see agent/auto_encrypt.py); a short
-        # leaf TTL makes the client renew within the test.
-        f'connect {{ ca_config {{ root_cert = "{ca_file}" '
-        f'private_key = "{certs / "consul-agent-ca-key.pem"}" leaf_cert_ttl = "4s" }} }}'
-    )
-    client_tls = (
-        "verify_incoming = false\nverify_outgoing = true\nverify_server_hostname = true\n"
-        f'ca_file = "{ca_file}"\n'
-        "auto_encrypt { tls = true }"
-    )
+    server_tls, client_tls = walkthrough_tls(tmp_path / "certs", leaf_cert_ttl="4s")
     pool = make_cluster(tmp_path / "agents", 91, [server_tls], [client_tls])
     try:
         pool.start_all()
