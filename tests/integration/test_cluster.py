@@ -256,8 +256,9 @@ def test_client_without_servers_answers_500(tmp_path: Path) -> None:
         tmp_path, "-bind", "127.0.0.76", "-data-dir", str(tmp_path / "data"), dev=False
     )
     try:
-        status, _, body = agent.request("GET", "/v1/catalog/nodes")
-        assert (status, body) == (500, b"No known Consul servers")
+        for path in ("/v1/catalog/nodes", "/v1/status/leader", "/v1/status/peers"):
+            status, _, body = agent.request("GET", path)
+            assert (status, body) == (500, b"No known Consul servers"), path
     finally:
         agent.stop()
 

@@ -148,7 +148,11 @@ class ClientRPC:
         raise last or NoServersError(NO_SERVERS)
 
     async def status(self, method: str) -> object:
-        """ "Status.Leader" / "Status.Peers" as a server reports it; None when none answers."""
+        """ "Status.Leader" / "Status.Peers" as a server reports it; None when none answers.
+
+        With no server known at all this is Consul's 500 "No known Consul servers"."""
+        if not self.servers():
+            raise NoServersError(NO_SERVERS)
         if self.fetcher is not None and not self.fetcher.ready.is_set():
             return None
         for server in self._order():
