@@ -222,6 +222,7 @@ def test_kv_through_a_client_readable_everywhere(cluster: GossipPool) -> None:
         assert kv_value(cluster["n3"], "cluster/a", query) == "1"
         status, headers, _ = cluster["n3"].running.request("GET", f"/v1/kv/cluster/a{query}")
         assert status == 200 and headers["X-Consul-KnownLeader"] == "true"
+        assert headers["X-Consul-LastContact"].isdigit()
 
 
 def test_leader_crash_new_leader_and_no_lost_writes(cluster: GossipPool) -> None:

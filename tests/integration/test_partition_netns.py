@@ -369,6 +369,10 @@ def test_cut_off_follower_refuses_writes_and_catches_up(lab: Lab) -> None:
     try:
         # The follower hears no leader any more and gives up on it.
         wait_for(lambda: leader_view(cut) == "", ELECTION_BOUND_S)
+        # A ?stale read still answers from its own store, and says no leader is known.
+        status, headers, _ = cut.running.request("GET", "/v1/kv/net/none?stale", timeout_s=2.0)
+        assert (status, headers["X-Consul-KnownLeader"]) == (404, "false"), headers
+        assert int(headers["X-Consul-LastContact"]) > 0
         assert_refused(cut, "net/follower/lost")
         # Its failed campaigns disturb nobody: the majority keeps its leader.
         assert agreed_leader(lab, majority, DEADLINE_S) is leader

@@ -5,6 +5,7 @@ refusal named in the log and counted in stats()."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -294,11 +295,19 @@ async def test_a_server_that_never_answers_the_handshake(pki: PKI) -> None:
     silent.close()
 
 
-async def test_server_only_methods_check_the_certificate(pki: PKI, server: RPCServer) -> None:
+async def test_server_only_methods_check_the_certificate(
+    pki: PKI, server: RPCServer, caplog: pytest.LogCaptureFixture
+) -> None:
     as_client = make_client(pki, pki.client)
-    with pytest.raises(RPCError, match="Permission denied"):
-        await as_client.call(server.address, "raft", b"", DEADLINE_S)
+    with caplog.at_level(logging.WARNING, logger="proconsul.rpc"):
+        for _ in range(3):
+            with pytest.raises(RPCError, match="Permission denied"):
+                await as_client.call(server.address, "raft", b"", DEADLINE_S)
     await as_client.close()
+    # Counted every time, logged once per caller and method, naming the method.
+    assert server.stats()["refused_not_permitted"] == 3
+    refusals = [r.getMessage() for r in caplog.records if "refused raft" in r.getMessage()]
+    assert len(refusals) == 1 and "server.dc1.consul" in refusals[0], refusals
     as_server = make_client(pki, pki.server)
     assert b"server.dc1.consul" in await as_server.call(server.address, "raft", b"", DEADLINE_S)
     await as_server.close()

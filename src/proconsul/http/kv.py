@@ -24,18 +24,16 @@ from proconsul.http.common import (
 from proconsul.state.fsm import ApplyError
 from proconsul.structs.catalog import KVEntry
 from proconsul.structs.commands import KVOp, KVSRequest
-from proconsul.structs.requests import ReadRequest
+from proconsul.structs.requests import QueryMeta, ReadRequest
 
 
 def _key(request: web.Request) -> str:
     return request.match_info["key"]
 
 
-def _not_found(meta_index: int) -> web.Response:
+def _not_found(meta: QueryMeta) -> web.Response:
     response = web.Response(status=404)
-    response.headers["X-Consul-Index"] = str(meta_index)
-    response.headers["X-Consul-KnownLeader"] = "true"
-    response.headers["X-Consul-LastContact"] = "0"
+    set_meta_headers(response, meta)
     return response
 
 
@@ -49,17 +47,17 @@ async def kv_get(request: web.Request) -> web.Response:
             "KVS.ListKeys", ReadRequest(name=key, separator=separator, options=options)
         )
         if not response.value:
-            return _not_found(response.meta.index)
+            return _not_found(response.meta)
         return json_response(request, response.value, response.meta)
     if "recurse" in request.query:
         response = await agent.rpc_read("KVS.List", ReadRequest(name=key, options=options))
         if not response.value:
-            return _not_found(response.meta.index)
+            return _not_found(response.meta)
         return json_response(request, response.value, response.meta)
     response = await agent.rpc_read("KVS.Get", ReadRequest(name=key, options=options))
     entry: KVEntry | None = response.value
     if entry is None:
-        return _not_found(response.meta.index)
+        return _not_found(response.meta)
     if "raw" in request.query:
         raw = web.Response(body=entry.value or b"", content_type="application/octet-stream")
         set_meta_headers(raw, response.meta)

@@ -76,6 +76,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 700.0
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0  # Consul's limits.rpc_handshake_timeout
 DEFAULT_MAX_CONNS_PER_CLIENT = 100  # Consul's limits.rpc_max_conns_per_client
 CALLER_DEADLINE_GRACE_S = 1.0
+_REFUSALS_LOGGED_MAX = 1024  # (caller, method) pairs remembered for log-once
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "rpc_deadline", default=None
@@ -150,6 +151,7 @@ class RPCServer:
         self._conns: set[_ServerConnection] = set()
         self._conns_per_host: Counter[str] = Counter()
         self._counters: Counter[str] = Counter()
+        self._refusals_logged: set[tuple[str, str]] = set()
         self._tls_failures: Counter[str] = Counter()
         self._address: tuple[str, int] | None = None
 
@@ -198,6 +200,23 @@ class RPCServer:
 
     def count(self, key: str, n: int = 1) -> None:
         self._counters[key] += n
+
+    def refused(self, peer_label: str, method: str, code: str, message: str) -> None:
+        """A handler refused the caller: counted always, logged once per caller
+        and method (a client certificate knocking on `Raft.Step` every heartbeat
+        must not flood the log)."""
+        if code == ErrorCode.PERMISSION_DENIED:
+            self.count("refused_not_permitted")
+            key = (peer_label, method)
+            if key not in self._refusals_logged:
+                if len(self._refusals_logged) >= _REFUSALS_LOGGED_MAX:
+                    self._refusals_logged.clear()
+                self._refusals_logged.add(key)
+                log.warning("rpc: refused %s from %s: %s", method, peer_label, message)
+                return
+        elif code == ErrorCode.ACL_DENIED:
+            self.count("refused_acl")
+        log.debug("rpc: %s from %s refused: %s", method, peer_label, message)
 
     def tls_refused(
         self, conn: _ServerConnection, reason: str, detail: str, *, by_peer: bool = False
@@ -276,6 +295,8 @@ _COUNTER_KEYS = (
     "tls_stream_errors",
     "first_byte_timeouts",
     "unverified_requests",
+    "refused_not_permitted",
+    "refused_acl",
 )
 
 
@@ -489,7 +510,7 @@ class _ServerConnection(FramedProtocol):
             raise
         except RPCError as exc:
             server.count("handler_errors")
-            log.debug("rpc: %s from %s refused: %s", frame.method, self.peer_label, exc.message)
+            server.refused(self.peer_label, frame.method, exc.code, exc.message)
             self._fail(frame, respond, exc.code, exc.message)
         except Exception as exc:
             server.count("handler_errors")
