@@ -118,7 +118,7 @@ def main() -> None:
 
     print(
         f"GET {PATH}: {args.instances} instances, body {len(body_plain)} bytes "
-        f"(same with the token: {len(body_plain) == len(body_secured)}), "
+        f"({len(body_secured)} with ACLs: the raft indexes differ), "
         f"{args.connections} connections, {args.rounds} alternating rounds of {args.seconds}s"
     )
     print(f"{'agent':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
