@@ -191,3 +191,22 @@ def parse_wrk(out: str) -> WrkResult:
     if errors is not None:
         print(f"wrk: {errors.group(0).strip()}", file=sys.stderr)
     return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)))
+
+
+def run_wrk_script(
+    url: str, seconds: int, connections: int, script: str, cpu: str | None = "1"
+) -> WrkResult:
+    """wrk with one thread, `connections` keep-alive connections and a Lua `script`
+    (e.g. one that builds PUT requests); fails when any request did not answer 2xx/3xx."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", file.name, url]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpu, *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    finally:
+        Path(file.name).unlink()
+    return parse_wrk(out)

@@ -75,7 +75,7 @@ async def serve(args: argparse.Namespace) -> None:
     await rpc.start("127.0.0.1", args.port)
     if raft is not None:
         await raft.start()
-        handlers.update(raft_handlers(raft, require_server_cert=True))
+        handlers.update(raft_handlers(raft, endpoints, require_server_cert=True))
         peers = [p.split("=", 1) for p in args.peers.split(",")]
         raft.bootstrap([Server(peer_id, peer_address) for peer_id, peer_address in peers])
     print("ready", flush=True)

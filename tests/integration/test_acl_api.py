@@ -367,7 +367,7 @@ def test_roles(acl_agent: ACLAgent) -> None:
         "web",
     )
     assert code == 0, err
-    assert "Name:             ops\n" in out
+    assert "Name:         ops\n" in out
     assert f"Policies:\n   {GLOBAL_MANAGEMENT} - global-management\n" in out
     code, out, _ = cli(acl_agent, "acl", "role", "read", "-name", "ops", "-format=json")
     role = json.loads(out)

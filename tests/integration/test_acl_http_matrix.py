@@ -258,6 +258,7 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/health/checks/{service}", "/v1/health/checks/web", "list"),
     S("GET", "/v1/health/state/{state}", "/v1/health/state/any", "list"),
     S("GET", "/v1/status/leader", "/v1/status/leader", "none"),
+    S("GET", "/v1/connect/ca/roots", "/v1/connect/ca/roots", "none"),
     S("GET", "/v1/status/peers", "/v1/status/peers", "none"),
     # KV
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),

@@ -109,7 +109,7 @@ class Cluster:
         m.forwarder = ForwardingLog(m.raft, EndpointsClient(m.client), hold_timeout_s=2.0)
         m.endpoints = ServerEndpoints(m.store, m.forwarder, "dc1")
         handlers.update(endpoint_handlers(m.endpoints))
-        handlers.update(raft_handlers(m.raft, require_server_cert=True))
+        handlers.update(raft_handlers(m.raft, m.endpoints, require_server_cert=True))
 
     async def boot(self) -> None:
         handlers = [await self.listen(m) for m in self.members]

@@ -5,7 +5,9 @@ the walkthrough, with its gossip encryption, its TLS (server certificates,
 `auto_encrypt` for clients) and its ACL block (default deny). The steps run in
 order, each through the `proconsul` CLI as the walkthrough runs `consul`:
 
-1. `acl bootstrap`; `acl token list` shows exactly the bootstrap and anonymous tokens.
+1. `acl bootstrap`; `acl token list` shows exactly the bootstrap and anonymous tokens
+   (on a server: as in Consul, under default deny a client gets its auto_encrypt
+   certificate only once it has an agent token, in step 4).
 2. The old-way agent policies and tokens made from them.
 3. The node-identity agent tokens.
 4. Those tokens written into the configs; after a restart every node is in
@@ -200,7 +202,9 @@ def test_1_bootstrap_and_token_list(walkthrough: Walkthrough) -> None:
     assert field(out, "Description").startswith("Bootstrap")
     assert "00000000-0000-0000-0000-000000000001 - global-management" in out
     walkthrough.secrets["bootstrap"] = field(out, "SecretID")
-    listed = walkthrough.cli("acl", "token", "list", agent=CLIENTS[0])
+    # Asked on a server: a client has no RPC certificate yet. Under default deny
+    # auto_encrypt needs a token with node:write, which step 4 gives it.
+    listed = walkthrough.cli("acl", "token", "list", agent=SERVERS[1])
     accessors = re.findall(r"^AccessorID:\s+(\S+)$", listed, re.MULTILINE)
     assert accessors == [field(out, "AccessorID"), "00000000-0000-0000-0000-000000000002"]
     assert len(re.findall(r"^Legacy:\s+false$", listed, re.MULTILINE)) == 2
@@ -262,6 +266,10 @@ def test_4_agent_tokens_in_configs_and_clean_registration(walkthrough: Walkthrou
     status, nodes = walkthrough.get(CLIENTS[0], "/v1/catalog/nodes", walkthrough.management)
     assert status == 200 and isinstance(nodes, list)
     assert {n["Node"] for n in nodes} == set(SERVERS + CLIENTS)
+    # With their agent tokens the clients got certificates: the ACL API works
+    # through them too (forwarded to a server over RPC).
+    listed = walkthrough.cli("acl", "token", "list", agent=CLIENTS[0])
+    assert "Description:      consul-client-1 agent token" in listed
     # Each restarted agent's log holds only its new run.
     for path in {member.running.log_path for member in pool.members}:
         text = path.read_text(errors="replace")
@@ -331,3 +339,15 @@ def test_6_dns_through_the_default_token(walkthrough: Walkthrough) -> None:
     hidden = walkthrough.dns(CLIENTS[1], "api.service.consul")
     assert [rr for rr in hidden.rr if rr.rtype == dnslib.QTYPE.A] == []
     assert hidden.header.rcode == dnslib.RCODE.NXDOMAIN
+
+
+def test_7_no_secret_in_any_log(walkthrough: Walkthrough) -> None:
+    """Every token secret the walkthrough made stays out of every agent's log."""
+    secrets = set(walkthrough.secrets.values())
+    assert len(secrets) == len(SERVERS + CLIENTS) + 3  # agents, bootstrap, api, web
+    logs = sorted(walkthrough.pool.tmp_path.glob("agent-*.log"))
+    assert len(logs) >= 8  # each agent's first run and its restart
+    for path in logs:
+        text = path.read_text(errors="replace")
+        leaked = [secret[:8] for secret in secrets if secret in text]
+        assert not leaked, (path.name, leaked)

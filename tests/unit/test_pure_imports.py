@@ -24,6 +24,7 @@ CORE_PACKAGES: dict[str, set[str]] = {
     "gossip": {"transport", "adapter", "keyring_file"},
     "raft": {"storage", "transport", "adapter"},
     "dns": {"server"},
+    "connect": set(),
 }
 CORE_MODULES = ["checks/status.py", "checks/kinds.py", "server/autopilot.py"]
 

@@ -22,6 +22,9 @@ Rules (Consul's, as documented):
   stale entry at once and refreshes it in the background (and on failure
   behaves as extend-cache); `allow` allows everything but ACL management;
   `deny` denies everything.
+- An outage is logged once: a warning at the first lookup no server answers,
+  then nothing until a lookup succeeds again, which logs at info that the
+  servers are reachable again.
 - "ACL not found" from a server drops the cached entry and raises
   `ACLNotFound` (403).
 - Concurrent resolutions of one secret share one RPC. The cache is bounded.
@@ -98,6 +101,7 @@ class ClientACLResolver:
         self.hits = 0
         self.fetches = 0
         self.down = 0  # resolutions decided by down_policy
+        self.outage = False  # a lookup failed and none has succeeded since
 
     def _usable(self, entry: _Entry) -> bool:
         expires = entry.resolved.expiration_time
@@ -141,6 +145,9 @@ class ClientACLResolver:
             return self._down(secret, exc)
         except (ConnectionError, TimeoutError) as exc:
             return self._down(secret, exc)
+        if self.outage:
+            self.outage = False
+            log.info("acl: token lookups succeed again: servers reachable again")
         resolved = self.compile(reply)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
@@ -162,11 +169,14 @@ class ClientACLResolver:
 
     def _down(self, secret: str, exc: Exception) -> ResolvedToken:
         self.down += 1
-        log.warning(
-            "acl: no server resolved a token (%s); applying down_policy %s",
-            exc,
-            self.down_policy,
-        )
+        if not self.outage:
+            self.outage = True
+            log.warning(
+                "acl: no server resolved a token (%s); applying down_policy %s"
+                " until servers are reachable again",
+                exc,
+                self.down_policy,
+            )
         entry = self._cache.get(secret)
         if self.down_policy in ("extend-cache", "async-cache"):
             if entry is not None and self._usable(entry):

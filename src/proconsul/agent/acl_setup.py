@@ -14,14 +14,23 @@ Rules:
   server and cache the answer (agent/acl_client.py, with `down_policy`).
 - On the leader, `leader_duties` creates the built-in rows and the
   `initial_management` token once per term and reaps expired tokens.
+- The agent recovery token (`acl.tokens.agent_recovery`, or set at run time)
+  is resolved here, before any server is asked, so it works while no server
+  answers. As in Consul it grants `agent "<this node>"` write and
+  `node_prefix ""` read, over a deny-all default: enough for the agent
+  endpoints (self, members, maintenance, leave, ...) and nothing else.
+  Secrets are compared in constant time and never logged.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from proconsul.acl.authorizer import DefaultPolicy
+from proconsul.acl.authorizer import Authorizer, DefaultPolicy
+from proconsul.acl.rules import parse_rules
 from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
 from proconsul.agent.agent_tokens import AgentTokens
@@ -32,6 +41,24 @@ from proconsul.server.acl_rpc import ACLService, acl_handlers
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
+
+# Stands for the recovery token where an accessor is shown (errors, logs);
+# the token has no row in the state store.
+AGENT_RECOVERY_ACCESSOR = "agent-recovery"
+
+
+def agent_recovery_rules(node_name: str) -> str:
+    """The recovery token's policy: write on this agent, read on every node."""
+    # A JSON string literal is a valid HCL string literal for any node name.
+    return (
+        f'agent {json.dumps(node_name)} {{\n  policy = "write"\n}}\n'
+        'node_prefix "" {\n  policy = "read"\n}\n'
+    )
+
+
+def agent_recovery_authorizer(node_name: str) -> Authorizer:
+    """Consul's agent recovery authorizer: its policy over a deny-all default."""
+    return Authorizer([parse_rules(agent_recovery_rules(node_name))], default_policy="deny")
 
 
 class AgentACL:
@@ -47,6 +74,7 @@ class AgentACL:
             persist=acl.enable_token_persistence and not config.dev_mode,
         )
         self._local: ACLEndpoints | None = None
+        self._recovery: ResolvedToken | None = None
         # Client agents: token resolution and the ACL API over RPC.
         self.client: ClientACLResolver | None = None
         self.remote: RemoteACLEndpoints | None = None
@@ -123,12 +151,29 @@ class AgentACL:
         if not self.enabled:
             return None
         secret = secret or self.tokens.default
+        recovery = self.recovery(secret)
+        if recovery is not None:
+            return recovery
         endpoints = self.agent.endpoints
         if endpoints is not None and endpoints.acl is not None:
             return endpoints.acl.resolve(secret)
         if self.client is not None:
             return await self.client.resolve(secret)
         raise NoServersError("No known Consul servers")
+
+    def recovery(self, secret: str) -> ResolvedToken | None:
+        """The agent recovery token's rights if `secret` is that token, else None.
+
+        Answered locally, so it works while no server does."""
+        expected = self.tokens.agent_recovery
+        if not expected or not secret:
+            return None
+        if not hmac.compare_digest(secret.encode(), expected.encode()):
+            return None
+        if self._recovery is None:
+            authorizer = agent_recovery_authorizer(self.agent.node_name)
+            self._recovery = ResolvedToken(AGENT_RECOVERY_ACCESSOR, authorizer)
+        return self._recovery
 
     def stats(self) -> dict[str, float]:
         endpoints = self.agent.endpoints

@@ -19,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from proconsul.agent import info
@@ -37,6 +36,7 @@ from proconsul.agent.server_setup import (
     autopilot_health,
     autopilot_state,
     dev_raft_configuration,
+    operator_payload,
     start_server,
 )
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
@@ -143,8 +143,9 @@ class Agent:
         self._load_node_id()
         if self.config.dev_mode:
             log.warning(
-                "agent: running in -dev mode: in-memory, no ACLs, no TLS, no gossip "
-                "encryption. Do not use it in production."
+                "agent: running in -dev mode: in-memory, a single server, %s. "
+                "Do not use it in production.",
+                "ACLs on" if self.config.acl.enabled else "no ACLs",
             )
         self._apply_config_definitions(self.config)
         if self.config.server and not self.config.dev_mode:
@@ -463,31 +464,37 @@ class Agent:
             return [str(p) for p in found] if isinstance(found, list) else []
         return [f"{self.advertise_addr}:{self.config.ports.server}"]
 
-    async def raft_configuration(self) -> dict[str, Any]:
+    # Operator calls: `token` is the caller's effective token; a client agent sends
+    # it to the server, which checks operator:read/write (agent/server_setup.py).
+
+    async def raft_configuration(self, token: str = "") -> dict[str, Any]:
         if self.server is not None:
             return self.server.raft_configuration()
         if self.client_rpc is not None:
-            found: dict[str, Any] = await self.client_rpc.call(RAFT_CONFIG_METHOD, b"\xc0")
+            found: dict[str, Any] = await self.client_rpc.call(
+                RAFT_CONFIG_METHOD, operator_payload(token)
+            )
             return found
         return dev_raft_configuration(self)
 
-    async def remove_raft_peer(self, server_id: str, address: str) -> None:
+    async def remove_raft_peer(self, server_id: str, address: str, token: str = "") -> None:
         if self.server is not None:
-            await self.server.remove_peer(server_id, address)
+            await self.server.remove_peer(server_id, address, token)
         elif self.client_rpc is not None:
-            payload = msgspec.msgpack.encode({"id": server_id, "address": address})
-            await self.client_rpc.call(RAFT_REMOVE_METHOD, payload)
+            await self.client_rpc.call(
+                RAFT_REMOVE_METHOD, operator_payload(token, server_id, address)
+            )
         else:
             raise RPCError("a -dev agent has no Raft peers to remove")
 
-    async def autopilot_health(self) -> dict[str, Any]:
-        return await autopilot_health(self)
+    async def autopilot_health(self, token: str = "") -> dict[str, Any]:
+        return await autopilot_health(self, token)
 
-    async def autopilot_state(self) -> dict[str, Any]:
-        return await autopilot_state(self)
+    async def autopilot_state(self, token: str = "") -> dict[str, Any]:
+        return await autopilot_state(self, token)
 
-    async def autopilot_configuration(self) -> dict[str, Any]:
-        return await autopilot_configuration(self)
+    async def autopilot_configuration(self, token: str = "") -> dict[str, Any]:
+        return await autopilot_configuration(self, token)
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()

@@ -5,13 +5,15 @@ the anonymous RPC handler "AutoEncrypt.Sign"; `CertFetcher` is the client
 side of `auto_encrypt { tls = true }`: fetch a certificate at start, present
 it on the agent's RPC client context, renew it before it expires.
 
-The signing CA: the CA in `connect { ca_config { root_cert, private_key } }`
-(PEM text, or a path to a PEM file), i.e. Consul's built-in Connect CA
-provider settings. For the walkthrough's setup that is the agent CA
-(`consul-agent-ca.pem` and its key), so the certificates it signs are trusted
-by every server's `ca_file`. When the mesh issue grows a Connect CA in the
-state store, the signer takes its active root instead; the wire shape stays.
-`ca_config.leaf_cert_ttl` (default 72h, as Consul) is the validity.
+The signing CA: the Connect CA's active root in the replicated state, asked
+per request through `active_ca` (agent/connect_ca.py `active_signing_ca`). The
+leader initializes it as Consul does: the CA in `connect { ca_config {
+root_cert, private_key } }` when both are given, else a built-in root of its
+own, which every server also trusts for incoming client certificates
+(`RootTrust`). Until the leader has done so the signer answers an error and
+the client asks again. Without `active_ca` (unit tests) the ca_config CA is
+used directly. `ca_config.leaf_cert_ttl` (default 72h, as Consul) is the
+validity.
 
 The reply carries the roots along with the certificate, as Consul's does
 (its ConnectCARoots and ManualCARoots): the signing CA's root, then the CA
@@ -20,9 +22,15 @@ The client trusts them for verifying servers in addition to its own
 ca_file, so servers whose certificates come from the signing CA verify too.
 
 Rules:
-- The request carries only the client's public key (PEM); the private key
-  never leaves the client. The server decides the names (client.<dc>.<domain>,
+- The request carries the client's public key (PEM), its node name and its
+  agent token (`acl.tokens.agent`, else `default`); the private key never
+  leaves the client. The server decides the names (client.<dc>.<domain>,
   localhost, 127.0.0.1): an anonymous caller cannot ask for a server name.
+- With ACLs on, the server signs only for a token with `node:write` on the
+  requesting node, as Consul does (`authorize` in `signer_from_config`): an
+  unknown secret is refused with "ACL not found", a missing right with
+  Consul's Permission denied text, both `ACL_DENIED`. With ACLs off anyone
+  reaching the RPC port may ask. The token is never logged.
 - The fetch is the only RPC a client makes without a certificate (the server
   lets anonymous TLS peers call only "AutoEncrypt.Sign"), on a separate RPC
   client that is closed afterwards.
@@ -37,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,6 +57,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_public_key,
 )
 
+from proconsul.connect.ca import check_key_pair, sign_agent_client
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError
 from proconsul.rpc.tls import (
     TLSConfigError,
@@ -57,15 +66,11 @@ from proconsul.rpc.tls import (
     trust_roots,
 )
 from proconsul.structs.duration import parse_duration
-from proconsul.tls.agent import agent_cert_spec
 from proconsul.tls.certs import (
-    CertificateAuthority,
     TLSError,
     generate_private_key,
-    load_ca,
     load_certificate,
     private_key_to_pem,
-    sign_public_key,
 )
 
 log = logging.getLogger("proconsul.agent")
@@ -78,6 +83,12 @@ CALL_TIMEOUT_S = 10.0
 
 class SignRequest(msgspec.Struct):
     public_key_pem: str
+    node: str = ""  # the requesting agent's node name
+    token: str = ""  # its agent token ("" is the anonymous token)
+
+
+# Raises RPCError (ACL_DENIED) unless `token` may have a certificate for `node`.
+SignAuthorizer = Callable[[str, str], None]
 
 
 class SignReply(msgspec.Struct):
@@ -92,35 +103,53 @@ def _pem_or_file(value: str) -> str:
         return handle.read()
 
 
+# (certificate PEM, private key PEM) of the CA to sign with; None: not yet initialized.
+ActiveCA = Callable[[], tuple[str, str] | None]
+
+
 def signer_from_config(
     ca_config: dict[str, Any],
     *,
     datacenter: str,
     domain: str,
+    active_ca: ActiveCA | None = None,
     manual_roots: Sequence[str] = (),
+    authorize: SignAuthorizer | None = None,
 ) -> Handler | None:
-    """The "AutoEncrypt.Sign" handler, or None when no CA key is configured.
+    """The "AutoEncrypt.Sign" handler; None when there is no `active_ca` and no
+    CA key in `ca_config`.
 
-    `manual_roots`: the server's own CA bundle (its ca_file/ca_path PEM, e.g.
-    `rpc.tls.load_ca_pem(...)`), sent to clients after the signing CA's root."""
-    root = ca_config.get("root_cert") or ca_config.get("RootCert")
-    key = ca_config.get("private_key") or ca_config.get("PrivateKey")
-    if not root or not key:
-        log.warning(
-            "agent: auto_encrypt.allow_tls is set but connect.ca_config has no root_cert and "
-            "private_key: clients cannot get certificates"
-        )
-        return None
-    root_pem = _pem_or_file(str(root))
-    ca = load_ca(root_pem, _pem_or_file(str(key)))
+    `active_ca()` is asked on every request (servers pass the state's active
+    root). `manual_roots`: the server's own CA bundle (its ca_file/ca_path PEM,
+    e.g. `rpc.tls.load_ca_pem(...)`), sent to clients after the signing CA's root.
+    `authorize(token, node)` is called before signing (the server's ACL check)."""
+    if active_ca is None:
+        root = ca_config.get("root_cert") or ca_config.get("RootCert")
+        key = ca_config.get("private_key") or ca_config.get("PrivateKey")
+        if not root or not key:
+            log.warning(
+                "agent: auto_encrypt.allow_tls is set but connect.ca_config has no root_cert "
+                "and private_key: clients cannot get certificates"
+            )
+            return None
+        fixed = check_key_pair(_pem_or_file(str(root)), _pem_or_file(str(key)))
+
+        def fixed_ca() -> tuple[str, str] | None:
+            return fixed.cert_pem, fixed.key_pem
+
+        active_ca = fixed_ca
     ttl = ca_config.get("leaf_cert_ttl") or ca_config.get("LeafCertTTL")
     ttl_s = float(parse_duration(str(ttl))) if ttl else DEFAULT_LEAF_TTL_S
-    roots = [root_pem, *(pem for pem in manual_roots if pem and pem != root_pem)]
-    return _sign_handler(ca, roots, datacenter, domain, ttl_s)
+    return _sign_handler(active_ca, list(manual_roots), datacenter, domain, ttl_s, authorize)
 
 
 def _sign_handler(
-    ca: CertificateAuthority, roots: list[str], datacenter: str, domain: str, ttl_s: float
+    active_ca: ActiveCA,
+    manual_roots: list[str],
+    datacenter: str,
+    domain: str,
+    ttl_s: float,
+    authorize: SignAuthorizer | None = None,
 ) -> Handler:
     decoder = msgspec.msgpack.Decoder(SignRequest)
 
@@ -130,11 +159,28 @@ def _sign_handler(
             public_key = load_certificate_key(request.public_key_pem)
         except Exception as exc:
             raise RPCError(f"AutoEncrypt.Sign: bad request: {exc}", ErrorCode.BAD_REQUEST) from None
-        spec = agent_cert_spec(
-            "client", datacenter=datacenter, domain=domain, valid_for=timedelta(seconds=ttl_s)
+        if authorize is not None:
+            authorize(request.token, request.node)
+        active = active_ca()
+        if active is None:
+            # The leader has not initialized the CA yet: the client asks again.
+            raise RPCError("AutoEncrypt.Sign: the Connect CA is not initialized yet")
+        root_pem, key_pem = active
+        cert_pem = sign_agent_client(
+            root_pem,
+            key_pem,
+            public_key,
+            datacenter=datacenter,
+            domain=domain,
+            valid_for=timedelta(seconds=ttl_s),
+            now=datetime.now(UTC),
         )
-        cert_pem = sign_public_key(ca, public_key, spec, now=datetime.now(UTC))
-        log.info("agent: auto_encrypt: signed a client certificate for %s", peer.describe())
+        roots = [root_pem, *(pem for pem in manual_roots if pem and pem != root_pem)]
+        log.info(
+            "agent: auto_encrypt: signed a client certificate for node %r (%s)",
+            request.node,
+            peer.describe(),
+        )
         return msgspec.msgpack.encode(SignReply(cert_pem=cert_pem, root_pems=roots))
 
     return handle
@@ -147,12 +193,25 @@ def load_certificate_key(public_key_pem: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-class CertFetcher:
-    """A client's auto_encrypt certificate: fetched once at start, then renewed."""
+def _no_credentials() -> tuple[str, str]:
+    return "", ""
 
-    def __init__(self, ctx: ssl.SSLContext, anonymous: RPCClient) -> None:
+
+class CertFetcher:
+    """A client's auto_encrypt certificate: fetched once at start, then renewed.
+
+    `credentials()` gives the (node name, agent token) each request carries; it
+    is asked on every fetch, so a token set at run time is used on the next one."""
+
+    def __init__(
+        self,
+        ctx: ssl.SSLContext,
+        anonymous: RPCClient,
+        credentials: Callable[[], tuple[str, str]] = _no_credentials,
+    ) -> None:
         self.ctx = ctx
         self.anonymous = anonymous
+        self.credentials = credentials
         self.ready = asyncio.Event()
         self.expires: datetime | None = None
         self.renewals = 0
@@ -164,7 +223,10 @@ class CertFetcher:
         public_pem = (
             key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
         )
-        payload = msgspec.msgpack.encode(SignRequest(public_key_pem=public_pem))
+        node, token = self.credentials()
+        payload = msgspec.msgpack.encode(
+            SignRequest(public_key_pem=public_pem, node=node, token=token)
+        )
         for server in servers:
             try:
                 data = await self.anonymous.call(server, SIGN_METHOD, payload, CALL_TIMEOUT_S)

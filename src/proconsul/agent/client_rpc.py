@@ -16,7 +16,8 @@ Rules:
 - Every server is tried at most once per call.
 - With `auto_encrypt { tls = true }` and no cert_file, calls wait (bounded)
   for the certificate auto_encrypt.py fetches; nothing is sent anonymously
-  except the signing request.
+  except the signing request, which carries the node name and the agent
+  token (servers with ACLs on want node:write on this node).
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ class ClientRPC:
                 auto_encrypt_tls=True,
             )
             anonymous = RPCClient(bare.client_context, bare.server_hostname)
-            self.fetcher = CertFetcher(tls.client_context, anonymous)
+            self.fetcher = CertFetcher(
+                tls.client_context,
+                anonymous,
+                # Read per fetch: the agent token may be set at run time.
+                lambda: (agent.node_name, agent.acl.tokens.agent),
+            )
 
     def start(self) -> None:
         """Start fetching the auto_encrypt certificate (once gossip runs)."""

@@ -9,6 +9,14 @@ leader, or a dev server; a server that gains leadership marks every member):
 - failed: `serfHealth` critical "Agent not live or unreachable";
 - left or reaped: the node is deregistered.
 
+And, as Consul's leader does every `reconcile_interval` (60 s) and when it
+gains leadership, a full pass: every current member as above, then the
+catalog side: a node with a `serfHealth` check whose name (case-insensitive)
+is no gossip member at all was reaped while no leader watched, or the change
+was lost across a leader change, so it is deregistered. Nodes without a
+`serfHealth` check (registered through /v1/catalog/register, with no agent)
+are left alone. A reaped server's Raft membership is autopilot's business.
+
 Rules:
 - Changes are coalesced by member name (a set, so memory is bounded by the
   pool) and applied by one task; a failed write is retried after a second.
@@ -16,11 +24,16 @@ Rules:
   so nothing here touches the store; a write that would change nothing is
   skipped (no index churn).
 - The agent's own node is left alone: it registers itself.
+- Reads go through `leader_read` (the leader's own store, no ACL check).
+- The full pass runs at most once per `reconcile_interval_s` (a class
+  attribute, so tests can shorten it) plus once per observed leadership gain;
+  a failed pass is retried after RETRY_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -37,14 +50,18 @@ log = logging.getLogger("proconsul.agent")
 ALIVE_OUTPUT = "Agent alive and reachable"
 FAILED_OUTPUT = "Agent not live or unreachable"
 RETRY_S = 1.0
+RECONCILE_INTERVAL_S = 60.0  # Consul's reconcile_interval
 
 
 class MemberCatalog:
+    reconcile_interval_s: float = RECONCILE_INTERVAL_S
+
     def __init__(self, agent: Agent, core: GossipCore) -> None:
         self.agent = agent
         self.core = core
         self._dirty: set[str] = set()
         self._wakeup = asyncio.Event()
+        self.full_passes = 0  # completed full passes (tests read it)
 
     def mark(self, name: str) -> None:
         """A member changed; reconcile it soon."""
@@ -52,21 +69,64 @@ class MemberCatalog:
         self._wakeup.set()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # Loop time of the next full pass; None while not leading (a pass is due
+        # as soon as this agent is seen leading: at start on a dev agent, or when
+        # server_setup marks every member on gaining leadership).
+        full_due: float | None = None
+        wait_s = 0.0
         while True:
-            await self._wakeup.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait_s)
             self._wakeup.clear()
-            names, self._dirty = sorted(self._dirty), set()
             if not self.agent.leads_catalog():
-                continue  # the leader reconciles; a new leader re-marks every member
+                # The leader reconciles; a new leader re-marks every member.
+                self._dirty.clear()
+                full_due = None
+                wait_s = self.reconcile_interval_s
+                continue
+            if full_due is None or loop.time() >= full_due:
+                full = True
+                full_due = loop.time() + self.reconcile_interval_s
+                self._dirty.update(m.name for m in self.core.members())
+            else:
+                full = False
+            names, self._dirty = sorted(self._dirty), set()
             for name in names:
                 try:
                     await self.reconcile(name)
                 except Exception as exc:
                     log.warning("agent: reconciling member %s failed: %s", name, exc)
                     self._dirty.add(name)
+            if full:
+                try:
+                    await self.reconcile_reaped()
+                    self.full_passes += 1
+                except Exception as exc:
+                    log.warning("agent: reconciling reaped members failed: %s", exc)
+                    full_due = loop.time() + RETRY_S
             if self._dirty:
                 await asyncio.sleep(RETRY_S)
                 self._wakeup.set()
+            wait_s = max(0.0, full_due - loop.time())
+
+    async def reconcile_reaped(self) -> list[str]:
+        """Deregister `serfHealth` nodes that are no gossip member; returns their names."""
+        found = await self.agent.leader_read("Health.ChecksInState", ReadRequest(state="any"))
+        # Members are read after the checks: one that joined meanwhile counts as known.
+        known = {m.name.lower() for m in self.core.members()}
+        known.add(self.agent.node_name.lower())
+        reaped = sorted(
+            {
+                c.node
+                for c in found.value
+                if c.check_id == SERF_CHECK_ID and c.node.lower() not in known
+            }
+        )
+        for name in reaped:
+            log.info("agent: deregistering reaped member: member=%s", name)
+            await self.agent.leader_write(DeregisterRequest(node=name))
+        return reaped
 
     async def reconcile(self, name: str) -> None:
         """Make the catalog match one member (see the module docstring)."""

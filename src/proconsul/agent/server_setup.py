@@ -28,6 +28,16 @@ Rules:
   the catalog) run only on the Raft leader, again each time leadership is
   gained. Other servers leave the catalog alone.
 - A fatal Raft error stops the agent with exit code 1.
+- Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
+  `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
+  `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
+  caller's token in an `OperatorRequest` and are checked by this server's
+  resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
+  ACL_DENIED)`, a missing right Consul's Permission denied text. A follower
+  that forwards one to the leader forwards the token too. `Status.Leader` and
+  `Status.Peers` stay open, as in Consul (bootstrap and leave use them between
+  servers). The in-process methods (`remove_peer`, `autopilot_health`, ...)
+  do not check: the agent's HTTP layer did (http/acl_rules.py).
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -49,6 +60,12 @@ from proconsul.agent.autopilot_loop import (
     health_json,
     server_members,
     state_json,
+)
+from proconsul.agent.connect_ca import (
+    RootTrust,
+    active_signing_ca,
+    configured_root,
+    ensure_ca_root,
 )
 from proconsul.agent.info import BUILD
 from proconsul.raft import Server, params_from_multiplier
@@ -62,6 +79,8 @@ from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raf
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.requests import ReadRequest, ReadResponse
+
+Access = Literal["read", "write"]
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
@@ -84,6 +103,31 @@ BOOTSTRAP_ASK_TIMEOUT_S = 2.0
 LEAVE_DRAIN_S = 10.0
 _POLL_S = 0.1
 _EXISTING_POLL_S = 1.0
+
+
+class OperatorRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
+
+    token: str = ""  # the caller's secret ("" is the anonymous token)
+    id: str = ""
+    address: str = ""
+
+
+_operator_decoder = msgspec.msgpack.Decoder(OperatorRequest | None)
+
+
+def operator_payload(token: str = "", server_id: str = "", address: str = "") -> bytes:
+    """An `Operator.*` request as it goes on the wire."""
+    return msgspec.msgpack.encode(OperatorRequest(token=token, id=server_id, address=address))
+
+
+def decode_operator_request(payload: bytes, method: str) -> OperatorRequest:
+    """A nil payload is a request without a token (the anonymous token)."""
+    try:
+        found = _operator_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
+    return OperatorRequest() if found is None else found
 
 
 class RoutedEndpoints(ServerEndpoints):
@@ -154,13 +198,23 @@ class ServerHandle:
         self.signer: Handler | None = None
         if config.auto_encrypt.allow_tls:
             rpc_settings = config.tls_settings("internal_rpc")
+            # A bad ca_config root/key stops the start here, not each leadership round.
+            configured_root(config.connect.ca_config)
             self.signer = signer_from_config(
                 config.connect.ca_config,
                 datacenter=config.datacenter,
                 domain=config.domain,
+                # The Connect CA's active root, from the replicated state.
+                active_ca=lambda: active_signing_ca(self.store),
                 # Consul's ManualCARoots: clients trust what this server trusts.
                 manual_roots=[load_ca_pem(rpc_settings.ca_file, rpc_settings.ca_path)],
+                authorize=self._authorize_sign,
             )
+        # auto_encrypt clients present certificates from the Connect CA: with
+        # allow_tls, servers trust its roots besides their ca_file (as Consul).
+        self.ca_trust: RootTrust | None = None
+        if config.auto_encrypt.allow_tls and tls.server_context is not None:
+            self.ca_trust = RootTrust(self.store, tls.server_context)
         self.rpc = RPCServer(
             self.handlers,
             ssl_context=tls.server_context,
@@ -214,6 +268,8 @@ class ServerHandle:
         self.handlers.update(
             raft_handlers(
                 self.raft,
+                self.endpoints,
+                data_dir=config.data_dir,
                 require_server_cert=self.verify_incoming,
                 datacenter=config.datacenter,
                 domain=config.domain,
@@ -344,8 +400,27 @@ class ServerHandle:
         ]
         return {"Servers": servers, "Index": index}
 
-    async def remove_peer(self, server_id: str, address: str) -> None:
-        """Remove a server from the Raft configuration by ID or address (on the leader)."""
+    def authorize_operator(self, token: str, access: Access) -> None:
+        """Raise `RPCError(..., ACL_DENIED)` unless `token` has operator:`access`
+        (nothing to check while ACLs are off)."""
+        resolved = self.endpoints.resolve(token)
+        if resolved is None:
+            return
+        authz = resolved.authorizer
+        if not (authz.operator_write() if access == "write" else authz.operator_read()):
+            decision = authz.decide("operator", access)
+            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+
+    def _authorize_sign(self, token: str, node: str) -> None:
+        """AutoEncrypt.Sign with ACLs on: node:write on the requesting node."""
+        resolved = self.endpoints.resolve(token)
+        if resolved is not None and not resolved.authorizer.node_write(node):
+            decision = resolved.authorizer.decide("node", "write", node)
+            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+
+    async def remove_peer(self, server_id: str, address: str, token: str = "") -> None:
+        """Remove a server from the Raft configuration by ID or address (on the
+        leader). `token` goes along when a follower forwards the request."""
         _, configuration = self.raft.configuration()
         found = [
             s.id
@@ -362,39 +437,44 @@ class ServerHandle:
         leader = self.raft.leader_address()
         if leader is None:
             raise RPCError(NO_LEADER)
-        payload = msgspec.msgpack.encode({"id": found[0], "address": ""})
+        payload = operator_payload(token, found[0])
         await self.client.call(leader, RAFT_REMOVE_METHOD, payload, REMOVE_TIMEOUT_S)
 
+    def _operator_call(self, payload: bytes, method: str, access: Access) -> OperatorRequest:
+        request = decode_operator_request(payload, method)
+        self.authorize_operator(request.token, access)
+        return request
+
     async def _raft_config(self, payload: bytes, peer: PeerInfo) -> bytes:
+        self._operator_call(payload, RAFT_CONFIG_METHOD, "read")
         return msgspec.msgpack.encode(self.raft_configuration())
 
     async def _raft_remove(self, payload: bytes, peer: PeerInfo) -> bytes:
-        try:
-            request = msgspec.msgpack.decode(payload, type=dict[str, str])
-        except msgspec.DecodeError as exc:
-            raise RPCError(f"bad request: {exc}", ErrorCode.BAD_REQUEST) from None
-        await self.remove_peer(request.get("id", ""), request.get("address", ""))
+        request = self._operator_call(payload, RAFT_REMOVE_METHOD, "write")
+        await self.remove_peer(request.id, request.address, request.token)
         return msgspec.msgpack.encode(True)
 
     # ----- autopilot ----------------------------------------------------------
 
-    async def autopilot_health(self) -> dict[str, Any]:
-        """The body of `/v1/operator/autopilot/health`: the leader's view (forwarded)."""
-        return await self._leader_view(AUTOPILOT_HEALTH_METHOD, health_json)
+    async def autopilot_health(self, token: str = "") -> dict[str, Any]:
+        """The body of `/v1/operator/autopilot/health`: the leader's view (forwarded
+        with `token`)."""
+        return await self._leader_view(AUTOPILOT_HEALTH_METHOD, health_json, token)
 
-    async def autopilot_state(self) -> dict[str, Any]:
-        """The body of `/v1/operator/autopilot/state`: the leader's view (forwarded)."""
-        return await self._leader_view(AUTOPILOT_STATE_METHOD, state_json)
+    async def autopilot_state(self, token: str = "") -> dict[str, Any]:
+        """The body of `/v1/operator/autopilot/state`: the leader's view (forwarded
+        with `token`)."""
+        return await self._leader_view(AUTOPILOT_STATE_METHOD, state_json, token)
 
     async def _leader_view(
-        self, method: str, render: Callable[[ClusterHealth], dict[str, Any]]
+        self, method: str, render: Callable[[ClusterHealth], dict[str, Any]], token: str
     ) -> dict[str, Any]:
         if self.raft.is_leader() and self.autopilot is not None:
             return render(self.autopilot.current_health())
         leader = self.raft.leader_address()
         if leader is None or leader == self.address:
             raise RPCError(NO_LEADER)
-        payload = await self.client.call(leader, method, b"\xc0", FORWARD_TIMEOUT_S)
+        payload = await self.client.call(leader, method, operator_payload(token), FORWARD_TIMEOUT_S)
         found: dict[str, Any] = msgspec.msgpack.decode(payload)
         return found
 
@@ -402,13 +482,16 @@ class ServerHandle:
         return config_json(self.autopilot_config)
 
     async def _autopilot_health(self, payload: bytes, peer: PeerInfo) -> bytes:
-        return msgspec.msgpack.encode(await self.autopilot_health())
+        request = self._operator_call(payload, AUTOPILOT_HEALTH_METHOD, "read")
+        return msgspec.msgpack.encode(await self.autopilot_health(request.token))
 
     async def _autopilot_config(self, payload: bytes, peer: PeerInfo) -> bytes:
+        self._operator_call(payload, AUTOPILOT_CONFIG_METHOD, "read")
         return msgspec.msgpack.encode(self.autopilot_configuration())
 
     async def _autopilot_state(self, payload: bytes, peer: PeerInfo) -> bytes:
-        return msgspec.msgpack.encode(await self.autopilot_state())
+        request = self._operator_call(payload, AUTOPILOT_STATE_METHOD, "read")
+        return msgspec.msgpack.encode(await self.autopilot_state(request.token))
 
     # ----- bootstrap and leadership -----------------------------------------
 
@@ -482,6 +565,17 @@ class ServerHandle:
     async def _establish_leadership(self) -> None:
         log.info("agent: cluster leadership acquired")
         await self.agent._establish_leadership()
+        config = self.agent.config
+        if config.connect.enabled or config.auto_encrypt.allow_tls:
+            # Consul initializes the Connect CA on leadership (allow_tls turns
+            # Connect on); SystemRandom: the root's key is drawn from it.
+            await ensure_ca_root(
+                self.store,
+                self.agent.leader_write,
+                datetime.now(UTC),
+                random.SystemRandom(),
+                ca_config=config.connect.ca_config,
+            )
         gossip = self.agent.gossip
         if gossip is not None and gossip.catalog is not None and gossip.core is not None:
             for member in gossip.core.members():
@@ -531,32 +625,39 @@ def dev_cluster_health(agent: Agent) -> ClusterHealth:
     return ClusterHealth(healthy=True, failure_tolerance=0, servers=(me,))
 
 
-async def autopilot_health(agent: Agent) -> dict[str, Any]:
-    """`/v1/operator/autopilot/health` on any agent: servers ask the leader, clients a server."""
+async def autopilot_health(agent: Agent, token: str = "") -> dict[str, Any]:
+    """`/v1/operator/autopilot/health` on any agent: servers ask the leader, clients a
+    server; `token` (the caller's) goes along for the server's operator:read check."""
     if agent.server is not None:
-        return await agent.server.autopilot_health()
+        return await agent.server.autopilot_health(token)
     if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_HEALTH_METHOD, b"\xc0")
+        found: dict[str, Any] = await agent.client_rpc.call(
+            AUTOPILOT_HEALTH_METHOD, operator_payload(token)
+        )
         return found
     return health_json(dev_cluster_health(agent))
 
 
-async def autopilot_state(agent: Agent) -> dict[str, Any]:
+async def autopilot_state(agent: Agent, token: str = "") -> dict[str, Any]:
     """`/v1/operator/autopilot/state` on any agent, routed as autopilot_health."""
     if agent.server is not None:
-        return await agent.server.autopilot_state()
+        return await agent.server.autopilot_state(token)
     if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_STATE_METHOD, b"\xc0")
+        found: dict[str, Any] = await agent.client_rpc.call(
+            AUTOPILOT_STATE_METHOD, operator_payload(token)
+        )
         return found
     return state_json(dev_cluster_health(agent))
 
 
-async def autopilot_configuration(agent: Agent) -> dict[str, Any]:
+async def autopilot_configuration(agent: Agent, token: str = "") -> dict[str, Any]:
     """`/v1/operator/autopilot/configuration` on any agent."""
     if agent.server is not None:
         return agent.server.autopilot_configuration()
     if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(AUTOPILOT_CONFIG_METHOD, b"\xc0")
+        found: dict[str, Any] = await agent.client_rpc.call(
+            AUTOPILOT_CONFIG_METHOD, operator_payload(token)
+        )
         return found
     return config_json(autopilot_config(agent.config.autopilot))
 

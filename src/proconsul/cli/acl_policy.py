@@ -9,15 +9,30 @@ Rules:
 - `-rules` takes literal text, `@file` or `-` (stdin).
 - Policies and roles are named by `-id` or `-name`; deletes print
   `Policy "<id>" deleted successfully` (roles alike).
+- An `-id` may be a unique prefix of one (`full_id`); as in Consul,
+  `anonymous` names the anonymous token and `global-management` the built-in
+  policy. A bad prefix is `Error determining <kind> ID: No such <kind> ID
+  with prefix: X` or `...: Partial <kind> ID is not unique`.
+- Quoted values in messages use Go's `%q` form (`"..."`).
+- `-meta` adds the Hash, Create Index and Modify Index lines.
+- `role update` merges into the role (names and IDs already linked are kept,
+  a service identity replaces the one of the same name) unless `-no-merge`,
+  which replaces the role with what the flags give.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from proconsul.acl.structs import parse_node_identity, parse_service_identity
+from proconsul.acl.structs import (
+    ANONYMOUS_TOKEN_ACCESSOR_ID,
+    GLOBAL_MANAGEMENT_POLICY_ID,
+    parse_node_identity,
+    parse_service_identity,
+)
 from proconsul.cli.acl_format import (
     FORMATS,
     as_json,
@@ -40,11 +55,18 @@ from proconsul.cli.api_client import (
 from proconsul.cli.flags import FlagSet
 
 
-def acl_flags(name: str) -> FlagSet:
+def acl_flags(name: str, *, meta: bool = True) -> FlagSet:
     flags = FlagSet(name)
     add_api_flags(flags, server_options=False)
     flags.string("format", "pretty", "Output format: pretty or json.")
+    if meta:
+        flags.boolean("meta", False, "Show the hash and Raft indexes of each entry.")
     return flags
+
+
+def gq(text: str) -> str:
+    """`text` quoted as Go's `%q` prints it (close enough: JSON string rules)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def parse(flags: FlagSet, argv: list[str], max_args: int = 0) -> tuple[dict[str, Any], list[str]]:
@@ -54,11 +76,13 @@ def parse(flags: FlagSet, argv: list[str], max_args: int = 0) -> tuple[dict[str,
     return values, args
 
 
-def emit(values: dict[str, Any], data: Any, pretty: Callable[[Any], str]) -> int:
+def emit(values: dict[str, Any], data: Any, pretty: Callable[..., str]) -> int:
     if values["format"] == "json":
         print(as_json(data))
+    elif values.get("meta"):
+        print(pretty(data, meta=True))  # one more newline, as Go's Ui.Info adds
     else:
-        print(pretty(data))  # one more newline, as Go's Ui.Info adds
+        print(pretty(data))
     return 0
 
 
@@ -106,18 +130,28 @@ _LIST_PATHS = {
     "role": ("/v1/acl/roles", "ID"),
     "token": ("/v1/acl/tokens", "AccessorID"),
 }
+# Names Consul's CLI takes in place of a built-in's ID.
+_BUILTIN_IDS = {
+    ("token", "anonymous"): ANONYMOUS_TOKEN_ACCESSOR_ID,
+    ("policy", "global-management"): GLOBAL_MANAGEMENT_POLICY_ID,
+}
 
 
 def full_id(client: ApiClient, kind: str, text: str) -> str:
     """A full ID from a unique prefix of one, as Consul's CLI accepts (`-id 8431`)."""
+    builtin = _BUILTIN_IDS.get((kind, text))
+    if builtin is not None:
+        return builtin
     if len(text) == 36 or not text:
         return text
     path, field = _LIST_PATHS[kind]
-    rows = call(f"Error resolving {kind} ID prefix {text!r}", lambda: client.get_json(path))
+    prefix = f"Error determining {kind} ID"
+    rows = call(prefix, lambda: client.get_json(path))
     found = [str(r[field]) for r in rows or [] if str(r[field]).startswith(text)]
-    if len(found) != 1:
-        what = "No" if not found else "Multiple"
-        raise CliError(f"{what} {kind}s found with the ID prefix {text!r}")
+    if not found:
+        raise CliError(f"{prefix}: No such {kind} ID with prefix: {text}")
+    if len(found) > 1:
+        raise CliError(f"{prefix}: Partial {kind} ID is not unique")
     return found[0]
 
 
@@ -132,7 +166,7 @@ def policy_links(values: dict[str, Any], client: ApiClient) -> list[dict[str, st
 
 @command
 def bootstrap(argv: list[str]) -> int:
-    flags = acl_flags("acl bootstrap")
+    flags = acl_flags("acl bootstrap", meta=False)
     values, _ = parse(flags, argv)
     client = client_from(values)
     token = call("Failed ACL bootstrapping", lambda: client.put("/v1/acl/bootstrap"))
@@ -157,7 +191,7 @@ def _find_policy_id(client: ApiClient, pid: str, name: str) -> str:
     if not name:
         raise CliError("Must specify either the -id or -name parameters")
     found = call(
-        f"Error looking up policy {name!r}",
+        f"Error reading policy {gq(name)}",
         lambda: client.get_json(f"/v1/acl/policy/name/{quote_path(name)}"),
     )
     return str(found["ID"])
@@ -188,7 +222,7 @@ def policy_update(argv: list[str]) -> int:
     client = client_from(values)
     pid = _find_policy_id(client, values["id"], "" if values["id"] else values["name"])
     current = call(
-        f"Error reading policy {pid!r}", lambda: client.get_json(f"/v1/acl/policy/{pid}")
+        f"Error reading policy {gq(pid)}", lambda: client.get_json(f"/v1/acl/policy/{pid}")
     )
     given = values["set"]
     body = {
@@ -202,7 +236,10 @@ def policy_update(argv: list[str]) -> int:
         if "valid-datacenter" in given
         else current.get("Datacenters") or [],
     }
-    policy = call("Failed to update policy", lambda: client.put(f"/v1/acl/policy/{pid}", body=body))
+    policy = call(
+        f"Error updating policy {gq(pid)}",
+        lambda: client.put(f"/v1/acl/policy/{pid}", body=body),
+    )
     return emit(values, policy, format_policy)
 
 
@@ -214,12 +251,14 @@ def policy_read(argv: list[str]) -> int:
     values, _ = parse(flags, argv)
     client = client_from(values)
     if values["id"]:
-        path = f"/v1/acl/policy/{quote_path(full_id(client, 'policy', values['id']))}"
+        shown = full_id(client, "policy", values["id"])
+        path = f"/v1/acl/policy/{quote_path(shown)}"
     elif values["name"]:
-        path = f"/v1/acl/policy/name/{quote_path(values['name'])}"
+        shown = values["name"]
+        path = f"/v1/acl/policy/name/{quote_path(shown)}"
     else:
         raise CliError("Must specify either the -id or -name parameters")
-    policy = call("Error reading policy", lambda: client.get_json(path))
+    policy = call(f"Error reading policy {gq(shown)}", lambda: client.get_json(path))
     return emit(values, policy, format_policy)
 
 
@@ -235,21 +274,28 @@ def policy_list(argv: list[str]) -> int:
 
 @command
 def policy_delete(argv: list[str]) -> int:
-    flags = acl_flags("acl policy delete")
+    flags = acl_flags("acl policy delete", meta=False)
     flags.string("id", "", "The ID of the policy to delete.")
     flags.string("name", "", "The name of the policy to delete.")
     values, _ = parse(flags, argv)
     client = client_from(values)
     pid = _find_policy_id(client, values["id"], values["name"])
     call(
-        f"Error deleting policy {pid!r}",
+        f"Error deleting policy {gq(pid)}",
         lambda: client.request("DELETE", f"/v1/acl/policy/{quote_path(pid)}"),
     )
-    print(f'Policy "{pid}" deleted successfully')
+    print(f"Policy {gq(pid)} deleted successfully")
     return 0
 
 
 # --------------------------------------------------------------------------- roles
+
+
+def _role_link_flags(flags: FlagSet) -> None:
+    flags.repeated("policy-id", "ID of a policy for the role (repeatable).")
+    flags.repeated("policy-name", "Name of a policy for the role (repeatable).")
+    flags.repeated("service-identity", "NAME[:DC1,DC2] service identity (repeatable).")
+    flags.repeated("node-identity", "NODENAME:DATACENTER node identity (repeatable).")
 
 
 @command
@@ -257,10 +303,7 @@ def role_create(argv: list[str]) -> int:
     flags = acl_flags("acl role create")
     flags.string("name", "", "The role's name.")
     flags.string("description", "", "A description of the role.")
-    flags.repeated("policy-id", "ID of a policy for the role (repeatable).")
-    flags.repeated("policy-name", "Name of a policy for the role (repeatable).")
-    flags.repeated("service-identity", "NAME[:DC1,DC2] service identity (repeatable).")
-    flags.repeated("node-identity", "NODENAME:DATACENTER node identity (repeatable).")
+    _role_link_flags(flags)
     values, _ = parse(flags, argv)
     if not values["name"]:
         raise CliError("Missing required '-name' flag")
@@ -275,11 +318,13 @@ def role_create(argv: list[str]) -> int:
     return emit(values, role, format_role)
 
 
-def _role_path(values: dict[str, Any], client: ApiClient) -> str:
+def _role_path(values: dict[str, Any], client: ApiClient) -> tuple[str, str]:
+    """(path, what the user named) for `-id` or `-name`."""
     if values["id"]:
-        return f"/v1/acl/role/{quote_path(full_id(client, 'role', values['id']))}"
+        rid = full_id(client, "role", values["id"])
+        return f"/v1/acl/role/{quote_path(rid)}", rid
     if values["name"]:
-        return f"/v1/acl/role/name/{quote_path(values['name'])}"
+        return f"/v1/acl/role/name/{quote_path(values['name'])}", values["name"]
     raise CliError("Must specify either the -id or -name parameters")
 
 
@@ -290,7 +335,74 @@ def role_read(argv: list[str]) -> int:
     flags.string("name", "", "The name of the role to read.")
     values, _ = parse(flags, argv)
     client = client_from(values)
-    role = call("Error reading role", lambda: client.get_json(_role_path(values, client)))
+    path, shown = _role_path(values, client)
+    role = call(f"Error reading role {gq(shown)}", lambda: client.get_json(path))
+    return emit(values, role, format_role)
+
+
+def _merge_role(current: dict[str, Any], values: dict[str, Any], client: ApiClient) -> None:
+    """Add the flags' links and identities to `current` (role update without -no-merge)."""
+    links = list(current.get("Policies") or [])
+    have_ids = {str(link.get("ID", "")) for link in links}
+    have_names = {str(link.get("Name", "")) for link in links}
+    for pid in values["policy-id"]:
+        full = full_id(client, "policy", pid)
+        if full not in have_ids:
+            links.append({"ID": full})
+            have_ids.add(full)
+    for name in values["policy-name"]:
+        if name not in have_names:
+            links.append({"Name": name})
+            have_names.add(name)
+    current["Policies"] = links
+    found = identities(values)
+    services = list(current.get("ServiceIdentities") or [])
+    for new in found.get("ServiceIdentities", []):
+        services = [s for s in services if s.get("ServiceName") != new["ServiceName"]]
+        services.append(new)
+    current["ServiceIdentities"] = services
+    nodes = list(current.get("NodeIdentities") or [])
+    for new in found.get("NodeIdentities", []):
+        if not any(
+            n.get("NodeName") == new["NodeName"] and n.get("Datacenter") == new["Datacenter"]
+            for n in nodes
+        ):
+            nodes.append(new)
+    current["NodeIdentities"] = nodes
+
+
+@command
+def role_update(argv: list[str]) -> int:
+    flags = acl_flags("acl role update")
+    flags.string("id", "", "The ID of the role to update (a unique prefix will do).")
+    flags.string("name", "", "The role's new name.")
+    flags.string("description", "", "The role's new description.")
+    flags.boolean("no-merge", False, "Replace the role with what the flags give.")
+    _role_link_flags(flags)
+    values, _ = parse(flags, argv)
+    if not values["id"]:
+        raise CliError("Cannot update a role without specifying the -id parameter")
+    client = client_from(values)
+    rid = full_id(client, "role", values["id"])
+    path = f"/v1/acl/role/{quote_path(rid)}"
+    current = call("Error when retrieving current role", lambda: client.get_json(path))
+    given = values["set"]
+    if values["no-merge"]:
+        body: dict[str, Any] = {
+            "ID": rid,
+            "Name": values["name"] or current.get("Name", ""),
+            "Description": values["description"],
+            "Policies": policy_links(values, client),
+            **identities(values),
+        }
+    else:
+        body = dict(current)
+        if values["name"]:
+            body["Name"] = values["name"]
+        if "description" in given:
+            body["Description"] = values["description"]
+        _merge_role(body, values, client)
+    role = call(f"Error updating role {gq(rid)}", lambda: client.put(path, body=body))
     return emit(values, role, format_role)
 
 
@@ -304,13 +416,17 @@ def role_list(argv: list[str]) -> int:
 
 @command
 def role_delete(argv: list[str]) -> int:
-    flags = acl_flags("acl role delete")
+    flags = acl_flags("acl role delete", meta=False)
     flags.string("id", "", "The ID of the role to delete.")
     flags.string("name", "", "The name of the role to delete.")
     values, _ = parse(flags, argv)
     client = client_from(values)
-    role = call("Error reading role", lambda: client.get_json(_role_path(values, client)))
+    path, shown = _role_path(values, client)
+    role = call(f"Error reading role {gq(shown)}", lambda: client.get_json(path))
     rid = str(role["ID"])
-    call("Error deleting role", lambda: client.request("DELETE", f"/v1/acl/role/{rid}"))
-    print(f'Role "{rid}" deleted successfully')
+    call(
+        f"Error deleting role {gq(rid)}",
+        lambda: client.request("DELETE", f"/v1/acl/role/{quote_path(rid)}"),
+    )
+    print(f"Role {gq(rid)} deleted successfully")
     return 0

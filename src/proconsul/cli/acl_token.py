@@ -7,8 +7,14 @@ Rules:
 - Policies are linked by `-policy-id`/`-policy-name`, roles by
   `-role-id`/`-role-name`; identities use `NAME[:DC1,DC2]` and `NODE:DC`.
 - `update` changes only what its flags name; `-policy-*`, `-role-*` and the
-  identity flags replace the token's lists, `-append-policy-*` add to them.
-- Errors go to stderr with Consul's prefix and exit 1.
+  identity flags replace the token's lists, `-append-policy-*`,
+  `-append-role-*`, `-append-service-identity` and `-append-node-identity`
+  add to them (a link already there is not added twice; an appended service
+  identity replaces the one of the same service).
+- `-id` may be a unique accessor prefix, or `anonymous` (acl_policy.full_id).
+- Errors go to stderr with Consul's prefix and exit 1; quoted IDs use Go's
+  `%q` form (`Error reading token "<id>": ...`).
+- `-meta` adds the Hash, Create Index and Modify Index lines.
 - Secrets are printed only where Consul prints them (the token blocks).
 """
 
@@ -22,6 +28,7 @@ from proconsul.cli.acl_policy import (
     call,
     emit,
     full_id,
+    gq,
     identities,
     parse,
     policy_links,
@@ -88,13 +95,15 @@ def read(argv: list[str]) -> int:
     flags.boolean("self", False, "Read the token used by this request.")
     values, _ = parse(flags, argv)
     client = client_from(values)
+    accessor = ""
     if values["self"]:
         path = "/v1/acl/token/self"
     elif values["id"]:
-        path = f"/v1/acl/token/{quote_path(full_id(client, 'token', values['id']))}"
+        accessor = full_id(client, "token", values["id"])
+        path = f"/v1/acl/token/{quote_path(accessor)}"
     else:
         raise CliError("Must specify the -id parameter")
-    token = call("Error reading token", lambda: client.get_json(path))
+    token = call(f"Error reading token {gq(accessor)}", lambda: client.get_json(path))
     return emit(values, token, format_token)
 
 
@@ -105,12 +114,17 @@ def update(argv: list[str]) -> int:
     flags.string("description", "", "A new description of the token.")
     flags.repeated("append-policy-id", "ID of a policy to add (repeatable).")
     flags.repeated("append-policy-name", "Name of a policy to add (repeatable).")
+    flags.repeated("append-role-id", "ID of a role to add (repeatable).")
+    flags.repeated("append-role-name", "Name of a role to add (repeatable).")
+    flags.repeated("append-service-identity", "NAME[:DC1,DC2] identity to add (repeatable).")
+    flags.repeated("append-node-identity", "NODENAME:DATACENTER identity to add (repeatable).")
     _link_flags(flags)
     values, _ = parse(flags, argv)
     if not values["id"]:
         raise CliError("Cannot update a token without specifying the -id parameter")
     client = client_from(values)
-    path = f"/v1/acl/token/{quote_path(full_id(client, 'token', values['id']))}"
+    accessor = full_id(client, "token", values["id"])
+    path = f"/v1/acl/token/{quote_path(accessor)}"
     current = call("Error when retrieving current token", lambda: client.get_json(path))
     given = values["set"]
     body = dict(current)
@@ -120,14 +134,43 @@ def update(argv: list[str]) -> int:
         body["Policies"] = policy_links(values, client)
     extra = [{"ID": full_id(client, "policy", i)} for i in values["append-policy-id"]]
     extra += [{"Name": n} for n in values["append-policy-name"]]
-    if extra:
-        body["Policies"] = list(body.get("Policies") or []) + extra
+    body["Policies"] = _add_links(body.get("Policies"), extra)
     if given & {"role-id", "role-name"}:
         body["Roles"] = _role_links(values, client)
-    found = identities(values)
-    body.update(found)
-    token = call("Failed to update token", lambda: client.put(path, body=body))
+    extra = [{"ID": full_id(client, "role", i)} for i in values["append-role-id"]]
+    extra += [{"Name": n} for n in values["append-role-name"]]
+    body["Roles"] = _add_links(body.get("Roles"), extra)
+    body.update(identities(values))
+    appended = identities(
+        {
+            "service-identity": values["append-service-identity"],
+            "node-identity": values["append-node-identity"],
+        }
+    )
+    services = list(body.get("ServiceIdentities") or [])
+    for row in appended.get("ServiceIdentities", []):
+        # One identity per service: a new one replaces the old one's datacenters.
+        services = [s for s in services if s.get("ServiceName") != row["ServiceName"]] + [row]
+    body["ServiceIdentities"] = services
+    nodes = list(body.get("NodeIdentities") or [])
+    for row in appended.get("NodeIdentities", []):
+        if row not in nodes:
+            nodes.append(row)
+    body["NodeIdentities"] = nodes
+    token = call(f"Failed to update token {accessor}", lambda: client.put(path, body=body))
     return emit(values, token, format_token)
+
+
+def _add_links(
+    links: list[dict[str, str]] | None, extra: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """`links` plus each of `extra` not already linked (by ID or by name)."""
+    out = list(links or [])
+    for link in extra:
+        key, value = next(iter(link.items()))
+        if not any(existing.get(key) == value for existing in out):
+            out.append(link)
+    return out
 
 
 @command
@@ -147,7 +190,7 @@ def clone(argv: list[str]) -> int:
 
 @command
 def delete(argv: list[str]) -> int:
-    flags = acl_flags("acl token delete")
+    flags = acl_flags("acl token delete", meta=False)
     flags.string("id", "", "The Accessor ID of the token to delete.")
     values, _ = parse(flags, argv)
     if not values["id"]:
@@ -155,8 +198,8 @@ def delete(argv: list[str]) -> int:
     client = client_from(values)
     accessor = full_id(client, "token", values["id"])
     call(
-        f"Error deleting token {accessor!r}",
+        f"Error deleting token {gq(accessor)}",
         lambda: client.request("DELETE", f"/v1/acl/token/{quote_path(accessor)}"),
     )
-    print(f'Token "{accessor}" deleted successfully')
+    print(f"Token {gq(accessor)} deleted successfully")
     return 0

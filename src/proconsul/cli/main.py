@@ -47,6 +47,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "policy", "delete"): "proconsul.cli.acl_policy:policy_delete",
     ("acl", "role", "create"): "proconsul.cli.acl_policy:role_create",
     ("acl", "role", "read"): "proconsul.cli.acl_policy:role_read",
+    ("acl", "role", "update"): "proconsul.cli.acl_policy:role_update",
     ("acl", "role", "list"): "proconsul.cli.acl_policy:role_list",
     ("acl", "role", "delete"): "proconsul.cli.acl_policy:role_delete",
     ("acl", "token", "create"): "proconsul.cli.acl_token:create",

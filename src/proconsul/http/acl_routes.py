@@ -10,6 +10,9 @@ Rules:
 - With ACLs disabled every route answers 401 `ACL support disabled`.
 - Endpoint refusals keep their status and text (400, 403 `ACL not found`,
   403 `Permission denied: ...`).
+- `GET /v1/acl/tokens` filters by `policy`, `role`, `servicename` and
+  `authmethod` (tokens whose AuthMethod is that name; no auth methods exist
+  yet, so none).
 - Writes answer the stored row; deletes answer `true`. `/v1/acl/bootstrap`
   adds `ID`, a copy of the SecretID, as Consul does.
 - Secrets are never logged.
@@ -138,6 +141,10 @@ async def token_list(request: web.Request) -> web.Response:
             service=query.get("servicename", ""),
             caller=caller_token(request),
         )
+    method = query.get("authmethod", "")
+    if method:
+        # Only tokens made by that auth method's login (none: we have no auth methods).
+        tokens = [t for t in tokens if t.auth_method == method]
     return _answer(request, [api_dict(t) for t in tokens], index)
 
 

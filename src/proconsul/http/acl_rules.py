@@ -148,6 +148,8 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/catalog/datacenters"): NONE,
     ("GET", "/v1/status/leader"): NONE,
     ("GET", "/v1/status/peers"): NONE,
+    # Consul's API page: "ACL Required: none" (the roots are public certificates).
+    ("GET", "/v1/connect/ca/roots"): NONE,
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
     ("GET", "/ui/"): NONE,

@@ -14,19 +14,20 @@ that is not in the configuration, or no leader, is 500 with the error text
 when the cluster is healthy and 429 when it is not, as Consul's does, so a
 load balancer or script can poll it. The autopilot configuration comes from
 the servers' `autopilot { }` block; changing it at run time (PUT) is not
-supported yet.
+supported yet. Each call passes the caller's effective token: the agent's
+middleware checked it already, and a client agent's server checks it again.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proconsul.http.api import agent_of
+from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import bad_request, json_response
 
 
 async def raft_configuration(request: web.Request) -> web.Response:
-    return json_response(request, await agent_of(request).raft_configuration())
+    return json_response(request, await agent_of(request).raft_configuration(caller_token(request)))
 
 
 async def raft_remove_peer(request: web.Request) -> web.Response:
@@ -37,21 +38,23 @@ async def raft_remove_peer(request: web.Request) -> web.Response:
             "Must specify either ?id with the server's ID or "
             "?address with IP:port of peer to remove"
         )
-    await agent_of(request).remove_raft_peer(server_id, address)
+    await agent_of(request).remove_raft_peer(server_id, address, caller_token(request))
     return web.Response(status=200)
 
 
 async def autopilot_health(request: web.Request) -> web.Response:
-    found = await agent_of(request).autopilot_health()
+    found = await agent_of(request).autopilot_health(caller_token(request))
     return json_response(request, found, status=200 if found.get("Healthy") else 429)
 
 
 async def autopilot_state(request: web.Request) -> web.Response:
-    return json_response(request, await agent_of(request).autopilot_state())
+    return json_response(request, await agent_of(request).autopilot_state(caller_token(request)))
 
 
 async def autopilot_configuration(request: web.Request) -> web.Response:
-    return json_response(request, await agent_of(request).autopilot_configuration())
+    return json_response(
+        request, await agent_of(request).autopilot_configuration(caller_token(request))
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -15,7 +15,15 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proconsul.acl.authorizer import PermissionDenied
-from proconsul.http import acl_routes, agent_routes, catalog, gossip_routes, kv, operator_routes
+from proconsul.http import (
+    acl_routes,
+    agent_routes,
+    catalog,
+    connect_routes,
+    gossip_routes,
+    kv,
+    operator_routes,
+)
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
@@ -107,6 +115,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     gossip_routes.add_routes(app)
     acl_routes.add_routes(app)
     operator_routes.add_routes(app)
+    connect_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

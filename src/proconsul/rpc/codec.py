@@ -11,8 +11,9 @@ Wire shapes (msgpack, via msgspec):
 - "Apply" request: an `ApplyRequest` (the `Command`, a tagged union, and the
   caller's ACL token); response: `[index, result]` with `result` an
   `ApplyResult` (true/false/nil or an `ApplyError`).
-- "Raft.Apply" (server to server, see server/raft_rpc.py) carries a bare
-  `Command` that the first server already authorized.
+- "Raft.Apply" (server to server, see server/raft_rpc.py) carries the same
+  `ApplyRequest`: the first server authorized the command, and the leader
+  authorizes it again with the caller's token before it enters the log.
 
 Rules:
 - Every name in `ServerEndpoints.reads` must have a result type here; a unit
@@ -27,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from proconsul.connect.structs import IndexedCARoots
 from proconsul.rpc.client import Address, RPCClient
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.server import Handler, remaining_s
@@ -60,6 +62,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "KVS.Get": KVEntry | None,
     "KVS.List": list[KVEntry],
     "KVS.ListKeys": list[str],
+    "ConnectCA.Roots": IndexedCARoots,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default
@@ -84,7 +87,6 @@ class _ReadReply(msgspec.Struct):
 _encoder = msgspec.msgpack.Encoder()
 _request_decoder = msgspec.msgpack.Decoder(ReadRequest)
 _reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
-_command_decoder = msgspec.msgpack.Decoder(Command)
 _apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest)
 _apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | ApplyError | None])
 _value_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
@@ -132,17 +134,17 @@ def _fit_wait(request: ReadRequest, budget_s: float | None) -> ReadRequest:
 
 def apply_handler(endpoints: ServerEndpoints) -> Handler:
     async def handle(payload: bytes, peer: PeerInfo) -> bytes:
-        request: ApplyRequest = _decode(_apply_request_decoder, payload, APPLY_METHOD)
+        request = decode_apply_request(payload, APPLY_METHOD)
         index, result = await endpoints.write(request.command, request.token)
         return _encoder.encode((index, result))
 
     return handle
 
 
-def decode_command(payload: bytes, method: str) -> Command:
-    """A bare `Command` payload (server-to-server forwarding)."""
-    command: Command = _decode(_command_decoder, payload, method)
-    return command
+def decode_apply_request(payload: bytes, method: str) -> ApplyRequest:
+    """An `ApplyRequest` payload ("Apply", and "Raft.Apply" between servers)."""
+    request: ApplyRequest = _decode(_apply_request_decoder, payload, method)
+    return request
 
 
 def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method: str) -> Any:
@@ -209,8 +211,14 @@ class EndpointsClient:
         return decode_apply_response(data)
 
     async def forward(
-        self, address: str | Address, command: Command, timeout_s: float = DEFAULT_CALL_TIMEOUT_S
+        self,
+        address: str | Address,
+        command: Command,
+        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        token: str = "",
     ) -> tuple[int, ApplyResult]:
-        """Hand an authorized command to the leader (server to server only)."""
-        data = await self.client.call(address, FORWARD_METHOD, _encoder.encode(command), timeout_s)
+        """Hand a command to the leader (server to server only), with the token of
+        the caller it is applied for: the leader authorizes it again."""
+        payload = _encoder.encode(ApplyRequest(command, token))
+        data = await self.client.call(address, FORWARD_METHOD, payload, timeout_s)
         return decode_apply_response(data)

@@ -25,6 +25,9 @@ Rules:
   reads tokens with their SecretID shown as `<hidden>`, as in Consul.
 - Every method is async, so the client-side `RemoteACLEndpoints`
   (agent/acl_client.py) can have the same shape.
+- Writes go into the log with the caller's secret: on a follower the leader
+  authorizes the forwarded command again (server/raft_rpc.py). The leader's
+  own duties (`establish`, `reap_expired`) and `bootstrap` pass none.
 - Writes answer rows read back from this store, so on a follower (whose
   writes go to the leader) they first wait, bounded, until it applied them.
 - Secrets are never logged.
@@ -84,6 +87,25 @@ _NOT_FOUND = "ACL not found"
 REDACTED_SECRET = "<hidden>"
 APPLIED_WAIT_S = 10.0  # how long a follower waits to see its forwarded write
 _RESERVED_IDS = frozenset({ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET_ID})
+
+
+def read_reset_index(data_dir: str) -> tuple[int, str]:
+    """The index in `<data_dir>/acl-bootstrap-reset` (0 when absent or unreadable)
+    and the file's path ("" when it does not exist)."""
+    if not data_dir:
+        return 0, ""
+    path = os.path.join(data_dir, RESET_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read().strip()
+    except FileNotFoundError:
+        return 0, ""
+    except OSError:
+        return 0, path
+    try:
+        return int(text), path
+    except ValueError:
+        return 0, path
 
 
 class ACLError(Exception):
@@ -170,8 +192,10 @@ class ACLEndpoints:
             log.info("acl: deleted %d expired token(s)", len(expired))
         return len(expired)
 
-    async def _apply(self, command: ACLCommand) -> int:
-        index, result = await self.log.apply(command)
+    async def _apply(self, command: ACLCommand, caller: str = "") -> int:
+        """Put `command` in the log for `caller` ("" for the leader's own duties);
+        on a follower the leader checks `caller`'s acl:write again."""
+        index, result = await self.log.apply(command, caller)
         if isinstance(result, ApplyError):
             raise ACLError(500, result.message)
         await self._applied_here(index)
@@ -232,18 +256,7 @@ class ACLEndpoints:
         )
 
     def _reset_index(self) -> tuple[int, str]:
-        if not self.data_dir:
-            return 0, ""
-        path = os.path.join(self.data_dir, RESET_FILE)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read().strip()
-        except FileNotFoundError:
-            return 0, ""
-        try:
-            return int(text), path
-        except ValueError:
-            return 0, path
+        return read_reset_index(self.data_dir)
 
     async def bootstrap(self) -> ACLToken:
         acl = self.store.acl
@@ -444,16 +457,16 @@ class ACLEndpoints:
             raise _bad(str(exc)) from None
         token.expiration_ttl = None
         token.create_time = now
-        return await self._write_token(token)
+        return await self._write_token(token, caller)
 
-    async def _write_token(self, token: ACLToken) -> ACLToken:
+    async def _write_token(self, token: ACLToken, caller: str) -> ACLToken:
         token.policies = self._policy_links(token.policies)
         token.roles = self._role_links(token.roles)
         self._check_identities(token)
         token.legacy = False
         token.hash = b""
         token = with_hash(token)
-        await self._apply(ACLTokenSetRequest(token=token))
+        await self._apply(ACLTokenSetRequest(token=token), caller)
         return self._resolved(self.store.acl.tokens[token.accessor_id])
 
     async def token_update(
@@ -482,7 +495,7 @@ class ACLEndpoints:
             service_identities=list(update.service_identities),
             node_identities=list(update.node_identities),
         )
-        return await self._write_token(token)
+        return await self._write_token(token, caller)
 
     async def token_clone(
         self, accessor_id: str, description: str, *, caller: str = ""
@@ -502,7 +515,7 @@ class ACLEndpoints:
             create_index=0,
             modify_index=0,
         )
-        return await self._write_token(clone)
+        return await self._write_token(clone, caller)
 
     async def token_delete(self, accessor_id: str, *, caller: str = "") -> None:
         self._require(caller, "write")
@@ -510,7 +523,7 @@ class ACLEndpoints:
             raise _bad("Delete operation not permitted on the anonymous token")
         if accessor_id not in self.store.acl.tokens:
             raise ACLError(403, _NOT_FOUND)
-        await self._apply(ACLTokenDeleteRequest(accessor_id=accessor_id))
+        await self._apply(ACLTokenDeleteRequest(accessor_id=accessor_id), caller)
 
     # ----- policy writes ---------------------------------------------------------------
 
@@ -537,14 +550,16 @@ class ACLEndpoints:
         if policy.id == GLOBAL_MANAGEMENT_POLICY_ID:
             builtin = acl.policies[GLOBAL_MANAGEMENT_POLICY_ID]
             if policy.rules != builtin.rules or policy.datacenters != builtin.datacenters:
-                raise _bad("Changing the Rules for the builtin global-management policy")
+                raise _bad(
+                    "Changing the Rules for the builtin global-management policy is not permitted"
+                )
         try:
             parse_rules(policy.rules)
         except RuleError as exc:
             raise _bad(f"Invalid Policy: failed to parse rules: {exc}") from None
         policy.hash = b""
         policy = with_hash(policy)
-        await self._apply(ACLPolicySetRequest(policy=policy))
+        await self._apply(ACLPolicySetRequest(policy=policy), caller)
         return acl.policies[policy.id]
 
     async def policy_delete(self, policy_id: str, *, caller: str = "") -> None:
@@ -553,7 +568,7 @@ class ACLEndpoints:
             raise _bad("Delete operation not permitted on the builtin global-management policy")
         if policy_id not in self.store.acl.policies:
             raise ACLError(403, _NOT_FOUND)
-        await self._apply(ACLPolicyDeleteRequest(policy_id=policy_id))
+        await self._apply(ACLPolicyDeleteRequest(policy_id=policy_id), caller)
 
     # ----- role writes -----------------------------------------------------------------
 
@@ -579,11 +594,11 @@ class ACLEndpoints:
         self._check_identities(role)
         role.hash = b""
         role = with_hash(role)
-        await self._apply(ACLRoleSetRequest(role=role))
+        await self._apply(ACLRoleSetRequest(role=role), caller)
         return self._resolved_role(acl.roles[role.id])
 
     async def role_delete(self, role_id: str, *, caller: str = "") -> None:
         self._require(caller, "write")
         if role_id not in self.store.acl.roles:
             raise ACLError(403, _NOT_FOUND)
-        await self._apply(ACLRoleDeleteRequest(role_id=role_id))
+        await self._apply(ACLRoleDeleteRequest(role_id=role_id), caller)

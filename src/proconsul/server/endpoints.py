@@ -28,7 +28,10 @@ ACL rules (when `acl` is set; Consul's, as documented):
   by node:write, else by service:write on the service the row belongs to;
   KV set/cas/delete need key:write, a recursive delete write on the whole
   prefix. ACL rows are never written through here, whatever the token: only
-  `ACLEndpoints` writes them.
+  `ACLEndpoints` writes them; nor is any other command but catalog and KV
+  (the CA roots are the leader's own write), even with ACLs off. The token
+  goes on into the log: a follower forwards the command with it, and the
+  leader vets it again (server/raft_rpc.py) before it enters Raft.
 - `local_read` skips the ACL check: for the agent's own bookkeeping reads.
 """
 
@@ -47,6 +50,7 @@ from proconsul.server.acl_resolver import (
     ResolvedToken,
     ServerACLResolver,
 )
+from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
@@ -73,10 +77,15 @@ _FILTER_CACHE_MAX = 4096
 # still (see `_health_service`): only those gain from the filtered cache.
 _STABLE_READS = frozenset({"Health.ServiceNodes"})
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
+NOT_A_CATALOG_COMMAND = "Permission denied: only catalog and KV commands are written here"
 
 
 class Log(Protocol):
-    async def apply(self, command: Command) -> tuple[int, ApplyResult]: ...
+    async def apply(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+        """Commit `command`. `token` is the secret of the caller it is applied
+        for ("" for the agent's own writes): a log that forwards to the leader
+        hands it along, because the leader authorizes forwarded commands again."""
+        ...
 
 
 def wait_with_jitter_s(requested_s: float, rng: random.Random) -> float:
@@ -160,6 +169,7 @@ class ServerEndpoints:
             "KVS.Get": self._kv_get,
             "KVS.List": self._kv_list,
             "KVS.ListKeys": self._kv_keys,
+            "ConnectCA.Roots": self._connect_ca_roots,
         }
 
     def resolve(self, secret: str) -> ResolvedToken | None:
@@ -219,12 +229,15 @@ class ServerEndpoints:
         if isinstance(command, ACLCommand):
             # Whatever the token: ACL rows carry secrets and are validated by ACLEndpoints.
             raise RPCError(RAW_ACL_COMMAND, ErrorCode.ACL_DENIED)
+        if not isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
+            # Whatever the token, ACLs on or off: other rows (CA roots) are the leader's own.
+            raise RPCError(NOT_A_CATALOG_COMMAND, ErrorCode.ACL_DENIED)
         resolved = self.resolve(token)
         if resolved is not None:
             denial = vet_write(self.store, resolved, command)
             if denial is not None:
                 raise RPCError(denial, ErrorCode.ACL_DENIED)
-        return await self.log.apply(command)
+        return await self.log.apply(command, token)
 
     # ----- reads -------------------------------------------------------------
     # Each returns the watch keys and a function that yields (index, value).
@@ -320,6 +333,9 @@ class ServerEndpoints:
             return index, checks
 
         return ("checks",), run
+
+    def _connect_ca_roots(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        return [CA_ROOTS_KEY], self.store.ca_roots
 
     def _kv_get(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_get(req.name)

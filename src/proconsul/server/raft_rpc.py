@@ -8,8 +8,21 @@ the leader through "Raft.Apply".
 Rules:
 - Under verify_incoming, `Raft.Step` and `Raft.Apply` only accept peers whose
   verified certificate names `server.<dc>.<domain>`: a client certificate from
-  the same CA must not be able to vote, append entries or skip the ACL check
-  that "Apply" makes (the first server authorizes, the leader trusts it).
+  the same CA must not be able to vote or append entries.
+- "Raft.Apply" carries the command and the secret of the caller it is applied
+  for, and the leader authorizes it again before it enters the log, as Consul's
+  leader checks the RPCs forwarded to it (`authorize_forwarded`): catalog and
+  KV commands get the vetting "Apply" makes (`vet_write`); ACL commands need
+  `acl:write` (and ACLs on); a bootstrap is allowed while none happened, or
+  when this leader's own `acl-bootstrap-reset` file holds its reset index;
+  anything else (the CA roots: only the leader writes them) is refused, ACLs
+  on or off. Refusals are `RPCError(..., ACL_DENIED)`, with "ACL not found"
+  for an unknown secret. The first server's check is not
+  trusted: a peer reaching port 8300 without a server certificate (when
+  verify_incoming is off) is just another caller.
+- The leader's own writes (`Agent.leader_write`: reconcile, its registration,
+  the CA roots; ACL establish and reaping) apply locally and never come
+  through here.
 - Forwarding sends the command once. Only "no leader known" is waited out
   (up to `hold_timeout_s`, like Consul's rpc_hold_timeout) and retried,
   because then nothing was sent; a transport failure on the way to a leader is
@@ -26,38 +39,91 @@ from proconsul.rpc.codec import (
     DEFAULT_CALL_TIMEOUT_S,
     FORWARD_METHOD,
     EndpointsClient,
-    decode_command,
+    decode_apply_request,
     encode,
 )
-from proconsul.rpc.errors import RPCError
+from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.forward import NO_LEADER, only_servers
 from proconsul.rpc.server import Handler, remaining_s
 from proconsul.rpc.tls import PeerInfo
+from proconsul.server.acl_endpoints import read_reset_index
+from proconsul.server.endpoints import ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
 from proconsul.state.fsm import ApplyResult
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import (
+    ACLBootstrapRequest,
+    ACLCommand,
+    Command,
+    DeregisterRequest,
+    KVSRequest,
+    RegisterRequest,
+)
 
 DEFAULT_HOLD_TIMEOUT_S = 7.0  # Consul's rpc_hold_timeout
+ACL_DISABLED = "ACL support disabled"
+UNKNOWN_COMMAND = "Permission denied: this command cannot be forwarded"
+
+
+def authorize_forwarded(
+    endpoints: ServerEndpoints, command: Command, token: str, *, data_dir: str = ""
+) -> None:
+    """Raise `RPCError(..., ACL_DENIED)` unless the caller holding `token` may have
+    `command` applied (see the module rules). `data_dir` holds this server's
+    `acl-bootstrap-reset` file."""
+    if isinstance(command, ACLBootstrapRequest):
+        if endpoints.acl is None:
+            raise RPCError(ACL_DISABLED, ErrorCode.ACL_DENIED)
+        tables = endpoints.store.acl
+        if tables.bootstrapped:
+            reset, _ = read_reset_index(data_dir)
+            if not reset or command.reset_index != reset:
+                raise RPCError(
+                    "Permission denied: ACL bootstrap no longer allowed "
+                    f"(reset index: {tables.bootstrap_index})",
+                    ErrorCode.ACL_DENIED,
+                )
+        return
+    if isinstance(command, ACLCommand):
+        if endpoints.acl is None:
+            raise RPCError(ACL_DISABLED, ErrorCode.ACL_DENIED)
+        resolved = endpoints.resolve(token)
+        if resolved is not None and not resolved.authorizer.acl_write():
+            decision = resolved.authorizer.decide("acl", "write")
+            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+        return
+    if isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
+        resolved = endpoints.resolve(token)
+        if resolved is not None:
+            denial = vet_write(endpoints.store, resolved, command)
+            if denial is not None:
+                raise RPCError(denial, ErrorCode.ACL_DENIED)
+        return
+    raise RPCError(UNKNOWN_COMMAND, ErrorCode.ACL_DENIED)
 
 
 def raft_handlers(
     raft_log: RaftLog,
+    endpoints: ServerEndpoints,
     *,
+    data_dir: str = "",
     require_server_cert: bool = False,
     datacenter: str = "dc1",
     domain: str = "consul",
 ) -> dict[str, Handler]:
-    """Handlers to add to the server's RPCServer. Pass `require_server_cert=True`
-    when the server runs with verify_incoming."""
+    """Handlers to add to the server's RPCServer. `endpoints` is the server's own
+    (its store and, with ACLs on, its resolver authorize forwarded commands);
+    `data_dir` its data directory. Pass `require_server_cert=True` when the
+    server runs with verify_incoming."""
 
     async def forwarded_apply(payload: bytes, peer: PeerInfo) -> bytes:
         # One hop only: if leadership moved on meanwhile, the sender hears "not
         # the leader" and the write is the caller's to retry.
-        command = decode_command(payload, FORWARD_METHOD)
+        request = decode_apply_request(payload, FORWARD_METHOD)
+        authorize_forwarded(endpoints, request.command, request.token, data_dir=data_dir)
         try:
-            return encode(await raft_log.apply(command))
+            return encode(await raft_log.apply(request.command))
         except NotLeaderError as exc:
             raise RPCError(str(exc) or NO_LEADER) from None
 
@@ -90,7 +156,8 @@ class ForwardingLog:
         self.hold_timeout_s = hold_timeout_s
         self.forwarded = 0
 
-    async def apply(self, command: Command) -> tuple[int, ApplyResult]:
+    async def apply(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+        """Apply here when leading, else forward with `token` (the caller's secret)."""
         loop = asyncio.get_running_loop()
         caller_left = remaining_s()
         budget = self.timeout_s if caller_left is None else min(self.timeout_s, caller_left)
@@ -104,7 +171,9 @@ class ForwardingLog:
                 if address is not None and address != self.raft.address:
                     self.forwarded += 1
                     timeout = max(0.001, deadline - loop.time())
-                    return await self.endpoints.forward(address, command, timeout_s=timeout)
+                    return await self.endpoints.forward(
+                        address, command, timeout_s=timeout, token=token
+                    )
                 wait = hold_until - loop.time()
                 if wait <= 0:
                     raise

@@ -16,10 +16,12 @@ from __future__ import annotations
 import msgspec
 
 from proconsul.state.acl_tables import ACLStateError, apply_acl
+from proconsul.state.ca_tables import CAStateError
 from proconsul.state.store import StateError, StateStore
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
     ACLCommand,
+    CARootsSetRequest,
     Command,
     DeregisterRequest,
     KVSRequest,
@@ -84,8 +86,11 @@ class FSM:
             if isinstance(command, ACLCommand):
                 apply_acl(self.store.acl, index, command)
                 return None
+            if isinstance(command, CARootsSetRequest):
+                self.store.ca.set_roots(index, command)
+                return None
             return ApplyError(f"unknown command type {type(command).__name__}")
-        except (StateError, ACLStateError) as exc:
+        except (StateError, ACLStateError, CAStateError) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1

@@ -28,6 +28,7 @@ import hashlib
 import msgspec
 
 from proconsul.state.acl_tables import ACLSnapshot
+from proconsul.state.ca_tables import CASnapshot
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 
 MAGIC = b"PCSS"  # Proconsul state snapshot
@@ -55,6 +56,7 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     tombstones: dict[str, int]
     tombstone_floor: int
     acl: ACLSnapshot | None = None  # ACL tables (acl_tables.py)
+    ca: CASnapshot | None = None  # Connect CA tables (ca_tables.py); None restores empty
 
 
 class _Envelope(msgspec.Struct, array_like=True):

@@ -12,7 +12,8 @@ Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 "service:<name>" (everything a health or catalog query on that name depends on,
 including the node rows and node-level checks of the nodes it runs on).
 ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
-"acl-policies" and "acl-roles".
+"acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
+(ca_tables.py), with the key "connect-ca-roots".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -27,7 +28,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from proconsul.connect.structs import IndexedCARoots
 from proconsul.state.acl_tables import ACLTables
+from proconsul.state.ca_tables import ROOTS_KEY, CATables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
@@ -71,6 +74,7 @@ class StateStore:
         self.watches = WatchHub()
         self._touched: set[str] = set()
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
+        self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -114,6 +118,7 @@ class StateStore:
             tombstones=dict(self._tombstones),
             tombstone_floor=self._tombstone_floor,
             acl=self.acl.snapshot(),
+            ca=self.ca.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -136,6 +141,7 @@ class StateStore:
         self._tombstones = dict(body.tombstones)
         self._tombstone_floor = body.tombstone_floor
         self.acl.restore(body.acl)
+        self.ca.restore(body.ca)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self._touched = set()
@@ -364,6 +370,12 @@ class StateStore:
             if state == "any" or check.status == state
         ]
         return self.index("checks"), found
+
+    # ----- Connect CA reads ---------------------------------------------------
+
+    def ca_roots(self) -> tuple[int, IndexedCARoots]:
+        """The body of /v1/connect/ca/roots (no private key) and its index."""
+        return self.index(ROOTS_KEY), self.ca.view()
 
     # ----- KV reads ----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken
+from proconsul.connect.structs import CARoot
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.naming import pascal
 
@@ -95,4 +96,26 @@ ACLCommand = (
     | ACLRoleDeleteRequest
 )
 
-Command = RegisterRequest | DeregisterRequest | KVSRequest | ACLCommand
+# ----- Connect CA (tag 11). The leader generates the root, its key and the
+# cluster ID before the command enters the log, so apply stays deterministic.
+
+
+class CARootsSetRequest(msgspec.Struct, tag=11, tag_field="Type", rename=pascal):
+    """Replace the CA roots (check-and-set on `cas_index`, the roots' index the
+    writer saw; 0: only while there are none). `signing_keys` maps root ID to
+    its private key PEM (the built-in provider's state): never log this command."""
+
+    roots: list[CARoot]
+    cluster_id: str
+    signing_keys: dict[str, str] = {}
+    cas_index: int = 0
+
+    def __repr__(self) -> str:  # keep the keys out of any log line
+        ids = [root.id for root in self.roots]
+        return (
+            f"CARootsSetRequest(roots={ids!r}, cluster_id={self.cluster_id!r}, "
+            f"signing_keys=<{len(self.signing_keys)} redacted>, cas_index={self.cas_index})"
+        )
+
+
+Command = RegisterRequest | DeregisterRequest | KVSRequest | ACLCommand | CARootsSetRequest

@@ -1,0 +1,1 @@
+"""Connect (service mesh) cores: the CA's certificates and the rows that describe them."""

@@ -1,0 +1,138 @@
+"""The leader's reconcile from the catalog side (agent/member_catalog.py).
+
+Over a real StateStore, FSM, LocalLog and ServerEndpoints, with a stand-in
+for the agent (its `leader_read`/`leader_write` are the endpoints' own, as on
+a dev agent) and for the gossip core (a fixed member list): a node with a
+`serfHealth` check that is no gossip member is deregistered by a full pass;
+a node registered without `serfHealth`, a member (in any state, any letter
+case) and the agent's own node stay. The periodic pass runs again after the
+interval and only while this agent leads. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from proconsul.agent.member_catalog import MemberCatalog
+from proconsul.gossip import State
+from proconsul.gossip.state import Member
+from proconsul.server.endpoints import ServerEndpoints
+from proconsul.server.local_log import LocalLog
+from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.store import StateStore
+from proconsul.structs.catalog import SERF_CHECK_ID, HealthCheck
+from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.requests import ReadRequest, ReadResponse
+
+DEADLINE_S = 5.0
+
+
+class FakeCore:
+    def __init__(self, members: list[Member]) -> None:
+        self._members = {m.name: m for m in members}
+
+    def members(self) -> list[Member]:
+        return list(self._members.values())
+
+    def member(self, name: str) -> Member | None:
+        return self._members.get(name)
+
+
+class FakeAgent:
+    """What MemberCatalog uses of the agent, backed by real endpoints."""
+
+    node_name = "leader"
+    datacenter = "dc1"
+
+    def __init__(self) -> None:
+        self.store = StateStore()
+        self.endpoints = ServerEndpoints(self.store, LocalLog(FSM(self.store)), "dc1")
+        self.leading = True
+
+    def leads_catalog(self) -> bool:
+        return self.leading
+
+    async def leader_read(self, method: str, request: ReadRequest) -> ReadResponse:
+        return await self.endpoints.local_read(method, request)
+
+    async def leader_write(self, command: Command) -> tuple[int, ApplyResult]:
+        return await self.endpoints.log.apply(command)
+
+    async def register(self, node: str, serf: bool) -> None:
+        checks = [HealthCheck(node=node, check_id=SERF_CHECK_ID, status="critical")] if serf else []
+        await self.leader_write(RegisterRequest(node=node, address="10.0.0.9", checks=checks))
+
+    def nodes(self) -> set[str]:
+        return set(self.store.nodes)
+
+
+def member(name: str, state: State = State.ALIVE) -> Member:
+    return Member(name=name, addr=("10.0.0.1", 8301), tags={}, incarnation=1, state=state)
+
+
+def make(members: list[Member]) -> tuple[FakeAgent, MemberCatalog]:
+    agent = FakeAgent()
+    catalog = MemberCatalog(agent, FakeCore(members))  # type: ignore[arg-type]
+    return agent, catalog
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + DEADLINE_S
+    while not condition():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_reaped_serf_node_goes_and_others_stay() -> None:
+    async def body() -> None:
+        agent, catalog = make(
+            [member("Web-1"), member("db", State.DEAD), member("old", State.LEFT)]
+        )
+        await agent.register("ghost", serf=True)  # reaped while no leader watched
+        await agent.register("external", serf=False)  # /v1/catalog/register, no agent
+        await agent.register("web-1", serf=True)  # a member, other letter case
+        await agent.register("db", serf=True)  # failed, still a member
+        await agent.register("leader", serf=True)  # this agent
+        assert await catalog.reconcile_reaped() == ["ghost"]
+        assert agent.nodes() == {"external", "web-1", "db", "leader"}
+        assert await catalog.reconcile_reaped() == []
+
+    run(body)
+
+
+def test_periodic_pass_runs_while_leading() -> None:
+    async def body() -> None:
+        agent, catalog = make([member("web")])
+        catalog.reconcile_interval_s = 0.1
+        await agent.register("ghost-1", serf=True)
+        await agent.register("external", serf=False)
+        task = asyncio.create_task(catalog.run())
+        try:
+            # The first pass runs at once on an agent that leads (a dev agent).
+            await until(lambda: "ghost-1" not in agent.nodes())
+            # The member itself was reconciled in the same pass.
+            await until(lambda: "web" in agent.nodes())
+            await agent.register("ghost-2", serf=True)
+            await until(lambda: "ghost-2" not in agent.nodes())
+            assert {"external", "web"} <= agent.nodes()
+            # A follower leaves the catalog alone.
+            agent.leading = False
+            passes = catalog.full_passes
+            await agent.register("ghost-3", serf=True)
+            catalog.mark("web")
+            await until(lambda: not catalog._dirty)  # the wake-up was handled: dropped
+            assert "ghost-3" in agent.nodes() and catalog.full_passes == passes
+            # Leading again (server_setup marks every member): a pass at once.
+            agent.leading = True
+            catalog.mark("web")
+            await until(lambda: "ghost-3" not in agent.nodes())
+        finally:
+            task.cancel()
+
+    run(body)
