@@ -130,9 +130,9 @@ class Walkthrough:
                     "verify_incoming = true\n"
                     f'cert_file = "{self.certs / f"{DC}-server-consul-0.pem"}"\n'
                     f'key_file = "{self.certs / f"{DC}-server-consul-0-key.pem"}"\n'
-                    "auto_encrypt { allow_tls = true }\n"
-                    f'connect {{ ca_config {{ root_cert = "{ca}" '
-                    f'private_key = "{self.certs / "consul-agent-ca-key.pem"}" }} }}',
+                    # As printed: no connect block, so the built-in Connect CA
+                    # signs the clients' auto_encrypt certificates.
+                    "auto_encrypt {\n  allow_tls = true\n}",
                     acl.replace("{extra}", "  enable_key_list_policy = true\n"),
                 ]
                 member.args += [
