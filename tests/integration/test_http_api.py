@@ -139,3 +139,13 @@ def test_metrics(dev_agent: AgentProcess) -> None:
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     assert b"# TYPE consul_http_requests gauge" in body
+
+
+def test_dev_agent_has_a_connect_ca_root(dev_agent: AgentProcess) -> None:
+    """A dev agent leads itself, so it initializes the built-in Connect CA."""
+    roots = dev_agent.get_json("/v1/connect/ca/roots")
+    active = [root for root in roots["Roots"] if root["Active"]]
+    assert [root["ID"] for root in active] == [roots["ActiveRootID"]]
+    assert roots["TrustDomain"].endswith(".consul")
+    assert active[0]["RootCert"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY" not in json.dumps(roots)  # the signing key never leaves the state

@@ -17,6 +17,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.client_rpc import ClientRPC, NoServersError
+from proconsul.agent.connect_ca import ensure_ca_root
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, start_gossip
 from proconsul.agent.local_state import LocalState
@@ -156,6 +158,15 @@ class Agent:
         if self.server is None and self.endpoints is not None:
             await self._establish_leadership()
             await self.acl.establish()
+            if self.config.connect.enabled:
+                # A dev agent is its own leader: it initializes the Connect CA too.
+                await ensure_ca_root(
+                    self.endpoints.store,
+                    self.leader_write,
+                    datetime.now(UTC),
+                    random.SystemRandom(),
+                    ca_config=self.config.connect.ca_config,
+                )
         self.gossip = await start_gossip(self)
         if self.server is not None:
             self.server.start_duties()
