@@ -208,6 +208,31 @@ def test_three_servers_elect_one_leader_and_replicate() -> None:
     assert sum(c.node(i).stats().get("elections_started", 0) for i in c.ids) <= 2
 
 
+def test_replication_is_batched_and_pipelined() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    node = c.node(leader)
+    count = 3 * P.max_append_entries + 10
+    for k in range(count):
+        assert isinstance(node.propose(b"x%d" % k), Proposal)
+    out = c.process(leader)
+    sent = [m for m in out if isinstance(m, AppendEntries)]
+    follower = next(i for i in c.ids if i != leader)
+    to_one = [m for m in sent if m.to_id == follower]
+    sizes = [len(m.entries) for m in to_one]
+    # Batched: up to max_append_entries entries travel in one message, not one each;
+    # pipelined: every batch is on its way before the follower has answered any.
+    assert max(sizes) == P.max_append_entries, sizes
+    assert sum(sizes) >= count and len(to_one) >= 4, sizes
+    assert len(to_one) <= P.max_inflight_appends
+    for message in out:
+        c.node(message.to_id).step(message)
+    c.settle()
+    c.run(0.2)
+    for i in c.ids:
+        assert c.applied[i][-1] == b"x%d" % (count - 1), i
+
+
 def voter_node(node_id: str = "n1", entries: Sequence[Entry] = (), term: int = 1) -> RaftNode:
     config = Configuration(tuple(Server(i, i) for i in ("n0", "n1", "n2")))
     log = [Entry(1, 1, EntryType.CONFIGURATION, encode_configuration(config)), *entries]
