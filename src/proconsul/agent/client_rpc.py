@@ -4,16 +4,28 @@ Job: `ClientRPC` is what a client agent's `rpc_read`/`rpc_write` call. It
 picks a server from the gossip members (alive or suspect, tags role=consul,
 this datacenter, the member's address plus the `port` tag), sends the call
 with `EndpointsClient` over one `RPCClient` (TLS as configured), and keeps
-using that server until a call to it fails in transport.
+using that server until a call to it fails or it is time to rebalance.
 
 Rules:
 - No server known -> `NoServersError("No known Consul servers")` (the HTTP
   layer answers 500 with that text, as Consul does).
 - A transport failure (`ConnectionError`) moves on to the next server and
   tries it, for reads and writes: a connection that failed did not deliver a
-  complete request to a server that answered. A timeout or an error the server
-  answered with (`RPCError`) goes to the caller: the write may have happened.
+  complete request to a server that answered. A read that times out moves on
+  too (a read changes nothing). A write that times out, and any error the
+  server answered with (`RPCError`), goes to the caller: the write may have
+  happened, only the caller knows whether repeating it is safe.
 - Every server is tried at most once per call.
+- Rebalancing, as Consul's clients do: the server a client sticks to is kept
+  for `rebalance_interval_s` (two minutes, longer in big clusters so at most
+  REBALANCE_CONNS_PER_S_PER_SERVER clients per server move each second, plus
+  up to a minute of jitter), then the next call picks afresh at random, so the
+  load spreads over servers that joined meanwhile. The choice is the pure
+  `choose_servers` (rng, server list, clock passed in).
+- Timeouts: a non-blocking read or a write waits `limits.rpc_client_timeout`
+  (Consul's 60s); a blocking read its wait plus jitter plus that much.
+- limits.rpc_rate / rpc_max_burst (Consul's client-side rate limiter) are
+  not enforced: parsed and ignored.
 - With `auto_encrypt { tls = true }` and no cert_file, calls wait (bounded)
   for the certificate auto_encrypt.py fetches; nothing is sent anonymously
   except the signing request, which carries the node name and the agent
@@ -25,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -32,7 +46,7 @@ import msgspec
 from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.gossip import State
 from proconsul.rpc import RPCClient
-from proconsul.rpc.codec import EndpointsClient
+from proconsul.rpc.codec import EndpointsClient, read_timeout_s
 from proconsul.rpc.tls import rpc_tls
 from proconsul.state.fsm import ApplyResult
 from proconsul.structs.commands import Command
@@ -40,16 +54,65 @@ from proconsul.structs.requests import ReadRequest, ReadResponse
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
+    from proconsul.config.schema import RuntimeConfig
 
 log = logging.getLogger("proconsul.agent")
 
 NO_SERVERS = "No known Consul servers"
 STATUS_TIMEOUT_S = 5.0
 CERT_WAIT_S = 10.0  # how long a call waits for the first auto_encrypt certificate
+DEFAULT_CLIENT_TIMEOUT_S = 60.0  # Consul's limits.rpc_client_timeout
+# Consul's client: keep a server at least this long, plus up to REUSE_JITTER_S ...
+MIN_REUSE_S = 120.0
+REUSE_JITTER_S = 60.0
+# ... and longer in a big cluster, so that across the cluster no more than this
+# many clients per server and second move to a new server.
+REBALANCE_CONNS_PER_S_PER_SERVER = 64
 
 
 class NoServersError(ConnectionError):
     pass
+
+
+def client_timeout_s(config: RuntimeConfig) -> float:
+    """limits.rpc_client_timeout: the base timeout of a client's reads and writes
+    (0 or less falls back to Consul's default, 60s: every call needs a deadline)."""
+    value = float(config.limits.rpc_client_timeout)
+    return value if value > 0 else DEFAULT_CLIENT_TIMEOUT_S
+
+
+def rebalance_interval_s(rng: random.Random, servers: int, members: int) -> float:
+    """How long a client keeps its server before it picks afresh (module rules)."""
+    base = MIN_REUSE_S
+    if servers > 0:
+        base = max(base, members / (servers * REBALANCE_CONNS_PER_S_PER_SERVER))
+    return base + rng.random() * REUSE_JITTER_S
+
+
+def choose_servers(
+    rng: random.Random,
+    servers: Sequence[str],
+    current: str | None,
+    *,
+    now: float,
+    rebalance_at: float,
+    members: int,
+) -> tuple[list[str], float]:
+    """The order a call tries `servers` in, and the next rebalance time.
+
+    The servers are shuffled; `current` (the one the client sticks to) goes
+    first while it is still a known server. Once `now` reaches `rebalance_at`
+    the client lets go of `current` (a fresh random pick, which may be the same
+    server) and the next rebalance is due `rebalance_interval_s` later."""
+    if now >= rebalance_at:
+        current = None
+        rebalance_at = now + rebalance_interval_s(rng, len(servers), members)
+    order = sorted(servers)
+    rng.shuffle(order)
+    if current is not None and current in order:
+        order.remove(current)
+        order.insert(0, current)
+    return order, rebalance_at
 
 
 class ClientRPC:
@@ -66,7 +129,10 @@ class ClientRPC:
         self.rng = rng
         self.client = RPCClient(tls.client_context, tls.server_hostname)
         self.endpoints = EndpointsClient(self.client)
+        self.timeout_s = client_timeout_s(config)
         self.current: str | None = None
+        self.rebalance_at = 0.0  # monotonic; 0: the first call picks and sets it
+        self.rebalances = 0
         self.fetcher: CertFetcher | None = None
         self._task: asyncio.Task[None] | None = None
         settings = config.tls_settings("internal_rpc")
@@ -121,20 +187,36 @@ class ClientRPC:
 
     def _order(self) -> list[str]:
         servers = self.servers()
-        self.rng.shuffle(servers)
-        if self.current in servers:
-            servers.remove(self.current)
-            servers.insert(0, self.current)
-        return servers
+        gossip = self.agent.gossip
+        members = (
+            len(gossip.core.members()) if gossip is not None and gossip.core is not None else 0
+        )
+        had = self.rebalance_at
+        order, self.rebalance_at = choose_servers(
+            self.rng,
+            servers,
+            self.current,
+            now=time.monotonic(),
+            rebalance_at=self.rebalance_at,
+            members=members,
+        )
+        if self.rebalance_at != had and self.current is not None:
+            self.rebalances += 1
+            log.debug("agent: rebalancing: picking a server afresh (was %s)", self.current)
+            self.current = None
+        return order
 
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
         await self._ready()
-        last: ConnectionError | None = None
+        last: Exception | None = None
+        timeout = read_timeout_s(request, self.timeout_s)
         for server in self._order():
             try:
-                response = await self.endpoints.read(server, method, request)
-            except ConnectionError as exc:
-                last = self._failed(server, exc)
+                response = await self.endpoints.read(server, method, request, timeout)
+            except (ConnectionError, TimeoutError) as exc:
+                # A read changes nothing: after a timeout, too, the next server may answer.
+                self._failed(server, exc)
+                last = exc
                 continue
             self.current = server
             return response
@@ -145,7 +227,9 @@ class ClientRPC:
         last: ConnectionError | None = None
         for server in self._order():
             try:
-                result = await self.endpoints.write(server, command, token=token)
+                result = await self.endpoints.write(
+                    server, command, timeout_s=self.timeout_s, token=token
+                )
             except ConnectionError as exc:
                 last = self._failed(server, exc)
                 continue

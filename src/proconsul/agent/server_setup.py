@@ -28,6 +28,12 @@ Rules:
   the catalog) run only on the Raft leader, again each time leadership is
   gained. Other servers leave the catalog alone.
 - A fatal Raft error stops the agent with exit code 1.
+- Tuning comes from the config, through the factories below (tests build
+  the same objects with them): `raft_params` (performance.raft_multiplier,
+  raft_snapshot_threshold, raft_trailing_logs, raft_snapshot_interval),
+  `rpc_server` (limits.rpc_max_conns_per_client, limits.rpc_handshake_timeout)
+  and `hold_timeout_s` (performance.rpc_hold_timeout: how long a read or a
+  forwarded write waits for a leader to be elected).
 - Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
   `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
   `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
@@ -68,10 +74,10 @@ from proconsul.agent.connect_ca import (
     ensure_ca_root,
 )
 from proconsul.agent.info import BUILD
-from proconsul.raft import Server, params_from_multiplier
+from proconsul.raft import RaftParams, Server, params_from_multiplier
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
-from proconsul.rpc.tls import load_ca_pem, rpc_tls
+from proconsul.rpc.tls import RPCTLS, load_ca_pem, rpc_tls
 from proconsul.server.autopilot import ClusterHealth, SerfStatus, ServerHealth
 from proconsul.server.endpoints import Log, ServerEndpoints
 from proconsul.server.raft_log import RaftLog
@@ -84,6 +90,7 @@ Access = Literal["read", "write"]
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
+    from proconsul.config.schema import RuntimeConfig
 
 log = logging.getLogger("proconsul.agent")
 
@@ -103,6 +110,40 @@ BOOTSTRAP_ASK_TIMEOUT_S = 2.0
 LEAVE_DRAIN_S = 10.0
 _POLL_S = 0.1
 _EXISTING_POLL_S = 1.0
+
+
+def raft_params(config: RuntimeConfig) -> RaftParams:
+    """The Raft tuning a server runs with, from its config (Consul's keys)."""
+    return params_from_multiplier(
+        config.performance.raft_multiplier,
+        snapshot_threshold=config.raft_snapshot_threshold,
+        trailing_logs=config.raft_trailing_logs,
+        snapshot_interval=float(config.raft_snapshot_interval),
+    )
+
+
+def hold_timeout_s(config: RuntimeConfig) -> float:
+    """performance.rpc_hold_timeout: how long a request waits out a leader election."""
+    return float(config.performance.rpc_hold_timeout)
+
+
+def rpc_server(
+    config: RuntimeConfig,
+    handlers: dict[str, Handler],
+    tls: RPCTLS,
+    *,
+    anonymous_methods: tuple[str, ...] = (),
+) -> RPCServer:
+    """The server's RPC port with the config's limits (0 disables either, as in Consul)."""
+    limits = config.limits
+    return RPCServer(
+        handlers,
+        ssl_context=tls.server_context,
+        accept_plaintext=tls.accept_plaintext,
+        anonymous_methods=anonymous_methods,
+        max_conns_per_client=limits.rpc_max_conns_per_client,
+        handshake_timeout_s=float(limits.rpc_handshake_timeout),
+    )
 
 
 class OperatorRequest(msgspec.Struct, omit_defaults=True):
@@ -141,10 +182,13 @@ class RoutedEndpoints(ServerEndpoints):
         rng: random.Random,
         raft: RaftLog,
         remote: EndpointsClient,
+        *,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
     ) -> None:
         super().__init__(store, log_, datacenter, rng)
         self.raft = raft
         self.remote = remote
+        self.hold_timeout_s = hold_timeout_s
 
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
         options = request.options
@@ -152,7 +196,7 @@ class RoutedEndpoints(ServerEndpoints):
             leader = self.raft.leader_address()
             if leader is None:
                 try:
-                    await self.raft.wait_for_leader(DEFAULT_HOLD_TIMEOUT_S)
+                    await self.raft.wait_for_leader(self.hold_timeout_s)
                 except TimeoutError:
                     raise RPCError(NO_LEADER) from None
                 leader = self.raft.leader_address()
@@ -215,10 +259,10 @@ class ServerHandle:
         self.ca_trust: RootTrust | None = None
         if config.auto_encrypt.allow_tls and tls.server_context is not None:
             self.ca_trust = RootTrust(self.store, tls.server_context)
-        self.rpc = RPCServer(
+        self.rpc = rpc_server(
+            config,
             self.handlers,
-            ssl_context=tls.server_context,
-            accept_plaintext=tls.accept_plaintext,
+            tls,
             anonymous_methods=(SIGN_METHOD,) if self.signer is not None else (),
         )
         self.address = f"{agent.advertise_addr}:{config.ports.server}"
@@ -228,17 +272,19 @@ class ServerHandle:
             self.fsm,
             self.client,
             data_dir=config.data_dir or None,
-            params=params_from_multiplier(config.performance.raft_multiplier),
+            params=raft_params(config),
             rng=agent.rng,
             on_fatal=self._fatal,
         )
+        hold = hold_timeout_s(config)
         self.endpoints = RoutedEndpoints(
             self.store,
-            ForwardingLog(self.raft, EndpointsClient(self.client)),
+            ForwardingLog(self.raft, EndpointsClient(self.client), hold_timeout_s=hold),
             config.datacenter,
             agent.rng,
             self.raft,
             EndpointsClient(self.client),
+            hold_timeout_s=hold,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.autopilot_config = autopilot_config(config.autopilot)

@@ -12,8 +12,10 @@ Rules:
   Raft safety argument was broken, and we raise instead of diverging.
 - `stable_index` is the last index the adapter confirmed durable; entries above
   it are handed out by `unstable()` until `stable_to` confirms them.
-- The log holds at most snapshot_threshold + trailing_logs entries between
-  compactions, so keeping it in memory is bounded.
+- Between compactions the log holds about snapshot_threshold + trailing_logs
+  entries, or up to 2 x snapshot_threshold + trailing_logs when snapshots wait
+  for `raft_snapshot_interval` (the adapter snapshots at once past that), so
+  keeping it in memory is bounded.
 """
 
 from __future__ import annotations

@@ -12,6 +12,13 @@ Rules:
   the default multiplier is 5. The leader sends heartbeats at a tenth of the
   heartbeat timeout, as hashicorp/raft does.
 - The multiplier must be 1..10 (Consul refuses anything else); 0 means default.
+- Snapshots: the core asks for one (`Ready.want_snapshot`) once
+  `snapshot_threshold` entries were applied since the last; after it, the log
+  keeps `trailing_logs` entries. `snapshot_interval` is Consul's
+  raft_snapshot_interval and is the adapter's (server/raft_log.py): it checks
+  the threshold at random times in [interval, 2 * interval), as hashicorp/raft
+  does; 0 (the default here, for tests and simulations) snapshots as soon as
+  the core asks. The agent passes Consul's 30s default from its config.
 - Randomness comes only from the `random.Random` the caller passes in.
 """
 
@@ -36,6 +43,7 @@ BASE_LEADER_LEASE_TIMEOUT = 0.5
 # Consul's documented defaults for the raft_* agent keys.
 DEFAULT_SNAPSHOT_THRESHOLD = 16384
 DEFAULT_TRAILING_LOGS = 10240
+DEFAULT_SNAPSHOT_INTERVAL = 30.0  # seconds; what the agent config defaults to
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,9 @@ class RaftParams:
     # Entries kept behind a snapshot so a slightly lagging follower catches up
     # from the log instead of needing the whole snapshot.
     trailing_logs: int = DEFAULT_TRAILING_LOGS
+    # Seconds between the adapter's threshold checks (jittered up to 2x); 0
+    # means snapshot as soon as the core asks. The core itself ignores it.
+    snapshot_interval: float = 0.0
     # Replication batching: at most this many entries / bytes per AppendEntries.
     max_append_entries: int = 64
     max_append_bytes: int = 1 << 20
@@ -87,6 +98,8 @@ class RaftParams:
             raise ValueError("replication batch and window must be at least 1")
         if self.snapshot_threshold < 1 or self.trailing_logs < 0:
             raise ValueError("snapshot_threshold must be >= 1 and trailing_logs >= 0")
+        if self.snapshot_interval < 0:
+            raise ValueError("snapshot_interval cannot be negative")
         if self.snapshot_chunk_bytes < 1:
             raise ValueError("snapshot_chunk_bytes must be at least 1")
 
@@ -96,8 +109,11 @@ def params_from_multiplier(
     *,
     snapshot_threshold: int = DEFAULT_SNAPSHOT_THRESHOLD,
     trailing_logs: int = DEFAULT_TRAILING_LOGS,
+    snapshot_interval: float = 0.0,
 ) -> RaftParams:
-    """Consul's timing for `performance { raft_multiplier = N }` (0 means the default, 5)."""
+    """Consul's timing for `performance { raft_multiplier = N }` (0 means the default, 5),
+    with the raft_snapshot_threshold / raft_trailing_logs / raft_snapshot_interval
+    values (the agent passes its config's; see the module rules for interval 0)."""
     multiplier = raft_multiplier or DEFAULT_RAFT_MULTIPLIER
     if not 1 <= multiplier <= MAX_RAFT_MULTIPLIER:
         raise ValueError(
@@ -111,6 +127,7 @@ def params_from_multiplier(
         leader_lease_timeout=BASE_LEADER_LEASE_TIMEOUT * multiplier,
         snapshot_threshold=snapshot_threshold,
         trailing_logs=trailing_logs,
+        snapshot_interval=snapshot_interval,
     )
 
 

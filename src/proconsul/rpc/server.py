@@ -10,6 +10,9 @@ Rules:
   raise `RPCError` for an expected refusal (sent as it is, logged at debug);
   any other exception is a bug: logged with its traceback, its message sent
   as the error. Nothing a handler or a peer does stops the server.
+- A new connection must send its first byte (and finish a TLS handshake)
+  within `handshake_timeout_s` (Consul's limits.rpc_handshake_timeout; 0
+  disables the limit, as in Consul).
 - Every request has a deadline: `request_timeout_s`, or the caller's
   (`timeout_ms`) if sooner, plus a second of grace so the caller's own
   timeout and CANCEL normally come first. `remaining_s()` tells a handler
@@ -29,7 +32,9 @@ Rules:
   "peer_refused_cert", whatever it objected to, and its line says the peer
   refused), plaintext on a TLS-only port, TLS on a plaintext port, bad and
   oversized frames (which close the connection),
-  and connections over the per-client limit; with auto_encrypt's anonymous
+  and connections over the per-client limit (`max_conns_per_client`, Consul's
+  limits.rpc_max_conns_per_client; 0 means no limit, as in Consul); with
+  auto_encrypt's anonymous
   TLS, requests without a verified client certificate for anything but the
   allowed methods.
 - `metrics_from_stats` turns `stats()` (this server's or an `RPCClient`'s)
@@ -240,7 +245,8 @@ class RPCServer:
     def opened(self, conn: _ServerConnection) -> bool:
         self.count("connections_accepted")
         host = conn.peer.address[0] if conn.peer.address else ""
-        if self._conns_per_host[host] >= self.max_conns_per_client:
+        limit = self.max_conns_per_client
+        if limit > 0 and self._conns_per_host[host] >= limit:
             self.count("connections_over_limit")
             log.warning(
                 "rpc: refused connection from %s: over %d connections from that address",
@@ -325,7 +331,10 @@ class _ServerConnection(FramedProtocol):
         self._registered = True
         # A peer gets handshake_timeout_s to send its first byte and, for TLS,
         # to finish the handshake; then it may idle as long as it likes.
-        self._timer = self.loop.call_later(self.server.handshake_timeout_s, self._handshake_timeout)
+        if self.server.handshake_timeout_s > 0:
+            self._timer = self.loop.call_later(
+                self.server.handshake_timeout_s, self._handshake_timeout
+            )
 
     def data_received(self, data: bytes) -> None:
         if self._mode is None and not self._choose_mode(data):

@@ -19,8 +19,9 @@ contract). One task takes each Ready and, in order:
     on them (success iff the entry at the index carries the proposal's term);
  4. answers read states (the caller then waits for the applied index) and
     fails dropped reads; 5. compacts; 6. advances;
- 7. on want_snapshot serializes the store at once and writes it in the
-    background, then calls snapshot_done (or snapshot_failed).
+ 7. takes a snapshot when one is due (below): serializes the store at once
+    and writes it in the background, then calls snapshot_done (or
+    snapshot_failed).
 
 Rules:
 - The core is only ever entered from the event loop thread and never across
@@ -41,6 +42,16 @@ Rules:
   bound), per-peer send queues. Every wait has a deadline; the loop itself is
   woken by a timer every tick interval even when nothing else happens.
 - peers.json (outage recovery) is applied before the log is loaded.
+- When snapshots are taken (Consul's raft_snapshot_threshold and
+  raft_snapshot_interval): with `params.snapshot_interval` 0, as soon as the
+  core asks (`want_snapshot`, i.e. `snapshot_threshold` entries applied since
+  the last one). Otherwise, as hashicorp/raft's snapshot loop does, a timer
+  fires at random times in [interval, 2 * interval) and a snapshot is taken
+  when, at that moment, the threshold is reached; a threshold crossed just
+  after a check waits for the next one. One exception keeps the in-memory log
+  bounded: once SNAPSHOT_BACKLOG_FACTOR thresholds are applied without a
+  snapshot, it is taken at once. The check runs in the loop task between
+  Readies, the only place the store sits exactly at the core's applied index.
 """
 
 from __future__ import annotations
@@ -105,6 +116,9 @@ class FollowerProgress:
 
 DEFAULT_APPLY_TIMEOUT_S = 15.0  # as long as an RPC write may take end to end
 DEFAULT_MAX_PENDING = 8192
+# Entries applied since the last snapshot, in thresholds, past which the next
+# snapshot does not wait for the interval check (see the module rules).
+SNAPSHOT_BACKLOG_FACTOR = 2
 
 
 class RaftLog:
@@ -150,6 +164,9 @@ class RaftLog:
         self._read_ids = itertools.count(1)
         self._addresses: dict[str, str] = {}  # learned from Raft.Step senders
         self._snapshot_writing = False
+        self._snapshot_timer: asyncio.TimerHandle | None = None
+        self._snapshot_due = False  # the interval timer fired; check at the next chance
+        self._snapshot_failed = False  # the last write failed; wait for the interval check
 
     # ----- lifecycle -------------------------------------------------------------------
 
@@ -175,6 +192,7 @@ class RaftLog:
         loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._run(), name=f"raft-ready-{self.id}")
         self._arm_timer()
+        self._arm_snapshot_timer()
         self._wake.set()  # entries committed before a restart are applied at once
         log.info(
             "raft: started %s at %s (term %d, last index %d, snapshot %d)",
@@ -213,6 +231,8 @@ class RaftLog:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
         task = self._loop_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -419,6 +439,7 @@ class RaftLog:
                 self._wake.clear()
                 while node.has_ready():
                     await self._process(node.ready())
+                self._maybe_snapshot(asked=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -463,7 +484,32 @@ class RaftLog:
             await self._disk(storage.compact, rd.compact_through)
         # 7-8.
         node.advance(rd)
-        if rd.want_snapshot:
+        self._maybe_snapshot(asked=rd.want_snapshot)
+
+    def _maybe_snapshot(self, *, asked: bool) -> None:
+        """Take a snapshot if one is due (module rules); call only between Readies.
+        `asked`: the Ready just advanced had want_snapshot."""
+        node = self._require_node()
+        params = self.params
+        if params.snapshot_interval <= 0:
+            if asked:
+                self._take_snapshot()
+            return
+        if self._snapshot_writing:
+            return  # checked again when the write is done
+        base = node.snapshot.meta.index if node.snapshot is not None else 0
+        since = node.log.applied - base
+        if since < params.snapshot_threshold:
+            self._snapshot_due = False  # this check found nothing to do
+            return
+        # After a failed write only the interval check tries again: no retry per Ready.
+        backlog = not self._snapshot_failed and (
+            since >= SNAPSHOT_BACKLOG_FACTOR * params.snapshot_threshold
+        )
+        if self._snapshot_due or backlog:
+            self._snapshot_due = False
+            if backlog:
+                self.counters["snapshots_over_backlog"] += 1
             self._take_snapshot()
 
     def _apply_entry(self, entry: Entry) -> None:
@@ -513,8 +559,12 @@ class RaftLog:
             error = future.exception() if not future.cancelled() else None
             if future.cancelled() or error is not None:
                 log.error("raft: writing snapshot at index %d failed: %s", meta.index, error)
+                # Tried again at the next interval check (as hashicorp/raft) or,
+                # with no interval, when the core asks again after more applies.
                 node.snapshot_failed()
+                self._snapshot_failed = True
                 return
+            self._snapshot_failed = False
             try:
                 node.snapshot_done(snapshot)
             except (RaftError, LogSafetyError) as exc:
@@ -606,6 +656,22 @@ class RaftLog:
     def _arm_timer(self) -> None:
         interval = self.params.heartbeat_interval / 2
         self._timer = asyncio.get_running_loop().call_later(interval, self._on_timer)
+
+    def _arm_snapshot_timer(self) -> None:
+        interval = self.params.snapshot_interval
+        if interval <= 0:
+            return
+        delay = interval * (1 + self.rng.random())  # [interval, 2 * interval)
+        self._snapshot_timer = asyncio.get_running_loop().call_later(delay, self._on_snapshot_timer)
+
+    def _on_snapshot_timer(self) -> None:
+        self._snapshot_timer = None
+        if self._closed or self.failed is not None:
+            return
+        self.counters["snapshot_checks"] += 1
+        self._snapshot_due = True
+        self._wake.set()  # the loop task checks; only it may read the store
+        self._arm_snapshot_timer()
 
     def _on_timer(self) -> None:
         if self._closed or self.failed is not None:

@@ -24,7 +24,8 @@ Rules:
   the CA roots; ACL establish and reaping) apply locally and never come
   through here.
 - Forwarding sends the command once. Only "no leader known" is waited out
-  (up to `hold_timeout_s`, like Consul's rpc_hold_timeout) and retried,
+  (up to `hold_timeout_s`: the agent passes its `performance {
+  rpc_hold_timeout }`, Consul's 7s by default) and retried,
   because then nothing was sent; a transport failure on the way to a leader is
   the caller's error (the write may or may not have happened).
 - Every wait is bounded by the smaller of `timeout_s` and the time the RPC
@@ -61,7 +62,8 @@ from proconsul.structs.commands import (
     RegisterRequest,
 )
 
-DEFAULT_HOLD_TIMEOUT_S = 7.0  # Consul's rpc_hold_timeout
+# Consul's default performance.rpc_hold_timeout; the agent passes its configured value.
+DEFAULT_HOLD_TIMEOUT_S = 7.0
 ACL_DISABLED = "ACL support disabled"
 UNKNOWN_COMMAND = "Permission denied: this command cannot be forwarded"
 
