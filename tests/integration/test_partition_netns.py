@@ -400,6 +400,7 @@ def test_cut_off_leader_steps_down_majority_elects_and_it_catches_up(lab: Lab) -
         new = agreed_leader(lab, majority, ELECTION_BOUND_S, other_than=old.raft_addr)
         # Without a quorum the old leader's lease runs out and it stops leading.
         wait_for(lambda: leader_view(old) != old.raft_addr, ELECTION_BOUND_S)
+        wait_for(lambda: "cluster leadership lost" in old.running.log_text(), DEADLINE_S)
         assert_refused(old, "net/leader/lost")
         for server in majority:
             key = f"net/leader/{server.name}"

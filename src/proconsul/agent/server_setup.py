@@ -605,6 +605,8 @@ class ServerHandle:
                 except Exception as exc:
                     log.warning("agent: establishing leadership failed: %s", exc)
                     now_leading = False  # try again on the next round
+            elif leading and not now_leading:
+                log.info("agent: cluster leadership lost")
             leading = now_leading
             await asyncio.sleep(_POLL_S)
 

@@ -125,7 +125,9 @@ class _PeerSender:
             transport.counters["messages_lost"] += len(batch)
             self.failures += 1
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
-            log.log(level, "raft: cannot send to %s at %s: %s", self.peer_id, address, exc)
+            # Some failures (a bare TimeoutError) have no message: name the kind then.
+            reason = str(exc) or type(exc).__name__
+            log.log(level, "raft: cannot send to %s at %s: %s", self.peer_id, address, reason)
             backoff = min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2 ** min(self.failures - 1, 10))
             await asyncio.sleep(backoff)
             return
