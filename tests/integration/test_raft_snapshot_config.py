@@ -26,7 +26,8 @@ from tests.integration.test_cluster import kv_put, kv_value
 
 from proconsul.raft import Server, params_from_multiplier
 from proconsul.rpc import RPCClient
-from proconsul.server.raft_log import SNAPSHOT_BACKLOG_FACTOR, RaftLog
+from proconsul.server.raft_log import RaftLog
+from proconsul.server.raft_snapshots import SNAPSHOT_BACKLOG_FACTOR
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import KVEntry

@@ -41,7 +41,7 @@ from proconsul.acl.structs import (
 )
 from proconsul.agent.agent import Agent
 from proconsul.agent.auto_encrypt import SIGN_METHOD, SignReply, SignRequest
-from proconsul.agent.server_setup import operator_payload
+from proconsul.agent.server_operator import operator_payload
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.rpc import ErrorCode, RPCClient, RPCError

@@ -1,6 +1,6 @@
 """The leader's second look at forwarded commands (server/raft_rpc.py), the token
 on its way there (`ForwardingLog`, `ACLEndpoints`) and the operator/auto_encrypt
-checks a server makes for RPC callers (agent/server_setup.py, auto_encrypt.py).
+checks a server makes for RPC callers (agent/server_operator.py, server_setup.py, auto_encrypt.py).
 
 Everything runs over a real StateStore, LocalLog and ServerACLResolver with
 tokens made through `ACLEndpoints`; only the Raft log under "Raft.Apply" is a
@@ -29,7 +29,7 @@ from proconsul.acl.structs import (
     with_hash,
 )
 from proconsul.agent.auto_encrypt import CertFetcher, SignReply, SignRequest, signer_from_config
-from proconsul.agent.server_setup import decode_operator_request, operator_payload
+from proconsul.agent.server_operator import decode_operator_request, operator_payload
 from proconsul.connect.structs import CARoot
 from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError

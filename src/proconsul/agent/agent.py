@@ -30,17 +30,16 @@ from proconsul.agent.connect_ca import ensure_ca_root
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, start_gossip
 from proconsul.agent.local_state import LocalState
-from proconsul.agent.server_setup import (
+from proconsul.agent.server_operator import (
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
-    ServerHandle,
     autopilot_configuration,
     autopilot_health,
     autopilot_state,
     dev_raft_configuration,
     operator_payload,
-    start_server,
 )
+from proconsul.agent.server_setup import ServerHandle, start_server
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
@@ -476,11 +475,11 @@ class Agent:
         return [f"{self.advertise_addr}:{self.config.ports.server}"]
 
     # Operator calls: `token` is the caller's effective token; a client agent sends
-    # it to the server, which checks operator:read/write (agent/server_setup.py).
+    # it to the server, which checks operator:read/write (agent/server_operator.py).
 
     async def raft_configuration(self, token: str = "") -> dict[str, Any]:
         if self.server is not None:
-            return self.server.raft_configuration()
+            return self.server.operator.raft_configuration()
         if self.client_rpc is not None:
             found: dict[str, Any] = await self.client_rpc.call(
                 RAFT_CONFIG_METHOD, operator_payload(token)
@@ -490,7 +489,7 @@ class Agent:
 
     async def remove_raft_peer(self, server_id: str, address: str, token: str = "") -> None:
         if self.server is not None:
-            await self.server.remove_peer(server_id, address, token)
+            await self.server.operator.remove_peer(server_id, address, token)
         elif self.client_rpc is not None:
             await self.client_rpc.call(
                 RAFT_REMOVE_METHOD, operator_payload(token, server_id, address)

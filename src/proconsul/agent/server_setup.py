@@ -34,16 +34,10 @@ Rules:
   `rpc_server` (limits.rpc_max_conns_per_client, limits.rpc_handshake_timeout)
   and `hold_timeout_s` (performance.rpc_hold_timeout: how long a read or a
   forwarded write waits for a leader to be elected).
-- Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
-  `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
-  `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
-  caller's token in an `OperatorRequest` and are checked by this server's
-  resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
-  ACL_DENIED)`, a missing right Consul's Permission denied text. A follower
-  that forwards one to the leader forwards the token too. `Status.Leader` and
+- The operator and autopilot calls and their `Operator.*` RPCs (ACL-checked)
+  are `handle.operator`'s (agent/server_operator.py). `Status.Leader` and
   `Status.Peers` stay open, as in Consul (bootstrap and leave use them between
-  servers). The in-process methods (`remove_peer`, `autopilot_health`, ...)
-  do not check: the agent's HTTP layer did (http/acl_rules.py).
+  servers).
 """
 
 from __future__ import annotations
@@ -51,42 +45,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from proconsul.agent.auto_encrypt import SIGN_METHOD, signer_from_config
-from proconsul.agent.autopilot_loop import (
-    AutopilotLoop,
-    autopilot_config,
-    config_json,
-    health_json,
-    server_members,
-    state_json,
-)
+from proconsul.agent.autopilot_loop import AutopilotLoop, autopilot_config, server_members
 from proconsul.agent.connect_ca import (
     RootTrust,
     active_signing_ca,
     configured_root,
     ensure_ca_root,
 )
-from proconsul.agent.info import BUILD
+from proconsul.agent.server_operator import ServerOperator
 from proconsul.raft import RaftParams, Server, params_from_multiplier
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
 from proconsul.rpc.tls import RPCTLS, load_ca_pem, rpc_tls
-from proconsul.server.autopilot import ClusterHealth, SerfStatus, ServerHealth
+from proconsul.server.autopilot import SerfStatus
 from proconsul.server.endpoints import Log, ServerEndpoints
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raft_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.requests import ReadRequest, ReadResponse
-
-Access = Literal["read", "write"]
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
@@ -97,13 +80,6 @@ log = logging.getLogger("proconsul.agent")
 NO_LEADER = "No cluster leader"
 STATUS_LEADER_METHOD = "Status.Leader"
 STATUS_PEERS_METHOD = "Status.Peers"
-RAFT_CONFIG_METHOD = "Operator.RaftGetConfiguration"
-RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
-AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
-AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
-AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
-REMOVE_TIMEOUT_S = 15.0
-FORWARD_TIMEOUT_S = 10.0
 # Asking a would-be peer whether it already has a cluster, before bootstrapping.
 BOOTSTRAP_ASK_TIMEOUT_S = 2.0
 # How long a leaving server waits to be removed from the configuration.
@@ -144,31 +120,6 @@ def rpc_server(
         max_conns_per_client=limits.rpc_max_conns_per_client,
         handshake_timeout_s=float(limits.rpc_handshake_timeout),
     )
-
-
-class OperatorRequest(msgspec.Struct, omit_defaults=True):
-    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
-
-    token: str = ""  # the caller's secret ("" is the anonymous token)
-    id: str = ""
-    address: str = ""
-
-
-_operator_decoder = msgspec.msgpack.Decoder(OperatorRequest | None)
-
-
-def operator_payload(token: str = "", server_id: str = "", address: str = "") -> bytes:
-    """An `Operator.*` request as it goes on the wire."""
-    return msgspec.msgpack.encode(OperatorRequest(token=token, id=server_id, address=address))
-
-
-def decode_operator_request(payload: bytes, method: str) -> OperatorRequest:
-    """A nil payload is a request without a token (the anonymous token)."""
-    try:
-        found = _operator_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
-    return OperatorRequest() if found is None else found
 
 
 class RoutedEndpoints(ServerEndpoints):
@@ -289,6 +240,7 @@ class ServerHandle:
         self._tasks: list[asyncio.Task[None]] = []
         self.autopilot_config = autopilot_config(config.autopilot)
         self.autopilot: AutopilotLoop | None = None
+        self.operator = ServerOperator(self)
         self._left = False
 
     async def start(self) -> None:
@@ -304,11 +256,7 @@ class ServerHandle:
         self.handlers.update(endpoint_handlers(self.endpoints))
         self.handlers[STATUS_LEADER_METHOD] = self._status_leader
         self.handlers[STATUS_PEERS_METHOD] = self._status_peers
-        self.handlers[RAFT_CONFIG_METHOD] = self._raft_config
-        self.handlers[RAFT_REMOVE_METHOD] = self._raft_remove
-        self.handlers[AUTOPILOT_HEALTH_METHOD] = self._autopilot_health
-        self.handlers[AUTOPILOT_CONFIG_METHOD] = self._autopilot_config
-        self.handlers[AUTOPILOT_STATE_METHOD] = self._autopilot_state
+        self.handlers.update(self.operator.handlers())
         if self.signer is not None:
             self.handlers[SIGN_METHOD] = self.signer
         self.handlers.update(
@@ -421,41 +369,7 @@ class ServerHandle:
     async def _status_peers(self, payload: bytes, peer: PeerInfo) -> bytes:
         return msgspec.msgpack.encode(self.peer_addresses())
 
-    # ----- operator raft ----------------------------------------------------
-
-    def raft_configuration(self) -> dict[str, Any]:
-        """The body of `/v1/operator/raft/configuration`."""
-        index, configuration = self.raft.configuration()
-        names: dict[str, str] = {self.raft.id: self.agent.node_name}
-        gossip = self.agent.gossip
-        if gossip is not None and gossip.core is not None:
-            for member in gossip.core.members():
-                if member.tags.get("id"):
-                    names[member.tags["id"]] = member.name
-        leader = self.raft.leader_address()
-        servers = [
-            {
-                "ID": server.id,
-                "Node": names.get(server.id, ""),
-                "Address": server.address,
-                "Leader": server.address == leader,
-                "ProtocolVersion": "3",
-                "Voter": server.voter,
-            }
-            for server in configuration.servers
-        ]
-        return {"Servers": servers, "Index": index}
-
-    def authorize_operator(self, token: str, access: Access) -> None:
-        """Raise `RPCError(..., ACL_DENIED)` unless `token` has operator:`access`
-        (nothing to check while ACLs are off)."""
-        resolved = self.endpoints.resolve(token)
-        if resolved is None:
-            return
-        authz = resolved.authorizer
-        if not (authz.operator_write() if access == "write" else authz.operator_read()):
-            decision = authz.decide("operator", access)
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+    # ----- auto_encrypt -------------------------------------------------------
 
     def _authorize_sign(self, token: str, node: str) -> None:
         """AutoEncrypt.Sign with ACLs on: node:write on the requesting node."""
@@ -463,81 +377,6 @@ class ServerHandle:
         if resolved is not None and not resolved.authorizer.node_write(node):
             decision = resolved.authorizer.decide("node", "write", node)
             raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
-
-    async def remove_peer(self, server_id: str, address: str, token: str = "") -> None:
-        """Remove a server from the Raft configuration by ID or address (on the
-        leader). `token` goes along when a follower forwards the request."""
-        _, configuration = self.raft.configuration()
-        found = [
-            s.id
-            for s in configuration.servers
-            if (server_id and s.id == server_id) or (address and s.address == address)
-        ]
-        if not found:
-            what = f"id {server_id!r}" if server_id else f"address {address!r}"
-            raise RPCError(f"{what} was not found in the Raft configuration")
-        if self.raft.is_leader():
-            await self.raft.remove_server(found[0])
-            log.info("agent: removed Raft peer %s", found[0])
-            return
-        leader = self.raft.leader_address()
-        if leader is None:
-            raise RPCError(NO_LEADER)
-        payload = operator_payload(token, found[0])
-        await self.client.call(leader, RAFT_REMOVE_METHOD, payload, REMOVE_TIMEOUT_S)
-
-    def _operator_call(self, payload: bytes, method: str, access: Access) -> OperatorRequest:
-        request = decode_operator_request(payload, method)
-        self.authorize_operator(request.token, access)
-        return request
-
-    async def _raft_config(self, payload: bytes, peer: PeerInfo) -> bytes:
-        self._operator_call(payload, RAFT_CONFIG_METHOD, "read")
-        return msgspec.msgpack.encode(self.raft_configuration())
-
-    async def _raft_remove(self, payload: bytes, peer: PeerInfo) -> bytes:
-        request = self._operator_call(payload, RAFT_REMOVE_METHOD, "write")
-        await self.remove_peer(request.id, request.address, request.token)
-        return msgspec.msgpack.encode(True)
-
-    # ----- autopilot ----------------------------------------------------------
-
-    async def autopilot_health(self, token: str = "") -> dict[str, Any]:
-        """The body of `/v1/operator/autopilot/health`: the leader's view (forwarded
-        with `token`)."""
-        return await self._leader_view(AUTOPILOT_HEALTH_METHOD, health_json, token)
-
-    async def autopilot_state(self, token: str = "") -> dict[str, Any]:
-        """The body of `/v1/operator/autopilot/state`: the leader's view (forwarded
-        with `token`)."""
-        return await self._leader_view(AUTOPILOT_STATE_METHOD, state_json, token)
-
-    async def _leader_view(
-        self, method: str, render: Callable[[ClusterHealth], dict[str, Any]], token: str
-    ) -> dict[str, Any]:
-        if self.raft.is_leader() and self.autopilot is not None:
-            return render(self.autopilot.current_health())
-        leader = self.raft.leader_address()
-        if leader is None or leader == self.address:
-            raise RPCError(NO_LEADER)
-        payload = await self.client.call(leader, method, operator_payload(token), FORWARD_TIMEOUT_S)
-        found: dict[str, Any] = msgspec.msgpack.decode(payload)
-        return found
-
-    def autopilot_configuration(self) -> dict[str, Any]:
-        return config_json(self.autopilot_config)
-
-    async def _autopilot_health(self, payload: bytes, peer: PeerInfo) -> bytes:
-        request = self._operator_call(payload, AUTOPILOT_HEALTH_METHOD, "read")
-        return msgspec.msgpack.encode(await self.autopilot_health(request.token))
-
-    async def _autopilot_config(self, payload: bytes, peer: PeerInfo) -> bytes:
-        self._operator_call(payload, AUTOPILOT_CONFIG_METHOD, "read")
-        return msgspec.msgpack.encode(self.autopilot_configuration())
-
-    async def _autopilot_state(self, payload: bytes, peer: PeerInfo) -> bytes:
-        request = self._operator_call(payload, AUTOPILOT_STATE_METHOD, "read")
-        return msgspec.msgpack.encode(await self.autopilot_state(request.token))
 
     # ----- bootstrap and leadership -----------------------------------------
 
@@ -633,81 +472,6 @@ class ServerHandle:
         log.error("agent: raft failed, stopping: %s", exc)
         self.agent.exit_code = 1
         self.agent.stopped.set()
-
-
-def dev_raft_configuration(agent: Agent) -> dict[str, Any]:
-    """A -dev agent's "configuration": itself, the leader of one."""
-    return {
-        "Servers": [
-            {
-                "ID": agent.node_id,
-                "Node": agent.node_name,
-                "Address": f"{agent.advertise_addr}:{agent.config.ports.server}",
-                "Leader": True,
-                "ProtocolVersion": "3",
-                "Voter": True,
-            }
-        ],
-        "Index": 0,
-    }
-
-
-def dev_cluster_health(agent: Agent) -> ClusterHealth:
-    """A -dev agent's autopilot health: itself, a healthy leader of one."""
-    alive_since = time.monotonic() - (time.time() - agent.started_at_s)
-    me = ServerHealth(
-        id=agent.node_id,
-        name=agent.node_name,
-        address=f"{agent.advertise_addr}:{agent.config.ports.server}",
-        serf_status=SerfStatus.ALIVE,
-        version=BUILD.split(":", 1)[0],
-        leader=True,
-        voter=True,
-        healthy=True,
-        last_contact_s=0.0,
-        last_term=1,
-        last_index=agent.store.last_index if agent.store is not None else 0,
-        stable_since_s=alive_since,
-        status_since_s=alive_since,
-    )
-    return ClusterHealth(healthy=True, failure_tolerance=0, servers=(me,))
-
-
-async def autopilot_health(agent: Agent, token: str = "") -> dict[str, Any]:
-    """`/v1/operator/autopilot/health` on any agent: servers ask the leader, clients a
-    server; `token` (the caller's) goes along for the server's operator:read check."""
-    if agent.server is not None:
-        return await agent.server.autopilot_health(token)
-    if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(
-            AUTOPILOT_HEALTH_METHOD, operator_payload(token)
-        )
-        return found
-    return health_json(dev_cluster_health(agent))
-
-
-async def autopilot_state(agent: Agent, token: str = "") -> dict[str, Any]:
-    """`/v1/operator/autopilot/state` on any agent, routed as autopilot_health."""
-    if agent.server is not None:
-        return await agent.server.autopilot_state(token)
-    if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(
-            AUTOPILOT_STATE_METHOD, operator_payload(token)
-        )
-        return found
-    return state_json(dev_cluster_health(agent))
-
-
-async def autopilot_configuration(agent: Agent, token: str = "") -> dict[str, Any]:
-    """`/v1/operator/autopilot/configuration` on any agent."""
-    if agent.server is not None:
-        return agent.server.autopilot_configuration()
-    if agent.client_rpc is not None:
-        found: dict[str, Any] = await agent.client_rpc.call(
-            AUTOPILOT_CONFIG_METHOD, operator_payload(token)
-        )
-        return found
-    return config_json(autopilot_config(agent.config.autopilot))
 
 
 async def start_server(agent: Agent) -> ServerHandle:

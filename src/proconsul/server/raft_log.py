@@ -19,9 +19,9 @@ contract). One task takes each Ready and, in order:
     on them (success iff the entry at the index carries the proposal's term);
  4. answers read states (the caller then waits for the applied index) and
     fails dropped reads; 5. compacts; 6. advances;
- 7. takes a snapshot when one is due (below): serializes the store at once
-    and writes it in the background, then calls snapshot_done (or
-    snapshot_failed).
+ 7. takes a snapshot when one is due (raft_snapshots.py has when and how):
+    serializes the store at once and writes it in the background, then
+    calls snapshot_done (or snapshot_failed).
 
 Rules:
 - The core is only ever entered from the event loop thread and never across
@@ -42,16 +42,9 @@ Rules:
   bound), per-peer send queues. Every wait has a deadline; the loop itself is
   woken by a timer every tick interval even when nothing else happens.
 - peers.json (outage recovery) is applied before the log is loaded.
-- When snapshots are taken (Consul's raft_snapshot_threshold and
-  raft_snapshot_interval): with `params.snapshot_interval` 0, as soon as the
-  core asks (`want_snapshot`, i.e. `snapshot_threshold` entries applied since
-  the last one). Otherwise, as hashicorp/raft's snapshot loop does, a timer
-  fires at random times in [interval, 2 * interval) and a snapshot is taken
-  when, at that moment, the threshold is reached; a threshold crossed just
-  after a check waits for the next one. One exception keeps the in-memory log
-  bounded: once SNAPSHOT_BACKLOG_FACTOR thresholds are applied without a
-  snapshot, it is taken at once. The check runs in the loop task between
-  Readies, the only place the store sits exactly at the core's applied index.
+- The snapshot check runs in the loop task between Readies (after each Ready
+  and after each batch of them), the only place the store sits exactly at the
+  core's applied index.
 """
 
 from __future__ import annotations
@@ -71,7 +64,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from proconsul.raft.core import RaftError, RaftNode
-from proconsul.raft.log import LogSafetyError
 from proconsul.raft.messages import (
     Configuration,
     Entry,
@@ -93,6 +85,7 @@ from proconsul.server.raft_errors import (
     RaftRejectedError,
     RaftStoppedError,
 )
+from proconsul.server.raft_snapshots import SnapshotScheduler
 from proconsul.server.raft_support import RaftStatus, rebuild_state, status_of
 from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
@@ -116,9 +109,6 @@ class FollowerProgress:
 
 DEFAULT_APPLY_TIMEOUT_S = 15.0  # as long as an RPC write may take end to end
 DEFAULT_MAX_PENDING = 8192
-# Entries applied since the last snapshot, in thresholds, past which the next
-# snapshot does not wait for the interval check (see the module rules).
-SNAPSHOT_BACKLOG_FACTOR = 2
 
 
 class RaftLog:
@@ -163,10 +153,16 @@ class RaftLog:
         self._waiters = Waiters()
         self._read_ids = itertools.count(1)
         self._addresses: dict[str, str] = {}  # learned from Raft.Step senders
-        self._snapshot_writing = False
-        self._snapshot_timer: asyncio.TimerHandle | None = None
-        self._snapshot_due = False  # the interval timer fired; check at the next chance
-        self._snapshot_failed = False  # the last write failed; wait for the interval check
+        self._snapshots = SnapshotScheduler(
+            self.params,
+            self.rng,
+            fsm,
+            self.counters,
+            write=self._write_snapshot,
+            wake=self._wake.set,
+            stopped=lambda: self._closed or self.failed is not None,
+            fatal=self._fatal,
+        )
 
     # ----- lifecycle -------------------------------------------------------------------
 
@@ -192,7 +188,7 @@ class RaftLog:
         loop = asyncio.get_running_loop()
         self._loop_task = loop.create_task(self._run(), name=f"raft-ready-{self.id}")
         self._arm_timer()
-        self._arm_snapshot_timer()
+        self._snapshots.start()
         self._wake.set()  # entries committed before a restart are applied at once
         log.info(
             "raft: started %s at %s (term %d, last index %d, snapshot %d)",
@@ -231,8 +227,7 @@ class RaftLog:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._snapshot_timer is not None:
-            self._snapshot_timer.cancel()
+        self._snapshots.close()
         task = self._loop_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -439,7 +434,7 @@ class RaftLog:
                 self._wake.clear()
                 while node.has_ready():
                     await self._process(node.ready())
-                self._maybe_snapshot(asked=False)
+                self._snapshots.maybe_take(node, self.applied_index, asked=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -484,33 +479,7 @@ class RaftLog:
             await self._disk(storage.compact, rd.compact_through)
         # 7-8.
         node.advance(rd)
-        self._maybe_snapshot(asked=rd.want_snapshot)
-
-    def _maybe_snapshot(self, *, asked: bool) -> None:
-        """Take a snapshot if one is due (module rules); call only between Readies.
-        `asked`: the Ready just advanced had want_snapshot."""
-        node = self._require_node()
-        params = self.params
-        if params.snapshot_interval <= 0:
-            if asked:
-                self._take_snapshot()
-            return
-        if self._snapshot_writing:
-            return  # checked again when the write is done
-        base = node.snapshot.meta.index if node.snapshot is not None else 0
-        since = node.log.applied - base
-        if since < params.snapshot_threshold:
-            self._snapshot_due = False  # this check found nothing to do
-            return
-        # After a failed write only the interval check tries again: no retry per Ready.
-        backlog = not self._snapshot_failed and (
-            since >= SNAPSHOT_BACKLOG_FACTOR * params.snapshot_threshold
-        )
-        if self._snapshot_due or backlog:
-            self._snapshot_due = False
-            if backlog:
-                self.counters["snapshots_over_backlog"] += 1
-            self._take_snapshot()
+        self._snapshots.maybe_take(node, self.applied_index, asked=rd.want_snapshot)
 
     def _apply_entry(self, entry: Entry) -> None:
         if entry.index <= self.applied_index:
@@ -532,54 +501,6 @@ class RaftLog:
         # be told from a snapshot: its caller gets an unknown outcome.
         self._waiters.snapshot_installed(meta.index)
         self._waiters.release_applied(self.applied_index)
-
-    def _take_snapshot(self) -> None:
-        node = self._require_node()
-        storage = self._storage
-        if self._snapshot_writing or storage is None:
-            return
-        meta = node.prepare_snapshot()
-        if meta is None:
-            return
-        if meta.index != self.applied_index:
-            node.snapshot_failed()
-            raise RaftError(f"snapshot at {meta.index} but the FSM applied {self.applied_index}")
-        # Serialize now, while the store is exactly at meta.index; write later.
-        snapshot = Snapshot(meta, self.fsm.snapshot())
-        self._snapshot_writing = True
-        started = time.monotonic()
-        written = asyncio.get_running_loop().run_in_executor(
-            self._executor, storage.save_snapshot, snapshot
-        )
-
-        def done(future: asyncio.Future[None]) -> None:
-            self._snapshot_writing = False
-            if self._closed or self.failed is not None:
-                return
-            error = future.exception() if not future.cancelled() else None
-            if future.cancelled() or error is not None:
-                log.error("raft: writing snapshot at index %d failed: %s", meta.index, error)
-                # Tried again at the next interval check (as hashicorp/raft) or,
-                # with no interval, when the core asks again after more applies.
-                node.snapshot_failed()
-                self._snapshot_failed = True
-                return
-            self._snapshot_failed = False
-            try:
-                node.snapshot_done(snapshot)
-            except (RaftError, LogSafetyError) as exc:
-                self._fatal(exc)
-                return
-            self.counters["snapshots_taken"] += 1
-            log.info(
-                "raft: snapshot at index %d written (%d bytes, %.0f ms)",
-                meta.index,
-                len(snapshot.data),
-                (time.monotonic() - started) * 1000,
-            )
-            self._wake.set()
-
-        written.add_done_callback(done)
 
     # ----- helpers ---------------------------------------------------------------------
 
@@ -657,22 +578,6 @@ class RaftLog:
         interval = self.params.heartbeat_interval / 2
         self._timer = asyncio.get_running_loop().call_later(interval, self._on_timer)
 
-    def _arm_snapshot_timer(self) -> None:
-        interval = self.params.snapshot_interval
-        if interval <= 0:
-            return
-        delay = interval * (1 + self.rng.random())  # [interval, 2 * interval)
-        self._snapshot_timer = asyncio.get_running_loop().call_later(delay, self._on_snapshot_timer)
-
-    def _on_snapshot_timer(self) -> None:
-        self._snapshot_timer = None
-        if self._closed or self.failed is not None:
-            return
-        self.counters["snapshot_checks"] += 1
-        self._snapshot_due = True
-        self._wake.set()  # the loop task checks; only it may read the store
-        self._arm_snapshot_timer()
-
     def _on_timer(self) -> None:
         if self._closed or self.failed is not None:
             return
@@ -684,6 +589,12 @@ class RaftLog:
             return
         self._wake.set()
         self._arm_timer()
+
+    def _write_snapshot(self, snapshot: Snapshot) -> asyncio.Future[None]:
+        storage = self._storage
+        assert storage is not None
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, storage.save_snapshot, snapshot)
 
     async def _disk(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
