@@ -28,6 +28,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -224,10 +225,15 @@ def check_routes(app: web.Application) -> list[RouteKey]:
     return missing
 
 
-def rule_for(request: web.Request) -> tuple[RouteKey | None, Rule | None]:
-    route = request.match_info.route
+@functools.lru_cache(maxsize=1024)
+def _route_rule(route: web.AbstractRoute) -> tuple[RouteKey | None, Rule | None]:
+    # Routes are fixed once the app starts: look each one up once, not per request.
     key = route_key(route)
     return key, (ACL_RULES.get(key) if key is not None else None)
+
+
+def rule_for(request: web.Request) -> tuple[RouteKey | None, Rule | None]:
+    return _route_rule(request.match_info.route)
 
 
 # ----- the middleware -------------------------------------------------------------------

@@ -38,6 +38,7 @@ class BodyCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[Any, bytes]] = {}
+        self._keys: dict[str, str] = {}  # raw path and query -> key
         self.hits = 0
         self.misses = 0
 
@@ -50,7 +51,12 @@ class BodyCache:
         return request.path + "?" + "&".join(f"{k}={v}" for k, v in items)
 
     def body(self, request: web.Request, value: Any) -> bytes:
-        key = self.key(request)
+        # The same raw path and query always give the same key: build it once.
+        key = self._keys.get(request.raw_path)
+        if key is None:
+            if len(self._keys) >= _MAX_CACHED_BODIES:
+                self._keys.clear()
+            key = self._keys[request.raw_path] = self.key(request)
         cached = self._entries.get(key)
         if cached is not None and cached[0] is value:
             self.hits += 1

@@ -6,10 +6,13 @@ unless `?pretty`. Durations in query strings use Go syntax (`?wait=5s`).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import MutableMapping
 from typing import Any, Literal, NoReturn, TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proconsul.structs.duration import dec_hook, enc_hook, parse_duration
 from proconsul.structs.naming import pascal_keys, snake_keys
@@ -59,18 +62,46 @@ def json_response(
 def json_bytes_response(
     request: web.Request, body: bytes, meta: QueryMeta | None = None, status: int = 200
 ) -> web.Response:
-    response = web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE)
-    if meta is not None:
-        set_meta_headers(response, meta)
-    return response
+    if meta is None:
+        return web.Response(body=body, status=status, content_type=JSON_CONTENT_TYPE)
+    headers = _json_meta_headers(
+        meta.index, meta.known_leader, meta.last_contact_ms, meta.results_filtered_by_acls
+    )
+    return web.Response(body=body, status=status, headers=headers)
+
+
+@functools.lru_cache(maxsize=256)
+def _json_meta_headers(
+    index: int, known_leader: bool, last_contact_ms: int, filtered: bool
+) -> CIMultiDictProxy[str]:
+    """Content-Type and the meta headers of a JSON read, built once per index
+    rather than per request (read-only: `web.Response` copies them)."""
+    headers: CIMultiDict[str] = CIMultiDict({hdrs.CONTENT_TYPE: JSON_CONTENT_TYPE})
+    _add_meta_headers(headers, index, known_leader, last_contact_ms, filtered)
+    return CIMultiDictProxy(headers)
 
 
 def set_meta_headers(response: web.StreamResponse, meta: QueryMeta) -> None:
-    headers = response.headers
-    headers["X-Consul-Index"] = str(meta.index)
-    headers["X-Consul-KnownLeader"] = "true" if meta.known_leader else "false"
-    headers["X-Consul-LastContact"] = str(meta.last_contact_ms)
-    if meta.results_filtered_by_acls:
+    _add_meta_headers(
+        response.headers,
+        meta.index,
+        meta.known_leader,
+        meta.last_contact_ms,
+        meta.results_filtered_by_acls,
+    )
+
+
+def _add_meta_headers(
+    headers: MutableMapping[str, str],
+    index: int,
+    known_leader: bool,
+    last_contact_ms: int,
+    filtered: bool,
+) -> None:
+    headers["X-Consul-Index"] = str(index)
+    headers["X-Consul-KnownLeader"] = "true" if known_leader else "false"
+    headers["X-Consul-LastContact"] = str(last_contact_ms)
+    if filtered:
         headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
 
 
