@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import TYPE_CHECKING, Any
 
 
@@ -210,3 +211,24 @@ def run_wrk_script(
     finally:
         Path(file.name).unlink()
     return parse_wrk(out)
+
+
+def print_comparison(
+    column: str,
+    ours: tuple[str, list[WrkResult]],
+    baseline: tuple[str, list[WrkResult]],
+    ratio_label: str,
+    target: float,
+) -> None:
+    """Median req/s, p50 and p99 of alternating wrk rounds, and the throughput ratio."""
+    width = max(12, len(ours[0]) + 3, len(baseline[0]) + 3)
+    print(f"{column:<{width}}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
+    for name, results in (ours, baseline):
+        rps = median(r.requests_per_s for r in results)
+        p50 = median(r.p50_ms for r in results)
+        p99 = median(r.p99_ms for r in results)
+        print(f"{name:<{width}}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
+    ratio = median(r.requests_per_s for r in ours[1]) / median(
+        r.requests_per_s for r in baseline[1]
+    )
+    print(f"throughput ratio {ratio_label}: {ratio:.2f} (target >= {target})")

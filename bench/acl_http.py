@@ -19,10 +19,9 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from statistics import median
 from typing import Any
 
-from _harness import WrkResult, free_port, run_wrk, wait_http
+from _harness import WrkResult, free_port, print_comparison, run_wrk, wait_http
 
 PATH = "/v1/health/service/api?passing"
 RULE_COUNT = 50
@@ -121,14 +120,13 @@ def main() -> None:
         f"({len(body_secured)} with ACLs: the raft indexes differ), "
         f"{args.connections} connections, {args.rounds} alternating rounds of {args.seconds}s"
     )
-    print(f"{'agent':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
-    for name, results in (("ACLs, 50-rule token", ours), ("ACLs disabled", baseline)):
-        rps = median(r.requests_per_s for r in results)
-        p50 = median(r.p50_ms for r in results)
-        p99 = median(r.p99_ms for r in results)
-        print(f"{name:<22}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
-    ratio = median(r.requests_per_s for r in ours) / median(r.requests_per_s for r in baseline)
-    print(f"throughput ratio ACLs/disabled: {ratio:.2f} (target >= 0.8)")
+    print_comparison(
+        "agent",
+        ("ACLs, 50-rule token", ours),
+        ("ACLs disabled", baseline),
+        "ACLs/disabled",
+        0.8,
+    )
 
 
 if __name__ == "__main__":

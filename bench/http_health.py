@@ -15,9 +15,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from statistics import median
 
-from _harness import WrkResult, free_port, http, run_wrk, start_dev_agent, wait_http
+from _harness import (
+    WrkResult,
+    free_port,
+    http,
+    print_comparison,
+    run_wrk,
+    start_dev_agent,
+    wait_http,
+)
 
 PATH = "/v1/health/service/api?passing"
 
@@ -100,14 +107,9 @@ def main() -> None:
         f"GET {PATH}: {args.instances} instances, body {len(body)} bytes, "
         f"{args.connections} connections, {args.rounds} alternating rounds of {args.seconds}s"
     )
-    print(f"{'server':<12}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}   (medians)")
-    for name, results in (("proconsul", ours), ("baseline", baseline)):
-        rps = median(r.requests_per_s for r in results)
-        p50 = median(r.p50_ms for r in results)
-        p99 = median(r.p99_ms for r in results)
-        print(f"{name:<12}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}")
-    ratio = median(r.requests_per_s for r in ours) / median(r.requests_per_s for r in baseline)
-    print(f"throughput ratio proconsul/baseline: {ratio:.2f} (target >= 0.6)")
+    print_comparison(
+        "server", ("proconsul", ours), ("baseline", baseline), "proconsul/baseline", 0.6
+    )
 
 
 if __name__ == "__main__":

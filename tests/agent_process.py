@@ -7,6 +7,7 @@ printed when a test fails to start it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -65,6 +66,18 @@ def wait_for(
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {deadline_s}s (last error: {last_error})")
+
+
+async def wait_for_async(
+    condition: Callable[[], object], deadline_s: float = 10.0, interval_s: float = 0.01
+) -> None:
+    """`wait_for` inside an event loop: poll `condition` without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {deadline_s}s")
+        await asyncio.sleep(interval_s)
 
 
 @dataclass

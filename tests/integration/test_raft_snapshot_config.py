@@ -14,13 +14,12 @@ Every wait has a deadline; nothing sleeps blindly.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
-from tests.agent_process import free_port, wait_for
+from tests.agent_process import free_port, wait_for, wait_for_async
 from tests.gossip_agents import GossipPool
 from tests.integration.test_cluster import kv_put, kv_value
 
@@ -61,10 +60,7 @@ async def solo(
 
 async def wait_snapshot(raft: RaftLog, at_least: int) -> float:
     """Poll (with a deadline) until a snapshot at `at_least` or later; returns when."""
-    deadline = time.monotonic() + DEADLINE_S
-    while raft.status().snapshot_index < at_least:
-        assert time.monotonic() < deadline, raft.stats()
-        await asyncio.sleep(0.02)
+    await wait_for_async(lambda: raft.status().snapshot_index >= at_least, DEADLINE_S)
     return time.monotonic()
 
 
@@ -114,10 +110,7 @@ async def test_a_failed_snapshot_write_waits_for_the_interval_check(
         monkeypatch.setattr(raft._storage, "save_snapshot", broken)
         for i in range(SNAPSHOT_BACKLOG_FACTOR * 10):
             await raft.apply(put(f"k/{i}", "v"))
-        deadline = time.monotonic() + DEADLINE_S
-        while raft.stats().get("core_snapshots_failed", 0) < 1:
-            assert time.monotonic() < deadline, raft.stats()
-            await asyncio.sleep(0.02)
+        await wait_for_async(lambda: raft.stats().get("core_snapshots_failed", 0) >= 1, DEADLINE_S)
         # More writes (Readies) past the backlog: no retry until the interval check.
         for i in range(10):
             await raft.apply(put(f"more/{i}", "v"))

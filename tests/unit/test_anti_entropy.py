@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 import pytest
+from tests.agent_process import wait_for_async
 
 from proconsul.agent.anti_entropy import AntiEntropy, mask_secrets
 from proconsul.agent.local_state import LocalState, output_held_until_s
@@ -494,9 +495,7 @@ async def test_run_wakes_when_a_held_back_output_is_due() -> None:
         update(local, "disk", "critical", "new output", syncer.clock())
         await asyncio.sleep(0)  # let the syncer run if it (wrongly) woke
         assert catalog.checks["disk"].output == ""
-        async with asyncio.timeout(5.0):
-            while catalog.checks["disk"].output != "new output":
-                await asyncio.sleep(0.02)
+        await wait_for_async(lambda: catalog.checks["disk"].output == "new output", 5.0)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from tests.agent_process import wait_for_async
+
 from proconsul.agent.member_catalog import MemberCatalog
 from proconsul.gossip import State
 from proconsul.gossip.state import Member
@@ -81,14 +83,6 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(body(), 30))
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE_S
-    while not condition():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def test_reaped_serf_node_goes_and_others_stay() -> None:
     async def body() -> None:
         agent, catalog = make(
@@ -115,23 +109,25 @@ def test_periodic_pass_runs_while_leading() -> None:
         task = asyncio.create_task(catalog.run())
         try:
             # The first pass runs at once on an agent that leads (a dev agent).
-            await until(lambda: "ghost-1" not in agent.nodes())
+            await wait_for_async(lambda: "ghost-1" not in agent.nodes(), DEADLINE_S)
             # The member itself was reconciled in the same pass.
-            await until(lambda: "web" in agent.nodes())
+            await wait_for_async(lambda: "web" in agent.nodes(), DEADLINE_S)
             await agent.register("ghost-2", serf=True)
-            await until(lambda: "ghost-2" not in agent.nodes())
+            await wait_for_async(lambda: "ghost-2" not in agent.nodes(), DEADLINE_S)
             assert {"external", "web"} <= agent.nodes()
             # A follower leaves the catalog alone.
             agent.leading = False
             passes = catalog.full_passes
             await agent.register("ghost-3", serf=True)
             catalog.mark("web")
-            await until(lambda: not catalog._dirty)  # the wake-up was handled: dropped
+            await wait_for_async(
+                lambda: not catalog._dirty, DEADLINE_S
+            )  # the wake-up was handled: dropped
             assert "ghost-3" in agent.nodes() and catalog.full_passes == passes
             # Leading again (server_setup marks every member): a pass at once.
             agent.leading = True
             catalog.mark("web")
-            await until(lambda: "ghost-3" not in agent.nodes())
+            await wait_for_async(lambda: "ghost-3" not in agent.nodes(), DEADLINE_S)
         finally:
             task.cancel()
 
