@@ -67,6 +67,7 @@ from proconsul.server.autopilot import SerfStatus
 from proconsul.server.endpoints import Log, ServerEndpoints
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raft_handlers
+from proconsul.server.read_route import ReadStep, route_read
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.requests import ReadRequest, ReadResponse
@@ -143,24 +144,34 @@ class RoutedEndpoints(ServerEndpoints):
 
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
         options = request.options
-        if not options.allow_stale and not self.raft.is_leader():
-            leader = self.raft.leader_address()
-            if leader is None:
+        loop = asyncio.get_running_loop()
+        hold_until = loop.time() + self.hold_timeout_s
+        while True:
+            # Decided afresh after every wait (server/read_route.py).
+            route = route_read(
+                allow_stale=options.allow_stale,
+                require_consistent=options.require_consistent,
+                leading=self.raft.is_leader(),
+                leader_address=self.raft.leader_address(),
+            )
+            if route.step is ReadStep.WAIT:
                 try:
-                    await self.raft.wait_for_leader(self.hold_timeout_s)
+                    await self.raft.wait_for_leader(max(0.0, hold_until - loop.time()))
                 except TimeoutError:
                     raise RPCError(NO_LEADER) from None
-                leader = self.raft.leader_address()
-            if leader is not None and leader != self.raft.address:
+                continue
+            if route.step is ReadStep.FORWARD:
+                assert route.address is not None
                 try:
-                    return await self.remote.read(leader, method, request)
+                    return await self.remote.read(route.address, method, request)
                 except (ConnectionError, TimeoutError) as exc:
                     # The caller reached this server; its hop to the leader failed.
                     raise RPCError(
                         f"rpc: forwarding {method} to the leader failed: {exc}"
                     ) from None
-        elif options.require_consistent:
-            await self.raft.read_barrier()
+            if route.step is ReadStep.BARRIER:
+                await self.raft.read_barrier()
+            break
         response = await super().read(method, request)
         status = self.raft.status()
         contact = status.last_contact_s

@@ -57,6 +57,7 @@ from proconsul.raft.messages import (
 from proconsul.raft.params import RaftParams, quorum_size
 from proconsul.raft.ready import NotLeader, Proposal, Ready, Rejected, Role
 from proconsul.raft.storage_api import MemoryStorage, persist_ready
+from proconsul.server.read_route import ReadStep, route_read
 from tests.sim.raft.raft_kv import KV, cas_command, put_command
 from tests.sim.raft.raft_lincheck import UNKNOWN, Op
 
@@ -159,6 +160,8 @@ class SimServer:
     writes: dict[int, tuple[int, PendingOp]] = field(default_factory=dict)
     reads: dict[bytes, PendingOp] = field(default_factory=dict)
     confirmed_reads: list[tuple[int, PendingOp]] = field(default_factory=list)
+    # Reads that found no leader known here: they wait for one, then route again.
+    parked_reads: list[tuple[PendingOp, float]] = field(default_factory=list)
 
 
 class Simulation:
@@ -275,6 +278,7 @@ class Simulation:
         server.writes.clear()
         server.reads.clear()
         server.confirmed_reads.clear()
+        server.parked_reads.clear()
         self.log(f"{sid} start epoch={server.epoch} term={server.node.term}")
 
     def crash(self, sid: str) -> None:
@@ -300,7 +304,20 @@ class Simulation:
 
     def after_input(self, sid: str) -> None:
         self.check_leader(sid)
+        self.unpark_reads(sid)
         self.pump(sid)
+
+    def unpark_reads(self, sid: str) -> None:
+        """Reads waiting on `sid` for a leader route again once one is known."""
+        server = self.servers[sid]
+        node = server.node
+        if not server.parked_reads or node is None or node.leader_id is None:
+            return
+        parked, server.parked_reads = server.parked_reads, []
+        for op, deadline in parked:
+            if not op.done:
+                self.count("reads_unparked")
+                self.client_attempt(op, sid, deadline)
 
     def pump(self, sid: str) -> None:
         """Take the next Ready if the server is idle and has one."""
@@ -538,6 +555,22 @@ class Simulation:
             return
         op.call = self.now
         if op.kind == "get":
+            # Routed as the server adapter routes a ?consistent read.
+            route = route_read(
+                allow_stale=False,
+                require_consistent=True,
+                leading=node.role is Role.LEADER,
+                leader_address=node.leader_id,
+            )
+            if route.step is ReadStep.WAIT:
+                server.parked_reads.append((op, deadline))
+                self.at(deadline, lambda: self.timeout(op))
+                return
+            if route.step is ReadStep.FORWARD:
+                self.retry(op, route.address, deadline)
+                return
+            if route.step is not ReadStep.BARRIER:
+                self.fail(f"a consistent read on {target} was routed to {route.step}")
             ctx = op.op_id.to_bytes(8, "big")
             result = node.read_index(ctx)
             if result is None:
