@@ -19,9 +19,15 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 import msgspec
 import uvloop
+
+# The baseline log lives with the tests (it is no part of the agent).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.local_log import LocalLog
 
 from proconsul.raft import Server, params_from_multiplier
 from proconsul.rpc import PeerInfo, RPCClient, RPCServer
@@ -29,9 +35,9 @@ from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
 from proconsul.rpc.testing import CertFiles, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
+from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_log import RaftLog
-from proconsul.server.raft_rpc import ForwardingLog, raft_handlers
+from proconsul.server.raft_rpc import raft_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 
@@ -63,7 +69,7 @@ async def serve(args: argparse.Namespace) -> None:
             args.raft_multiplier, snapshot_threshold=args.snapshot_threshold
         )
         raft = RaftLog(args.id, address, fsm, client, data_dir=args.data_dir, params=params)
-        endpoints = ServerEndpoints(store, ForwardingLog(raft, EndpointsClient(client)), "dc1")
+        endpoints = ServerEndpoints(store, LeaderRouter(raft, EndpointsClient(client)), "dc1")
 
     async def leader(payload: bytes, peer: PeerInfo) -> bytes:
         if raft is None:

@@ -2,7 +2,7 @@
 TLS, real SQLite logs in temporary data dirs, raft_multiplier 1.
 
 Each server is what a server agent will run: StateStore + FSM, a RaftLog,
-ServerEndpoints over a ForwardingLog, and one RPCServer carrying both the
+ServerEndpoints over a LeaderRouter, and one RPCServer carrying both the
 endpoint handlers and Raft.Step (only for server certificates). "Crashing" a
 server closes its sockets and cancels its Raft tasks at once; a restart opens
 the same data dir on the same port. Waits are event- or deadline-bound.
@@ -27,9 +27,10 @@ from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
 from proconsul.rpc.testing import CertFiles, TestPKI, make_pki, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
+from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_errors import NotLeaderError, RaftStoppedError
 from proconsul.server.raft_log import RaftLog
-from proconsul.server.raft_rpc import ForwardingLog, raft_handlers
+from proconsul.server.raft_rpc import raft_handlers
 from proconsul.server.raft_transport import STEP_METHOD, encode_batch
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
@@ -62,7 +63,7 @@ class Member:
     rpc: RPCServer | None = None
     client: RPCClient | None = None
     endpoints: ServerEndpoints | None = None
-    forwarder: ForwardingLog | None = None
+    forwarder: LeaderRouter | None = None
 
     @property
     def address(self) -> str:
@@ -106,7 +107,7 @@ class Cluster:
             m.id, m.address, FSM(m.store), m.client, data_dir=m.data_dir, params=self.params
         )
         await m.raft.start()
-        m.forwarder = ForwardingLog(m.raft, EndpointsClient(m.client), hold_timeout_s=2.0)
+        m.forwarder = LeaderRouter(m.raft, EndpointsClient(m.client), hold_timeout_s=2.0)
         m.endpoints = ServerEndpoints(m.store, m.forwarder, "dc1")
         handlers.update(endpoint_handlers(m.endpoints))
         handlers.update(raft_handlers(m.raft, m.endpoints, require_server_cert=True))

@@ -40,14 +40,15 @@ from proconsul.acl.structs import (
     with_hash,
 )
 from proconsul.agent.agent import Agent
-from proconsul.agent.auto_encrypt import SIGN_METHOD, SignReply, SignRequest
-from proconsul.agent.server_operator import operator_payload
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.rpc import ErrorCode, RPCClient, RPCError
 from proconsul.rpc.codec import ApplyRequest, decode_read_response
 from proconsul.rpc.testing import make_pki
 from proconsul.server.acl_rpc import ACLCall, ResolveReply, encode_call
+from proconsul.server.auto_encrypt_signer import SIGN_METHOD, SignReply, SignRequest
+from proconsul.server.delegate import ServerDelegate
+from proconsul.server.operator import operator_payload
 from proconsul.structs.catalog import KVEntry
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
@@ -388,8 +389,8 @@ def test_cases_cover_every_registered_method(tmp_path: Path) -> None:
         agent = Agent(args, config)
         try:
             await agent.start()
-            assert agent.server is not None
-            return set(agent.server.handlers)
+            assert isinstance(agent.delegate, ServerDelegate)
+            return set(agent.delegate.handlers)
         finally:
             await agent.stop()
 

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from tests.local_log import LocalLog
 
 from proconsul.rpc import RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
 from proconsul.rpc.testing import make_pki, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyError
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService

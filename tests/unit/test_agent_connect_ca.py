@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from proconsul.agent.connect_ca import (
+from proconsul.connect.ca import generate_root, root_row, sign_agent_client
+from proconsul.rpc.tls import present_certificate_pem
+from proconsul.server.connect_ca import (
     CAInitError,
     RootTrust,
     active_signing_ca,
     ensure_ca_root,
     trusted_roots_pem,
 )
-from proconsul.connect.ca import generate_root, root_row, sign_agent_client
-from proconsul.rpc.tls import present_certificate_pem
 from proconsul.state.fsm import FSM, ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.commands import CARootsSetRequest, Command

@@ -12,17 +12,17 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from proconsul.agent.auto_encrypt import (
-    SIGN_METHOD,
-    CertFetcher,
-    SignReply,
-    SignRequest,
-    signer_from_config,
-)
+from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.config.schema import TLSSettings
 from proconsul.rpc import Handler, PeerInfo, RPCClient, RPCError, RPCServer, TLSHandshakeError
 from proconsul.rpc.testing import make_pki, tls_settings
 from proconsul.rpc.tls import rpc_tls, server_context
+from proconsul.server.auto_encrypt_signer import (
+    SIGN_METHOD,
+    SignReply,
+    SignRequest,
+    signer_from_config,
+)
 from proconsul.tls.certs import generate_private_key, load_certificate, private_key_to_pem
 
 PEER = PeerInfo(address=("127.0.0.1", 1), tls=True)

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 import pytest
 
-from proconsul.agent.autopilot_loop import config_json, health_json, state_json
 from proconsul.server.autopilot import (
     Action,
     AddServer,
@@ -26,6 +25,7 @@ from proconsul.server.autopilot import (
     evaluate,
     failure_tolerance,
 )
+from proconsul.server.autopilot_loop import config_json, health_json, state_json
 
 ALIVE, FAILED, LEFT = SerfStatus.ALIVE, SerfStatus.FAILED, SerfStatus.LEFT
 CONFIG = AutopilotConfig(server_stabilization_time_s=10.0)

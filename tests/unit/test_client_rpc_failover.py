@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,7 +24,7 @@ from proconsul.structs.commands import KVSRequest
 from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
 
 if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
+    pass
 
 CALL_TIMEOUT_S = 0.3
 
@@ -78,7 +77,7 @@ async def servers() -> AsyncIterator[Servers]:
 
 def client_with(order: list[str]) -> ClientRPC:
     config = load_config(parse_agent_args(["-dev"]), hostname=lambda: "box").config
-    client = ClientRPC(cast("Agent", SimpleNamespace(config=config, gossip=None)), random.Random(1))
+    client = ClientRPC(config, random.Random(1))
     client.timeout_s = CALL_TIMEOUT_S
     client.servers = lambda: list(order)  # type: ignore[method-assign]
     client.current = order[0]  # stick to the stuck one first

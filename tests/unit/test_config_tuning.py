@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import pytest
 from tests.agent_process import wait_for_async
 
 from proconsul.agent.client_rpc import DEFAULT_CLIENT_TIMEOUT_S, ClientRPC, client_timeout_s
-from proconsul.agent.server_setup import hold_timeout_s, raft_params, rpc_server
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
@@ -28,9 +26,10 @@ from proconsul.raft.params import (
     params_from_multiplier,
 )
 from proconsul.rpc.tls import RPCTLS
+from proconsul.server.rpc_config import hold_timeout_s, raft_params, rpc_server
 
 if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
+    pass
 
 TUNED = """
 raft_snapshot_threshold = 100
@@ -94,9 +93,8 @@ def test_configured_values_reach_raft_and_rpc() -> None:
 
 
 def test_client_rpc_takes_its_timeout_from_the_config() -> None:
-    # ClientRPC as agent.py builds it; without TLS it reads nothing but the config.
-    agent = cast("Agent", SimpleNamespace(config=config(TUNED), gossip=None))
-    client = ClientRPC(agent, random.Random(1))
+    # ClientRPC as the client delegate builds it; without TLS it reads nothing but the config.
+    client = ClientRPC(config(TUNED), random.Random(1))
     assert client.timeout_s == 25.0
 
 

@@ -20,12 +20,12 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+from tests.local_log import LocalLog
 
 from proconsul.agent.dns_setup import AgentCatalog
 from proconsul.dns.core import DnsSettings
 from proconsul.dns.server import DnsServer
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import HealthCheck, NodeService

@@ -17,6 +17,7 @@ import dns.asyncquery
 import dns.message
 import dns.rcode
 import pytest
+from tests.local_log import LocalLog
 
 from proconsul.acl.structs import ACLLink, ACLPolicy, ACLToken
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
@@ -29,7 +30,6 @@ from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
 from proconsul.server.acl_resolver import ACLNotFound, ServerACLResolver
 from proconsul.server.acl_rpc import acl_handlers
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService

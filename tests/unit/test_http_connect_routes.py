@@ -10,9 +10,9 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from proconsul.agent.connect_ca import ensure_ca_root
 from proconsul.http.api import AGENT_KEY
 from proconsul.http.connect_routes import ROOTS_METHOD, add_routes
+from proconsul.server.connect_ca import ensure_ca_root
 from proconsul.state.fsm import FSM, ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.commands import Command

@@ -1,12 +1,13 @@
-"""The leader's reconcile from the catalog side (agent/member_catalog.py).
+"""The leader's reconcile from the catalog side (server/member_catalog.py).
 
 Over a real StateStore, FSM, LocalLog and ServerEndpoints, with a stand-in
-for the agent (its `leader_read`/`leader_write` are the endpoints' own, as on
-a dev agent) and for the gossip core (a fixed member list): a node with a
-`serfHealth` check that is no gossip member is deregistered by a full pass;
-a node registered without `serfHealth`, a member (in any state, any letter
-case) and the agent's own node stay. The periodic pass runs again after the
-interval and only while this agent leads. Every wait has a deadline.
+for the server (its `leader_read`/`leader_write` are the endpoints' own) and
+for the gossip core (a fixed member list): a node with a `serfHealth` check
+that is no gossip member is deregistered by a full pass; a node registered
+without `serfHealth`, a member (in any state, any letter case) and the
+agent's own node stay. The periodic pass runs again after the interval and
+only while this server leads (it is a leader duty, started and cancelled by
+`LeaderDuties`). Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from tests.agent_process import wait_for_async
+from tests.local_log import LocalLog
 
-from proconsul.agent.member_catalog import MemberCatalog
 from proconsul.gossip import State
 from proconsul.gossip.state import Member
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
+from proconsul.server.leader_duties import LeaderDuties, LeaderDuty
+from proconsul.server.member_catalog import MemberCatalog
 from proconsul.state.fsm import FSM, ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import SERF_CHECK_ID, HealthCheck
@@ -42,7 +44,7 @@ class FakeCore:
 
 
 class FakeAgent:
-    """What MemberCatalog uses of the agent, backed by real endpoints."""
+    """The leader's own reads and writes, backed by real endpoints."""
 
     node_name = "leader"
     datacenter = "dc1"
@@ -50,10 +52,6 @@ class FakeAgent:
     def __init__(self) -> None:
         self.store = StateStore()
         self.endpoints = ServerEndpoints(self.store, LocalLog(FSM(self.store)), "dc1")
-        self.leading = True
-
-    def leads_catalog(self) -> bool:
-        return self.leading
 
     async def leader_read(self, method: str, request: ReadRequest) -> ReadResponse:
         return await self.endpoints.local_read(method, request)
@@ -75,7 +73,13 @@ def member(name: str, state: State = State.ALIVE) -> Member:
 
 def make(members: list[Member]) -> tuple[FakeAgent, MemberCatalog]:
     agent = FakeAgent()
-    catalog = MemberCatalog(agent, FakeCore(members))  # type: ignore[arg-type]
+    catalog = MemberCatalog(
+        FakeCore(members),
+        agent.node_name,
+        agent.datacenter,
+        read=agent.leader_read,
+        write=agent.leader_write,
+    )
     return agent, catalog
 
 
@@ -106,29 +110,28 @@ def test_periodic_pass_runs_while_leading() -> None:
         catalog.reconcile_interval_s = 0.1
         await agent.register("ghost-1", serf=True)
         await agent.register("external", serf=False)
-        task = asyncio.create_task(catalog.run())
+        duties = LeaderDuties()
+        duties.add(LeaderDuty("member-reconcile", catalog.run))
+        duties.set_leading(True)
         try:
-            # The first pass runs at once on an agent that leads (a dev agent).
+            # The first pass runs at once when leadership is gained.
             await wait_for_async(lambda: "ghost-1" not in agent.nodes(), DEADLINE_S)
             # The member itself was reconciled in the same pass.
             await wait_for_async(lambda: "web" in agent.nodes(), DEADLINE_S)
             await agent.register("ghost-2", serf=True)
             await wait_for_async(lambda: "ghost-2" not in agent.nodes(), DEADLINE_S)
             assert {"external", "web"} <= agent.nodes()
-            # A follower leaves the catalog alone.
-            agent.leading = False
+            # A follower leaves the catalog alone: the duty is no longer running.
+            duties.set_leading(False)
+            await wait_for_async(lambda: duties.running() == [], DEADLINE_S)
             passes = catalog.full_passes
             await agent.register("ghost-3", serf=True)
             catalog.mark("web")
-            await wait_for_async(
-                lambda: not catalog._dirty, DEADLINE_S
-            )  # the wake-up was handled: dropped
             assert "ghost-3" in agent.nodes() and catalog.full_passes == passes
-            # Leading again (server_setup marks every member): a pass at once.
-            agent.leading = True
-            catalog.mark("web")
+            # Leading again: a pass at once.
+            duties.set_leading(True)
             await wait_for_async(lambda: "ghost-3" not in agent.nodes(), DEADLINE_S)
         finally:
-            task.cancel()
+            await duties.stop()
 
     run(body)

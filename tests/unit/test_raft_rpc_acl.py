@@ -1,5 +1,5 @@
 """The leader's second look at forwarded commands (server/raft_rpc.py), the token
-on its way there (`ForwardingLog`, `ACLEndpoints`) and the operator/auto_encrypt
+on its way there (`LeaderRouter`, `ACLEndpoints`) and the operator/auto_encrypt
 checks a server makes for RPC callers (agent/server_operator.py, server_setup.py, auto_encrypt.py).
 
 Everything runs over a real StateStore, LocalLog and ServerACLResolver with
@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from tests.local_log import LocalLog
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
 from proconsul.acl.structs import (
@@ -28,8 +29,7 @@ from proconsul.acl.structs import (
     ACLToken,
     with_hash,
 )
-from proconsul.agent.auto_encrypt import CertFetcher, SignReply, SignRequest, signer_from_config
-from proconsul.agent.server_operator import decode_operator_request, operator_payload
+from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.connect.structs import CARoot
 from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
@@ -37,12 +37,13 @@ from proconsul.rpc.testing import make_pki
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import RESET_FILE, ACLEndpoints, ACLError
 from proconsul.server.acl_resolver import ServerACLResolver
-from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
+from proconsul.server.auto_encrypt_signer import SignReply, SignRequest, signer_from_config
+from proconsul.server.endpoints import Authorize, ServerEndpoints
+from proconsul.server.leader_router import LeaderRouter
+from proconsul.server.operator import decode_operator_request, operator_payload
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_rpc import (
     ACL_DISABLED,
-    ForwardingLog,
     authorize_forwarded,
     raft_handlers,
 )
@@ -235,7 +236,7 @@ class RecordingEndpoints:
 
 async def test_forwarding_log_hands_the_callers_token_to_the_leader() -> None:
     remote = RecordingEndpoints()
-    log = ForwardingLog(FollowerRaft(), remote)  # type: ignore[arg-type]
+    log = LeaderRouter(FollowerRaft(), remote)  # type: ignore[arg-type]
     assert await log.apply(kv_set("a"), "caller-secret") == (7, True)
     assert await log.apply(kv_set("b")) == (7, True)
     assert [(a, t) for a, _, t in remote.forwarded] == [
@@ -251,9 +252,11 @@ class TokenLog:
         self.local = LocalLog(FSM(store))
         self.tokens: list[tuple[str, str]] = []
 
-    async def apply(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+    async def apply(
+        self, command: Command, token: str = "", authorize: Authorize | None = None
+    ) -> tuple[int, ApplyResult]:
         self.tokens.append((type(command).__name__, token))
-        return await self.local.apply(command)
+        return await self.local.apply(command, token, authorize)
 
 
 async def test_acl_writes_go_into_the_log_with_the_callers_token() -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.local_log import LocalLog
 
 from proconsul.rpc import ErrorCode, PeerInfo, RPCError, codec
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyError
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (

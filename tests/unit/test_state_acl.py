@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from tests.local_log import LocalLog
 
 from proconsul.acl.structs import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
@@ -24,7 +25,6 @@ from proconsul.acl.structs import (
 )
 from proconsul.cli.acl_format import format_token, go_time
 from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
 from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.store import StateStore

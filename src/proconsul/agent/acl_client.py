@@ -1,4 +1,4 @@
-"""ACLs on client agents, and the leader's ACL chores on servers.
+"""ACLs on client agents.
 
 Job:
 - `ClientACLResolver`: a client agent has no state store, so it asks a server
@@ -7,9 +7,6 @@ Job:
   caches the result.
 - `RemoteACLEndpoints`: the ACL API (`ACLService`) of a client agent, each
   call an "ACL.<Op>" RPC to a server carrying the caller's secret.
-- `acl_leader_duties`: on servers, whenever this one leads, run
-  `ACLEndpoints.establish()` once per leadership term and delete expired
-  tokens every `REAP_INTERVAL_S`.
 
 Rules (Consul's, as documented):
 - One combined TTL per token: the smallest of `acl.token_ttl`, `policy_ttl`
@@ -60,8 +57,6 @@ log = logging.getLogger("proconsul.acl")
 CallRaw = Callable[[str, bytes, float], Awaitable[bytes]]
 RESOLVE_TIMEOUT_S = 5.0
 CACHE_MAX = 4096
-REAP_INTERVAL_S = 5.0
-LEADER_POLL_S = 0.5
 DOWN_POLICIES = ("extend-cache", "async-cache", "allow", "deny")
 
 
@@ -304,29 +299,3 @@ class RemoteACLEndpoints:
 
     async def role_delete(self, role_id: str, *, caller: str = "") -> None:
         await self._call("ACL.RoleDelete", ACLCall(caller=caller, id=role_id))
-
-
-async def acl_leader_duties(
-    leads: Callable[[], bool],
-    establish: Callable[[], Awaitable[None]],
-    reap: Callable[[], Awaitable[int]],
-    clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Run forever: `establish` once per leadership term (retried until it
-    succeeds), `reap` every REAP_INTERVAL_S while leading."""
-    established = False
-    next_reap = 0.0
-    while True:
-        if not leads():
-            established = False
-        else:
-            try:
-                if not established:
-                    await establish()
-                    established = True
-                if clock() >= next_reap:
-                    next_reap = clock() + REAP_INTERVAL_S
-                    await reap()
-            except Exception as exc:  # lost leadership mid-write, no quorum, ...
-                log.warning("acl: leader duty failed, will retry: %s", exc)
-        await asyncio.sleep(LEADER_POLL_S)

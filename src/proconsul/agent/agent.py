@@ -1,11 +1,17 @@
-"""The agent: wires config, local state, check monitors, anti-entropy, the state
-store (on servers) and the HTTP API together, and implements `AgentAPI`.
+"""The agent: wires config, local state, check monitors, anti-entropy, gossip,
+DNS and the HTTP API around one delegate, and implements `AgentAPI`.
+
+The delegate (agent/delegate.py) is the part that differs by mode: a
+`ServerDelegate` (server/delegate.py; a dev agent is a lone in-memory voter)
+or a `ClientDelegate` (agent/client_delegate.py). The agent never branches
+on the mode itself; its parts get values and callables, never the agent.
 
 Lifecycle: `start()` brings every part up or fails before serving anything;
 `reload()` re-reads the same config sources and changes services and checks in
-place (nothing else restarts); `stop()` ends every task and socket. Services
-and checks from config files are tracked apart from API-registered ones, so a
-reload removes only what the files no longer declare.
+place (nothing else restarts); `stop()` ends every task and socket. A fatal
+error in a part (Raft, retry_join) stops the agent with exit code 1 through
+`_fatal`. Services and checks from config files are tracked apart from
+API-registered ones, so a reload removes only what the files no longer declare.
 """
 
 from __future__ import annotations
@@ -17,29 +23,20 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
+from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.anti_entropy import AntiEntropy
-from proconsul.agent.client_rpc import ClientRPC, NoServersError
-from proconsul.agent.connect_ca import ensure_ca_root
+from proconsul.agent.client_delegate import ClientDelegate
+from proconsul.agent.client_rpc import NoServersError
+from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
-from proconsul.agent.gossip_setup import GossipHandle, start_gossip
+from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
 from proconsul.agent.local_state import LocalState
-from proconsul.agent.server_operator import (
-    RAFT_CONFIG_METHOD,
-    RAFT_REMOVE_METHOD,
-    autopilot_configuration,
-    autopilot_health,
-    autopilot_state,
-    dev_raft_configuration,
-    operator_payload,
-)
-from proconsul.agent.server_setup import ServerHandle, start_server
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
@@ -47,17 +44,21 @@ from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import build_app, start_http
-from proconsul.rpc.errors import RPCError
 from proconsul.server.acl_resolver import ResolvedToken
 from proconsul.server.acl_rpc import ACLService
-from proconsul.server.endpoints import ServerEndpoints
-from proconsul.server.local_log import LocalLog
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.server.delegate import ServerDelegate
+from proconsul.server.operator import (
+    AUTOPILOT_CONFIG_METHOD,
+    AUTOPILOT_HEALTH_METHOD,
+    AUTOPILOT_STATE_METHOD,
+    RAFT_CONFIG_METHOD,
+    RAFT_REMOVE_METHOD,
+    OperatorRequest,
+)
+from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
-    SERF_CHECK_ID,
-    SERF_CHECK_NAME,
     SERVICE_MAINT_PREFIX,
     HealthCheck,
     NodeService,
@@ -101,6 +102,7 @@ class Agent:
         self.advertise_addr = config.advertise_addr
         self.started_at_s = time.time()
         self.rng = random.Random()
+        self._load_node_id()
         self.local = LocalState(
             node_name=self.node_name,
             check_update_interval_s=float(config.check_update_interval),
@@ -108,17 +110,14 @@ class Agent:
         self.sources = Sources()
         self.monitors: dict[str, CheckMonitor] = {}
         self.runners = CheckRunnerSet(rng=self.rng)
-        self.store: StateStore | None = None
-        self.endpoints: ServerEndpoints | None = None
-        self.server: ServerHandle | None = None  # non-dev servers: Raft + RPC
-        self.client_rpc: ClientRPC | None = None if config.server else ClientRPC(self, self.rng)
-        self.acl = AgentACL(self)
-        self.tokens = self.acl.tokens
-        if config.server and config.dev_mode:
-            self.store = StateStore()
-            self.endpoints = ServerEndpoints(
-                self.store, LocalLog(FSM(self.store)), config.datacenter, self.rng
-            )
+        acl = config.acl
+        self.tokens = AgentTokens(
+            acl.tokens,
+            config.data_dir,
+            persist=acl.enable_token_persistence and not config.dev_mode,
+        )
+        self.delegate = self._make_delegate()
+        self.acl = AgentACL(acl.enabled, self.node_name, self.tokens, lambda: self.delegate)
         self.anti_entropy = AntiEntropy(
             self.local,
             self._node_registration,
@@ -138,10 +137,34 @@ class Agent:
         self.dns: DnsHandle | None = None
         self.gossip: GossipHandle | None = None
 
+    def _make_delegate(self) -> Delegate:
+        if self.config.server:
+            return ServerDelegate(
+                self.config,
+                node_id=self.node_id,
+                node_name=self.node_name,
+                advertise_addr=self.advertise_addr,
+                rng=self.rng,
+                node_registration=self._node_registration,
+                on_fatal=self._fatal,
+            )
+        return ClientDelegate(
+            self.config, self.rng, node_name=self.node_name, agent_token=lambda: self.tokens.agent
+        )
+
+    @property
+    def store(self) -> StateStore | None:
+        """The replicated store on servers (the DNS cache keys on its indexes)."""
+        return self.delegate.store
+
+    def _fatal(self) -> None:
+        """A part failed for good (Raft, retry_join): stop with exit code 1."""
+        self.exit_code = 1
+        self.stopped.set()
+
     # ----- lifecycle ---------------------------------------------------------
 
     async def start(self) -> None:
-        self._load_node_id()
         if self.config.dev_mode:
             log.warning(
                 "agent: running in -dev mode: in-memory, a single server, %s. "
@@ -149,28 +172,23 @@ class Agent:
                 "ACLs on" if self.config.acl.enabled else "no ACLs",
             )
         self._apply_config_definitions(self.config)
-        if self.config.server and not self.config.dev_mode:
-            self.server = await start_server(self)
-            self.store = self.server.store
-            self.endpoints = self.server.endpoints
-        self.acl.start_server_side()
-        if self.server is None and self.endpoints is not None:
-            await self._establish_leadership()
-            await self.acl.establish()
-            if self.config.connect.enabled:
-                # A dev agent is its own leader: it initializes the Connect CA too.
-                await ensure_ca_root(
-                    self.endpoints.store,
-                    self.leader_write,
-                    datetime.now(UTC),
-                    random.SystemRandom(),
-                    ca_config=self.config.connect.ca_config,
-                )
-        self.gossip = await start_gossip(self)
-        if self.server is not None:
-            self.server.start_duties()
-        if self.client_rpc is not None:
-            self.client_rpc.start()
+        await self.delegate.start()
+        self.gossip = await start_gossip(
+            self.config,
+            PoolIdentity(
+                node_name=self.node_name,
+                advertise_addr=self.advertise_addr,
+                datacenter=self.datacenter,
+                tags=info.member_tags(self.config, self.node_id),
+                local_services=lambda: [
+                    (s.service, list(s.tags)) for s in self.local.live_services().values()
+                ],
+                on_member_change=self.delegate.on_member_change,
+                on_fatal=self._fatal,
+            ),
+        )
+        self.delegate.attach_gossip(self.gossip)
+        await self.delegate.ready()
         self.dns = await start_dns(self)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
@@ -180,9 +198,6 @@ class Agent:
             log.info("agent: started HTTP server on %s:%d (tcp)", host, port)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
-        acl_duties = self.acl.leader_duties()
-        if acl_duties is not None:
-            self._tasks.append(asyncio.create_task(acl_duties, name="acl-leader"))
         for monitor in self.monitors.values():
             monitor.start()
         log.info(
@@ -208,10 +223,7 @@ class Agent:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
             leave = self.config.leave_on_terminate
             await self.gossip.stop(leave=not self.config.server if leave is None else leave)
-        if self.server is not None:
-            await self.server.stop()
-        if self.client_rpc is not None:
-            await self.client_rpc.close()
+        await self.delegate.stop()
         self.stopped.set()
 
     def _load_node_id(self) -> None:
@@ -229,23 +241,6 @@ class Agent:
                 write_file_atomic(path, self.node_id.encode(), 0o600)
         else:
             self.node_id = str(uuid.uuid4())
-
-    async def _establish_leadership(self) -> None:
-        """Leader duties of a lone server: its own node, serfHealth and the consul service."""
-        registration = self._node_registration()
-        registration.service = NodeService(
-            id="consul", service="consul", port=self.config.ports.server
-        )
-        registration.checks = [
-            HealthCheck(
-                node=self.node_name,
-                check_id=SERF_CHECK_ID,
-                name=SERF_CHECK_NAME,
-                status="passing",
-                output="Agent alive and reachable",
-            )
-        ]
-        await self.leader_write(registration)
 
     def acl_endpoints(self) -> ACLService | None:
         """ACL reads and writes (see agent/acl_setup.py); None while ACLs are disabled."""
@@ -267,39 +262,19 @@ class Agent:
             node_meta=dict(self.config.node_meta),
         )
 
-    # ----- RPC (in-process on servers) --------------------------------------
+    # ----- reads and writes, through the delegate ------------------------------
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse:
-        if self.endpoints is not None:
-            return await self.endpoints.read(method, request)
-        if self.client_rpc is not None:
-            return await self.client_rpc.read(method, request)
-        raise NoServersError("No known Consul servers")
+        return await self.delegate.read(method, request)
 
     async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
         """A write on behalf of the holder of `token` (checked by the server's ACLs;
         "" is the anonymous token). Anti-entropy picks its own tokens."""
-        if self.endpoints is not None:
-            return await self.endpoints.write(command, token)
-        if self.client_rpc is not None:
-            return await self.client_rpc.write(command, token)
-        raise NoServersError("No known Consul servers")
-
-    async def leader_read(self, method: str, request: ReadRequest) -> ReadResponse:
-        """A read the leader makes for itself from its own store: no ACL check."""
-        if self.endpoints is None:
-            raise NoServersError("No known Consul servers")
-        return await self.endpoints.local_read(method, request)
+        return await self.delegate.write(command, token)
 
     def effective_token(self, secret: str) -> str:
         """The token a request acts with: its own, else `default`, else anonymous."""
         return self.acl.effective_token(secret)
-
-    async def leader_write(self, command: Command) -> tuple[int, ApplyResult]:
-        """A write the leader makes itself (reconcile, its own registration): no token."""
-        if self.endpoints is None:
-            raise NoServersError("No known Consul servers")
-        return await self.endpoints.log.apply(command)
 
     async def resolve_token(self, secret: str) -> ResolvedToken | None:
         """The caller's rights; None while ACLs are disabled (see agent/acl_setup.py)."""
@@ -310,12 +285,6 @@ class Agent:
         # As Consul does: new agent tokens start a full sync (may unblock refused rows).
         self.anti_entropy.request_full_sync()
         return persisted
-
-    def leads_catalog(self) -> bool:
-        """Whether this agent runs the leader's catalog duties (dev server or Raft leader)."""
-        if self.server is not None:
-            return self.server.raft.is_leader()
-        return self.endpoints is not None
 
     async def _catalog_view(self) -> tuple[dict[str, NodeService], dict[str, HealthCheck]]:
         # Read with the agent's own token, as its writes are made.
@@ -459,52 +428,41 @@ class Agent:
         return self.gossip.members() if self.gossip is not None else [info.member(self)]
 
     async def leader_address(self) -> str:
-        if self.server is not None:
-            return self.server.leader_address()
-        if self.client_rpc is not None:
-            found = await self.client_rpc.status("Status.Leader")
-            return found if isinstance(found, str) else ""
-        return f"{self.advertise_addr}:{self.config.ports.server}"
+        return await self.delegate.leader_address()
 
     async def peer_addresses(self) -> list[str]:
-        if self.server is not None:
-            return self.server.peer_addresses()
-        if self.client_rpc is not None:
-            found = await self.client_rpc.status("Status.Peers")
-            return [str(p) for p in found] if isinstance(found, list) else []
-        return [f"{self.advertise_addr}:{self.config.ports.server}"]
+        return await self.delegate.peer_addresses()
 
     # Operator calls: `token` is the caller's effective token; a client agent sends
-    # it to the server, which checks operator:read/write (agent/server_operator.py).
+    # it to a server, which checks operator:read/write (server/operator.py).
 
     async def raft_configuration(self, token: str = "") -> dict[str, Any]:
-        if self.server is not None:
-            return self.server.operator.raft_configuration()
-        if self.client_rpc is not None:
-            found: dict[str, Any] = await self.client_rpc.call(
-                RAFT_CONFIG_METHOD, operator_payload(token)
-            )
-            return found
-        return dev_raft_configuration(self)
+        found: dict[str, Any] = await self.delegate.operator_call(
+            RAFT_CONFIG_METHOD, OperatorRequest(token=token)
+        )
+        return found
 
     async def remove_raft_peer(self, server_id: str, address: str, token: str = "") -> None:
-        if self.server is not None:
-            await self.server.operator.remove_peer(server_id, address, token)
-        elif self.client_rpc is not None:
-            await self.client_rpc.call(
-                RAFT_REMOVE_METHOD, operator_payload(token, server_id, address)
-            )
-        else:
-            raise RPCError("a -dev agent has no Raft peers to remove")
+        request = OperatorRequest(token=token, id=server_id, address=address)
+        await self.delegate.operator_call(RAFT_REMOVE_METHOD, request)
 
     async def autopilot_health(self, token: str = "") -> dict[str, Any]:
-        return await autopilot_health(self, token)
+        found: dict[str, Any] = await self.delegate.operator_call(
+            AUTOPILOT_HEALTH_METHOD, OperatorRequest(token=token)
+        )
+        return found
 
     async def autopilot_state(self, token: str = "") -> dict[str, Any]:
-        return await autopilot_state(self, token)
+        found: dict[str, Any] = await self.delegate.operator_call(
+            AUTOPILOT_STATE_METHOD, OperatorRequest(token=token)
+        )
+        return found
 
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]:
-        return await autopilot_configuration(self, token)
+        found: dict[str, Any] = await self.delegate.operator_call(
+            AUTOPILOT_CONFIG_METHOD, OperatorRequest(token=token)
+        )
+        return found
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
@@ -612,8 +570,7 @@ class Agent:
 
         async def leave_then_stop() -> None:
             try:
-                if self.server is not None:
-                    await self.server.leave()
+                await self.delegate.leave()
                 if self.gossip is not None:
                     await self.gossip.leave()
             finally:

@@ -38,23 +38,24 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
 from proconsul.agent.auto_encrypt import CertFetcher
-from proconsul.gossip import State
+from proconsul.gossip import Member, State
 from proconsul.rpc import RPCClient
 from proconsul.rpc.codec import EndpointsClient, read_timeout_s
-from proconsul.rpc.tls import rpc_tls
+from proconsul.server.rpc_config import agent_rpc_tls
 from proconsul.state.fsm import ApplyResult
 from proconsul.structs.commands import Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
     from proconsul.config.schema import RuntimeConfig
+
+T = TypeVar("T")
 
 log = logging.getLogger("proconsul.agent")
 
@@ -71,7 +72,14 @@ REBALANCE_CONNS_PER_S_PER_SERVER = 64
 
 
 class NoServersError(ConnectionError):
-    pass
+    """No server could be asked (Consul's 500 "No known Consul servers")."""
+
+    def __init__(self, message: str = NO_SERVERS) -> None:
+        super().__init__(message)
+
+
+def _no_credentials() -> tuple[str, str]:
+    return "", ""
 
 
 def client_timeout_s(config: RuntimeConfig) -> float:
@@ -116,17 +124,20 @@ def choose_servers(
 
 
 class ClientRPC:
-    def __init__(self, agent: Agent, rng: random.Random) -> None:
-        config = agent.config
-        tls = rpc_tls(
-            config.tls_settings("internal_rpc"),
-            datacenter=config.datacenter,
-            domain=config.domain,
-            is_server=False,
-            auto_encrypt_tls=config.auto_encrypt.tls,
-        )
-        self.agent = agent
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        rng: random.Random,
+        *,
+        members: Callable[[], Sequence[Member]] = tuple,
+        credentials: Callable[[], tuple[str, str]] = _no_credentials,
+    ) -> None:
+        """`members()`: the gossip pool's members (servers are found among them);
+        `credentials()`: (node name, agent token) for the auto_encrypt request."""
+        tls = agent_rpc_tls(config, is_server=False)
+        self.datacenter = config.datacenter
         self.rng = rng
+        self.members = members
         self.client = RPCClient(tls.client_context, tls.server_hostname)
         self.endpoints = EndpointsClient(self.client)
         self.timeout_s = client_timeout_s(config)
@@ -138,20 +149,10 @@ class ClientRPC:
         settings = config.tls_settings("internal_rpc")
         if config.auto_encrypt.tls and tls.client_context is not None and not settings.cert_file:
             # A second, certificate-less context for the one anonymous call.
-            bare = rpc_tls(
-                settings,
-                datacenter=config.datacenter,
-                domain=config.domain,
-                is_server=False,
-                auto_encrypt_tls=True,
-            )
+            bare = agent_rpc_tls(config, is_server=False)
             anonymous = RPCClient(bare.client_context, bare.server_hostname)
-            self.fetcher = CertFetcher(
-                tls.client_context,
-                anonymous,
-                # Read per fetch: the agent token may be set at run time.
-                lambda: (agent.node_name, agent.acl.tokens.agent),
-            )
+            # Credentials are read per fetch: the agent token may be set at run time.
+            self.fetcher = CertFetcher(tls.client_context, anonymous, credentials)
 
     def start(self) -> None:
         """Start fetching the auto_encrypt certificate (once gossip runs)."""
@@ -170,16 +171,13 @@ class ClientRPC:
 
     def servers(self) -> list[str]:
         """RPC addresses of the known servers of this datacenter."""
-        gossip = self.agent.gossip
-        if gossip is None or gossip.core is None:
-            return []
         found: list[str] = []
-        for member in gossip.core.members():
+        for member in self.members():
             tags = member.tags
             if (
                 member.state in (State.ALIVE, State.SUSPECT)
                 and tags.get("role") == "consul"
-                and tags.get("dc") == self.agent.datacenter
+                and tags.get("dc") == self.datacenter
                 and tags.get("port", "").isdigit()
             ):
                 found.append(f"{member.addr[0]}:{tags['port']}")
@@ -187,10 +185,6 @@ class ClientRPC:
 
     def _order(self) -> list[str]:
         servers = self.servers()
-        gossip = self.agent.gossip
-        members = (
-            len(gossip.core.members()) if gossip is not None and gossip.core is not None else 0
-        )
         had = self.rebalance_at
         order, self.rebalance_at = choose_servers(
             self.rng,
@@ -198,7 +192,7 @@ class ClientRPC:
             self.current,
             now=time.monotonic(),
             rebalance_at=self.rebalance_at,
-            members=members,
+            members=len(self.members()),
         )
         if self.rebalance_at != had and self.current is not None:
             self.rebalances += 1
@@ -206,76 +200,72 @@ class ClientRPC:
             self.current = None
         return order
 
-    async def read(self, method: str, request: ReadRequest) -> ReadResponse:
-        await self._ready()
+    async def _each_server(
+        self, call: Callable[[str], Awaitable[T]], *, timeouts_move_on: bool
+    ) -> T:
+        """`call(server)` on the servers in `_order()` until one answers (module
+        rules: transport failures move on; timeouts only when `timeouts_move_on`)."""
         last: Exception | None = None
-        timeout = read_timeout_s(request, self.timeout_s)
         for server in self._order():
             try:
-                response = await self.endpoints.read(server, method, request, timeout)
-            except (ConnectionError, TimeoutError) as exc:
-                # A read changes nothing: after a timeout, too, the next server may answer.
-                self._failed(server, exc)
-                last = exc
-                continue
-            self.current = server
-            return response
-        raise last or NoServersError(NO_SERVERS)
-
-    async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
-        await self._ready()
-        last: ConnectionError | None = None
-        for server in self._order():
-            try:
-                result = await self.endpoints.write(
-                    server, command, timeout_s=self.timeout_s, token=token
-                )
+                result = await call(server)
             except ConnectionError as exc:
                 last = self._failed(server, exc)
                 continue
+            except TimeoutError as exc:
+                if not timeouts_move_on:
+                    raise
+                self._failed(server, exc)
+                last = exc  # all timed out: the caller sees the timeout
+                continue
             self.current = server
             return result
-        raise last or NoServersError(NO_SERVERS)
+        raise last or NoServersError()
+
+    async def read(self, method: str, request: ReadRequest) -> ReadResponse:
+        await self._ready()
+        timeout = read_timeout_s(request, self.timeout_s)
+        # A read changes nothing: after a timeout, too, the next server may answer.
+        return await self._each_server(
+            lambda server: self.endpoints.read(server, method, request, timeout),
+            timeouts_move_on=True,
+        )
+
+    async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
+        await self._ready()
+        return await self._each_server(
+            lambda server: self.endpoints.write(
+                server, command, timeout_s=self.timeout_s, token=token
+            ),
+            timeouts_move_on=False,
+        )
 
     async def status(self, method: str) -> object:
         """ "Status.Leader" / "Status.Peers" as a server reports it; None when none answers.
 
         With no server known at all this is Consul's 500 "No known Consul servers"."""
         if not self.servers():
-            raise NoServersError(NO_SERVERS)
+            raise NoServersError()
         if self.fetcher is not None and not self.fetcher.ready.is_set():
             return None
-        for server in self._order():
-            try:
-                data = await self.client.call(server, method, b"\xc0", STATUS_TIMEOUT_S)
-            except (ConnectionError, TimeoutError) as exc:
-                self._failed(server, exc)
-                continue
-            except Exception:
-                return None
-            self.current = server
-            return msgspec.msgpack.decode(data)
-        return None
-
-    async def call(self, method: str, payload: bytes, timeout_s: float = STATUS_TIMEOUT_S) -> Any:
-        """Any server's answer to `method` (msgpack-decoded); transport failures move on."""
-        return msgspec.msgpack.decode(await self.call_raw(method, payload, timeout_s))
+        try:
+            data = await self._each_server(
+                lambda server: self.client.call(server, method, b"\xc0", STATUS_TIMEOUT_S),
+                timeouts_move_on=True,
+            )
+        except Exception:
+            return None
+        return msgspec.msgpack.decode(data)
 
     async def call_raw(
         self, method: str, payload: bytes, timeout_s: float = STATUS_TIMEOUT_S
     ) -> bytes:
         """Any server's answer to `method`, undecoded (the caller knows its type)."""
         await self._ready()
-        last: ConnectionError | None = None
-        for server in self._order():
-            try:
-                data = await self.client.call(server, method, payload, timeout_s)
-            except ConnectionError as exc:
-                last = self._failed(server, exc)
-                continue
-            self.current = server
-            return data
-        raise last or NoServersError(NO_SERVERS)
+        return await self._each_server(
+            lambda server: self.client.call(server, method, payload, timeout_s),
+            timeouts_move_on=False,
+        )
 
     def _failed(self, server: str, exc: Exception) -> ConnectionError:
         log.warning("agent: rpc to server %s failed: %s", server, exc)

@@ -45,7 +45,8 @@ DEFAULT_RECURSOR_PORT = 53
 class ReadingAgent(Protocol):
     """What the catalog reader needs from the agent."""
 
-    store: StateStore | None
+    @property
+    def store(self) -> StateStore | None: ...
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse: ...
 

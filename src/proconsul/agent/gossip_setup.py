@@ -5,12 +5,14 @@ Job: build the gossip parameters (`gossip_lan`), tags, keyring (`encrypt`,
 run the transport on `serf_lan:ports.serf_lan`; join (`start_join`,
 `retry_join` with `retry_interval`/`retry_max`, `proconsul join`); and answer
 for the pool: members, force-leave, pool-wide keyring operations, user events,
-and stats. On servers, member changes are written to the catalog as nodes with
-a `serfHealth` check (a stand-in for the leader's reconcile until Raft).
+and stats. Member changes are passed on (`on_member_change`: servers
+reconcile them into the catalog).
 
 Rules:
 - `start_join` failing is fatal at start, as in Consul; `retry_join` retries in
-  the background and, when `retry_max` attempts are spent, stops the agent.
+  the background and, when `retry_max` attempts are spent, stops the agent
+  (through `on_fatal`).
+- It takes values and callables (`PoolIdentity`), never the agent.
 - Keys never reach the log; keyring changes are persisted (0600, atomic) by
   every member that applies them.
 - Member `Status` numbers are serf's: 1 alive, 2 leaving, 3 left, 4 failed.
@@ -22,13 +24,13 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
-from proconsul.agent import info, user_events
-from proconsul.agent.member_catalog import MemberCatalog
+from proconsul.agent import user_events
 from proconsul.config.schema import RuntimeConfig
 from proconsul.gossip import (
     EncryptionPolicy,
@@ -47,9 +49,6 @@ from proconsul.gossip import control as ctl
 from proconsul.gossip.keyring_file import KeyringStore, load_lan_keyring
 from proconsul.gossip.messages import Address, MessageError
 from proconsul.gossip.transport import GossipTransport, StreamError
-
-if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
 
 log = logging.getLogger("proconsul.agent")
 
@@ -148,12 +147,25 @@ def member_json(member: Member, status: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class PoolIdentity:
+    """What the pool needs of its agent: who it is, and whom to tell what."""
+
+    node_name: str
+    advertise_addr: str
+    datacenter: str
+    tags: dict[str, str]
+    # (name, tags) of the local services: user events may filter on them.
+    local_services: Callable[[], Iterable[tuple[str, list[str]]]]
+    on_member_change: Callable[[str], None]
+    on_fatal: Callable[[], None]
+
+
 class GossipHandle:
     """The running LAN pool of one agent."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        config = agent.config
+    def __init__(self, config: RuntimeConfig, identity: PoolIdentity) -> None:
+        self.identity = identity
         self.config = config
         self.params = gossip_params(config)
         self.events = user_events.EventBuffer()
@@ -167,7 +179,6 @@ class GossipHandle:
         self.transport: GossipTransport | None = None
         self.left = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.catalog: MemberCatalog | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -190,11 +201,11 @@ class GossipHandle:
                 config.encrypt_verify_incoming,
                 config.encrypt_verify_outgoing,
             )
-        tags = info.member(self.agent)["Tags"]
-        advertise: Address = (self.agent.advertise_addr, self.port)
+        identity = self.identity
+        advertise: Address = (identity.advertise_addr, self.port)
         loop = asyncio.get_running_loop()
         self.core = GossipCore(
-            self.agent.node_name, advertise, tags, self.params, random.Random(), loop.time()
+            identity.node_name, advertise, identity.tags, self.params, random.Random(), loop.time()
         )
         self.transport = GossipTransport(
             self.core,
@@ -217,9 +228,6 @@ class GossipHandle:
             self.port,
             self.policy.keyring is not None,
         )
-        if self.agent.endpoints is not None:
-            self.catalog = MemberCatalog(self.agent, self.core)
-            self._spawn(self.catalog.run(), "gossip-reconcile")
         if config.start_join:
             joined, errors = await self.join(list(config.start_join))
             if joined == 0:
@@ -301,8 +309,7 @@ class GossipHandle:
                 return
             if retry_max and attempt >= retry_max:
                 log.error("agent: max join retry exhausted, exiting: cluster=LAN")
-                self.agent.exit_code = 1
-                self.agent.stopped.set()
+                self.identity.on_fatal()
                 return
             log.warning(
                 "agent: Join cluster failed, will retry: cluster=LAN retry_interval=%gs error=%s",
@@ -347,8 +354,8 @@ class GossipHandle:
             member.name,
             member.addr[0],
         )
-        if self.catalog is not None and member.name != self.agent.node_name:
-            self.catalog.mark(member.name)
+        if member.name != self.identity.node_name:
+            self.identity.on_member_change(member.name)
 
     # ------------------------------------------------------------ keyring
 
@@ -389,7 +396,7 @@ class GossipHandle:
         summary = ctl.summarize(replies, len(peers) + 1)
         response = {
             "WAN": False,
-            "Datacenter": self.agent.datacenter,
+            "Datacenter": self.identity.datacenter,
             "Segment": "",
             "Messages": summary.messages,
             "Keys": summary.keys,
@@ -399,7 +406,7 @@ class GossipHandle:
         error = summary.error()
         if error is None:
             return response, None
-        lines = [f"{self.agent.datacenter} (LAN) error: {error}"]
+        lines = [f"{self.identity.datacenter} (LAN) error: {error}"]
         lines += [f"{node}: {text}" for node, text in sorted(summary.messages.items())]
         count = len(lines)
         head = "1 error occurred:" if count == 1 else f"{count} errors occurred:"
@@ -457,9 +464,6 @@ class GossipHandle:
     async def wait_user_events(self, timeout_s: float) -> bool:
         return await self.events.wait(timeout_s)
 
-    def _local_services(self) -> Iterable[tuple[str, list[str]]]:
-        return [(s.service, list(s.tags)) for s in self.agent.local_services().values()]
-
     def _on_user_event(self, record: UserEventRecord) -> None:
         event = user_events.decode(record.payload, record.ltime)
         if event is None or event.name != record.name:
@@ -467,7 +471,9 @@ class GossipHandle:
             return
         if event.version > user_events.USER_EVENT_VERSION:
             log.warning("agent: Event version %d may have unsupported features", event.version)
-        if not user_events.should_process(event, self.agent.node_name, self._local_services()):
+        if not user_events.should_process(
+            event, self.identity.node_name, self.identity.local_services()
+        ):
             return
         if event.name == user_events.REMOTE_EXEC_NAME:
             log.info("agent: ignoring remote exec event (%s), disabled.", event.id)
@@ -523,8 +529,8 @@ class GossipHandle:
         }
 
 
-async def start_gossip(agent: Agent) -> GossipHandle:
-    handle = GossipHandle(agent)
+async def start_gossip(config: RuntimeConfig, identity: PoolIdentity) -> GossipHandle:
+    handle = GossipHandle(config, identity)
     try:
         await handle.start()
     except BaseException:

@@ -6,18 +6,52 @@ Shapes follow Consul's JSON; secrets (tokens, keys) are never included.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from aiohttp import web
 
 from proconsul import CONSUL_COMPAT_VERSION, __version__
+from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.delegate import Delegate
+from proconsul.agent.local_state import LocalState
 from proconsul.config.schema import RuntimeConfig
 from proconsul.http.server import STATS_KEY
-from proconsul.rpc.server import metrics_from_stats
-
-if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
 
 BUILD = f"{CONSUL_COMPAT_VERSION}:proconsul-{__version__}"
 PROTOCOL_VERSION = "2"
+
+
+class Stats(Protocol):
+    def stats(self) -> dict[str, float]: ...
+
+
+class GossipMetrics(Protocol):
+    def metrics(self) -> dict[str, float]: ...
+
+
+class Agent(Protocol):
+    """What this module reads of the agent (the Agent class implements it)."""
+
+    config: RuntimeConfig
+    node_name: str
+    node_id: str
+    advertise_addr: str
+    started_at_s: float
+    local: LocalState
+    anti_entropy: AntiEntropy
+    delegate: Delegate
+
+    @property
+    def http_addresses(self) -> list[tuple[str, int]]: ...
+
+    @property
+    def http_app(self) -> web.Application | None: ...
+
+    @property
+    def dns(self) -> Stats | None: ...
+
+    @property
+    def gossip(self) -> GossipMetrics | None: ...
 
 
 def http_addresses(config: RuntimeConfig) -> list[tuple[str, int]]:
@@ -25,8 +59,8 @@ def http_addresses(config: RuntimeConfig) -> list[tuple[str, int]]:
     return [(host, config.ports.http) for host in config.listen_addresses("http")]
 
 
-def member(agent: Agent) -> dict[str, Any]:
-    config = agent.config
+def member_tags(config: RuntimeConfig, node_id: str) -> dict[str, str]:
+    """The agent's gossip tags: servers are found by role=consul and the port tag."""
     tags = {
         "role": "consul" if config.server else "node",
         "dc": config.datacenter,
@@ -34,13 +68,19 @@ def member(agent: Agent) -> dict[str, Any]:
         "vsn_min": "2",
         "vsn_max": "3",
         "build": BUILD,
-        "id": agent.node_id,
+        "id": node_id,
         "segment": "",
     }
     if config.server:
         # Only servers advertise an RPC port: clients find servers by this tag.
         tags["port"] = str(config.ports.server)
         tags["expect"] = str(config.bootstrap_expect or 1)
+    return tags
+
+
+def member(agent: Agent) -> dict[str, Any]:
+    config = agent.config
+    tags = member_tags(config, agent.node_id)
     return {
         "Name": agent.node_name,
         "Addr": agent.advertise_addr,
@@ -134,8 +174,8 @@ def agent_stats(agent: Agent) -> dict[str, float]:
     if agent.http_app is not None:
         for name, value in agent.http_app[STATS_KEY].as_dict().items():
             stats[f"consul.http.{name}"] = value
-    if agent.store is not None:
-        store = agent.store
+    store = agent.delegate.store
+    if store is not None:
         stats["consul.state.nodes"] = len(store.nodes)
         stats["consul.state.services"] = len(store.instances)
         stats["consul.state.service_instances"] = sum(len(r) for r in store.instances.values())
@@ -144,12 +184,7 @@ def agent_stats(agent: Agent) -> dict[str, float]:
         stats["consul.state.blocking_queries"] = len(store.watches)
     if agent.dns is not None:
         stats.update(agent.dns.stats())
-    stats.update(agent.acl.stats())
     if agent.gossip is not None:
         stats.update(agent.gossip.metrics())
-    if agent.server is not None:
-        stats.update(metrics_from_stats("consul.rpc", agent.server.rpc.stats()))
-        stats.update(metrics_from_stats("consul.client.rpc", agent.server.client.stats()))
-    if agent.client_rpc is not None:
-        stats.update(metrics_from_stats("consul.client.rpc", agent.client_rpc.client.stats()))
+    stats.update(agent.delegate.stats())
     return stats

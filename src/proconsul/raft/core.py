@@ -369,6 +369,12 @@ class RaftNode:
             self.rng, self.params.election_timeout
         )
 
+    def campaign_now(self) -> None:
+        """Campaign without waiting for the election timeout (a lone voter just
+        bootstrapped: nobody else can lead, so waiting only delays the start)."""
+        if self.role is not Role.LEADER:
+            self.campaign(pre_vote=False)
+
     def campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
         self.reset_election_timer()
         if not self.is_voter():

@@ -1,8 +1,8 @@
 """Server endpoints: the reads and writes that Consul serves over RPC.
 
 Reads run against the local state store and block (`?index=&wait=`) on its
-watch channels; writes go through the log (`LocalLog` on a dev agent, Raft on
-servers). Filtering by tag, node meta and health lives here, once, for HTTP,
+watch channels; writes go through the log (Raft, behind the `LeaderRouter`).
+Filtering by tag, node meta and health lives here, once, for HTTP,
 DNS and RPC callers. Filtered results are cached per index, because the same
 blocking queries arrive over and over while the data stays put.
 
@@ -30,8 +30,8 @@ ACL rules (when `acl` is set; Consul's, as documented):
   prefix. ACL rows are never written through here, whatever the token: only
   `ACLEndpoints` writes them; nor is any other command but catalog and KV
   (the CA roots are the leader's own write), even with ACLs off. The token
-  goes on into the log: a follower forwards the command with it, and the
-  leader vets it again (server/raft_rpc.py) before it enters Raft.
+  goes on into the log with the check: the server that applies the command
+  runs the check, once (server/leader_router.py, server/raft_rpc.py).
 - `local_read` skips the ACL check: for the agent's own bookkeeping reads.
 """
 
@@ -80,11 +80,18 @@ RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpo
 NOT_A_CATALOG_COMMAND = "Permission denied: only catalog and KV commands are written here"
 
 
+# Raises an ACL refusal unless the holder of the token may have the command applied.
+Authorize = Callable[[Command, str], None]
+
+
 class Log(Protocol):
-    async def apply(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
-        """Commit `command`. `token` is the secret of the caller it is applied
-        for ("" for the agent's own writes): a log that forwards to the leader
-        hands it along, because the leader authorizes forwarded commands again."""
+    async def apply(
+        self, command: Command, token: str = "", authorize: Authorize | None = None
+    ) -> tuple[int, ApplyResult]:
+        """Commit `command` for the caller holding `token` ("" for the agent's own
+        writes). `authorize(command, token)` runs where the command is applied,
+        and only there: a log that forwards to the leader hands the token along
+        and the leader authorizes (server/leader_router.py)."""
         ...
 
 
@@ -232,12 +239,15 @@ class ServerEndpoints:
         if not isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
             # Whatever the token, ACLs on or off: other rows (CA roots) are the leader's own.
             raise RPCError(NOT_A_CATALOG_COMMAND, ErrorCode.ACL_DENIED)
+        return await self.log.apply(command, token, self._authorize_write)
+
+    def _authorize_write(self, command: Command, token: str) -> None:
+        """The ACL check of a catalog or KV write, run by the server that applies it."""
         resolved = self.resolve(token)
         if resolved is not None:
             denial = vet_write(self.store, resolved, command)
             if denial is not None:
                 raise RPCError(denial, ErrorCode.ACL_DENIED)
-        return await self.log.apply(command, token)
 
     # ----- reads -------------------------------------------------------------
     # Each returns the watch keys and a function that yields (index, value).

@@ -153,6 +153,8 @@ class RaftLog:
         self._waiters = Waiters()
         self._read_ids = itertools.count(1)
         self._addresses: dict[str, str] = {}  # learned from Raft.Step senders
+        self._leadership_listeners: list[Callable[[bool], None]] = []
+        self._leading = False  # as last published to the listeners
         self._snapshots = SnapshotScheduler(
             self.params,
             self.rng,
@@ -217,6 +219,8 @@ class RaftLog:
             log.warning("raft: not bootstrapping: %s", exc)
             return False
         log.info("raft: bootstrapping cluster with %d server(s)", len(servers))
+        if [s.id for s in servers] == [self.id]:
+            node.campaign_now()  # a lone voter has nobody to wait for
         self._wake.set()
         return True
 
@@ -234,6 +238,7 @@ class RaftLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._waiters.fail_all(RaftStoppedError())
+        self._publish_leadership(False)
         await self.transport.close()
         storage, hard = self._storage, self._deferred_hard
         if storage is not None and hard is not None and self.failed is None:
@@ -540,12 +545,27 @@ class RaftLog:
                     return value
                 await self._waiters.next_change()
 
+    def on_leadership(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(leading)` on every gain and loss of leadership (and at
+        once if leading now). Listeners run inside the Ready loop: they must not block."""
+        self._leadership_listeners.append(listener)
+        if self._leading:
+            listener(True)
+
+    def _publish_leadership(self, leading: bool) -> None:
+        if leading == self._leading:
+            return
+        self._leading = leading
+        for listener in self._leadership_listeners:
+            listener(leading)
+
     def _on_soft_state(self, role: Role, leader_id: str | None, term: int) -> None:
         if role is Role.LEADER:
             log.info("raft: %s is now the leader (term %d)", self.id, term)
         elif leader_id is not None:
             log.info("raft: following %s (term %d)", leader_id, term)
         self._waiters.changed()
+        self._publish_leadership(role is Role.LEADER)
 
     def _on_configuration(self, configuration: Configuration) -> None:
         if configuration.servers:
@@ -621,5 +641,6 @@ class RaftLog:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self._waiters.fail_all(RaftStoppedError(f"raft stopped: {exc}"))
+        self._publish_leadership(False)
         if self.on_fatal is not None:
             self.on_fatal(exc)

@@ -1,9 +1,8 @@
-"""The server's Raft log on the RPC port: the `Raft.Step` handler and write forwarding.
+"""The server's Raft log on the RPC port: `Raft.Step` and the leader's end of forwarding.
 
-Job: `raft_handlers` gives the handlers a server adds to its `RPCServer`;
-`ForwardingLog` is the `Log` a server's `ServerEndpoints` uses, so a write
-that lands on a follower (HTTP on that server, or its "Apply" RPC) reaches
-the leader through "Raft.Apply".
+Job: `raft_handlers` gives the handlers a server adds to its `RPCServer`:
+"Raft.Step" (consensus messages) and "Raft.Apply", where a write that landed
+on a follower (sent on by server/leader_router.py) reaches the leader.
 
 Rules:
 - Under verify_incoming, `Raft.Step` and `Raft.Apply` only accept peers whose
@@ -20,39 +19,25 @@ Rules:
   for an unknown secret. The first server's check is not
   trusted: a peer reaching port 8300 without a server certificate (when
   verify_incoming is off) is just another caller.
-- The leader's own writes (`Agent.leader_write`: reconcile, its registration,
-  the CA roots; ACL establish and reaping) apply locally and never come
-  through here.
-- Forwarding sends the command once. Only "no leader known" is waited out
-  (up to `hold_timeout_s`: the agent passes its `performance {
-  rpc_hold_timeout }`, Consul's 7s by default) and retried,
-  because then nothing was sent; a transport failure on the way to a leader is
-  the caller's error (the write may or may not have happened).
-- Every wait is bounded by the smaller of `timeout_s` and the time the RPC
-  caller (if any) has left.
+- This is where a forwarded write is authorized, and the only place: the
+  forwarding server does not check it (server/leader_router.py).
+- The leader's own writes (`ServerDelegate.leader_write`: reconcile, its
+  registration, the CA roots; ACL establish and reaping) apply locally and
+  never come through here.
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from proconsul.rpc.codec import (
-    DEFAULT_CALL_TIMEOUT_S,
-    FORWARD_METHOD,
-    EndpointsClient,
-    decode_apply_request,
-    encode,
-)
+from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_request, encode
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.forward import NO_LEADER, only_servers
-from proconsul.rpc.server import Handler, remaining_s
+from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import read_reset_index
 from proconsul.server.endpoints import ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
-from proconsul.state.fsm import ApplyResult
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,
@@ -62,8 +47,6 @@ from proconsul.structs.commands import (
     RegisterRequest,
 )
 
-# Consul's default performance.rpc_hold_timeout; the agent passes its configured value.
-DEFAULT_HOLD_TIMEOUT_S = 7.0
 ACL_DISABLED = "ACL support disabled"
 UNKNOWN_COMMAND = "Permission denied: this command cannot be forwarded"
 
@@ -139,48 +122,3 @@ def raft_handlers(
             for method, handler in handlers.items()
         }
     return handlers
-
-
-class ForwardingLog:
-    """`Log` for ServerEndpoints on a server: apply on the leader, else forward to it."""
-
-    def __init__(
-        self,
-        raft_log: RaftLog,
-        endpoints: EndpointsClient,
-        *,
-        timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
-        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
-    ) -> None:
-        self.raft = raft_log
-        self.endpoints = endpoints
-        self.timeout_s = timeout_s
-        self.hold_timeout_s = hold_timeout_s
-        self.forwarded = 0
-
-    async def apply(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
-        """Apply here when leading, else forward with `token` (the caller's secret)."""
-        loop = asyncio.get_running_loop()
-        caller_left = remaining_s()
-        budget = self.timeout_s if caller_left is None else min(self.timeout_s, caller_left)
-        deadline = loop.time() + budget
-        hold_until = loop.time() + min(self.hold_timeout_s, budget)
-        while True:
-            try:
-                return await self.raft.apply(command)
-            except NotLeaderError as exc:
-                address = exc.leader_address
-                if address is not None and address != self.raft.address:
-                    self.forwarded += 1
-                    timeout = max(0.001, deadline - loop.time())
-                    return await self.endpoints.forward(
-                        address, command, timeout_s=timeout, token=token
-                    )
-                wait = hold_until - loop.time()
-                if wait <= 0:
-                    raise
-                try:
-                    # A leader appears (or the election settles) within the hold.
-                    await self.raft.wait_for_leader(wait)
-                except TimeoutError:
-                    raise exc from None

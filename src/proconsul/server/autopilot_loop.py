@@ -1,6 +1,7 @@
 """Autopilot on a server agent: runs server/autopilot.py's decisions on the Raft leader.
 
-Job: every round (`ROUND_S`), on the leader only, gather the servers gossip
+Job: `run()` is a leader duty (server/leader_duties.py): every round
+(`ROUND_S`) while this server leads, gather the servers gossip
 knows in this datacenter (tags role=consul, dc, id, port) and the leader's
 Raft view (latest configuration, each follower's progress), let the pure
 module compute health and the changes due, and make the first change through
@@ -197,7 +198,7 @@ def config_json(config: AutopilotConfig) -> dict[str, Any]:
 
 
 class AutopilotLoop:
-    """Runs on every server; acts only while this server leads."""
+    """Built on every server; `run()` runs only while this server leads."""
 
     def __init__(
         self, raft: RaftLog, core: GossipCore, datacenter: str, config: AutopilotConfig
@@ -214,6 +215,7 @@ class AutopilotLoop:
         return {"changes": self.changes, "change_errors": self.change_errors}
 
     async def run(self) -> None:
+        self.health = None  # a new term starts from scratch (module rules)
         while True:
             try:
                 await self.round()
@@ -230,9 +232,6 @@ class AutopilotLoop:
         return self.health
 
     async def round(self) -> None:
-        if not self.raft.is_leader():
-            self.health = None
-            return
         now = time.monotonic()
         members = server_members(self.core, self.datacenter)
         view = raft_view(self.raft)

@@ -18,16 +18,20 @@ was lost across a leader change, so it is deregistered. Nodes without a
 are left alone. A reaped server's Raft membership is autopilot's business.
 
 Rules:
+- `run()` is a leader duty (server/leader_duties.py): it runs exactly while
+  this server leads, so it never asks who leads. It starts with a full pass.
 - Changes are coalesced by member name (a set, so memory is bounded by the
   pool) and applied by one task; a failed write is retried after a second.
-- Writes go through the agent's `leader_write` (the leader's own, no token),
-  so nothing here touches the store; a write that would change nothing is
-  skipped (no index churn).
+  Marks made while not leading wait in that set; the full pass a term starts
+  with covers them anyway.
+- Writes go through `write` (the leader's own, no token), so nothing here
+  touches the store; a write that would change nothing is skipped (no index
+  churn).
 - The agent's own node is left alone: it registers itself.
-- Reads go through `leader_read` (the leader's own store, no ACL check).
+- Reads go through `read` (the leader's own store, no ACL check).
 - The full pass runs at most once per `reconcile_interval_s` (a class
-  attribute, so tests can shorten it) plus once per observed leadership gain;
-  a failed pass is retried after RETRY_S.
+  attribute, so tests can shorten it) plus once per term; a failed pass is
+  retried after RETRY_S.
 """
 
 from __future__ import annotations
@@ -35,15 +39,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from proconsul.gossip import GossipCore, State
+from proconsul.gossip import Member, State
+from proconsul.state.fsm import ApplyResult
 from proconsul.structs.catalog import SERF_CHECK_ID, SERF_CHECK_NAME, HealthCheck, NodeService
-from proconsul.structs.commands import DeregisterRequest, RegisterRequest
-from proconsul.structs.requests import ReadRequest
-
-if TYPE_CHECKING:
-    from proconsul.agent.agent import Agent
+from proconsul.structs.commands import Command, DeregisterRequest, RegisterRequest
+from proconsul.structs.requests import ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")
 
@@ -53,12 +56,35 @@ RETRY_S = 1.0
 RECONCILE_INTERVAL_S = 60.0  # Consul's reconcile_interval
 
 
+class Members(Protocol):
+    """The gossip pool's view of its members."""
+
+    def members(self) -> list[Member]: ...
+
+    def member(self, name: str) -> Member | None: ...
+
+
+LeaderRead = Callable[[str, ReadRequest], Awaitable[ReadResponse]]
+LeaderWrite = Callable[[Command], Awaitable[tuple[int, ApplyResult]]]
+
+
 class MemberCatalog:
     reconcile_interval_s: float = RECONCILE_INTERVAL_S
 
-    def __init__(self, agent: Agent, core: GossipCore) -> None:
-        self.agent = agent
+    def __init__(
+        self,
+        core: Members,
+        node_name: str,
+        datacenter: str,
+        *,
+        read: LeaderRead,
+        write: LeaderWrite,
+    ) -> None:
         self.core = core
+        self.node_name = node_name
+        self.datacenter = datacenter
+        self.read = read
+        self.write = write
         self._dirty: set[str] = set()
         self._wakeup = asyncio.Event()
         self.full_passes = 0  # completed full passes (tests read it)
@@ -69,28 +95,19 @@ class MemberCatalog:
         self._wakeup.set()
 
     async def run(self) -> None:
+        """The leader duty: reconcile marked members, and every member once per
+        `reconcile_interval_s` (the first time at once)."""
         loop = asyncio.get_running_loop()
-        # Loop time of the next full pass; None while not leading (a pass is due
-        # as soon as this agent is seen leading: at start on a dev agent, or when
-        # server_setup marks every member on gaining leadership).
-        full_due: float | None = None
+        full_due = loop.time()
         wait_s = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait_s)
             self._wakeup.clear()
-            if not self.agent.leads_catalog():
-                # The leader reconciles; a new leader re-marks every member.
-                self._dirty.clear()
-                full_due = None
-                wait_s = self.reconcile_interval_s
-                continue
-            if full_due is None or loop.time() >= full_due:
-                full = True
+            full = loop.time() >= full_due
+            if full:
                 full_due = loop.time() + self.reconcile_interval_s
                 self._dirty.update(m.name for m in self.core.members())
-            else:
-                full = False
             names, self._dirty = sorted(self._dirty), set()
             for name in names:
                 try:
@@ -112,10 +129,10 @@ class MemberCatalog:
 
     async def reconcile_reaped(self) -> list[str]:
         """Deregister `serfHealth` nodes that are no gossip member; returns their names."""
-        found = await self.agent.leader_read("Health.ChecksInState", ReadRequest(state="any"))
+        found = await self.read("Health.ChecksInState", ReadRequest(state="any"))
         # Members are read after the checks: one that joined meanwhile counts as known.
         known = {m.name.lower() for m in self.core.members()}
-        known.add(self.agent.node_name.lower())
+        known.add(self.node_name.lower())
         reaped = sorted(
             {
                 c.node
@@ -125,24 +142,24 @@ class MemberCatalog:
         )
         for name in reaped:
             log.info("agent: deregistering reaped member: member=%s", name)
-            await self.agent.leader_write(DeregisterRequest(node=name))
+            await self.write(DeregisterRequest(node=name))
         return reaped
 
     async def reconcile(self, name: str) -> None:
         """Make the catalog match one member (see the module docstring)."""
-        if name == self.agent.node_name:
+        if name == self.node_name:
             return
         member = self.core.member(name)
-        found = await self.agent.leader_read("Catalog.NodeServices", ReadRequest(name=name))
+        found = await self.read("Catalog.NodeServices", ReadRequest(name=name))
         node_row, _ = found.value
         if member is None or member.state == State.LEFT:
             if node_row is not None:
                 log.info("agent: deregistering member: member=%s", name)
-                await self.agent.leader_write(DeregisterRequest(node=name))
+                await self.write(DeregisterRequest(node=name))
             return
         alive = member.state != State.DEAD
         status, output = ("passing", ALIVE_OUTPUT) if alive else ("critical", FAILED_OUTPUT)
-        checks = await self.agent.leader_read("Health.NodeChecks", ReadRequest(name=name))
+        checks = await self.read("Health.NodeChecks", ReadRequest(name=name))
         current = {c.check_id: c for c in checks.value}.get(SERF_CHECK_ID)
         addr = member.addr[0]
         same_node = node_row is not None and node_row.address == addr
@@ -156,12 +173,12 @@ class MemberCatalog:
         check = HealthCheck(
             node=name, check_id=SERF_CHECK_ID, name=SERF_CHECK_NAME, status=status, output=output
         )
-        await self.agent.leader_write(
+        await self.write(
             RegisterRequest(
                 node=name,
                 address=addr,
                 id=tags.get("id", ""),
-                datacenter=tags.get("dc", self.agent.datacenter),
+                datacenter=tags.get("dc", self.datacenter),
                 service=service,
                 checks=[check],
                 skip_node_update=same_node,

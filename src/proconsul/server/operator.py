@@ -1,0 +1,237 @@
+"""Operator and autopilot surface of a server: Raft configuration, peer removal,
+autopilot health/state/configuration.
+
+Job: `ServerOperator` (the server delegate's `operator`) answers those calls
+from one table, `serve(method, request)`: in process for the server's own
+HTTP API, and as the `Operator.*` RPC handlers for client agents and
+followers. A client agent's delegate sends the same `OperatorRequest` over
+RPC, so every agent answers these calls the same way.
+
+Rules:
+- Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
+  `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
+  `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
+  caller's token in an `OperatorRequest` and are checked by this server's
+  resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
+  ACL_DENIED)`, a missing right Consul's Permission denied text. The
+  in-process calls do not check: the agent's HTTP layer did
+  (http/acl_rules.py).
+- Peer removal and autopilot health/state are the leader's: they go through
+  the `LeaderRouter` (served on the leader, forwarded with the token from a
+  follower). A dev agent is a lone voter: its own leader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from proconsul.gossip import GossipCore
+from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCError
+from proconsul.server.autopilot import AutopilotConfig, ClusterHealth
+from proconsul.server.autopilot_loop import (
+    AutopilotLoop,
+    config_json,
+    health_json,
+    state_json,
+)
+from proconsul.server.endpoints import ServerEndpoints
+from proconsul.server.leader_router import LeaderRouter
+from proconsul.server.raft_log import RaftLog
+
+Access = Literal["read", "write"]
+
+log = logging.getLogger("proconsul.agent")
+
+RAFT_CONFIG_METHOD = "Operator.RaftGetConfiguration"
+RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
+AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
+AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
+AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
+# What each operator call needs of the caller's token.
+OPERATOR_ACCESS: dict[str, Access] = {
+    RAFT_CONFIG_METHOD: "read",
+    RAFT_REMOVE_METHOD: "write",
+    AUTOPILOT_HEALTH_METHOD: "read",
+    AUTOPILOT_CONFIG_METHOD: "read",
+    AUTOPILOT_STATE_METHOD: "read",
+}
+
+
+class OperatorRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
+
+    token: str = ""  # the caller's secret ("" is the anonymous token)
+    id: str = ""
+    address: str = ""
+
+
+_operator_decoder = msgspec.msgpack.Decoder(OperatorRequest | None)
+
+
+def operator_payload(token: str = "", server_id: str = "", address: str = "") -> bytes:
+    """An `Operator.*` request as it goes on the wire."""
+    return msgspec.msgpack.encode(OperatorRequest(token=token, id=server_id, address=address))
+
+
+def decode_operator_request(payload: bytes, method: str) -> OperatorRequest:
+    """A nil payload is a request without a token (the anonymous token)."""
+    try:
+        found = _operator_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
+    return OperatorRequest() if found is None else found
+
+
+class Pool(Protocol):
+    @property
+    def core(self) -> GossipCore | None: ...
+
+
+class OperatorHost(Protocol):
+    """What the operator calls read of their server (the ServerDelegate)."""
+
+    @property
+    def node_name(self) -> str: ...
+
+    @property
+    def raft(self) -> RaftLog: ...
+
+    @property
+    def router(self) -> LeaderRouter: ...
+
+    @property
+    def endpoints(self) -> ServerEndpoints: ...
+
+    @property
+    def autopilot_config(self) -> AutopilotConfig: ...
+
+    @property
+    def autopilot(self) -> AutopilotLoop | None: ...
+
+    @property
+    def gossip(self) -> Pool | None: ...
+
+
+class ServerOperator:
+    """One server's operator and autopilot calls; see the module docstring."""
+
+    def __init__(self, server: OperatorHost) -> None:
+        self.server = server
+        self._table: dict[str, Callable[[OperatorRequest], Awaitable[Any]]] = {
+            RAFT_CONFIG_METHOD: self._raft_configuration,
+            RAFT_REMOVE_METHOD: self._remove_peer,
+            AUTOPILOT_HEALTH_METHOD: lambda r: self._leader_view(
+                AUTOPILOT_HEALTH_METHOD, health_json, r
+            ),
+            AUTOPILOT_CONFIG_METHOD: self._autopilot_configuration,
+            AUTOPILOT_STATE_METHOD: lambda r: self._leader_view(
+                AUTOPILOT_STATE_METHOD, state_json, r
+            ),
+        }
+
+    def handlers(self) -> dict[str, Handler]:
+        """The `Operator.*` RPC handlers, for the server's RPC port."""
+        return {method: self._handler(method) for method in self._table}
+
+    async def serve(self, method: str, request: OperatorRequest) -> Any:
+        """The answer to one operator call, made on this server (no ACL check)."""
+        return await self._table[method](request)
+
+    def _handler(self, method: str) -> Handler:
+        async def handle(payload: bytes, peer: PeerInfo) -> bytes:
+            request = decode_operator_request(payload, method)
+            self.authorize_operator(request.token, OPERATOR_ACCESS[method])
+            return msgspec.msgpack.encode(await self.serve(method, request))
+
+        return handle
+
+    def authorize_operator(self, token: str, access: Access) -> None:
+        """Raise `RPCError(..., ACL_DENIED)` unless `token` has operator:`access`
+        (nothing to check while ACLs are off)."""
+        resolved = self.server.endpoints.resolve(token)
+        if resolved is None:
+            return
+        authz = resolved.authorizer
+        if not (authz.operator_write() if access == "write" else authz.operator_read()):
+            decision = authz.decide("operator", access)
+            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+
+    # ----- operator raft ----------------------------------------------------
+
+    async def _raft_configuration(self, request: OperatorRequest) -> dict[str, Any]:
+        """The body of `/v1/operator/raft/configuration`."""
+        raft = self.server.raft
+        index, configuration = raft.configuration()
+        names: dict[str, str] = {raft.id: self.server.node_name}
+        gossip = self.server.gossip
+        core = gossip.core if gossip is not None else None
+        if core is not None:
+            for member in core.members():
+                if member.tags.get("id"):
+                    names[member.tags["id"]] = member.name
+        leader = raft.leader_address()
+        servers = [
+            {
+                "ID": server.id,
+                "Node": names.get(server.id, ""),
+                "Address": server.address,
+                "Leader": server.address == leader,
+                "ProtocolVersion": "3",
+                "Voter": server.voter,
+            }
+            for server in configuration.servers
+        ]
+        return {"Servers": servers, "Index": index}
+
+    async def _remove_peer(self, request: OperatorRequest) -> bool:
+        """Remove a server from the Raft configuration by ID or address (on the
+        leader; a follower forwards the request with the caller's token)."""
+        raft = self.server.raft
+        _, configuration = raft.configuration()
+        found = [
+            s.id
+            for s in configuration.servers
+            if (request.id and s.id == request.id)
+            or (request.address and s.address == request.address)
+        ]
+        if not found:
+            what = f"id {request.id!r}" if request.id else f"address {request.address!r}"
+            raise RPCError(f"{what} was not found in the Raft configuration")
+
+        async def here() -> bool:
+            await raft.remove_server(found[0])
+            log.info("agent: removed Raft peer %s", found[0])
+            return True
+
+        payload = operator_payload(request.token, found[0])
+        await self.server.router.call(RAFT_REMOVE_METHOD, payload, here)
+        return True
+
+    # ----- autopilot ----------------------------------------------------------
+
+    async def _leader_view(
+        self,
+        method: str,
+        render: Callable[[ClusterHealth], dict[str, Any]],
+        request: OperatorRequest,
+    ) -> dict[str, Any]:
+        """Autopilot health and state are the leader's view."""
+
+        async def here() -> dict[str, Any]:
+            autopilot = self.server.autopilot
+            if autopilot is None:
+                raise RPCError("autopilot is not running on this server yet")
+            return render(autopilot.current_health())
+
+        found = await self.server.router.call(method, operator_payload(request.token), here)
+        if isinstance(found, bytes):
+            decoded: dict[str, Any] = msgspec.msgpack.decode(found)
+            return decoded
+        return found
+
+    async def _autopilot_configuration(self, request: OperatorRequest) -> dict[str, Any]:
+        return config_json(self.server.autopilot_config)
