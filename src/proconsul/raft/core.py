@@ -51,7 +51,8 @@ from proconsul.raft.messages import (
     encode_configuration,
     well_formed,
 )
-from proconsul.raft.params import RaftParams, quorum_size, random_election_timeout
+from proconsul.raft.params import RaftParams, random_election_timeout
+from proconsul.raft.quorum import VoteResult, vote_result
 from proconsul.raft.ready import (
     NotLeader,
     PersistentState,
@@ -433,13 +434,10 @@ class RaftNode:
         if m.from_id not in self.configuration.voter_ids():
             return
         self.votes.setdefault(m.from_id, m.granted)
-        voters = self.configuration.voter_ids()
-        need = quorum_size(len(voters))
-        granted = sum(1 for v in voters if self.votes.get(v) is True)
-        refused = sum(1 for v in voters if self.votes.get(v) is False)
-        if granted >= need:
+        result = vote_result(self.configuration.voter_ids(), self.votes)
+        if result is VoteResult.WON:
             self._won(m.pre_vote)
-        elif refused >= need:
+        elif result is VoteResult.LOST:
             self.become_follower(self.term, None)
 
     def _on_timeout_now(self, m: TimeoutNow) -> None:

@@ -42,7 +42,7 @@ from proconsul.raft.messages import (
     Message,
     TimeoutNow,
 )
-from proconsul.raft.params import quorum_commit_index, quorum_size
+from proconsul.raft.quorum import quorum_acked, quorum_commit_index
 from proconsul.raft.ready import ReadState, Rejected
 
 if TYPE_CHECKING:
@@ -147,16 +147,10 @@ class Leader:
 
     def quorum_active(self, window: float) -> bool:
         node = self.node
-        voters = node.configuration.voter_ids()
-        if not voters:
-            return False
         since = node.now - window
-        active = sum(
-            1
-            for v in voters
-            if v == node.id or (v in self.progress and self.progress[v].last_contact >= since)
-        )
-        return active >= quorum_size(len(voters))
+        active = {peer for peer, pr in self.progress.items() if pr.last_contact >= since}
+        active.add(node.id)
+        return quorum_acked(node.configuration.voter_ids(), active)
 
     # ----- time ------------------------------------------------------------------------
 
@@ -452,15 +446,11 @@ class Leader:
     def _release_reads(self) -> None:
         node = self.node
         voters = node.configuration.voter_ids()
-        need = quorum_size(len(voters))
         while self.reads and self.reads[0].seq > 0:
             read = self.reads[0]
-            acks = sum(
-                1
-                for v in voters
-                if v == node.id or (v in self.progress and self.progress[v].acked_seq >= read.seq)
-            )
-            if acks < need:
+            acked = {peer for peer, pr in self.progress.items() if pr.acked_seq >= read.seq}
+            acked.add(node.id)
+            if not quorum_acked(voters, acked):
                 return
             self.reads.popleft()
             node.read_states.append(ReadState(read.ctx, read.index))
