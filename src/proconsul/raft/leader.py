@@ -5,12 +5,10 @@ turn proposals and follower responses into AppendEntries, InstallSnapshot,
 Heartbeat and TimeoutNow messages, the commit index, and confirmed reads.
 
 Rules:
-- Per follower a `Progress` in one of three states. PROBE: one AppendEntries
-  at a time until the follower's log position is found (rejections carry a
-  conflict hint, so backing off skips a whole term at once). REPLICATE:
-  pipelined, `next` moves optimistically and up to `max_inflight_appends`
-  requests are outstanding. SNAPSHOT: the entries it needs were compacted, so
-  it is sent the snapshot in chunks, one chunk in flight.
+- Per follower a `Progress` (progress.py keeps its books and states).
+  PROBE: one AppendEntries at a time, resent after a heartbeat interval.
+  REPLICATE: up to `max_inflight_appends` requests outstanding. SNAPSHOT: the
+  snapshot in chunks, a chunk resent when unanswered for two heartbeats.
 - Replication is batched: proposals only mark work; `flush` (run when the
   adapter asks for a Ready) sends one AppendEntries per follower covering
   everything new, capped by entries and bytes.
@@ -25,9 +23,8 @@ Rules:
 
 from __future__ import annotations
 
-import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from proconsul.raft.log import entry_size
@@ -42,46 +39,12 @@ from proconsul.raft.messages import (
     Message,
     TimeoutNow,
 )
+from proconsul.raft.progress import Progress, ProgressState
 from proconsul.raft.quorum import quorum_acked, quorum_commit_index
 from proconsul.raft.ready import ReadState, Rejected
 
 if TYPE_CHECKING:
     from proconsul.raft.core import RaftNode
-
-
-class ProgressState(enum.Enum):
-    PROBE = "probe"
-    REPLICATE = "replicate"
-    SNAPSHOT = "snapshot"
-
-
-@dataclass(slots=True)
-class Progress:
-    """What the leader knows about one follower's log."""
-
-    next: int
-    last_contact: float
-    progress_at: float  # when `match` last moved (stall detection)
-    match: int = 0
-    state: ProgressState = ProgressState.PROBE
-    probe_sent_at: float | None = None
-    inflight: deque[int] = field(default_factory=deque)  # last index of each request
-    acked_seq: int = 0
-    snapshot_index: int = 0
-    snapshot_offset: int = 0
-    snapshot_sent_at: float = 0.0
-
-    def become_probe(self) -> None:
-        self.state = ProgressState.PROBE
-        self.next = self.match + 1
-        self.inflight.clear()
-        self.probe_sent_at = None
-
-    def become_replicate(self) -> None:
-        self.state = ProgressState.REPLICATE
-        self.next = self.match + 1
-        self.inflight.clear()
-        self.probe_sent_at = None
 
 
 @dataclass(slots=True)
@@ -218,11 +181,8 @@ class Leader:
             return True
         last = log.last_index()
         if pr.state is ProgressState.PROBE:
-            if (
-                pr.probe_sent_at is not None
-                and node.now - pr.probe_sent_at < params.heartbeat_interval
-            ):
-                return False  # paused: one probe at a time
+            if pr.probe_paused(node.now, params.heartbeat_interval):
+                return False  # one probe at a time
             entries = (
                 log.slice(pr.next, last + 1, params.max_append_bytes, params.max_append_entries)
                 if pr.next <= last
@@ -239,8 +199,7 @@ class Leader:
                 pr.next, last + 1, params.max_append_bytes, params.max_append_entries
             )
             self._append_message(peer, pr.next - 1, entries)
-            pr.inflight.append(entries[-1].index)
-            pr.next = entries[-1].index + 1
+            pr.sent_entries(entries[-1].index)
             sent = True
         if not sent and allow_empty:
             self._append_message(peer, pr.next - 1, ())
@@ -259,10 +218,7 @@ class Leader:
         snap = self.node.snapshot
         assert snap is not None, "the log was compacted, so a snapshot exists"
         self.node.counters["snapshots_sent"] += 1
-        pr.state = ProgressState.SNAPSHOT
-        pr.snapshot_index = snap.meta.index
-        pr.snapshot_offset = 0
-        pr.inflight.clear()
+        pr.become_snapshot(snap.meta.index)
         self.send_snapshot_chunk(peer, pr)
 
     def send_snapshot_chunk(self, peer: str, pr: Progress) -> None:
@@ -303,20 +259,10 @@ class Leader:
         elif isinstance(m, InstallSnapshotResponse):
             self._on_snapshot_response(m, pr)
 
-    def _matched(self, pr: Progress, index: int) -> bool:
-        if index <= pr.match:
-            return False
-        pr.match = index
-        pr.next = max(pr.next, index + 1)
-        pr.progress_at = self.node.now
-        while pr.inflight and pr.inflight[0] <= index:
-            pr.inflight.popleft()
-        return True
-
     def _on_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
         node = self.node
         if m.success:
-            advanced = self._matched(pr, m.match_index)
+            advanced = pr.maybe_update(m.match_index, node.now)
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             if advanced:
@@ -326,21 +272,14 @@ class Leader:
             self._maybe_send_timeout_now(m.from_id, pr)
             self.send_append(m.from_id, pr, allow_empty=False)
             return
-        if pr.state is ProgressState.REPLICATE:
-            if m.reject_index <= pr.match:
-                return  # stale: we already know it matches further
-        elif pr.state is ProgressState.PROBE:
-            if m.reject_index != pr.next - 1:
-                return  # answer to an older probe
-        else:
+        if pr.rejection_is_stale(m.reject_index):
             return
         hint = m.conflict_index
         if m.conflict_term > 0:
             ours = node.log.last_index_of_term(m.conflict_term, m.reject_index)
             if ours is not None:
                 hint = ours + 1
-        pr.become_probe()
-        pr.next = max(pr.match + 1, min(hint, m.reject_index))
+        pr.back_off(hint, m.reject_index)
         node.counters["append_backoffs"] += 1
         self.send_append(m.from_id, pr, allow_empty=True)
 
@@ -368,7 +307,7 @@ class Leader:
 
     def _on_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
         if m.done:
-            advanced = self._matched(pr, m.match_index)
+            advanced = pr.maybe_update(m.match_index, self.node.now)
             if pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snapshot_index:
                 pr.become_probe()
             if advanced:
