@@ -5,8 +5,10 @@ Job: decide. Inputs are messages (`step`), time (`tick(now)`) and requests
 `transfer_leadership`, `bootstrap`); the output is one `Ready` value at a time
 (see ready.py for the contract the adapter follows) confirmed by `advance`.
 The leader's side of replication lives in leader.py, the follower's in
-follower.py. The node starts from what storage loaded (`PersistentState`);
-the adapter restores its state machine from that snapshot itself.
+follower.py; the quorum rules (quorum.py) and per-follower progress
+(progress.py) are leaves below them. The node starts from what storage loaded
+(`PersistentState`); the adapter restores its state machine from that
+snapshot itself.
 
 Rules:
 - No I/O, no clock, no global randomness: `now` comes from `tick`, randomness
@@ -20,6 +22,10 @@ Rules:
   §4.1) lists it as a voter; a server that was never bootstrapped never does.
 - The latest configuration entry in the log is in force from the moment it is
   appended; a truncation rolls it back.
+- Layering: this module imports leader.py and follower.py, never the reverse;
+  they see the node through the narrow `LeaderNode` / `FollowerNode`
+  protocols, which `RaftNode` satisfies (mypy checks it where it hands itself
+  over).
 """
 
 from __future__ import annotations

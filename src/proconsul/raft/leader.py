@@ -19,32 +19,62 @@ Rules:
   acknowledged by a quorum. Reads arriving together share one round.
 - Check-quorum: no contact with a quorum within the lease timeout means the
   leader steps down; a lost link cannot leave two leaders serving reads.
+- Layering: the node is only a `LeaderNode` here and core.py is never
+  imported; quorum.py does the counting, progress.py the per-follower books.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from proconsul.raft.log import entry_size
+from proconsul.raft.log import RaftLog, entry_size
 from proconsul.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    Snapshot,
     TimeoutNow,
 )
+from proconsul.raft.params import RaftParams
 from proconsul.raft.progress import Progress, ProgressState
 from proconsul.raft.quorum import quorum_acked, quorum_commit_index
 from proconsul.raft.ready import ReadState, Rejected
 
-if TYPE_CHECKING:
-    from proconsul.raft.core import RaftNode
+
+class LeaderNode(Protocol):
+    """The node as its leader sees it; core.RaftNode is one.
+
+    Besides its counters, the leader changes the node only by committing in its
+    log, sending, stepping it down, and appending to `read_states` and
+    `dropped_reads`.
+    """
+
+    id: str
+    term: int
+    now: float
+    params: RaftParams
+    log: RaftLog
+    snapshot: Snapshot | None
+    counters: Counter[str]
+    read_states: list[ReadState]
+    dropped_reads: list[bytes]
+
+    @property
+    def configuration(self) -> Configuration: ...
+
+    def committed_configuration(self) -> tuple[int, Configuration]: ...
+
+    def send(self, m: Message) -> None: ...
+
+    def become_follower(self, term: int, leader_id: str | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -55,8 +85,11 @@ class PendingRead:
 
 
 class Leader:
-    def __init__(self, node: RaftNode) -> None:
+    def __init__(self, node: LeaderNode) -> None:
         self.node = node
+        # Set once the node stepped down: a response handler that committed
+        # (and so maybe stepped down) must not go on sending.
+        self.stopped = False
         self.progress: dict[str, Progress] = {}
         self.seq = 0
         self.reads: deque[PendingRead] = deque()
@@ -103,6 +136,7 @@ class Leader:
 
     def stop(self) -> None:
         """Leadership is over: every read still waiting must be failed by the adapter."""
+        self.stopped = True
         self.node.dropped_reads.extend(r.ctx for r in self.reads)
         self.node.dropped_reads.extend(self.reads_waiting_commit)
         self.reads.clear()
@@ -267,7 +301,7 @@ class Leader:
                 pr.become_replicate()
             if advanced:
                 self.maybe_commit()
-                if node.leader is not self:
+                if self.stopped:
                     return
             self._maybe_send_timeout_now(m.from_id, pr)
             self.send_append(m.from_id, pr, allow_empty=False)
@@ -312,7 +346,7 @@ class Leader:
                 pr.become_probe()
             if advanced:
                 self.maybe_commit()
-                if self.node.leader is not self:
+                if self.stopped:
                     return
             self.send_append(m.from_id, pr, allow_empty=False)
             return
