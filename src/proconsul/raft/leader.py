@@ -87,6 +87,11 @@ class PendingRead:
 class Leader:
     def __init__(self, node: LeaderNode) -> None:
         self.node = node
+        # Fixed while this leadership lasts (a new term means a new Leader).
+        self.id = node.id
+        self.term = node.term
+        self.params = node.params
+        self.log = node.log
         # Set once the node stepped down: a response handler that committed
         # (and so maybe stepped down) must not go on sending.
         self.stopped = False
@@ -113,13 +118,13 @@ class Leader:
         """
         node = self.node
         wanted = set(node.configuration.ids()) | set(node.committed_configuration()[1].ids())
-        wanted.discard(node.id)
+        wanted.discard(self.id)
         for peer in list(self.progress):
             if peer not in wanted:
                 del self.progress[peer]
         for peer in sorted(wanted - set(self.progress)):
             self.progress[peer] = Progress(
-                next=node.log.last_index() + 1, last_contact=node.now, progress_at=node.now
+                next=self.log.last_index() + 1, last_contact=node.now, progress_at=node.now
             )
         if self.transfer_target is not None and not node.configuration.is_voter(
             self.transfer_target
@@ -146,7 +151,7 @@ class Leader:
         node = self.node
         since = node.now - window
         active = {peer for peer, pr in self.progress.items() if pr.last_contact >= since}
-        active.add(node.id)
+        active.add(self.id)
         return quorum_acked(node.configuration.voter_ids(), active)
 
     # ----- time ------------------------------------------------------------------------
@@ -154,20 +159,20 @@ class Leader:
     def tick(self) -> None:
         node = self.node
         now = node.now
-        if not self.quorum_active(node.params.leader_lease_timeout):
+        if not self.quorum_active(self.params.leader_lease_timeout):
             node.counters["leader_lost_quorum"] += 1
-            node.become_follower(node.term, None)
+            node.become_follower(self.term, None)
             return
         if self.transfer_target is not None and now >= self.transfer_deadline:
             node.counters["transfer_timed_out"] += 1
             self.transfer_target = None
         if now >= self.next_heartbeat:
-            self.next_heartbeat = now + node.params.heartbeat_interval
+            self.next_heartbeat = now + self.params.heartbeat_interval
             for peer, pr in self.progress.items():
                 self.send_heartbeat(peer, pr)
                 if (
                     pr.state is ProgressState.SNAPSHOT
-                    and now - pr.snapshot_sent_at > 2 * node.params.heartbeat_interval
+                    and now - pr.snapshot_sent_at > 2 * self.params.heartbeat_interval
                 ):
                     self.send_snapshot_chunk(peer, pr)
 
@@ -200,14 +205,14 @@ class Leader:
 
     def send_heartbeat(self, peer: str, pr: Progress) -> None:
         node = self.node
-        commit = min(pr.match, node.log.commit)
-        node.send(Heartbeat(node.term, node.id, peer, commit, self.seq))
+        commit = min(pr.match, self.log.commit)
+        node.send(Heartbeat(self.term, self.id, peer, commit, self.seq))
 
     def send_append(self, peer: str, pr: Progress, *, allow_empty: bool) -> bool:
         """Send what `peer` is missing; True if anything was sent."""
         node = self.node
-        log = node.log
-        params = node.params
+        log = self.log
+        params = self.params
         if pr.state is ProgressState.SNAPSHOT:
             return False
         if pr.next <= log.prev_index:
@@ -242,10 +247,10 @@ class Leader:
 
     def _append_message(self, peer: str, prev_index: int, entries: tuple[Entry, ...]) -> None:
         node = self.node
-        prev_term = node.log.term(prev_index)
+        prev_term = self.log.term(prev_index)
         assert prev_term is not None, "prev entry must be in the log or be the compaction point"
         node.send(
-            AppendEntries(node.term, node.id, peer, prev_index, prev_term, entries, node.log.commit)
+            AppendEntries(self.term, self.id, peer, prev_index, prev_term, entries, self.log.commit)
         )
 
     def start_snapshot(self, peer: str, pr: Progress) -> None:
@@ -264,11 +269,11 @@ class Leader:
             pr.snapshot_index = snap.meta.index
             pr.snapshot_offset = 0
         offset = pr.snapshot_offset
-        chunk = snap.data[offset : offset + node.params.snapshot_chunk_bytes]
+        chunk = snap.data[offset : offset + self.params.snapshot_chunk_bytes]
         node.send(
             InstallSnapshot(
-                node.term,
-                node.id,
+                self.term,
+                self.id,
                 peer,
                 snap.meta,
                 offset,
@@ -310,7 +315,7 @@ class Leader:
             return
         hint = m.conflict_index
         if m.conflict_term > 0:
-            ours = node.log.last_index_of_term(m.conflict_term, m.reject_index)
+            ours = self.log.last_index_of_term(m.conflict_term, m.reject_index)
             if ours is not None:
                 hint = ours + 1
         pr.back_off(hint, m.reject_index)
@@ -322,7 +327,7 @@ class Leader:
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
             self._release_reads()
-        if pr.match >= node.log.last_index():
+        if pr.match >= self.log.last_index():
             return
         # The link works but the follower is behind: resume a paused probe, or
         # detect a pipeline whose requests were lost.
@@ -332,11 +337,11 @@ class Leader:
         elif pr.state is ProgressState.REPLICATE:
             if not pr.inflight:
                 self.send_append(m.from_id, pr, allow_empty=True)
-            elif node.now - pr.progress_at > 2 * node.params.heartbeat_interval:
+            elif node.now - pr.progress_at > 2 * self.params.heartbeat_interval:
                 node.counters["pipeline_stalls"] += 1
                 pr.become_probe()
                 self.send_append(m.from_id, pr, allow_empty=True)
-        elif node.now - pr.snapshot_sent_at > 2 * node.params.heartbeat_interval:
+        elif node.now - pr.snapshot_sent_at > 2 * self.params.heartbeat_interval:
             self.send_snapshot_chunk(m.from_id, pr)
 
     def _on_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
@@ -358,22 +363,22 @@ class Leader:
 
     def maybe_commit(self) -> None:
         node = self.node
-        log = node.log
+        log = self.log
         voters = node.configuration.voter_ids()
         matches = [
             log.last_index()
-            if v == node.id
+            if v == self.id
             else (self.progress[v].match if v in self.progress else 0)
             for v in voters
         ]
         index = quorum_commit_index(matches)
-        if index <= log.commit or log.term(index) != node.term:
+        if index <= log.commit or log.term(index) != self.term:
             return
         old = log.commit
         log.commit_to(index)
         for i in range(max(old + 1, log.first_index()), index + 1):
             entry = log.entry(i)
-            if entry.term == node.term:
+            if entry.term == self.term:
                 self.uncommitted_bytes -= entry_size(entry)
         self.commit_pending = True
         if self.reads_waiting_commit:
@@ -381,7 +386,7 @@ class Leader:
             for ctx in waiting:
                 self._start_read(ctx)
         self.on_config_changed()
-        if not node.committed_configuration()[1].is_voter(node.id):
+        if not node.committed_configuration()[1].is_voter(self.id):
             # Our own removal (or demotion) committed: hand over and step down.
             node.counters["leader_removed"] += 1
             best = max(
@@ -390,18 +395,18 @@ class Leader:
                 default=None,
             )
             if best is not None and self.progress[best].match == log.last_index():
-                node.send(TimeoutNow(node.term, node.id, best))
-            node.become_follower(node.term, None)
+                node.send(TimeoutNow(self.term, self.id, best))
+            node.become_follower(self.term, None)
 
     # ----- reads -----------------------------------------------------------------------
 
     def read_index(self, ctx: bytes) -> Rejected | None:
         node = self.node
-        if len(self.reads) + len(self.reads_waiting_commit) >= node.params.max_pending_reads:
+        if len(self.reads) + len(self.reads_waiting_commit) >= self.params.max_pending_reads:
             node.counters["reads_rejected_busy"] += 1
             return Rejected("too many pending reads; retry later")
         node.counters["read_index_requests"] += 1
-        if node.log.term(node.log.commit) != node.term:
+        if self.log.term(self.log.commit) != self.term:
             # Until our no-op commits we do not know the latest commit index.
             self.reads_waiting_commit.append(ctx)
         else:
@@ -410,10 +415,10 @@ class Leader:
 
     def _start_read(self, ctx: bytes) -> None:
         node = self.node
-        if node.configuration.voter_ids() == (node.id,):
-            node.read_states.append(ReadState(ctx, node.log.commit))
+        if node.configuration.voter_ids() == (self.id,):
+            node.read_states.append(ReadState(ctx, self.log.commit))
             return
-        self.reads.append(PendingRead(ctx, node.log.commit))
+        self.reads.append(PendingRead(ctx, self.log.commit))
         self.read_round_pending = True
 
     def _release_reads(self) -> None:
@@ -422,7 +427,7 @@ class Leader:
         while self.reads and self.reads[0].seq > 0:
             read = self.reads[0]
             acked = {peer for peer, pr in self.progress.items() if pr.acked_seq >= read.seq}
-            acked.add(node.id)
+            acked.add(self.id)
             if not quorum_acked(voters, acked):
                 return
             self.reads.popleft()
@@ -434,7 +439,7 @@ class Leader:
         node = self.node
         if self.transfer_target is not None:
             return Rejected("leadership transfer already in progress")
-        candidates = [v for v in node.configuration.voter_ids() if v != node.id]
+        candidates = [v for v in node.configuration.voter_ids() if v != self.id]
         if target is None:
             if not candidates:
                 return Rejected("no other voter to transfer leadership to")
@@ -443,7 +448,7 @@ class Leader:
             return Rejected(f"{target} is not another voter in the configuration")
         node.counters["transfers_started"] += 1
         self.transfer_target = target
-        self.transfer_deadline = node.now + node.params.election_timeout
+        self.transfer_deadline = node.now + self.params.election_timeout
         pr = self.progress[target]
         if not self._maybe_send_timeout_now(target, pr):
             self.send_append(target, pr, allow_empty=True)
@@ -451,7 +456,7 @@ class Leader:
 
     def _maybe_send_timeout_now(self, peer: str, pr: Progress) -> bool:
         node = self.node
-        if self.transfer_target != peer or pr.match < node.log.last_index():
+        if self.transfer_target != peer or pr.match < self.log.last_index():
             return False
-        node.send(TimeoutNow(node.term, node.id, peer))
+        node.send(TimeoutNow(self.term, self.id, peer))
         return True
