@@ -5,8 +5,10 @@ Job: decide. Inputs are messages (`step`), time (`tick(now)`) and requests
 `transfer_leadership`, `bootstrap`); the output is one `Ready` value at a time
 (see ready.py for the contract the adapter follows) confirmed by `advance`.
 The leader's side of replication lives in leader.py, the follower's in
-follower.py. The node starts from what storage loaded (`PersistentState`);
-the adapter restores its state machine from that snapshot itself.
+follower.py; the quorum rules (quorum.py) and per-follower progress
+(progress.py) are leaves below them. The node starts from what storage loaded
+(`PersistentState`); the adapter restores its state machine from that
+snapshot itself.
 
 Rules:
 - No I/O, no clock, no global randomness: `now` comes from `tick`, randomness
@@ -20,6 +22,10 @@ Rules:
   §4.1) lists it as a voter; a server that was never bootstrapped never does.
 - The latest configuration entry in the log is in force from the moment it is
   appended; a truncation rolls it back.
+- Layering: this module imports leader.py and follower.py, never the reverse;
+  they see the node through the narrow `LeaderNode` / `FollowerNode`
+  protocols, which `RaftNode` satisfies (mypy checks it where it hands itself
+  over).
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ from proconsul.raft.messages import (
     encode_configuration,
     well_formed,
 )
-from proconsul.raft.params import RaftParams, quorum_size, random_election_timeout
+from proconsul.raft.params import RaftParams, random_election_timeout
+from proconsul.raft.quorum import VoteResult, vote_result
 from proconsul.raft.ready import (
     NotLeader,
     PersistentState,
@@ -439,13 +446,10 @@ class RaftNode:
         if m.from_id not in self.configuration.voter_ids():
             return
         self.votes.setdefault(m.from_id, m.granted)
-        voters = self.configuration.voter_ids()
-        need = quorum_size(len(voters))
-        granted = sum(1 for v in voters if self.votes.get(v) is True)
-        refused = sum(1 for v in voters if self.votes.get(v) is False)
-        if granted >= need:
+        result = vote_result(self.configuration.voter_ids(), self.votes)
+        if result is VoteResult.WON:
             self._won(m.pre_vote)
-        elif refused >= need:
+        elif result is VoteResult.LOST:
             self.become_follower(self.term, None)
 
     def _on_timeout_now(self, m: TimeoutNow) -> None:

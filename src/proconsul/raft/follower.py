@@ -2,7 +2,8 @@
 
 Job: apply what the current leader sends (AppendEntries, Heartbeat,
 InstallSnapshot chunks) to the node's log and answer it. Functions of the
-node (`core.RaftNode`), which has already checked the term.
+node, seen through `FollowerNode` (core.RaftNode is one; core.py is never
+imported here), which has already checked the term.
 
 Rules:
 - An entry we already hold with the same term is never rewritten, so a
@@ -17,24 +18,63 @@ Rules:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from typing import Protocol
 
+from proconsul.raft.log import RaftLog
 from proconsul.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
+    Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
+    Message,
     Snapshot,
 )
+from proconsul.raft.params import RaftParams
 from proconsul.raft.ready import Role
 
-if TYPE_CHECKING:
-    from proconsul.raft.core import RaftNode
+
+class FollowerNode(Protocol):
+    """The node as its follower functions see it; core.RaftNode is one."""
+
+    id: str
+    term: int
+    now: float
+    role: Role
+    params: RaftParams
+    log: RaftLog
+    counters: Counter[str]
+    leader_id: str | None
+    last_leader_contact: float | None
+    snapshot: Snapshot | None
+    pending_install: Snapshot | None
+    snapshot_in_progress: bool
+    configs: list[tuple[int, Configuration]]
+    # The snapshot being received: (leader, term, index, snapshot term) and its bytes so far.
+    incoming_key: tuple[str, int, int, int] | None
+    incoming: bytearray
+
+    @property
+    def configuration(self) -> Configuration: ...
+
+    def send(self, m: Message) -> None: ...
+
+    def become_follower(self, term: int, leader_id: str | None) -> None: ...
+
+    def reset_election_timer(self) -> None: ...
+
+    def record_configs(self, entries: list[Entry] | tuple[Entry, ...]) -> None: ...
+
+    def rollback_configs(self, first_removed: int) -> None: ...
+
+    def on_config_changed(self) -> None: ...
 
 
-def heard_from_leader(node: RaftNode, leader_id: str) -> None:
+def heard_from_leader(node: FollowerNode, leader_id: str) -> None:
     if node.role is not Role.FOLLOWER:
         node.become_follower(node.term, leader_id)
     node.leader_id = leader_id
@@ -42,7 +82,7 @@ def heard_from_leader(node: RaftNode, leader_id: str) -> None:
     node.reset_election_timer()
 
 
-def on_append(node: RaftNode, m: AppendEntries) -> None:
+def on_append(node: FollowerNode, m: AppendEntries) -> None:
     heard_from_leader(node, m.from_id)
     log = node.log
     prev_index, prev_term, entries = m.prev_log_index, m.prev_log_term, m.entries
@@ -79,13 +119,13 @@ def on_append(node: RaftNode, m: AppendEntries) -> None:
     node.send(AppendEntriesResponse(node.term, node.id, m.from_id, True, last_new))
 
 
-def on_heartbeat(node: RaftNode, m: Heartbeat) -> None:
+def on_heartbeat(node: FollowerNode, m: Heartbeat) -> None:
     heard_from_leader(node, m.from_id)
     node.log.commit_to(m.commit)
     node.send(HeartbeatResponse(node.term, node.id, m.from_id, m.seq))
 
 
-def on_install_snapshot(node: RaftNode, m: InstallSnapshot) -> None:
+def on_install_snapshot(node: FollowerNode, m: InstallSnapshot) -> None:
     heard_from_leader(node, m.from_id)
     meta = m.meta
 
@@ -125,7 +165,7 @@ def on_install_snapshot(node: RaftNode, m: InstallSnapshot) -> None:
     reply(len(data), True, meta.index)
 
 
-def install_snapshot(node: RaftNode, snap: Snapshot) -> None:
+def install_snapshot(node: FollowerNode, snap: Snapshot) -> None:
     meta = snap.meta
     if node.log.match_term(meta.index, meta.term):
         # We already hold that entry: nothing to install, just commit up to it.

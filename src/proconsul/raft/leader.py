@@ -5,12 +5,10 @@ turn proposals and follower responses into AppendEntries, InstallSnapshot,
 Heartbeat and TimeoutNow messages, the commit index, and confirmed reads.
 
 Rules:
-- Per follower a `Progress` in one of three states. PROBE: one AppendEntries
-  at a time until the follower's log position is found (rejections carry a
-  conflict hint, so backing off skips a whole term at once). REPLICATE:
-  pipelined, `next` moves optimistically and up to `max_inflight_appends`
-  requests are outstanding. SNAPSHOT: the entries it needs were compacted, so
-  it is sent the snapshot in chunks, one chunk in flight.
+- Per follower a `Progress` (progress.py keeps its books and states).
+  PROBE: one AppendEntries at a time, resent after a heartbeat interval.
+  REPLICATE: up to `max_inflight_appends` requests outstanding. SNAPSHOT: the
+  snapshot in chunks, a chunk resent when unanswered for two heartbeats.
 - Replication is batched: proposals only mark work; `flush` (run when the
   adapter asks for a Ready) sends one AppendEntries per follower covering
   everything new, capped by entries and bytes.
@@ -21,67 +19,62 @@ Rules:
   acknowledged by a quorum. Reads arriving together share one round.
 - Check-quorum: no contact with a quorum within the lease timeout means the
   leader steps down; a lost link cannot leave two leaders serving reads.
+- Layering: the node is only a `LeaderNode` here and core.py is never
+  imported; quorum.py does the counting, progress.py the per-follower books.
 """
 
 from __future__ import annotations
 
-import enum
-from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Protocol
 
-from proconsul.raft.log import entry_size
+from proconsul.raft.log import RaftLog, entry_size
 from proconsul.raft.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Configuration,
     Entry,
     Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
     Message,
+    Snapshot,
     TimeoutNow,
 )
-from proconsul.raft.params import quorum_commit_index, quorum_size
+from proconsul.raft.params import RaftParams
+from proconsul.raft.progress import Progress, ProgressState
+from proconsul.raft.quorum import quorum_acked, quorum_commit_index
 from proconsul.raft.ready import ReadState, Rejected
 
-if TYPE_CHECKING:
-    from proconsul.raft.core import RaftNode
 
+class LeaderNode(Protocol):
+    """The node as its leader sees it; core.RaftNode is one.
 
-class ProgressState(enum.Enum):
-    PROBE = "probe"
-    REPLICATE = "replicate"
-    SNAPSHOT = "snapshot"
+    Besides its counters, the leader changes the node only by committing in its
+    log, sending, stepping it down, and appending to `read_states` and
+    `dropped_reads`.
+    """
 
+    id: str
+    term: int
+    now: float
+    params: RaftParams
+    log: RaftLog
+    snapshot: Snapshot | None
+    counters: Counter[str]
+    read_states: list[ReadState]
+    dropped_reads: list[bytes]
 
-@dataclass(slots=True)
-class Progress:
-    """What the leader knows about one follower's log."""
+    @property
+    def configuration(self) -> Configuration: ...
 
-    next: int
-    last_contact: float
-    progress_at: float  # when `match` last moved (stall detection)
-    match: int = 0
-    state: ProgressState = ProgressState.PROBE
-    probe_sent_at: float | None = None
-    inflight: deque[int] = field(default_factory=deque)  # last index of each request
-    acked_seq: int = 0
-    snapshot_index: int = 0
-    snapshot_offset: int = 0
-    snapshot_sent_at: float = 0.0
+    def committed_configuration(self) -> tuple[int, Configuration]: ...
 
-    def become_probe(self) -> None:
-        self.state = ProgressState.PROBE
-        self.next = self.match + 1
-        self.inflight.clear()
-        self.probe_sent_at = None
+    def send(self, m: Message) -> None: ...
 
-    def become_replicate(self) -> None:
-        self.state = ProgressState.REPLICATE
-        self.next = self.match + 1
-        self.inflight.clear()
-        self.probe_sent_at = None
+    def become_follower(self, term: int, leader_id: str | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -92,8 +85,16 @@ class PendingRead:
 
 
 class Leader:
-    def __init__(self, node: RaftNode) -> None:
+    def __init__(self, node: LeaderNode) -> None:
         self.node = node
+        # Fixed while this leadership lasts (a new term means a new Leader).
+        self.id = node.id
+        self.term = node.term
+        self.params = node.params
+        self.log = node.log
+        # Set once the node stepped down: a response handler that committed
+        # (and so maybe stepped down) must not go on sending.
+        self.stopped = False
         self.progress: dict[str, Progress] = {}
         self.seq = 0
         self.reads: deque[PendingRead] = deque()
@@ -117,13 +118,13 @@ class Leader:
         """
         node = self.node
         wanted = set(node.configuration.ids()) | set(node.committed_configuration()[1].ids())
-        wanted.discard(node.id)
+        wanted.discard(self.id)
         for peer in list(self.progress):
             if peer not in wanted:
                 del self.progress[peer]
         for peer in sorted(wanted - set(self.progress)):
             self.progress[peer] = Progress(
-                next=node.log.last_index() + 1, last_contact=node.now, progress_at=node.now
+                next=self.log.last_index() + 1, last_contact=node.now, progress_at=node.now
             )
         if self.transfer_target is not None and not node.configuration.is_voter(
             self.transfer_target
@@ -140,6 +141,7 @@ class Leader:
 
     def stop(self) -> None:
         """Leadership is over: every read still waiting must be failed by the adapter."""
+        self.stopped = True
         self.node.dropped_reads.extend(r.ctx for r in self.reads)
         self.node.dropped_reads.extend(self.reads_waiting_commit)
         self.reads.clear()
@@ -147,36 +149,30 @@ class Leader:
 
     def quorum_active(self, window: float) -> bool:
         node = self.node
-        voters = node.configuration.voter_ids()
-        if not voters:
-            return False
         since = node.now - window
-        active = sum(
-            1
-            for v in voters
-            if v == node.id or (v in self.progress and self.progress[v].last_contact >= since)
-        )
-        return active >= quorum_size(len(voters))
+        active = {peer for peer, pr in self.progress.items() if pr.last_contact >= since}
+        active.add(self.id)
+        return quorum_acked(node.configuration.voter_ids(), active)
 
     # ----- time ------------------------------------------------------------------------
 
     def tick(self) -> None:
         node = self.node
         now = node.now
-        if not self.quorum_active(node.params.leader_lease_timeout):
+        if not self.quorum_active(self.params.leader_lease_timeout):
             node.counters["leader_lost_quorum"] += 1
-            node.become_follower(node.term, None)
+            node.become_follower(self.term, None)
             return
         if self.transfer_target is not None and now >= self.transfer_deadline:
             node.counters["transfer_timed_out"] += 1
             self.transfer_target = None
         if now >= self.next_heartbeat:
-            self.next_heartbeat = now + node.params.heartbeat_interval
+            self.next_heartbeat = now + self.params.heartbeat_interval
             for peer, pr in self.progress.items():
                 self.send_heartbeat(peer, pr)
                 if (
                     pr.state is ProgressState.SNAPSHOT
-                    and now - pr.snapshot_sent_at > 2 * node.params.heartbeat_interval
+                    and now - pr.snapshot_sent_at > 2 * self.params.heartbeat_interval
                 ):
                     self.send_snapshot_chunk(peer, pr)
 
@@ -209,14 +205,14 @@ class Leader:
 
     def send_heartbeat(self, peer: str, pr: Progress) -> None:
         node = self.node
-        commit = min(pr.match, node.log.commit)
-        node.send(Heartbeat(node.term, node.id, peer, commit, self.seq))
+        commit = min(pr.match, self.log.commit)
+        node.send(Heartbeat(self.term, self.id, peer, commit, self.seq))
 
     def send_append(self, peer: str, pr: Progress, *, allow_empty: bool) -> bool:
         """Send what `peer` is missing; True if anything was sent."""
         node = self.node
-        log = node.log
-        params = node.params
+        log = self.log
+        params = self.params
         if pr.state is ProgressState.SNAPSHOT:
             return False
         if pr.next <= log.prev_index:
@@ -224,11 +220,8 @@ class Leader:
             return True
         last = log.last_index()
         if pr.state is ProgressState.PROBE:
-            if (
-                pr.probe_sent_at is not None
-                and node.now - pr.probe_sent_at < params.heartbeat_interval
-            ):
-                return False  # paused: one probe at a time
+            if pr.probe_paused(node.now, params.heartbeat_interval):
+                return False  # one probe at a time
             entries = (
                 log.slice(pr.next, last + 1, params.max_append_bytes, params.max_append_entries)
                 if pr.next <= last
@@ -245,8 +238,7 @@ class Leader:
                 pr.next, last + 1, params.max_append_bytes, params.max_append_entries
             )
             self._append_message(peer, pr.next - 1, entries)
-            pr.inflight.append(entries[-1].index)
-            pr.next = entries[-1].index + 1
+            pr.sent_entries(entries[-1].index)
             sent = True
         if not sent and allow_empty:
             self._append_message(peer, pr.next - 1, ())
@@ -255,20 +247,17 @@ class Leader:
 
     def _append_message(self, peer: str, prev_index: int, entries: tuple[Entry, ...]) -> None:
         node = self.node
-        prev_term = node.log.term(prev_index)
+        prev_term = self.log.term(prev_index)
         assert prev_term is not None, "prev entry must be in the log or be the compaction point"
         node.send(
-            AppendEntries(node.term, node.id, peer, prev_index, prev_term, entries, node.log.commit)
+            AppendEntries(self.term, self.id, peer, prev_index, prev_term, entries, self.log.commit)
         )
 
     def start_snapshot(self, peer: str, pr: Progress) -> None:
         snap = self.node.snapshot
         assert snap is not None, "the log was compacted, so a snapshot exists"
         self.node.counters["snapshots_sent"] += 1
-        pr.state = ProgressState.SNAPSHOT
-        pr.snapshot_index = snap.meta.index
-        pr.snapshot_offset = 0
-        pr.inflight.clear()
+        pr.become_snapshot(snap.meta.index)
         self.send_snapshot_chunk(peer, pr)
 
     def send_snapshot_chunk(self, peer: str, pr: Progress) -> None:
@@ -280,11 +269,11 @@ class Leader:
             pr.snapshot_index = snap.meta.index
             pr.snapshot_offset = 0
         offset = pr.snapshot_offset
-        chunk = snap.data[offset : offset + node.params.snapshot_chunk_bytes]
+        chunk = snap.data[offset : offset + self.params.snapshot_chunk_bytes]
         node.send(
             InstallSnapshot(
-                node.term,
-                node.id,
+                self.term,
+                self.id,
                 peer,
                 snap.meta,
                 offset,
@@ -309,44 +298,27 @@ class Leader:
         elif isinstance(m, InstallSnapshotResponse):
             self._on_snapshot_response(m, pr)
 
-    def _matched(self, pr: Progress, index: int) -> bool:
-        if index <= pr.match:
-            return False
-        pr.match = index
-        pr.next = max(pr.next, index + 1)
-        pr.progress_at = self.node.now
-        while pr.inflight and pr.inflight[0] <= index:
-            pr.inflight.popleft()
-        return True
-
     def _on_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
         node = self.node
         if m.success:
-            advanced = self._matched(pr, m.match_index)
+            advanced = pr.maybe_update(m.match_index, node.now)
             if pr.state is ProgressState.PROBE:
                 pr.become_replicate()
             if advanced:
                 self.maybe_commit()
-                if node.leader is not self:
+                if self.stopped:
                     return
             self._maybe_send_timeout_now(m.from_id, pr)
             self.send_append(m.from_id, pr, allow_empty=False)
             return
-        if pr.state is ProgressState.REPLICATE:
-            if m.reject_index <= pr.match:
-                return  # stale: we already know it matches further
-        elif pr.state is ProgressState.PROBE:
-            if m.reject_index != pr.next - 1:
-                return  # answer to an older probe
-        else:
+        if pr.rejection_is_stale(m.reject_index):
             return
         hint = m.conflict_index
         if m.conflict_term > 0:
-            ours = node.log.last_index_of_term(m.conflict_term, m.reject_index)
+            ours = self.log.last_index_of_term(m.conflict_term, m.reject_index)
             if ours is not None:
                 hint = ours + 1
-        pr.become_probe()
-        pr.next = max(pr.match + 1, min(hint, m.reject_index))
+        pr.back_off(hint, m.reject_index)
         node.counters["append_backoffs"] += 1
         self.send_append(m.from_id, pr, allow_empty=True)
 
@@ -355,7 +327,7 @@ class Leader:
         if m.seq > pr.acked_seq:
             pr.acked_seq = m.seq
             self._release_reads()
-        if pr.match >= node.log.last_index():
+        if pr.match >= self.log.last_index():
             return
         # The link works but the follower is behind: resume a paused probe, or
         # detect a pipeline whose requests were lost.
@@ -365,21 +337,21 @@ class Leader:
         elif pr.state is ProgressState.REPLICATE:
             if not pr.inflight:
                 self.send_append(m.from_id, pr, allow_empty=True)
-            elif node.now - pr.progress_at > 2 * node.params.heartbeat_interval:
+            elif node.now - pr.progress_at > 2 * self.params.heartbeat_interval:
                 node.counters["pipeline_stalls"] += 1
                 pr.become_probe()
                 self.send_append(m.from_id, pr, allow_empty=True)
-        elif node.now - pr.snapshot_sent_at > 2 * node.params.heartbeat_interval:
+        elif node.now - pr.snapshot_sent_at > 2 * self.params.heartbeat_interval:
             self.send_snapshot_chunk(m.from_id, pr)
 
     def _on_snapshot_response(self, m: InstallSnapshotResponse, pr: Progress) -> None:
         if m.done:
-            advanced = self._matched(pr, m.match_index)
+            advanced = pr.maybe_update(m.match_index, self.node.now)
             if pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snapshot_index:
                 pr.become_probe()
             if advanced:
                 self.maybe_commit()
-                if self.node.leader is not self:
+                if self.stopped:
                     return
             self.send_append(m.from_id, pr, allow_empty=False)
             return
@@ -391,22 +363,22 @@ class Leader:
 
     def maybe_commit(self) -> None:
         node = self.node
-        log = node.log
+        log = self.log
         voters = node.configuration.voter_ids()
         matches = [
             log.last_index()
-            if v == node.id
+            if v == self.id
             else (self.progress[v].match if v in self.progress else 0)
             for v in voters
         ]
         index = quorum_commit_index(matches)
-        if index <= log.commit or log.term(index) != node.term:
+        if index <= log.commit or log.term(index) != self.term:
             return
         old = log.commit
         log.commit_to(index)
         for i in range(max(old + 1, log.first_index()), index + 1):
             entry = log.entry(i)
-            if entry.term == node.term:
+            if entry.term == self.term:
                 self.uncommitted_bytes -= entry_size(entry)
         self.commit_pending = True
         if self.reads_waiting_commit:
@@ -414,7 +386,7 @@ class Leader:
             for ctx in waiting:
                 self._start_read(ctx)
         self.on_config_changed()
-        if not node.committed_configuration()[1].is_voter(node.id):
+        if not node.committed_configuration()[1].is_voter(self.id):
             # Our own removal (or demotion) committed: hand over and step down.
             node.counters["leader_removed"] += 1
             best = max(
@@ -423,18 +395,18 @@ class Leader:
                 default=None,
             )
             if best is not None and self.progress[best].match == log.last_index():
-                node.send(TimeoutNow(node.term, node.id, best))
-            node.become_follower(node.term, None)
+                node.send(TimeoutNow(self.term, self.id, best))
+            node.become_follower(self.term, None)
 
     # ----- reads -----------------------------------------------------------------------
 
     def read_index(self, ctx: bytes) -> Rejected | None:
         node = self.node
-        if len(self.reads) + len(self.reads_waiting_commit) >= node.params.max_pending_reads:
+        if len(self.reads) + len(self.reads_waiting_commit) >= self.params.max_pending_reads:
             node.counters["reads_rejected_busy"] += 1
             return Rejected("too many pending reads; retry later")
         node.counters["read_index_requests"] += 1
-        if node.log.term(node.log.commit) != node.term:
+        if self.log.term(self.log.commit) != self.term:
             # Until our no-op commits we do not know the latest commit index.
             self.reads_waiting_commit.append(ctx)
         else:
@@ -443,24 +415,20 @@ class Leader:
 
     def _start_read(self, ctx: bytes) -> None:
         node = self.node
-        if node.configuration.voter_ids() == (node.id,):
-            node.read_states.append(ReadState(ctx, node.log.commit))
+        if node.configuration.voter_ids() == (self.id,):
+            node.read_states.append(ReadState(ctx, self.log.commit))
             return
-        self.reads.append(PendingRead(ctx, node.log.commit))
+        self.reads.append(PendingRead(ctx, self.log.commit))
         self.read_round_pending = True
 
     def _release_reads(self) -> None:
         node = self.node
         voters = node.configuration.voter_ids()
-        need = quorum_size(len(voters))
         while self.reads and self.reads[0].seq > 0:
             read = self.reads[0]
-            acks = sum(
-                1
-                for v in voters
-                if v == node.id or (v in self.progress and self.progress[v].acked_seq >= read.seq)
-            )
-            if acks < need:
+            acked = {peer for peer, pr in self.progress.items() if pr.acked_seq >= read.seq}
+            acked.add(self.id)
+            if not quorum_acked(voters, acked):
                 return
             self.reads.popleft()
             node.read_states.append(ReadState(read.ctx, read.index))
@@ -471,7 +439,7 @@ class Leader:
         node = self.node
         if self.transfer_target is not None:
             return Rejected("leadership transfer already in progress")
-        candidates = [v for v in node.configuration.voter_ids() if v != node.id]
+        candidates = [v for v in node.configuration.voter_ids() if v != self.id]
         if target is None:
             if not candidates:
                 return Rejected("no other voter to transfer leadership to")
@@ -480,7 +448,7 @@ class Leader:
             return Rejected(f"{target} is not another voter in the configuration")
         node.counters["transfers_started"] += 1
         self.transfer_target = target
-        self.transfer_deadline = node.now + node.params.election_timeout
+        self.transfer_deadline = node.now + self.params.election_timeout
         pr = self.progress[target]
         if not self._maybe_send_timeout_now(target, pr):
             self.send_append(target, pr, allow_empty=True)
@@ -488,7 +456,7 @@ class Leader:
 
     def _maybe_send_timeout_now(self, peer: str, pr: Progress) -> bool:
         node = self.node
-        if self.transfer_target != peer or pr.match < node.log.last_index():
+        if self.transfer_target != peer or pr.match < self.log.last_index():
             return False
-        node.send(TimeoutNow(node.term, node.id, peer))
+        node.send(TimeoutNow(self.term, self.id, peer))
         return True

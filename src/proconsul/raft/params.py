@@ -1,9 +1,10 @@
-"""Raft timing and sizing parameters, and the small formulas the core relies on.
+"""Raft timing and sizing parameters, and the election-jitter formula.
 
 Job: turn Consul's `performance { raft_multiplier }` (and the raft_* tuning
-keys) into one frozen `RaftParams`, and hold the arithmetic that must be right
-(quorum size, quorum commit index, election jitter) as pure functions that the
-unit tests check from tables and against naive versions.
+keys) into one frozen `RaftParams`, and hold the election jitter as pure
+functions that the unit tests check from tables. The quorum rules live in
+quorum.py; `quorum_size` and `quorum_commit_index` are re-exported here for
+callers that import them from this module.
 
 Rules:
 - Times are seconds as floats; the core never reads a clock, it is handed `now`.
@@ -24,9 +25,11 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from proconsul.raft.quorum import quorum_commit_index as quorum_commit_index
+from proconsul.raft.quorum import quorum_size as quorum_size
 
 if TYPE_CHECKING:
     # Only the type: randomness always comes from the caller's seeded instance.
@@ -129,26 +132,6 @@ def params_from_multiplier(
         trailing_logs=trailing_logs,
         snapshot_interval=snapshot_interval,
     )
-
-
-def quorum_size(voters: int) -> int:
-    """Votes (or acknowledgements) needed out of `voters`: a strict majority."""
-    if voters < 0:
-        raise ValueError("voter count cannot be negative")
-    return voters // 2 + 1
-
-
-def quorum_commit_index(match_indexes: Sequence[int]) -> int:
-    """The highest index stored on a majority, given each voter's match index.
-
-    It is the `quorum_size`-th largest value: sort descending and take the
-    element a quorum can vouch for (for an odd count, the median). No voters
-    means nothing can commit, so the answer is 0.
-    """
-    if not match_indexes:
-        return 0
-    ordered = sorted(match_indexes, reverse=True)
-    return ordered[quorum_size(len(ordered)) - 1]
 
 
 def election_timeout_range(base: float) -> tuple[float, float]:

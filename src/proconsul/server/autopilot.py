@@ -32,7 +32,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from proconsul.raft.params import quorum_size
+from proconsul.raft.quorum import quorum_size
 
 
 class SerfStatus(enum.StrEnum):
