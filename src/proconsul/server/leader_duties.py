@@ -74,6 +74,7 @@ class LeaderDuties:
         self._duties: list[LeaderDuty] = []
         self._group: asyncio.Task[None] | None = None
         self._running: set[str] = set()
+        self.starts: dict[str, int] = {}  # per duty: the terms it was started in
         self.established = asyncio.Event()
         self.terms_led = 0
 
@@ -81,6 +82,7 @@ class LeaderDuties:
         if self._group is not None:
             raise RuntimeError("leader duties are added before leadership is first gained")
         self._duties.append(duty)
+        self.starts[duty.name] = 0
 
     def set_leading(self, leading: bool) -> None:
         """Raft's role changed (called from its Ready loop: must not block)."""
@@ -106,10 +108,11 @@ class LeaderDuties:
         self.established.clear()
 
     def stats(self) -> dict[str, float]:
-        found = {f"proconsul.leader.duty.{d.name}": 0.0 for d in self._duties}
-        for name in self._running:
-            found[f"proconsul.leader.duty.{name}"] = 1.0
-        found["proconsul.leader.terms_led"] = float(self.terms_led)
+        """Per duty: whether it runs now and how many terms started it."""
+        found = {"proconsul.leader.terms_led": float(self.terms_led)}
+        for name, starts in self.starts.items():
+            found[f"proconsul.leader.duty.{name}.running"] = float(name in self._running)
+            found[f"proconsul.leader.duty.{name}.starts"] = float(starts)
         return found
 
     async def _run_group(self) -> None:
@@ -122,6 +125,7 @@ class LeaderDuties:
 
         async def guarded(duty: LeaderDuty) -> None:
             running.add(duty.name)
+            self.starts[duty.name] += 1
             try:
                 await duty.run()
                 if duty.one_shot:
