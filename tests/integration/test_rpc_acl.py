@@ -30,15 +30,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.agent_process import AgentProcess, free_gossip_port, free_port, wait_for
 from tests.gossip_agents import GossipPool
 
-from proconsul.acl.structs import (
-    GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_MANAGEMENT_POLICY_NAME,
-    ACLLink,
-    ACLPolicy,
-    ACLRole,
-    ACLToken,
-    with_hash,
-)
 from proconsul.agent.agent import Agent
 from proconsul.agent.auto_encrypt import SIGN_METHOD, SignReply, SignRequest
 from proconsul.agent.server_operator import operator_payload
@@ -48,6 +39,15 @@ from proconsul.rpc import ErrorCode, RPCClient, RPCError
 from proconsul.rpc.codec import ApplyRequest, decode_read_response
 from proconsul.rpc.testing import make_pki
 from proconsul.server.acl_rpc import ACLCall, ResolveReply, encode_call
+from proconsul.structs.acl import (
+    GLOBAL_MANAGEMENT_POLICY_ID,
+    GLOBAL_MANAGEMENT_POLICY_NAME,
+    ACLLink,
+    ACLPolicy,
+    ACLRole,
+    ACLToken,
+    with_hash,
+)
 from proconsul.structs.catalog import KVEntry
 from proconsul.structs.commands import (
     ACLBootstrapRequest,

@@ -18,7 +18,6 @@ import dns.message
 import dns.rcode
 import pytest
 
-from proconsul.acl.structs import ACLLink, ACLPolicy, ACLToken
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
 from proconsul.agent.dns_setup import AgentCatalog
 from proconsul.dns.core import DnsSettings
@@ -32,6 +31,7 @@ from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import ACLLink, ACLPolicy, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.commands import (
     ACLTokenDeleteRequest,

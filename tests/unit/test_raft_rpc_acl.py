@@ -20,17 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
-from proconsul.acl.structs import (
-    GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_MANAGEMENT_POLICY_NAME,
-    ACLLink,
-    ACLPolicy,
-    ACLToken,
-    with_hash,
-)
 from proconsul.agent.auto_encrypt import CertFetcher, SignReply, SignRequest, signer_from_config
 from proconsul.agent.server_operator import decode_operator_request, operator_payload
-from proconsul.connect.structs import CARoot
 from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.testing import make_pki
@@ -48,6 +39,14 @@ from proconsul.server.raft_rpc import (
 )
 from proconsul.state.fsm import FSM, ApplyResult
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
+    GLOBAL_MANAGEMENT_POLICY_ID,
+    GLOBAL_MANAGEMENT_POLICY_NAME,
+    ACLLink,
+    ACLPolicy,
+    ACLToken,
+    with_hash,
+)
 from proconsul.structs.catalog import KVEntry, NodeService
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
@@ -59,6 +58,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.structs.connect import CARoot
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 PEER = PeerInfo(address=("127.0.0.1", 1), tls=False)

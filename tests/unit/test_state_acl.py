@@ -12,7 +12,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from proconsul.acl.structs import (
+from proconsul.cli.acl_format import format_token, go_time
+from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
+from proconsul.server.local_log import LocalLog
+from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
+from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
+from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     GLOBAL_MANAGEMENT_POLICY_ID,
     ACLLink,
@@ -22,12 +28,6 @@ from proconsul.acl.structs import (
     ACLToken,
     with_hash,
 )
-from proconsul.cli.acl_format import format_token, go_time
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.local_log import LocalLog
-from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
-from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
-from proconsul.state.store import StateStore
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLPolicyDeleteRequest,

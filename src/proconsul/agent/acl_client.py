@@ -42,7 +42,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
 from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken
@@ -54,6 +53,7 @@ from proconsul.server.acl_rpc import (
     decode_result,
     encode_call,
 )
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
 
 log = logging.getLogger("proconsul.acl")
 

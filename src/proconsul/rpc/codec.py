@@ -28,7 +28,6 @@ from typing import Any
 
 import msgspec
 
-from proconsul.connect.structs import IndexedCARoots
 from proconsul.rpc.client import Address, RPCClient
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.server import Handler, remaining_s
@@ -44,6 +43,7 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.commands import Command
+from proconsul.structs.connect import IndexedCARoots
 from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
 
 APPLY_METHOD = "Apply"

@@ -45,7 +45,12 @@ from datetime import UTC, datetime
 import msgspec
 
 from proconsul.acl.rules import RuleError, parse_rules
-from proconsul.acl.structs import (
+from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken, ServerACLResolver
+from proconsul.server.endpoints import Log
+from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
+from proconsul.state.fsm import ApplyError
+from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     ANONYMOUS_TOKEN_SECRET_ID,
     BOOTSTRAP_TOKEN_DESCRIPTION,
@@ -64,11 +69,6 @@ from proconsul.acl.structs import (
     valid_role_name,
     with_hash,
 )
-from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken, ServerACLResolver
-from proconsul.server.endpoints import Log
-from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
-from proconsul.state.fsm import ApplyError
-from proconsul.state.store import StateStore
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,

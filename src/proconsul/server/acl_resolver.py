@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID, ACLToken, token_expired
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLToken, token_expired
 
 ACL_NOT_FOUND = "ACL not found"
 CACHE_MAX = 4096

@@ -30,18 +30,18 @@ from typing import Any, Protocol
 
 import msgspec
 
-from proconsul.acl.structs import (
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.server import Handler
+from proconsul.rpc.tls import PeerInfo
+from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
+from proconsul.server.acl_resolver import ACL_NOT_FOUND
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_SECRET_ID,
     ACLPolicy,
     ACLRole,
     ACLToken,
     token_expired,
 )
-from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.rpc.server import Handler
-from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.acl_resolver import ACL_NOT_FOUND
 from proconsul.structs.duration import Duration, dec_hook
 
 ACL_BAD_REQUEST = "acl_bad_request"

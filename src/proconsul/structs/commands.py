@@ -10,9 +10,9 @@ from typing import Literal
 
 import msgspec
 
-from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken
-from proconsul.connect.structs import CARoot
+from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
+from proconsul.structs.connect import CARoot
 from proconsul.structs.naming import pascal
 
 
