@@ -25,13 +25,14 @@ import uvloop
 
 from proconsul.raft import Server, params_from_multiplier
 from proconsul.rpc import PeerInfo, RPCClient, RPCServer
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.testing import CertFiles, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import ForwardingLog, raft_handlers
+from proconsul.server.rpc_handlers import endpoint_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 

@@ -21,9 +21,9 @@ from proconsul.agent.connect_ca import (
 )
 from proconsul.connect.ca import generate_root, root_row, sign_agent_client
 from proconsul.rpc.tls import present_certificate_pem
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import CARootsSetRequest, Command
+from proconsul.structs.commands import ApplyResult, CARootsSetRequest, Command
 from proconsul.tls.agent import agent_cert_spec
 from proconsul.tls.certs import (
     generate_ca,

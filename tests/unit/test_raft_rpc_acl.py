@@ -37,7 +37,7 @@ from proconsul.server.raft_rpc import (
     authorize_forwarded,
     raft_handlers,
 )
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
@@ -52,6 +52,7 @@ from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLPolicyDeleteRequest,
     ACLTokenSetRequest,
+    ApplyResult,
     CARootsSetRequest,
     Command,
     DeregisterRequest,

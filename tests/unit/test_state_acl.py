@@ -15,7 +15,7 @@ import pytest
 from proconsul.cli.acl_format import format_token, go_time
 from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
 from proconsul.server.local_log import LocalLog
-from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
+from proconsul.state.fsm import FSM, decode_command, encode_command
 from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.store import StateStore
 from proconsul.structs.acl import (
@@ -36,6 +36,7 @@ from proconsul.structs.commands import (
     ACLRoleSetRequest,
     ACLTokenDeleteRequest,
     ACLTokenSetRequest,
+    ApplyError,
     Command,
 )
 

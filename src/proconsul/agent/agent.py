@@ -52,7 +52,7 @@ from proconsul.server.acl_resolver import ResolvedToken
 from proconsul.server.acl_rpc import ACLService
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -62,7 +62,7 @@ from proconsul.structs.catalog import (
     HealthCheck,
     NodeService,
 )
-from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 

@@ -44,9 +44,8 @@ from proconsul.connect.ca import (
     root_row,
 )
 from proconsul.state.ca_tables import ROOTS_KEY
-from proconsul.state.fsm import ApplyError, ApplyResult
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import CARootsSetRequest, Command
+from proconsul.structs.commands import ApplyError, ApplyResult, CARootsSetRequest, Command
 from proconsul.structs.connect import CARoot
 
 log = logging.getLogger("proconsul.agent")

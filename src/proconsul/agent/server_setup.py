@@ -61,13 +61,14 @@ from proconsul.agent.connect_ca import (
 from proconsul.agent.server_operator import ServerOperator
 from proconsul.raft import RaftParams, Server, params_from_multiplier
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.tls import RPCTLS, load_ca_pem, rpc_tls
 from proconsul.server.autopilot import SerfStatus
 from proconsul.server.endpoints import Log, ServerEndpoints
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import DEFAULT_HOLD_TIMEOUT_S, ForwardingLog, raft_handlers
 from proconsul.server.read_route import ReadStep, route_read
+from proconsul.server.rpc_handlers import endpoint_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.requests import ReadRequest, ReadResponse

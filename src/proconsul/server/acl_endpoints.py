@@ -48,7 +48,6 @@ from proconsul.acl.rules import RuleError, parse_rules
 from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken, ServerACLResolver
 from proconsul.server.endpoints import Log
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
-from proconsul.state.fsm import ApplyError
 from proconsul.state.store import StateStore
 from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
@@ -78,6 +77,7 @@ from proconsul.structs.commands import (
     ACLRoleSetRequest,
     ACLTokenDeleteRequest,
     ACLTokenSetRequest,
+    ApplyError,
 )
 
 log = logging.getLogger("proconsul.acl")

@@ -89,9 +89,9 @@ from proconsul.server.raft_snapshots import SnapshotScheduler
 from proconsul.server.raft_support import RaftStatus, rebuild_state, status_of
 from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
-from proconsul.state.fsm import FSM, ApplyResult, encode_command
+from proconsul.state.fsm import FSM, encode_command
 from proconsul.state.snapshot import decode_snapshot
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 
 log = logging.getLogger("proconsul.raft")
 

@@ -52,10 +52,10 @@ from proconsul.server.endpoints import ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
-from proconsul.state.fsm import ApplyResult
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,
+    ApplyResult,
     Command,
     DeregisterRequest,
     KVSRequest,
