@@ -34,7 +34,7 @@ import msgspec
 from proconsul.agent.autopilot_loop import autopilot_config, config_json, health_json, state_json
 from proconsul.agent.info import BUILD
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCError
-from proconsul.rpc.forward import NO_LEADER
+from proconsul.rpc.errors import NO_LEADER
 from proconsul.server.autopilot import ClusterHealth, SerfStatus, ServerHealth
 
 if TYPE_CHECKING:

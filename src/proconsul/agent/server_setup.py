@@ -62,6 +62,7 @@ from proconsul.agent.server_operator import ServerOperator
 from proconsul.raft import RaftParams, Server, params_from_multiplier
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient
+from proconsul.rpc.errors import NO_LEADER
 from proconsul.rpc.tls import RPCTLS, load_ca_pem, rpc_tls
 from proconsul.server.autopilot import SerfStatus
 from proconsul.server.endpoints import Log, ServerEndpoints
@@ -79,7 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("proconsul.agent")
 
-NO_LEADER = "No cluster leader"
 STATUS_LEADER_METHOD = "Status.Leader"
 STATUS_PEERS_METHOD = "Status.Peers"
 # Asking a would-be peer whether it already has a cluster, before bootstrapping.
