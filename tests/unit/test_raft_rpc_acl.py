@@ -20,13 +20,14 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
+from proconsul.acl.errors import ACLError
 from proconsul.agent.auto_encrypt import CertFetcher, SignReply, SignRequest, signer_from_config
 from proconsul.agent.server_operator import decode_operator_request, operator_payload
 from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.testing import make_pki
 from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import RESET_FILE, ACLEndpoints, ACLError
+from proconsul.server.acl_endpoints import RESET_FILE, ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog

@@ -12,8 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from proconsul.acl.errors import ACLError
 from proconsul.cli.acl_format import format_token, go_time
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
+from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM, decode_command, encode_command
 from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot

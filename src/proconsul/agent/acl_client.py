@@ -42,9 +42,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
+from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken
 from proconsul.server.acl_rpc import (
     RESOLVE_METHOD,
     ACLCall,

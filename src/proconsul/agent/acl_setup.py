@@ -30,13 +30,15 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import parse_rules
+from proconsul.acl.service import ACLService
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.client_rpc import NoServersError
 from proconsul.server.acl_endpoints import ACLEndpoints
-from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
-from proconsul.server.acl_rpc import ACLService, acl_handlers
+from proconsul.server.acl_resolver import ServerACLResolver
+from proconsul.server.acl_rpc import acl_handlers
 from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID
 
 if TYPE_CHECKING:

@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.acl.service import ACLService
 from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.anti_entropy import AntiEntropy
@@ -48,8 +50,6 @@ from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import build_app, start_http
 from proconsul.rpc.errors import RPCError
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.server.acl_rpc import ACLService
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.local_log import LocalLog
 from proconsul.state.fsm import FSM

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.http.common import request_token
-from proconsul.server.acl_resolver import ResolvedToken
 from proconsul.structs.catalog import HealthCheck, NodeService
 from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition

@@ -26,15 +26,15 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
+from proconsul.acl.errors import ACL_NOT_FOUND, ACLError
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.acl_resolver import ACL_NOT_FOUND
+from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_SECRET_ID,
     ACLPolicy,
@@ -47,59 +47,6 @@ from proconsul.structs.duration import Duration, dec_hook
 ACL_BAD_REQUEST = "acl_bad_request"
 ACL_FAILED = "acl_failed"
 RESOLVE_METHOD = "ACL.Resolve"
-
-
-class ACLService(Protocol):
-    """What the ACL HTTP API calls: `ACLEndpoints` on servers, `RemoteACLEndpoints`
-    (agent/acl_client.py) on clients. `caller` is the caller's secret."""
-
-    async def bootstrap(self) -> ACLToken: ...
-
-    async def token_read(self, accessor_id: str, *, caller: str = "") -> tuple[int, ACLToken]: ...
-
-    async def token_self(self, secret: str) -> tuple[int, ACLToken]: ...
-
-    async def token_list(
-        self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
-    ) -> tuple[int, list[ACLToken]]: ...
-
-    async def token_create(self, token: ACLToken, *, caller: str = "") -> ACLToken: ...
-
-    async def token_update(
-        self, accessor_id: str, update: ACLToken, *, caller: str = ""
-    ) -> ACLToken: ...
-
-    async def token_clone(
-        self, accessor_id: str, description: str, *, caller: str = ""
-    ) -> ACLToken: ...
-
-    async def token_delete(self, accessor_id: str, *, caller: str = "") -> None: ...
-
-    async def policy_set(
-        self, policy: ACLPolicy, policy_id: str = "", *, caller: str = ""
-    ) -> ACLPolicy: ...
-
-    async def policy_read(self, policy_id: str, *, caller: str = "") -> tuple[int, ACLPolicy]: ...
-
-    async def policy_read_by_name(
-        self, name: str, *, caller: str = ""
-    ) -> tuple[int, ACLPolicy]: ...
-
-    async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]: ...
-
-    async def policy_delete(self, policy_id: str, *, caller: str = "") -> None: ...
-
-    async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole: ...
-
-    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
-
-    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
-
-    async def role_list(
-        self, policy: str = "", *, caller: str = ""
-    ) -> tuple[int, list[ACLRole]]: ...
-
-    async def role_delete(self, role_id: str, *, caller: str = "") -> None: ...
 
 
 class ACLCall(msgspec.Struct, omit_defaults=True):

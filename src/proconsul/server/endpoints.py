@@ -43,13 +43,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from proconsul.acl.authorizer import Authorizer
+from proconsul.acl.errors import ACL_NOT_FOUND, ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_resolver import (
-    ACL_NOT_FOUND,
-    ACLNotFound,
-    ResolvedToken,
-    ServerACLResolver,
-)
+from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
