@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
 from proconsul.acl.errors import ACLError
-from proconsul.agent.auto_encrypt import CertFetcher, SignReply, SignRequest, signer_from_config
+from proconsul.agent.auto_encrypt import CertFetcher, signer_from_config
 from proconsul.agent.server_operator import decode_operator_request, operator_payload
-from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
+from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.testing import make_pki
 from proconsul.rpc.tls import PeerInfo
@@ -61,6 +61,7 @@ from proconsul.structs.commands import (
     RegisterRequest,
 )
 from proconsul.structs.connect import CARoot
+from proconsul.structs.rpc import ApplyRequest, SignReply, SignRequest
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 PEER = PeerInfo(address=("127.0.0.1", 1), tls=False)

@@ -66,6 +66,7 @@ from proconsul.rpc.tls import (
     trust_roots,
 )
 from proconsul.structs.duration import parse_duration
+from proconsul.structs.rpc import SignReply, SignRequest
 from proconsul.tls.certs import (
     TLSError,
     generate_private_key,
@@ -81,19 +82,8 @@ RETRY_S = 2.0
 CALL_TIMEOUT_S = 10.0
 
 
-class SignRequest(msgspec.Struct):
-    public_key_pem: str
-    node: str = ""  # the requesting agent's node name
-    token: str = ""  # its agent token ("" is the anonymous token)
-
-
 # Raises RPCError (ACL_DENIED) unless `token` may have a certificate for `node`.
 SignAuthorizer = Callable[[str, str], None]
-
-
-class SignReply(msgspec.Struct):
-    cert_pem: str
-    root_pems: list[str]
 
 
 def _pem_or_file(value: str) -> str:

@@ -36,6 +36,7 @@ from proconsul.agent.info import BUILD
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCError
 from proconsul.rpc.errors import NO_LEADER
 from proconsul.server.autopilot import ClusterHealth, SerfStatus, ServerHealth
+from proconsul.structs.rpc import OperatorRequest
 
 if TYPE_CHECKING:
     from proconsul.agent.agent import Agent
@@ -52,14 +53,6 @@ AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
 AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
 REMOVE_TIMEOUT_S = 15.0
 FORWARD_TIMEOUT_S = 10.0
-
-
-class OperatorRequest(msgspec.Struct, omit_defaults=True):
-    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
-
-    token: str = ""  # the caller's secret ("" is the anonymous token)
-    id: str = ""
-    address: str = ""
 
 
 _operator_decoder = msgspec.msgpack.Decoder(OperatorRequest | None)

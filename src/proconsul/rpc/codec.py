@@ -6,7 +6,8 @@ methods (each read under its Consul name, "Health.ServiceNodes", "KVS.Get",
 back the same typed values an in-process call returns. The handlers that
 serve them are in server/rpc_handlers.py.
 
-Wire shapes (msgpack, via msgspec):
+Wire shapes (msgpack, via msgspec; the structs are in structs/requests.py
+and structs/rpc.py):
 - read request: a `ReadRequest`; read response: a `ReadResponse` whose
   `value` is decoded with `READ_RESULT_TYPES[method]` (it is `Any` in the
   struct, so the caller needs the table to get structs back, not dicts).
@@ -49,6 +50,7 @@ from proconsul.structs.requests import (
     ReadRequest,
     ReadResponse,
 )
+from proconsul.structs.rpc import ApplyRequest
 
 APPLY_METHOD = "Apply"
 FORWARD_METHOD = "Raft.Apply"
@@ -72,11 +74,6 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
 # Time a non-blocking read or a write may take end to end (Consul's default
 # rpc_hold_timeout is 7s; that much again covers a leader election).
 DEFAULT_CALL_TIMEOUT_S = 15.0
-
-
-class ApplyRequest(msgspec.Struct):
-    command: Command
-    token: str = ""  # the caller's secret; "" is the anonymous token
 
 
 class _ReadReply(msgspec.Struct):

@@ -8,7 +8,7 @@ itself: the token row (its SecretID blanked) and the policies and roles it
 links, roles' policies included. Identities are expanded on the client
 (acl/identity.py), so nothing here is compiled for it.
 
-Wire shapes (msgpack, via msgspec):
+Wire shapes (msgpack, via msgspec; the structs are in structs/rpc.py):
 - every request is an `ACLCall` (only the fields the operation uses are set);
 - the response is the operation's result, typed by `RESULT_TYPES[method]`
   (a row, `[index, row]`, `[index, [rows]]`, nil, or a `ResolveReply`).
@@ -43,30 +43,11 @@ from proconsul.structs.acl import (
     token_expired,
 )
 from proconsul.structs.duration import Duration, dec_hook
+from proconsul.structs.rpc import ACLCall, ResolveReply
 
 ACL_BAD_REQUEST = "acl_bad_request"
 ACL_FAILED = "acl_failed"
 RESOLVE_METHOD = "ACL.Resolve"
-
-
-class ACLCall(msgspec.Struct, omit_defaults=True):
-    """One ACL request; which fields matter depends on the method."""
-
-    caller: str = ""  # the caller's secret ("" is the anonymous token)
-    id: str = ""  # accessor, policy or role ID
-    text: str = ""  # a name (ReadByName) or a description (TokenClone)
-    policy: str = ""  # list filters (TokenList, RoleList)
-    role: str = ""
-    service: str = ""
-    token_row: ACLToken | None = None
-    policy_row: ACLPolicy | None = None
-    role_row: ACLRole | None = None
-
-
-class ResolveReply(msgspec.Struct):
-    token: ACLToken
-    policies: list[ACLPolicy] = []
-    roles: list[ACLRole] = []
 
 
 RESULT_TYPES: Mapping[str, Any] = {
