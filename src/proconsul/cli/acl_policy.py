@@ -46,7 +46,7 @@ from proconsul.cli.api_client import (
     parse_args,
     quote_path,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     GLOBAL_MANAGEMENT_POLICY_ID,

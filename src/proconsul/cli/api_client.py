@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proconsul.cli.flags import FlagError, FlagSet, parse_bool
+from proconsul.config.flags import FlagError, FlagSet, parse_bool
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 # A CLI call should never hang forever on a wedged agent; blocking queries are

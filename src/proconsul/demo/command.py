@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 from proconsul.demo.service import DemoConfig, build_app
 from proconsul.structs.duration import Duration, parse_duration
 
