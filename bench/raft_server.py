@@ -31,13 +31,14 @@ from tests.local_log import LocalLog
 
 from proconsul.raft import Server, params_from_multiplier
 from proconsul.rpc import PeerInfo, RPCClient, RPCServer
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.testing import CertFiles, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import raft_handlers
+from proconsul.server.rpc_handlers import endpoint_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 

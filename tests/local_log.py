@@ -13,8 +13,8 @@ from __future__ import annotations
 import msgspec
 
 from proconsul.server.endpoints import Authorize
-from proconsul.state.fsm import FSM, ApplyResult
-from proconsul.structs.commands import Command
+from proconsul.state.fsm import FSM
+from proconsul.structs.commands import ApplyResult, Command
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Command)

@@ -23,7 +23,7 @@ from proconsul.raft import Server, params_from_multiplier
 from proconsul.raft.messages import RequestVote, encode
 from proconsul.raft.params import RaftParams
 from proconsul.rpc import ErrorCode, Handler, RPCClient, RPCError, RPCServer
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.testing import CertFiles, TestPKI, make_pki, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
@@ -32,6 +32,7 @@ from proconsul.server.raft_errors import NotLeaderError, RaftStoppedError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import raft_handlers
 from proconsul.server.raft_transport import STEP_METHOD, encode_batch
+from proconsul.server.rpc_handlers import endpoint_handlers
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import KVEntry

@@ -30,7 +30,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.agent_process import AgentProcess, free_gossip_port, free_port, wait_for
 from tests.gossip_agents import GossipPool
 
-from proconsul.acl.structs import (
+from proconsul.agent.agent import Agent
+from proconsul.config.agent_args import parse_agent_args
+from proconsul.config.loader import load_config
+from proconsul.rpc import ErrorCode, RPCClient, RPCError
+from proconsul.rpc.codec import decode_read_response
+from proconsul.rpc.testing import make_pki
+from proconsul.server.acl_rpc import encode_call
+from proconsul.server.auto_encrypt_signer import SIGN_METHOD
+from proconsul.server.delegate import ServerDelegate
+from proconsul.server.operator import operator_payload
+from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME,
     ACLLink,
@@ -39,16 +49,6 @@ from proconsul.acl.structs import (
     ACLToken,
     with_hash,
 )
-from proconsul.agent.agent import Agent
-from proconsul.config.agent_args import parse_agent_args
-from proconsul.config.loader import load_config
-from proconsul.rpc import ErrorCode, RPCClient, RPCError
-from proconsul.rpc.codec import ApplyRequest, decode_read_response
-from proconsul.rpc.testing import make_pki
-from proconsul.server.acl_rpc import ACLCall, ResolveReply, encode_call
-from proconsul.server.auto_encrypt_signer import SIGN_METHOD, SignReply, SignRequest
-from proconsul.server.delegate import ServerDelegate
-from proconsul.server.operator import operator_payload
 from proconsul.structs.catalog import KVEntry
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
@@ -57,6 +57,7 @@ from proconsul.structs.commands import (
     KVSRequest,
 )
 from proconsul.structs.requests import QueryOptions, ReadRequest
+from proconsul.structs.rpc import ACLCall, ApplyRequest, ResolveReply, SignReply, SignRequest
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 MGMT = "0bc0c000-0000-4000-8000-00000000000a"

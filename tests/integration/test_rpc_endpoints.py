@@ -12,14 +12,15 @@ import pytest
 from tests.local_log import LocalLog
 
 from proconsul.rpc import RPCClient, RPCError, RPCServer
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.testing import make_pki, tls_settings
 from proconsul.rpc.tls import client_context, server_context
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.state.fsm import FSM, ApplyError
+from proconsul.server.rpc_handlers import endpoint_handlers
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
-from proconsul.structs.commands import KVSRequest, RegisterRequest
+from proconsul.structs.commands import ApplyError, KVSRequest, RegisterRequest
 from proconsul.structs.requests import QueryOptions, ReadRequest
 
 DEADLINE_S = 10.0

@@ -4,7 +4,6 @@ test_rpc_tls_handshakes.py): multiplexing, deadlines, bounds, errors, bad peers.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,7 +20,6 @@ from proconsul.rpc import (
     RPCServer,
     remaining_s,
 )
-from proconsul.rpc.forward import NO_LEADER, forward_to_leader
 from proconsul.rpc.frames import Frame, FrameDecoder, FrameKind, encode_frame
 
 DEADLINE_S = 10.0
@@ -369,49 +367,6 @@ async def test_silent_connections_are_cut(handlers: Handlers) -> None:
     assert server.stats()["first_byte_timeouts"] == 1
     writer.close()
     await server.close()
-
-
-async def test_forwarding_to_the_leader(handlers: Handlers, client: RPCClient) -> None:
-    async def on_leader(payload: bytes, peer: PeerInfo) -> bytes:
-        return b"leader:" + payload
-
-    async def on_follower(payload: bytes, peer: PeerInfo) -> bytes:
-        return b"follower:" + payload
-
-    leader = RPCServer({"KVS.Apply": on_leader})
-    await leader.start()
-    leader_address: list[tuple[str, int] | None] = [leader.address]
-    forwarder = RPCClient()
-    follower = RPCServer(
-        {
-            "KVS.Apply": forward_to_leader(
-                on_follower,
-                method="KVS.Apply",
-                client=forwarder,
-                is_leader=lambda: False,
-                leader_address=lambda: leader_address[0],
-                allow_local=lambda payload: payload == b"stale",
-            )
-        }
-    )
-    await follower.start()
-    assert await client.call(follower.address, "KVS.Apply", b"w", 5) == b"leader:w"
-    assert await client.call(follower.address, "KVS.Apply", b"stale", 5) == b"follower:stale"
-    leader_address[0] = None
-    with pytest.raises(RPCError, match=NO_LEADER):
-        await client.call(follower.address, "KVS.Apply", b"w", 5)
-    leader_address[0] = _unused_address()
-    with pytest.raises(RPCError, match=r"forwarding KVS\.Apply to the leader failed"):
-        await client.call(follower.address, "KVS.Apply", b"w", 5)
-    await forwarder.close()
-    await follower.close()
-    await leader.close()
-
-
-def _unused_address() -> tuple[str, int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return ("127.0.0.1", int(sock.getsockname()[1]))
 
 
 def test_the_same_on_uvloop() -> None:

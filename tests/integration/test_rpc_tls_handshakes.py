@@ -21,9 +21,9 @@ from proconsul.rpc import (
     RPCServer,
     TLSHandshakeError,
 )
-from proconsul.rpc.forward import only_servers
 from proconsul.rpc.testing import CertFiles, TestPKI, make_pki, tls_settings
 from proconsul.rpc.tls import client_context, rpc_tls, server_context
+from proconsul.server.raft_rpc import only_servers
 
 SERVER_NAME = "server.dc1.consul"
 DEADLINE_S = 10.0

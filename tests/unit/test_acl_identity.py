@@ -14,7 +14,7 @@ from proconsul.acl.identity import (
     token_policies,
 )
 from proconsul.acl.rules import Access, LabelledRule, parse_rules
-from proconsul.acl.structs import (
+from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     ACLLink,
     ACLNodeIdentity,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from proconsul.acl.structs import (
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_RULES,

@@ -21,9 +21,9 @@ from proconsul.server.connect_ca import (
     ensure_ca_root,
     trusted_roots_pem,
 )
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import CARootsSetRequest, Command
+from proconsul.structs.commands import ApplyResult, CARootsSetRequest, Command
 from proconsul.tls.agent import agent_cert_spec
 from proconsul.tls.certs import (
     generate_ca,

@@ -19,9 +19,14 @@ from proconsul.agent.anti_entropy import AntiEntropy, mask_secrets
 from proconsul.agent.local_state import LocalState, output_held_until_s
 from proconsul.agent.service_def import CheckSpec
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.state.fsm import ApplyError, ApplyResult
 from proconsul.structs.catalog import HealthCheck, NodeService
-from proconsul.structs.commands import Command, DeregisterRequest, RegisterRequest
+from proconsul.structs.commands import (
+    ApplyError,
+    ApplyResult,
+    Command,
+    DeregisterRequest,
+    RegisterRequest,
+)
 from proconsul.structs.definitions import CheckDefinition
 
 NODE = "node-1"

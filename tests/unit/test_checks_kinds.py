@@ -17,10 +17,11 @@ from proconsul.checks.kinds import (
     thresholds_for,
     validate_definition,
 )
-from proconsul.checks.probes import HttpProbe, split_host_port
+from proconsul.checks.probes import HttpProbe
 from proconsul.checks.runner import make_monitor
 from proconsul.structs.definitions import CheckDefinition
 from proconsul.structs.duration import dec_hook
+from proconsul.structs.hostport import split_host_port
 
 
 def definition(**fields: Any) -> CheckDefinition:

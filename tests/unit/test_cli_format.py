@@ -19,7 +19,7 @@ from proconsul.cli.api_client import (
     parse_args,
     stray_argument_hint,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 # --------------------------------------------------------------------------- addresses
 

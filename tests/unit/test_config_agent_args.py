@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from proconsul.cli.flags import FlagError
 from proconsul.config.agent_args import AgentArgs, parse_agent_args
+from proconsul.config.flags import FlagError
 
 
 def test_both_flag_spellings_and_repeatable_flags() -> None:

@@ -19,19 +19,20 @@ import dns.rcode
 import pytest
 from tests.local_log import LocalLog
 
-from proconsul.acl.structs import ACLLink, ACLPolicy, ACLToken
+from proconsul.acl.errors import ACLError, ACLNotFound
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
 from proconsul.agent.dns_setup import AgentCatalog
 from proconsul.dns.core import DnsSettings
 from proconsul.dns.server import DnsServer
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.acl_resolver import ACLNotFound, ServerACLResolver
+from proconsul.server.acl_endpoints import ACLEndpoints
+from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.server.acl_rpc import acl_handlers
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import ACLLink, ACLPolicy, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.commands import (
     ACLTokenDeleteRequest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 
 
 def make() -> FlagSet:

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from proconsul.http.api import AGENT_KEY
 from proconsul.http.connect_routes import ROOTS_METHOD, add_routes
 from proconsul.server.connect_ca import ensure_ca_root
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
 
 

@@ -23,10 +23,10 @@ from proconsul.gossip.state import Member
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_duties import LeaderDuties, LeaderDuty
 from proconsul.server.member_catalog import MemberCatalog
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import SERF_CHECK_ID, HealthCheck
-from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 DEADLINE_S = 5.0

@@ -21,23 +21,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.local_log import LocalLog
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
-from proconsul.acl.structs import (
-    GLOBAL_MANAGEMENT_POLICY_ID,
-    GLOBAL_MANAGEMENT_POLICY_NAME,
-    ACLLink,
-    ACLPolicy,
-    ACLToken,
-    with_hash,
-)
+from proconsul.acl.errors import ACLError
 from proconsul.agent.auto_encrypt import CertFetcher
-from proconsul.connect.structs import CARoot
-from proconsul.rpc.codec import FORWARD_METHOD, ApplyRequest, decode_apply_response
+from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.testing import make_pki
 from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import RESET_FILE, ACLEndpoints, ACLError
+from proconsul.server.acl_endpoints import RESET_FILE, ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver
-from proconsul.server.auto_encrypt_signer import SignReply, SignRequest, signer_from_config
+from proconsul.server.auto_encrypt_signer import signer_from_config
 from proconsul.server.endpoints import Authorize, ServerEndpoints
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.operator import decode_operator_request, operator_payload
@@ -47,19 +39,30 @@ from proconsul.server.raft_rpc import (
     authorize_forwarded,
     raft_handlers,
 )
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
+    GLOBAL_MANAGEMENT_POLICY_ID,
+    GLOBAL_MANAGEMENT_POLICY_NAME,
+    ACLLink,
+    ACLPolicy,
+    ACLToken,
+    with_hash,
+)
 from proconsul.structs.catalog import KVEntry, NodeService
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLPolicyDeleteRequest,
     ACLTokenSetRequest,
+    ApplyResult,
     CARootsSetRequest,
     Command,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.structs.connect import CARoot
+from proconsul.structs.rpc import ApplyRequest, SignReply, SignRequest
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 PEER = PeerInfo(address=("127.0.0.1", 1), tls=False)

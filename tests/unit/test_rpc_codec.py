@@ -1,4 +1,5 @@
-"""The endpoint codec: every read has a result type, and values survive msgpack typed."""
+"""The endpoint codec (rpc/codec.py) and handlers (server/rpc_handlers.py): every read
+has a result type, and values survive msgpack typed."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from tests.local_log import LocalLog
 
 from proconsul.rpc import ErrorCode, PeerInfo, RPCError, codec
+from proconsul.server import rpc_handlers
 from proconsul.server.endpoints import ServerEndpoints
-from proconsul.state.fsm import FSM, ApplyError
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     CheckServiceNode,
@@ -19,6 +21,7 @@ from proconsul.structs.catalog import (
     Node,
     NodeService,
 )
+from proconsul.structs.commands import ApplyError
 from proconsul.structs.requests import QueryMeta, QueryOptions, ReadRequest, ReadResponse
 
 
@@ -26,7 +29,7 @@ def test_every_read_has_a_result_type() -> None:
     store = StateStore()
     endpoints = ServerEndpoints(store, LocalLog(FSM(store)), "dc1")
     assert set(codec.READ_RESULT_TYPES) == set(endpoints.reads)
-    assert set(codec.endpoint_handlers(endpoints)) == {*endpoints.reads, codec.APPLY_METHOD}
+    assert set(rpc_handlers.endpoint_handlers(endpoints)) == {*endpoints.reads, codec.APPLY_METHOD}
 
 
 NODE = Node(node="n1", address="10.0.0.1", meta={"rack": "a"}, create_index=3, modify_index=4)
@@ -79,7 +82,7 @@ def test_read_timeouts_outlast_the_blocking_wait() -> None:
 
 async def test_bad_payloads_are_bad_requests() -> None:
     store = StateStore()
-    handlers = codec.endpoint_handlers(ServerEndpoints(store, LocalLog(FSM(store)), "dc1"))
+    handlers = rpc_handlers.endpoint_handlers(ServerEndpoints(store, LocalLog(FSM(store)), "dc1"))
     peer = PeerInfo(address=None)
     for method, payload in (
         ("KVS.Get", b"\xc1"),
@@ -93,17 +96,17 @@ async def test_bad_payloads_are_bad_requests() -> None:
 
 def test_blocking_waits_fit_the_callers_deadline() -> None:
     blocking = ReadRequest(name="k", options=QueryOptions(min_index=5, max_query_time_s=300))
-    fitted = codec._fit_wait(blocking, 10.0)
+    fitted = rpc_handlers._fit_wait(blocking, 10.0)
     wait = fitted.options.max_query_time_s
-    assert wait * 17 / 16 <= 10.0 - codec.BLOCKING_MARGIN_S + 1e-9
+    assert wait * 17 / 16 <= 10.0 - rpc_handlers.BLOCKING_MARGIN_S + 1e-9
     assert fitted.name == "k" and fitted.options.min_index == 5
     assert blocking.options.max_query_time_s == 300  # the original is untouched
     # Default wait (0) counts as 5 minutes; enough time, nothing changes.
     default = ReadRequest(options=QueryOptions(min_index=5))
-    assert codec._fit_wait(default, 400.0) is default
-    assert codec._fit_wait(default, 30.0).options.max_query_time_s > 0
+    assert rpc_handlers._fit_wait(default, 400.0) is default
+    assert rpc_handlers._fit_wait(default, 30.0).options.max_query_time_s > 0
     # Non-blocking reads and calls without a deadline are left alone.
-    assert codec._fit_wait(ReadRequest(), 1.0) == ReadRequest()
-    assert codec._fit_wait(blocking, None) is blocking
+    assert rpc_handlers._fit_wait(ReadRequest(), 1.0) == ReadRequest()
+    assert rpc_handlers._fit_wait(blocking, None) is blocking
     # Out of time already: the shortest wait there is, not "the default".
-    assert codec._fit_wait(blocking, 0.1).options.max_query_time_s == 0.001
+    assert rpc_handlers._fit_wait(blocking, 0.1).options.max_query_time_s == 0.001

@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from proconsul.state.fsm import FSM, ApplyError
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
-from proconsul.structs.commands import DeregisterRequest, KVSRequest, RegisterRequest
+from proconsul.structs.commands import ApplyError, DeregisterRequest, KVSRequest, RegisterRequest
 
 
 class Harness:
@@ -190,7 +190,8 @@ def test_kv_prefix_keys_and_tombstone_index(h: Harness) -> None:
 def test_blocking_wait_default_cap_and_jitter() -> None:
     import random
 
-    from proconsul.server.endpoints import DEFAULT_WAIT_S, MAX_WAIT_S, wait_with_jitter_s
+    from proconsul.server.endpoints import wait_with_jitter_s
+    from proconsul.structs.requests import DEFAULT_WAIT_S, MAX_WAIT_S
 
     rng = random.Random(7)
     for requested, base in ((0.0, DEFAULT_WAIT_S), (30.0, 30.0), (3600.0, MAX_WAIT_S)):

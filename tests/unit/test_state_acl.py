@@ -13,7 +13,13 @@ import msgspec
 import pytest
 from tests.local_log import LocalLog
 
-from proconsul.acl.structs import (
+from proconsul.acl.errors import ACLError
+from proconsul.cli.acl_format import format_token, go_time
+from proconsul.server.acl_endpoints import ACLEndpoints
+from proconsul.state.fsm import FSM, decode_command, encode_command
+from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
+from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     GLOBAL_MANAGEMENT_POLICY_ID,
     ACLLink,
@@ -23,11 +29,6 @@ from proconsul.acl.structs import (
     ACLToken,
     with_hash,
 )
-from proconsul.cli.acl_format import format_token, go_time
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
-from proconsul.state.snapshot import SnapshotBody, decode_snapshot, encode_snapshot
-from proconsul.state.store import StateStore
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLPolicyDeleteRequest,
@@ -36,6 +37,7 @@ from proconsul.structs.commands import (
     ACLRoleSetRequest,
     ACLTokenDeleteRequest,
     ACLTokenSetRequest,
+    ApplyError,
     Command,
 )
 

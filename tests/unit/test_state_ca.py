@@ -13,13 +13,13 @@ import msgspec
 import pytest
 
 from proconsul.connect.ca import CAKeyPair, generate_root, root_row
-from proconsul.connect.structs import CARoot
 from proconsul.state import snapshot as snapshot_mod
 from proconsul.state.ca_tables import ROOTS_KEY
-from proconsul.state.fsm import FSM, ApplyError, decode_command, encode_command
+from proconsul.state.fsm import FSM, decode_command, encode_command
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import KVEntry
-from proconsul.structs.commands import CARootsSetRequest, KVSRequest
+from proconsul.structs.commands import ApplyError, CARootsSetRequest, KVSRequest
+from proconsul.structs.connect import CARoot
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CLUSTER = "11111111-2222-3333-4444-555555555555"

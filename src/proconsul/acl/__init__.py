@@ -1,9 +1,14 @@
-"""ACLs: the rule language, identities, tokens and the authorizer (pure, no I/O).
+"""ACLs: the rule language, identities and the authorizer (pure, no I/O).
+
+The rows (ACLToken / ACLPolicy / ACLRole, built-in IDs, hashes, expiry) are
+plain data in `structs/acl.py`.
 
 - `rules`: policy text -> `ParsedPolicy` (`parse_rules`, `RuleError`).
-- `structs`: ACLToken / ACLPolicy / ACLRole rows, built-in IDs, hashes, expiry.
 - `identity`: service and node identities as synthetic policies; a token's policies.
 - `authorizer`: parsed policies -> `Authorizer` decisions and Consul's 403 text.
+- `resolved`: `ResolvedToken`, a token's accessor with its authorizer.
+- `errors`: `ACLNotFound` and the ACL API's `ACLError`, with Consul's texts.
+- `service`: `ACLService`, the ACL API (tokens, policies, roles) as a protocol.
 """
 
 from proconsul.acl.authorizer import (

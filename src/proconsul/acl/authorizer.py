@@ -39,7 +39,7 @@ from proconsul.acl.rules import (
     parse_rules,
     stronger,
 )
-from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 
 DefaultPolicy = Literal["allow", "deny"]
 # Names remembered per resource table before the cache starts over. Small on purpose:
@@ -449,7 +449,7 @@ def token_authorizer(
     parse: Callable[[str], ParsedPolicy] = parse_rules,
 ) -> Authorizer:
     """The authorizer for `token` in `datacenter`. Expiry is the caller's check
-    (`structs.token_expired`): an expired token is "ACL not found", not an authorizer.
+    (`structs.acl.token_expired`): an expired token is "ACL not found", not an authorizer.
     """
     return Authorizer.for_datacenter(
         token_policies(token, get_policy, get_role, parse),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from proconsul.acl.rules import Access, LabelledRule, ParsedPolicy, parse_rules
-from proconsul.acl.structs import (
+from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME,
     GLOBAL_MANAGEMENT_RULES,

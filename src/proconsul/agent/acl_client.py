@@ -39,18 +39,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
+from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken
-from proconsul.server.acl_rpc import (
-    RESOLVE_METHOD,
-    ACLCall,
-    ResolveReply,
-    acl_error_from,
-    decode_result,
-    encode_call,
-)
+from proconsul.server.acl_rpc import RESOLVE_METHOD, acl_error_from, decode_result, encode_call
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.rpc import ACLCall, ResolveReply
 
 log = logging.getLogger("proconsul.acl")
 

@@ -29,12 +29,12 @@ import json
 from collections.abc import Callable
 
 from proconsul.acl.authorizer import Authorizer
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import parse_rules
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID
+from proconsul.acl.service import ACLService
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.delegate import Delegate
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.server.acl_rpc import ACLService
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID
 
 # Stands for the recovery token where an accessor is shown (errors, logs);
 # the token has no row in the state store.

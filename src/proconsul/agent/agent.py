@@ -27,6 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.acl.service import ACLService
 from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.agent_tokens import AgentTokens
@@ -44,8 +46,6 @@ from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import build_app, start_http
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.server.acl_rpc import ACLService
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
@@ -53,9 +53,7 @@ from proconsul.server.operator import (
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
-    OperatorRequest,
 )
-from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -63,9 +61,10 @@ from proconsul.structs.catalog import (
     HealthCheck,
     NodeService,
 )
-from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
+from proconsul.structs.rpc import OperatorRequest
 
 log = logging.getLogger("proconsul.agent")
 

@@ -46,9 +46,14 @@ import msgspec
 
 from proconsul.agent.local_state import LocalCheck, LocalState, same_check_row
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.state.fsm import ApplyError, ApplyResult
 from proconsul.structs.catalog import SERF_CHECK_ID, HealthCheck, NodeService
-from proconsul.structs.commands import Command, DeregisterRequest, RegisterRequest
+from proconsul.structs.commands import (
+    ApplyError,
+    ApplyResult,
+    Command,
+    DeregisterRequest,
+    RegisterRequest,
+)
 
 log = logging.getLogger("proconsul.agent.anti_entropy")
 

@@ -41,7 +41,8 @@ from proconsul.rpc.tls import (
     roots_bundle,
     trust_roots,
 )
-from proconsul.server.auto_encrypt_signer import SIGN_METHOD, SignReply, SignRequest
+from proconsul.server.auto_encrypt_signer import SIGN_METHOD
+from proconsul.structs.rpc import SignReply, SignRequest
 from proconsul.tls.certs import TLSError, generate_private_key, load_certificate, private_key_to_pem
 
 log = logging.getLogger("proconsul.agent")

@@ -21,18 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.acl.service import ACLService
 from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
 from proconsul.agent.client_rpc import ClientRPC
 from proconsul.gossip import Member
 from proconsul.rpc.server import metrics_from_stats
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.server.acl_rpc import ACLService
 from proconsul.server.delegate import GossipPool
-from proconsul.server.operator import OperatorRequest
-from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.rpc import OperatorRequest
 
 if TYPE_CHECKING:
     from proconsul.config.schema import RuntimeConfig

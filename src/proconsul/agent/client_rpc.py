@@ -48,8 +48,7 @@ from proconsul.gossip import Member, State
 from proconsul.rpc import RPCClient
 from proconsul.rpc.codec import EndpointsClient, read_timeout_s
 from proconsul.server.rpc_config import agent_rpc_tls
-from proconsul.state.fsm import ApplyResult
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 if TYPE_CHECKING:

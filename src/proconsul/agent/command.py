@@ -17,9 +17,9 @@ import uvloop
 
 from proconsul.agent.agent import Agent
 from proconsul.agent.logs import setup_logging
-from proconsul.cli.flags import FlagError
 from proconsul.config.agent_args import AgentArgs, parse_agent_args
 from proconsul.config.errors import ConfigError
+from proconsul.config.flags import FlagError
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 

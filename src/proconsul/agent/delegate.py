@@ -21,14 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.server.acl_rpc import ACLService
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.acl.service import ACLService
 from proconsul.server.delegate import GossipPool
-from proconsul.server.operator import OperatorRequest
-from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.rpc import OperatorRequest
 
 
 class Delegate(Protocol):

@@ -24,7 +24,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ from proconsul.dns.server import ACL_DEP, DnsServer
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, Node
+from proconsul.structs.hostport import split_host_port
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")
@@ -61,26 +61,13 @@ class DnsAgent(ReadingAgent, Protocol):
 
 def parse_recursor(text: str) -> tuple[str, int]:
     """`1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353` or `host[:port]` -> (host, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        try:
-            ipaddress.IPv6Address(text)
-            return text, DEFAULT_RECURSOR_PORT
-        except ValueError:
-            pass
-        host, _, port = text.partition(":")
-    if not host:
-        raise ValueError(f"Invalid recursor address: {text!r}")
     try:
-        number = int(port) if port else DEFAULT_RECURSOR_PORT
+        host, port = split_host_port(text, DEFAULT_RECURSOR_PORT)
     except ValueError:
-        raise ValueError(f"Invalid recursor address: {text!r}") from None
-    if not 0 < number < 65536:
+        host, port = "", 0
+    if not host or port == 0:
         raise ValueError(f"Invalid recursor address: {text!r}")
-    return host, number
+    return host, port
 
 
 def _fqdn(domain: str) -> str:

@@ -49,6 +49,7 @@ from proconsul.gossip import control as ctl
 from proconsul.gossip.keyring_file import KeyringStore, load_lan_keyring
 from proconsul.gossip.messages import Address, MessageError
 from proconsul.gossip.transport import GossipTransport, StreamError
+from proconsul.structs.hostport import split_host_port
 
 log = logging.getLogger("proconsul.agent")
 
@@ -98,20 +99,15 @@ def split_join_address(text: str, default_port: int) -> tuple[str, int]:
     text = text.strip()
     if text.startswith("provider="):
         raise GossipError(f"cloud auto-join is not supported: {text.split()[0]}")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
+    try:
+        host, port = split_host_port(text, default_port)
+    except ValueError:
+        raise GossipError(f"invalid port in join address {text!r}") from None
     if not host:
         raise GossipError(f"invalid join address {text!r}")
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if port == 0:
         raise GossipError(f"invalid port in join address {text!r}")
-    return host, int(port_text)
+    return host, port
 
 
 async def resolve_join_address(text: str, default_port: int) -> list[Address]:

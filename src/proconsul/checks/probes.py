@@ -29,6 +29,7 @@ from proconsul.checks.status import (
     keep_tail,
     status_for_http_code,
 )
+from proconsul.structs.hostport import split_host_port
 
 # Consul's HTTP checks send these unless the definition sets its own.
 USER_AGENT = "Consul Health Check"
@@ -138,27 +139,6 @@ async def http_probe(
     reason = response.reason or ""
     output = http_output(method, probe.url, response.status, reason, text)
     return status_for_http_code(response.status), output
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """Split `host:port` or `[v6]:port`; ValueError worded like Go's SplitHostPort."""
-    if address.startswith("["):
-        end = address.find("]")
-        if end < 0:
-            raise ValueError("missing ']' in address")
-        host, rest = address[1:end], address[end + 1 :]
-        if not rest.startswith(":"):
-            raise ValueError("missing port in address")
-        port_text = rest[1:]
-    else:
-        host, colon, port_text = address.rpartition(":")
-        if not colon:
-            raise ValueError("missing port in address")
-        if ":" in host:
-            raise ValueError("too many colons in address")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError("invalid port")
-    return host, int(port_text)
 
 
 async def tcp_probe(address: str, timeout: float) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 # CLI type -> the path element of /v1/agent/token/<kind>.
 TOKEN_TYPES = {

@@ -27,12 +27,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from proconsul.acl.structs import (
-    ANONYMOUS_TOKEN_ACCESSOR_ID,
-    GLOBAL_MANAGEMENT_POLICY_ID,
-    parse_node_identity,
-    parse_service_identity,
-)
 from proconsul.cli.acl_format import (
     FORMATS,
     as_json,
@@ -52,7 +46,13 @@ from proconsul.cli.api_client import (
     parse_args,
     quote_path,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
+from proconsul.structs.acl import (
+    ANONYMOUS_TOKEN_ACCESSOR_ID,
+    GLOBAL_MANAGEMENT_POLICY_ID,
+    parse_node_identity,
+    parse_service_identity,
+)
 
 
 def acl_flags(name: str, *, meta: bool = True) -> FlagSet:

@@ -34,7 +34,7 @@ from proconsul.cli.acl_policy import (
     policy_links,
 )
 from proconsul.cli.api_client import ApiClient, CliError, client_from, command, quote_path
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 
 def _link_flags(flags: FlagSet) -> None:

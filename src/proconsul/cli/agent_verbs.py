@@ -28,7 +28,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 # Serf member status numbers as the agent reports them.
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}

@@ -33,7 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proconsul.cli.flags import FlagError, FlagSet, parse_bool
+from proconsul.config.flags import FlagError, FlagSet, parse_bool
+from proconsul.structs.hostport import split_host_port
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8500"
 # A CLI call should never hang forever on a wedged agent; blocking queries are
@@ -151,21 +152,14 @@ def parse_address(text: str, *, use_tls: bool = False) -> Endpoint:
 
 
 def _split_host_port(hostport: str, default_port: int, original: str) -> tuple[str, int]:
-    if hostport.startswith("["):
-        end = hostport.find("]")
-        if end < 0:
-            raise CliError(f"Error connecting to Consul agent: invalid address {original!r}")
-        host, tail = hostport[1:end], hostport[end + 1 :]
-        port_text = tail[1:] if tail.startswith(":") else ""
-    elif hostport.count(":") == 1:
-        host, port_text = hostport.split(":")
-    else:
-        host, port_text = hostport, ""
-    if not port_text:
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    try:
+        host, port = split_host_port(hostport, default_port)
+    except ValueError as exc:
+        what = "invalid port in" if str(exc) == "invalid port" else "invalid"
+        raise CliError(f"Error connecting to Consul agent: {what} address {original!r}") from None
+    if port == 0:
         raise CliError(f"Error connecting to Consul agent: invalid port in address {original!r}")
-    return host, int(port_text)
+    return host, port
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from proconsul.cli.api_client import (
     parse_args,
     quote_path,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 
 def _node_meta_params(meta: Mapping[str, str]) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from proconsul.cli.api_client import (
     parse_args,
     quote_path,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 
 @command

@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import secrets
 
-from proconsul.cli.flags import FlagSet
 from proconsul.cli.offline import run_offline
+from proconsul.config.flags import FlagSet
 
 KEY_BYTES = 32
 

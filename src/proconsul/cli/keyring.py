@@ -32,7 +32,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 INFO = "==> "
 # AES-128/192/256, as the agent's keyring accepts (checked here without importing it,

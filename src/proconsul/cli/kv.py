@@ -32,7 +32,7 @@ from proconsul.cli.api_client import (
     quote_path,
     write_out,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 
 # Consul aligns `-detailed` with a tab writer padding cells by 6 past the
 # longest label ("CreateIndex"/"ModifyIndex"), so values start in column 17.

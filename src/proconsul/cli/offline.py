@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 
 
 class OfflineError(Exception):

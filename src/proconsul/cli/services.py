@@ -29,7 +29,7 @@ from proconsul.cli.api_client import (
     parse_args,
     quote_path,
 )
-from proconsul.cli.flags import FlagSet
+from proconsul.config.flags import FlagSet
 from proconsul.structs.naming import OPAQUE_KEYS, pascal, snake_keys
 
 _SERVICE_FLAGS = ("name", "id", "address", "port", "socket", "tag", "meta")

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from proconsul import tls
-from proconsul.cli.flags import FlagSet
 from proconsul.cli.offline import OfflineError, run_offline
+from proconsul.config.flags import FlagSet
 from proconsul.fileio import write_file_atomic, write_private_file
 
 CERT_MODE = 0o644

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proconsul import CONSUL_COMPAT_VERSION, __version__
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 
 
 def run(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 
 # flag name -> (kind, config key, help). Kinds: str, int, bool, list, meta.
 SETTING_FLAGS: dict[str, tuple[str, str, str]] = {

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from proconsul.cli.flags import FlagError, FlagSet
 from proconsul.config.errors import ConfigError
+from proconsul.config.flags import FlagError, FlagSet
 from proconsul.config.loader import load_paths
 
 

@@ -1,1 +1,2 @@
-"""Connect (service mesh) cores: the CA's certificates and the rows that describe them."""
+"""Connect (service mesh) cores: the CA's certificates. The rows that describe
+them are plain data in `structs/connect.py`."""

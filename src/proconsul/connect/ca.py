@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from proconsul.connect.structs import CARoot
+from proconsul.structs.connect import CARoot
 from proconsul.tls.agent import agent_cert_spec
 from proconsul.tls.certs import (
     CLOCK_SKEW_ALLOWANCE,

@@ -22,9 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
-from proconsul.cli.flags import FlagError, FlagSet
+from proconsul.config.flags import FlagError, FlagSet
 from proconsul.demo.service import DemoConfig, build_app
 from proconsul.structs.duration import Duration, parse_duration
+from proconsul.structs.hostport import split_host_port
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 # How long in-flight requests get to finish once a stop signal arrives.
@@ -49,10 +50,11 @@ def _flags() -> FlagSet:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    host, colon, port = text.rpartition(":")
-    if not colon or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"invalid -listen address {text!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        raise ValueError(f"invalid -listen address {text!r}: expected HOST:PORT") from None
+    return host or "0.0.0.0", port
 
 
 def local_addresses(listen_host: str) -> tuple[str, ...]:

@@ -24,11 +24,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
-from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken, api_dict, policy_list_stub
+from proconsul.acl.errors import ACLError
+from proconsul.acl.service import ACLService
 from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import HTTPError, decode_body, json_response
-from proconsul.server.acl_endpoints import ACLError
-from proconsul.server.acl_rpc import ACLService
+from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken, api_dict, policy_list_stub
 from proconsul.structs.requests import QueryMeta
 
 

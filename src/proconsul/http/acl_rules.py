@@ -36,10 +36,10 @@ from enum import Enum
 
 from aiohttp import web
 
-from proconsul.acl.structs import ANONYMOUS_TOKEN_ACCESSOR_ID
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.http.api import agent_of
 from proconsul.http.common import HTTPError, request_token
-from proconsul.server.acl_resolver import ResolvedToken
+from proconsul.structs.acl import ANONYMOUS_TOKEN_ACCESSOR_ID
 
 log = logging.getLogger("proconsul.http.acl")
 

@@ -9,11 +9,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.http.common import request_token
-from proconsul.server.acl_resolver import ResolvedToken
-from proconsul.state.fsm import ApplyResult
 from proconsul.structs.catalog import HealthCheck, NodeService
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import ReadRequest, ReadResponse
 

@@ -24,9 +24,8 @@ from proconsul.http.common import (
     query_bool,
     query_options,
 )
-from proconsul.state.fsm import ApplyError
 from proconsul.structs.catalog import HEALTH_STATUSES, NodeServiceList, NodeServices
-from proconsul.structs.commands import DeregisterRequest, RegisterRequest
+from proconsul.structs.commands import ApplyError, DeregisterRequest, RegisterRequest
 from proconsul.structs.requests import ReadRequest
 
 _SKIP_IN_CACHE_KEY = frozenset({"index", "wait", "token"})

@@ -8,16 +8,16 @@ read; blocking queries and consistency modes work as for the catalog.
 
 Rules:
 - Consul requires no ACL for the roots (they are public certificates); the
-  rows never hold a private key (connect/structs.py keeps keys out of them).
+  rows never hold a private key (structs/connect.py keeps keys out of them).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from proconsul.connect.structs import IndexedCARoots
 from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import json_response, query_bool, query_options, set_meta_headers
+from proconsul.structs.connect import IndexedCARoots
 from proconsul.structs.requests import ReadRequest
 
 ROOTS_METHOD = "ConnectCA.Roots"

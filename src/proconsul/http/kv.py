@@ -21,9 +21,8 @@ from proconsul.http.common import (
     query_options,
     set_meta_headers,
 )
-from proconsul.state.fsm import ApplyError
 from proconsul.structs.catalog import KVEntry
-from proconsul.structs.commands import KVOp, KVSRequest
+from proconsul.structs.commands import ApplyError, KVOp, KVSRequest
 from proconsul.structs.requests import QueryMeta, ReadRequest
 
 

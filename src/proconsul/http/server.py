@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from proconsul.acl.authorizer import PermissionDenied
+from proconsul.acl.errors import ACLNotFound
 from proconsul.http import (
     acl_routes,
     agent_routes,
@@ -28,7 +29,6 @@ from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_resolver import ACLNotFound
 
 log = logging.getLogger("proconsul.http")
 

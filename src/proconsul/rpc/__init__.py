@@ -2,8 +2,9 @@
 
 `RPCServer` serves named async handlers; `RPCClient` calls them over one
 multiplexed connection per server; `tls` builds SSL contexts from Consul's
-TLS settings; `codec` registers the server endpoints as handlers and gives
-callers typed results. See each module for its rules.
+TLS settings; `codec` encodes the server endpoints' requests and answers
+and gives callers typed results (the handlers are the server's, in
+server/rpc_handlers.py). See each module for its rules.
 """
 
 from proconsul.rpc.client import Address, RPCClient, parse_address

@@ -40,6 +40,7 @@ from proconsul.rpc.connection import FramedProtocol, TLSEngine
 from proconsul.rpc.errors import RPCError, TLSHandshakeError
 from proconsul.rpc.frames import MAX_FRAME_SIZE, Frame, FrameError, FrameKind, encode_frame
 from proconsul.rpc.tls import classify_tls_failure, describe_tls_failure
+from proconsul.structs.hostport import split_host_port
 
 log = logging.getLogger("proconsul.rpc")
 
@@ -55,15 +56,21 @@ _MAX_TIMEOUT_MS = 2**32 - 1
 
 
 def parse_address(address: str | Address) -> Address:
-    """("host", port) from a tuple, "host:port" or "[v6]:port"."""
+    """("host", port) from a tuple, "host:port" or "[v6]:port" (an IPv6 host
+    joined as f"{host}:{port}", without brackets, splits at its last colon)."""
     if isinstance(address, tuple):
         return (address[0], int(address[1]))
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    text = address
+    if not text.startswith("[") and text.count(":") > 1:
+        head, _, tail = text.rpartition(":")
+        text = f"[{head}]:{tail}"
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        host = ""
+    if not host:
         raise ValueError(f"rpc: address {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host, int(port))
+    return (host, port)
 
 
 def detect_dead_peers(sock: socket.socket | None) -> None:

@@ -1,10 +1,13 @@
-"""The server endpoints over RPC: handlers for `RPCServer` and a typed caller.
+"""The server endpoints' wire shapes, and a typed caller for them.
 
-Job: register each `ServerEndpoints` read under its Consul name
-("Health.ServiceNodes", "KVS.Get", ...) plus "Apply" for writes, and give
-the calling side back the same typed values an in-process call returns.
+Job: encode and decode the requests and answers of the server endpoints' RPC
+methods (each read under its Consul name, "Health.ServiceNodes", "KVS.Get",
+..., plus "Apply" for writes), and give the calling side (`EndpointsClient`)
+back the same typed values an in-process call returns. The handlers that
+serve them are in server/rpc_handlers.py.
 
-Wire shapes (msgpack, via msgspec):
+Wire shapes (msgpack, via msgspec; the structs are in structs/requests.py
+and structs/rpc.py):
 - read request: a `ReadRequest`; read response: a `ReadResponse` whose
   `value` is decoded with `READ_RESULT_TYPES[method]` (it is `Any` in the
   struct, so the caller needs the table to get structs back, not dicts).
@@ -28,13 +31,8 @@ from typing import Any
 
 import msgspec
 
-from proconsul.connect.structs import IndexedCARoots
 from proconsul.rpc.client import Address, RPCClient
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.rpc.server import Handler, remaining_s
-from proconsul.rpc.tls import PeerInfo
-from proconsul.server.endpoints import DEFAULT_WAIT_S, MAX_WAIT_S, ServerEndpoints
-from proconsul.state.fsm import ApplyError, ApplyResult
 from proconsul.structs.catalog import (
     CheckServiceNode,
     HealthCheck,
@@ -43,8 +41,16 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
-from proconsul.structs.commands import Command
-from proconsul.structs.requests import QueryMeta, ReadRequest, ReadResponse
+from proconsul.structs.commands import ApplyError, ApplyResult, Command
+from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.requests import (
+    DEFAULT_WAIT_S,
+    MAX_WAIT_S,
+    QueryMeta,
+    ReadRequest,
+    ReadResponse,
+)
+from proconsul.structs.rpc import ApplyRequest
 
 APPLY_METHOD = "Apply"
 FORWARD_METHOD = "Raft.Apply"
@@ -68,13 +74,6 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
 # Time a non-blocking read or a write may take end to end (Consul's default
 # rpc_hold_timeout is 7s; that much again covers a leader election).
 DEFAULT_CALL_TIMEOUT_S = 15.0
-# A blocking read ends this long before its caller's deadline, for the answer's trip.
-BLOCKING_MARGIN_S = 0.5
-
-
-class ApplyRequest(msgspec.Struct):
-    command: Command
-    token: str = ""  # the caller's secret; "" is the anonymous token
 
 
 class _ReadReply(msgspec.Struct):
@@ -98,47 +97,12 @@ def encode(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
-# --- server side ---------------------------------------------------------------
+# --- server side: decoding requests (the handlers are in server/rpc_handlers.py) ---
 
 
-def endpoint_handlers(endpoints: ServerEndpoints) -> dict[str, Handler]:
-    """Handlers for every read in `endpoints.reads` and for "Apply"."""
-    handlers = {method: read_handler(endpoints, method) for method in endpoints.reads}
-    handlers[APPLY_METHOD] = apply_handler(endpoints)
-    return handlers
-
-
-def read_handler(endpoints: ServerEndpoints, method: str) -> Handler:
-    async def handle(payload: bytes, peer: PeerInfo) -> bytes:
-        request = _fit_wait(_decode(_request_decoder, payload, method), remaining_s())
-        return _encoder.encode(await endpoints.read(method, request))
-
-    return handle
-
-
-def _fit_wait(request: ReadRequest, budget_s: float | None) -> ReadRequest:
-    """Shorten a blocking read's wait so that, jitter included, it answers with
-    the current result before its caller stops waiting (Consul answers a
-    blocking query that ran out of time with the data, never an error)."""
-    options = request.options
-    if options.min_index <= 0 or budget_s is None:
-        return request
-    wait = options.max_query_time_s if options.max_query_time_s > 0 else DEFAULT_WAIT_S
-    longest = max(0.0, budget_s - BLOCKING_MARGIN_S) * 16 / 17  # the wait plus 1/16 jitter
-    if min(wait, MAX_WAIT_S) <= longest:
-        return request
-    # A wait of 0 means "the default" to the endpoint, so never go below 1 ms.
-    shorter = msgspec.structs.replace(options, max_query_time_s=max(longest, 0.001))
-    return msgspec.structs.replace(request, options=shorter)
-
-
-def apply_handler(endpoints: ServerEndpoints) -> Handler:
-    async def handle(payload: bytes, peer: PeerInfo) -> bytes:
-        request = decode_apply_request(payload, APPLY_METHOD)
-        index, result = await endpoints.write(request.command, request.token)
-        return _encoder.encode((index, result))
-
-    return handle
+def decode_read_request(payload: bytes, method: str) -> ReadRequest:
+    request: ReadRequest = _decode(_request_decoder, payload, method)
+    return request
 
 
 def decode_apply_request(payload: bytes, method: str) -> ApplyRequest:

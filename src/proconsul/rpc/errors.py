@@ -11,6 +11,9 @@ Rules:
 
 from __future__ import annotations
 
+# Consul's words when no server leads (or none is known): API clients match on them.
+NO_LEADER = "No cluster leader"
+
 
 class ErrorCode:
     """Values of `Frame.code` on ERROR frames. Append-only."""

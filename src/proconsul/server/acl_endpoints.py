@@ -44,8 +44,14 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from proconsul.acl.errors import ACL_NOT_FOUND, ACLError, ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import RuleError, parse_rules
-from proconsul.acl.structs import (
+from proconsul.server.acl_resolver import ServerACLResolver
+from proconsul.server.endpoints import Log
+from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
+from proconsul.state.store import StateStore
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     ANONYMOUS_TOKEN_SECRET_ID,
     BOOTSTRAP_TOKEN_DESCRIPTION,
@@ -64,11 +70,6 @@ from proconsul.acl.structs import (
     valid_role_name,
     with_hash,
 )
-from proconsul.server.acl_resolver import ACLNotFound, ResolvedToken, ServerACLResolver
-from proconsul.server.endpoints import Log
-from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
-from proconsul.state.fsm import ApplyError
-from proconsul.state.store import StateStore
 from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,
@@ -78,12 +79,12 @@ from proconsul.structs.commands import (
     ACLRoleSetRequest,
     ACLTokenDeleteRequest,
     ACLTokenSetRequest,
+    ApplyError,
 )
 
 log = logging.getLogger("proconsul.acl")
 
 RESET_FILE = "acl-bootstrap-reset"
-_NOT_FOUND = "ACL not found"
 REDACTED_SECRET = "<hidden>"
 APPLIED_WAIT_S = 10.0  # how long a follower waits to see its forwarded write
 _RESERVED_IDS = frozenset({ANONYMOUS_TOKEN_ACCESSOR_ID, ANONYMOUS_TOKEN_SECRET_ID})
@@ -106,13 +107,6 @@ def read_reset_index(data_dir: str) -> tuple[int, str]:
         return int(text), path
     except ValueError:
         return 0, path
-
-
-class ACLError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _bad(message: str) -> ACLError:
@@ -164,7 +158,7 @@ class ACLEndpoints:
         try:
             return self.resolver.resolve(token)
         except ACLNotFound:
-            raise ACLError(403, _NOT_FOUND) from None
+            raise ACLError(403, ACL_NOT_FOUND) from None
 
     def _require(self, token: str, access: str) -> ResolvedToken | None:
         resolved = self.caller(token)
@@ -315,14 +309,14 @@ class ACLEndpoints:
         resolved = self._require(caller, "read")
         row = self._live(self.store.acl.tokens.get(accessor_id))
         if row is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(TOKENS_KEY), self._redact(resolved, self._resolved(row))
 
     async def token_self(self, secret: str) -> tuple[int, ACLToken]:
         """The caller's own token: any valid secret may read itself."""
         token = self._live(self.store.acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID))
         if token is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(TOKENS_KEY), self._resolved(token)
 
     async def token_list(
@@ -347,14 +341,14 @@ class ACLEndpoints:
         self._require(caller, "read")
         policy = self.store.acl.policies.get(policy_id)
         if policy is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(POLICIES_KEY), policy
 
     async def policy_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
         self._require(caller, "read")
         policy = self.store.acl.policy_by_name(name)
         if policy is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(POLICIES_KEY), policy
 
     async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]:
@@ -365,14 +359,14 @@ class ACLEndpoints:
         self._require(caller, "read")
         role = self.store.acl.roles.get(role_id)
         if role is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(ROLES_KEY), self._resolved_role(role)
 
     async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
         self._require(caller, "read")
         role = self.store.acl.role_by_name(name)
         if role is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         return self._index(ROLES_KEY), self._resolved_role(role)
 
     async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
@@ -503,7 +497,7 @@ class ACLEndpoints:
         self._require(caller, "write")
         existing = self.store.acl.tokens.get(accessor_id)
         if existing is None:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR_ID:
             raise _bad("Cannot clone the anonymous token")
         clone = msgspec.structs.replace(
@@ -522,7 +516,7 @@ class ACLEndpoints:
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR_ID:
             raise _bad("Delete operation not permitted on the anonymous token")
         if accessor_id not in self.store.acl.tokens:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         await self._apply(ACLTokenDeleteRequest(accessor_id=accessor_id), caller)
 
     # ----- policy writes ---------------------------------------------------------------
@@ -567,7 +561,7 @@ class ACLEndpoints:
         if policy_id == GLOBAL_MANAGEMENT_POLICY_ID:
             raise _bad("Delete operation not permitted on the builtin global-management policy")
         if policy_id not in self.store.acl.policies:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         await self._apply(ACLPolicyDeleteRequest(policy_id=policy_id), caller)
 
     # ----- role writes -----------------------------------------------------------------
@@ -600,5 +594,5 @@ class ACLEndpoints:
     async def role_delete(self, role_id: str, *, caller: str = "") -> None:
         self._require(caller, "write")
         if role_id not in self.store.acl.roles:
-            raise ACLError(403, _NOT_FOUND)
+            raise ACLError(403, ACL_NOT_FOUND)
         await self._apply(ACLRoleDeleteRequest(role_id=role_id), caller)

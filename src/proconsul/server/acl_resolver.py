@@ -18,30 +18,16 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.structs import ANONYMOUS_TOKEN_SECRET_ID, ACLToken, token_expired
+from proconsul.acl.authorizer import DefaultPolicy, token_authorizer
+from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLToken, token_expired
 
-ACL_NOT_FOUND = "ACL not found"
 CACHE_MAX = 4096
-
-
-class ACLNotFound(Exception):
-    def __init__(self) -> None:
-        super().__init__(ACL_NOT_FOUND)
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedToken:
-    """Who is asking (the accessor, never the secret) and what they may do."""
-
-    accessor_id: str
-    authorizer: Authorizer
-    expiration_time: datetime | None = None
 
 
 def _now() -> datetime:

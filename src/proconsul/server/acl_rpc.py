@@ -8,7 +8,7 @@ itself: the token row (its SecretID blanked) and the policies and roles it
 links, roles' policies included. Identities are expanded on the client
 (acl/identity.py), so nothing here is compiled for it.
 
-Wire shapes (msgpack, via msgspec):
+Wire shapes (msgpack, via msgspec; the structs are in structs/rpc.py):
 - every request is an `ACLCall` (only the fields the operation uses are set);
 - the response is the operation's result, typed by `RESULT_TYPES[method]`
   (a row, `[index, row]`, `[index, [rows]]`, nil, or a `ResolveReply`).
@@ -26,100 +26,28 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
-from proconsul.acl.structs import (
+from proconsul.acl.errors import ACL_NOT_FOUND, ACLError
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.server import Handler
+from proconsul.rpc.tls import PeerInfo
+from proconsul.server.acl_endpoints import ACLEndpoints
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_SECRET_ID,
     ACLPolicy,
     ACLRole,
     ACLToken,
     token_expired,
 )
-from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.rpc.server import Handler
-from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import ACLEndpoints, ACLError
-from proconsul.server.acl_resolver import ACL_NOT_FOUND
 from proconsul.structs.duration import Duration, dec_hook
+from proconsul.structs.rpc import ACLCall, ResolveReply
 
 ACL_BAD_REQUEST = "acl_bad_request"
 ACL_FAILED = "acl_failed"
 RESOLVE_METHOD = "ACL.Resolve"
-
-
-class ACLService(Protocol):
-    """What the ACL HTTP API calls: `ACLEndpoints` on servers, `RemoteACLEndpoints`
-    (agent/acl_client.py) on clients. `caller` is the caller's secret."""
-
-    async def bootstrap(self) -> ACLToken: ...
-
-    async def token_read(self, accessor_id: str, *, caller: str = "") -> tuple[int, ACLToken]: ...
-
-    async def token_self(self, secret: str) -> tuple[int, ACLToken]: ...
-
-    async def token_list(
-        self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
-    ) -> tuple[int, list[ACLToken]]: ...
-
-    async def token_create(self, token: ACLToken, *, caller: str = "") -> ACLToken: ...
-
-    async def token_update(
-        self, accessor_id: str, update: ACLToken, *, caller: str = ""
-    ) -> ACLToken: ...
-
-    async def token_clone(
-        self, accessor_id: str, description: str, *, caller: str = ""
-    ) -> ACLToken: ...
-
-    async def token_delete(self, accessor_id: str, *, caller: str = "") -> None: ...
-
-    async def policy_set(
-        self, policy: ACLPolicy, policy_id: str = "", *, caller: str = ""
-    ) -> ACLPolicy: ...
-
-    async def policy_read(self, policy_id: str, *, caller: str = "") -> tuple[int, ACLPolicy]: ...
-
-    async def policy_read_by_name(
-        self, name: str, *, caller: str = ""
-    ) -> tuple[int, ACLPolicy]: ...
-
-    async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]: ...
-
-    async def policy_delete(self, policy_id: str, *, caller: str = "") -> None: ...
-
-    async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole: ...
-
-    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
-
-    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
-
-    async def role_list(
-        self, policy: str = "", *, caller: str = ""
-    ) -> tuple[int, list[ACLRole]]: ...
-
-    async def role_delete(self, role_id: str, *, caller: str = "") -> None: ...
-
-
-class ACLCall(msgspec.Struct, omit_defaults=True):
-    """One ACL request; which fields matter depends on the method."""
-
-    caller: str = ""  # the caller's secret ("" is the anonymous token)
-    id: str = ""  # accessor, policy or role ID
-    text: str = ""  # a name (ReadByName) or a description (TokenClone)
-    policy: str = ""  # list filters (TokenList, RoleList)
-    role: str = ""
-    service: str = ""
-    token_row: ACLToken | None = None
-    policy_row: ACLPolicy | None = None
-    role_row: ACLRole | None = None
-
-
-class ResolveReply(msgspec.Struct):
-    token: ACLToken
-    policies: list[ACLPolicy] = []
-    roles: list[ACLRole] = []
 
 
 RESULT_TYPES: Mapping[str, Any] = {

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from proconsul.connect.ca import check_key_pair, sign_agent_client
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCError
 from proconsul.structs.duration import parse_duration
+from proconsul.structs.rpc import SignReply, SignRequest
 
 log = logging.getLogger("proconsul.agent")
 
@@ -53,19 +54,8 @@ RETRY_S = 2.0
 CALL_TIMEOUT_S = 10.0
 
 
-class SignRequest(msgspec.Struct):
-    public_key_pem: str
-    node: str = ""  # the requesting agent's node name
-    token: str = ""  # its agent token ("" is the anonymous token)
-
-
 # Raises RPCError (ACL_DENIED) unless `token` may have a certificate for `node`.
 SignAuthorizer = Callable[[str, str], None]
-
-
-class SignReply(msgspec.Struct):
-    cert_pem: str
-    root_pems: list[str]
 
 
 def _pem_or_file(value: str) -> str:

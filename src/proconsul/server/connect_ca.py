@@ -43,11 +43,10 @@ from proconsul.connect.ca import (
     new_cluster_id,
     root_row,
 )
-from proconsul.connect.structs import CARoot
 from proconsul.state.ca_tables import ROOTS_KEY
-from proconsul.state.fsm import ApplyError, ApplyResult
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import CARootsSetRequest, Command
+from proconsul.structs.commands import ApplyError, ApplyResult, CARootsSetRequest, Command
+from proconsul.structs.connect import CARoot
 
 log = logging.getLogger("proconsul.agent")
 

@@ -42,15 +42,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.acl.service import ACLService
 from proconsul.gossip import GossipCore
 from proconsul.raft import Server
 from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError
-from proconsul.rpc.codec import EndpointsClient, endpoint_handlers
+from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.server import metrics_from_stats
 from proconsul.rpc.tls import load_ca_pem
 from proconsul.server.acl_endpoints import ACLEndpoints
-from proconsul.server.acl_resolver import ResolvedToken, ServerACLResolver
-from proconsul.server.acl_rpc import ACLService, acl_handlers
+from proconsul.server.acl_resolver import ServerACLResolver
+from proconsul.server.acl_rpc import acl_handlers
 from proconsul.server.auto_encrypt_signer import SIGN_METHOD, signer_from_config
 from proconsul.server.autopilot import SerfStatus
 from proconsul.server.autopilot_loop import AutopilotLoop, autopilot_config, server_members
@@ -64,15 +66,17 @@ from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_duties import LeaderDuties, LeaderDuty, every, once
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.member_catalog import MemberCatalog
-from proconsul.server.operator import OperatorRequest, ServerOperator
+from proconsul.server.operator import ServerOperator
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import raft_handlers
 from proconsul.server.rpc_config import agent_rpc_tls, hold_timeout_s, raft_params, rpc_server
-from proconsul.state.fsm import FSM, ApplyResult
+from proconsul.server.rpc_handlers import endpoint_handlers
+from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import SERF_CHECK_ID, SERF_CHECK_NAME, HealthCheck, NodeService
-from proconsul.structs.commands import Command, RegisterRequest
+from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.rpc import OperatorRequest
 
 if TYPE_CHECKING:
     from proconsul.config.schema import RuntimeConfig

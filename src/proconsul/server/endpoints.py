@@ -43,15 +43,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from proconsul.acl.authorizer import Authorizer
+from proconsul.acl.errors import ACL_NOT_FOUND, ACLNotFound
+from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_resolver import (
-    ACL_NOT_FOUND,
-    ACLNotFound,
-    ResolvedToken,
-    ServerACLResolver,
-)
+from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
-from proconsul.state.fsm import ApplyResult
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     CheckServiceNode,
@@ -63,15 +59,21 @@ from proconsul.structs.catalog import (
 )
 from proconsul.structs.commands import (
     ACLCommand,
+    ApplyResult,
     Command,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
 )
-from proconsul.structs.requests import QueryMeta, QueryOptions, ReadRequest, ReadResponse
+from proconsul.structs.requests import (
+    DEFAULT_WAIT_S,
+    MAX_WAIT_S,
+    QueryMeta,
+    QueryOptions,
+    ReadRequest,
+    ReadResponse,
+)
 
-DEFAULT_WAIT_S = 300.0
-MAX_WAIT_S = 600.0
 _FILTER_CACHE_MAX = 4096
 # Reads whose unfiltered result is the same object while the index stands
 # still (see `_health_service`): only those gain from the filtered cache.

@@ -38,8 +38,7 @@ from proconsul.server.endpoints import Authorize
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.read_route import ReadStep, route_read
-from proconsul.state.fsm import ApplyResult
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 # Consul's default performance.rpc_hold_timeout; the agent passes its configured value.

@@ -43,9 +43,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from proconsul.gossip import Member, State
-from proconsul.state.fsm import ApplyResult
 from proconsul.structs.catalog import SERF_CHECK_ID, SERF_CHECK_NAME, HealthCheck, NodeService
-from proconsul.structs.commands import Command, DeregisterRequest, RegisterRequest
+from proconsul.structs.commands import ApplyResult, Command, DeregisterRequest, RegisterRequest
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")

@@ -13,9 +13,10 @@ Rules:
   `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
   caller's token in an `OperatorRequest` and are checked by this server's
   resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
-  ACL_DENIED)`, a missing right Consul's Permission denied text. The
-  in-process calls do not check: the agent's HTTP layer did
-  (http/acl_rules.py).
+  ACL_DENIED)`, a missing right Consul's Permission denied text. The check
+  runs once, on the server that answers: a follower forwards a leader-only
+  call unchecked and the leader checks it. The in-process calls do not
+  check: the agent's HTTP layer did (http/acl_rules.py).
 - Peer removal and autopilot health/state are the leader's: they go through
   the `LeaderRouter` (served on the leader, forwarded with the token from a
   follower). A dev agent is a lone voter: its own leader.
@@ -41,6 +42,7 @@ from proconsul.server.autopilot_loop import (
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_log import RaftLog
+from proconsul.structs.rpc import OperatorRequest
 
 Access = Literal["read", "write"]
 
@@ -61,13 +63,9 @@ OPERATOR_ACCESS: dict[str, Access] = {
 }
 
 
-class OperatorRequest(msgspec.Struct, omit_defaults=True):
-    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
-
-    token: str = ""  # the caller's secret ("" is the anonymous token)
-    id: str = ""
-    address: str = ""
-
+# The caller's ACL check, run where the call is answered (see `ServerOperator.serve`).
+Check = Callable[[], None]
+Serve = Callable[[OperatorRequest, Check], Awaitable[Any]]
 
 _operator_decoder = msgspec.msgpack.Decoder(OperatorRequest | None)
 
@@ -121,15 +119,15 @@ class ServerOperator:
 
     def __init__(self, server: OperatorHost) -> None:
         self.server = server
-        self._table: dict[str, Callable[[OperatorRequest], Awaitable[Any]]] = {
+        self._table: dict[str, Serve] = {
             RAFT_CONFIG_METHOD: self._raft_configuration,
             RAFT_REMOVE_METHOD: self._remove_peer,
-            AUTOPILOT_HEALTH_METHOD: lambda r: self._leader_view(
-                AUTOPILOT_HEALTH_METHOD, health_json, r
+            AUTOPILOT_HEALTH_METHOD: lambda r, c: self._leader_view(
+                AUTOPILOT_HEALTH_METHOD, health_json, r, c
             ),
             AUTOPILOT_CONFIG_METHOD: self._autopilot_configuration,
-            AUTOPILOT_STATE_METHOD: lambda r: self._leader_view(
-                AUTOPILOT_STATE_METHOD, state_json, r
+            AUTOPILOT_STATE_METHOD: lambda r, c: self._leader_view(
+                AUTOPILOT_STATE_METHOD, state_json, r, c
             ),
         }
 
@@ -137,15 +135,22 @@ class ServerOperator:
         """The `Operator.*` RPC handlers, for the server's RPC port."""
         return {method: self._handler(method) for method in self._table}
 
-    async def serve(self, method: str, request: OperatorRequest) -> Any:
-        """The answer to one operator call, made on this server (no ACL check)."""
-        return await self._table[method](request)
+    async def serve(
+        self, method: str, request: OperatorRequest, check: Check = lambda: None
+    ) -> Any:
+        """The answer to one operator call. `check()` is the caller's ACL check:
+        it runs on the server that answers (the leader, for leader-only calls),
+        and only there. The agent's in-process calls pass none: its HTTP layer
+        checked."""
+        return await self._table[method](request, check)
 
     def _handler(self, method: str) -> Handler:
+        access = OPERATOR_ACCESS[method]
+
         async def handle(payload: bytes, peer: PeerInfo) -> bytes:
             request = decode_operator_request(payload, method)
-            self.authorize_operator(request.token, OPERATOR_ACCESS[method])
-            return msgspec.msgpack.encode(await self.serve(method, request))
+            check = lambda: self.authorize_operator(request.token, access)  # noqa: E731
+            return msgspec.msgpack.encode(await self.serve(method, request, check))
 
         return handle
 
@@ -162,10 +167,11 @@ class ServerOperator:
 
     # ----- operator raft ----------------------------------------------------
 
-    async def _raft_configuration(self, request: OperatorRequest) -> dict[str, Any]:
+    async def _raft_configuration(self, request: OperatorRequest, check: Check) -> dict[str, Any]:
         """The body of `/v1/operator/raft/configuration`."""
+        check()
         raft = self.server.raft
-        index, configuration = raft.configuration()
+        index, configuration = raft.latest_configuration_entry()
         names: dict[str, str] = {raft.id: self.server.node_name}
         gossip = self.server.gossip
         core = gossip.core if gossip is not None else None
@@ -187,27 +193,28 @@ class ServerOperator:
         ]
         return {"Servers": servers, "Index": index}
 
-    async def _remove_peer(self, request: OperatorRequest) -> bool:
-        """Remove a server from the Raft configuration by ID or address (on the
-        leader; a follower forwards the request with the caller's token)."""
+    async def _remove_peer(self, request: OperatorRequest, check: Check) -> bool:
+        """Remove a server from the Raft configuration by ID or address, on the
+        leader (a follower forwards the request, token and all, unchecked)."""
         raft = self.server.raft
-        _, configuration = raft.configuration()
-        found = [
-            s.id
-            for s in configuration.servers
-            if (request.id and s.id == request.id)
-            or (request.address and s.address == request.address)
-        ]
-        if not found:
-            what = f"id {request.id!r}" if request.id else f"address {request.address!r}"
-            raise RPCError(f"{what} was not found in the Raft configuration")
 
         async def here() -> bool:
+            check()
+            _, configuration = raft.configuration()
+            found = [
+                s.id
+                for s in configuration.servers
+                if (request.id and s.id == request.id)
+                or (request.address and s.address == request.address)
+            ]
+            if not found:
+                what = f"id {request.id!r}" if request.id else f"address {request.address!r}"
+                raise RPCError(f"{what} was not found in the Raft configuration")
             await raft.remove_server(found[0])
             log.info("agent: removed Raft peer %s", found[0])
             return True
 
-        payload = operator_payload(request.token, found[0])
+        payload = operator_payload(request.token, request.id, request.address)
         await self.server.router.call(RAFT_REMOVE_METHOD, payload, here)
         return True
 
@@ -218,10 +225,12 @@ class ServerOperator:
         method: str,
         render: Callable[[ClusterHealth], dict[str, Any]],
         request: OperatorRequest,
+        check: Check,
     ) -> dict[str, Any]:
         """Autopilot health and state are the leader's view."""
 
         async def here() -> dict[str, Any]:
+            check()
             autopilot = self.server.autopilot
             if autopilot is None:
                 raise RPCError("autopilot is not running on this server yet")
@@ -233,5 +242,8 @@ class ServerOperator:
             return decoded
         return found
 
-    async def _autopilot_configuration(self, request: OperatorRequest) -> dict[str, Any]:
+    async def _autopilot_configuration(
+        self, request: OperatorRequest, check: Check
+    ) -> dict[str, Any]:
+        check()
         return config_json(self.server.autopilot_config)

@@ -7,8 +7,7 @@ refusal with its message, not as a handler crash.
 
 from __future__ import annotations
 
-from proconsul.rpc.errors import RPCError
-from proconsul.rpc.forward import NO_LEADER
+from proconsul.rpc.errors import NO_LEADER, RPCError
 
 
 class NotLeaderError(RPCError):

@@ -89,9 +89,9 @@ from proconsul.server.raft_snapshots import SnapshotScheduler
 from proconsul.server.raft_support import RaftStatus, rebuild_state, status_of
 from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
-from proconsul.state.fsm import FSM, ApplyResult, encode_command
+from proconsul.state.fsm import FSM, encode_command
 from proconsul.state.snapshot import decode_snapshot
-from proconsul.structs.commands import Command
+from proconsul.structs.commands import ApplyResult, Command
 
 log = logging.getLogger("proconsul.raft")
 
@@ -359,6 +359,13 @@ class RaftLog:
     def latest_configuration(self) -> Configuration:
         """The newest configuration in the log, committed or not (the one in force)."""
         return self._require_node().configuration
+
+    def latest_configuration_entry(self) -> tuple[int, Configuration]:
+        """(index, configuration) of the newest configuration in the log: what
+        `/v1/operator/raft/configuration` shows, as hashicorp/raft's
+        GetConfiguration does (a bootstrap is listed before its first commit)."""
+        node = self._require_node()
+        return node.configuration_index, node.configuration
 
     def follower_progress(self) -> dict[str, FollowerProgress]:
         """On the leader, what it knows of each other server's log (autopilot's

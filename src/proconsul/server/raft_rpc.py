@@ -29,8 +29,7 @@ Rules:
 from __future__ import annotations
 
 from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_request, encode
-from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.rpc.forward import NO_LEADER, only_servers
+from proconsul.rpc.errors import NO_LEADER, ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import read_reset_index
@@ -46,6 +45,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.tls.agent import server_name
 
 ACL_DISABLED = "ACL support disabled"
 UNKNOWN_COMMAND = "Permission denied: this command cannot be forwarded"
@@ -86,6 +86,21 @@ def authorize_forwarded(
                 raise RPCError(denial, ErrorCode.ACL_DENIED)
         return
     raise RPCError(UNKNOWN_COMMAND, ErrorCode.ACL_DENIED)
+
+
+def only_servers(handler: Handler, *, datacenter: str, domain: str) -> Handler:
+    """`handler`, refusing peers that did not prove with a verified certificate
+    that they are `server.<dc>.<domain>`."""
+    name = server_name(datacenter, domain)
+
+    async def handle(payload: bytes, peer: PeerInfo) -> bytes:
+        if not peer.has_dns_name(name):
+            raise RPCError(
+                f"Permission denied: {peer.describe()} is not {name}", ErrorCode.PERMISSION_DENIED
+            )
+        return await handler(payload, peer)
+
+    return handle
 
 
 def raft_handlers(

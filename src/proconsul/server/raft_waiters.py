@@ -24,7 +24,7 @@ from typing import Any
 
 from proconsul.raft.messages import Entry
 from proconsul.server.raft_errors import LeadershipLostError
-from proconsul.state.fsm import ApplyResult
+from proconsul.structs.commands import ApplyResult
 
 ApplyFuture = asyncio.Future[tuple[int, ApplyResult]]
 

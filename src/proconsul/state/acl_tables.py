@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from proconsul.acl.structs import (
+from proconsul.structs.acl import (
     ANONYMOUS_TOKEN_ACCESSOR_ID,
     GLOBAL_MANAGEMENT_POLICY_ID,
     ACLPolicy,

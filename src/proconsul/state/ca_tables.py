@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from proconsul.connect.structs import CARoot, IndexedCARoots
 from proconsul.structs.commands import CARootsSetRequest
+from proconsul.structs.connect import CARoot, IndexedCARoots
 
 ROOTS_KEY = "connect-ca-roots"
 

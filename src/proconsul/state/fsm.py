@@ -21,22 +21,14 @@ from proconsul.state.store import StateError, StateStore
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
     ACLCommand,
+    ApplyError,
+    ApplyResult,
     CARootsSetRequest,
     Command,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
 )
-
-
-class ApplyError(msgspec.Struct, frozen=True):
-    """A command the state machine refused; `message` is Consul's wording."""
-
-    message: str
-
-
-ApplyResult = bool | None | ApplyError
-
 
 _command_encoder = msgspec.msgpack.Encoder()
 _command_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)

@@ -28,7 +28,6 @@ from collections.abc import Iterable
 
 import msgspec
 
-from proconsul.connect.structs import IndexedCARoots
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import ROOTS_KEY, CATables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
@@ -41,6 +40,7 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
+from proconsul.structs.connect import IndexedCARoots
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake

@@ -1,4 +1,5 @@
-"""Typed commands for `fsm.apply(index, command)`: the only way the state store changes.
+"""Typed commands for `fsm.apply(index, command)`: the only way the state store changes,
+and what applying one answers (`ApplyResult`).
 
 Commands travel in the Raft log as msgpack, so this list is append-only: never
 reuse or renumber a tag, never remove a field (add new ones with defaults).
@@ -10,9 +11,9 @@ from typing import Literal
 
 import msgspec
 
-from proconsul.acl.structs import ACLPolicy, ACLRole, ACLToken
-from proconsul.connect.structs import CARoot
+from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
+from proconsul.structs.connect import CARoot
 from proconsul.structs.naming import pascal
 
 
@@ -119,3 +120,15 @@ class CARootsSetRequest(msgspec.Struct, tag=11, tag_field="Type", rename=pascal)
 
 
 Command = RegisterRequest | DeregisterRequest | KVSRequest | ACLCommand | CARootsSetRequest
+
+
+class ApplyError(msgspec.Struct, frozen=True):
+    """A command the state machine refused; `message` is Consul's wording."""
+
+    message: str
+
+
+# What `fsm.apply` answers: KV writes true/false (a failed check-and-set is
+# false), other commands nil, a refused command an `ApplyError` (never raised,
+# so every replica reaches the same result). Travels back to RPC callers as is.
+ApplyResult = bool | None | ApplyError

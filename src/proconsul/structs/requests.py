@@ -11,6 +11,11 @@ from typing import Any
 
 import msgspec
 
+# Consul's blocking query wait (`?wait`): 5 minutes unless asked, at most 10.
+# Servers add up to 1/16 of jitter; callers size their timeouts to outlast it.
+DEFAULT_WAIT_S = 300.0
+MAX_WAIT_S = 600.0
+
 
 class QueryOptions(msgspec.Struct):
     datacenter: str = ""

@@ -1,0 +1,71 @@
+"""Payloads of the RPC methods between agents, for both ends of each call.
+
+Job: the request and reply structs that the calling side encodes and the
+serving side decodes ("Apply" and "Raft.Apply", "ACL.*", "Operator.*",
+"AutoEncrypt.Sign"); the reads' `ReadRequest`/`ReadResponse` are in
+structs/requests.py, which the HTTP layer shares.
+
+Rules:
+- msgpack via msgspec; agents of different versions meet on the wire, so a
+  struct only grows: new fields at the end, with defaults.
+- A secret travels as `token`/`caller` and is never logged.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.commands import Command
+
+
+class ApplyRequest(msgspec.Struct):
+    """The payload of "Apply" (a write) and "Raft.Apply" (a follower forwarding one)."""
+
+    command: Command
+    token: str = ""  # the caller's secret; "" is the anonymous token
+
+
+class ACLCall(msgspec.Struct, omit_defaults=True):
+    """The payload of every "ACL.*" RPC; which fields matter depends on the method."""
+
+    caller: str = ""  # the caller's secret ("" is the anonymous token)
+    id: str = ""  # accessor, policy or role ID
+    text: str = ""  # a name (ReadByName) or a description (TokenClone)
+    policy: str = ""  # list filters (TokenList, RoleList)
+    role: str = ""
+    service: str = ""
+    token_row: ACLToken | None = None
+    policy_row: ACLPolicy | None = None
+    role_row: ACLRole | None = None
+
+
+class ResolveReply(msgspec.Struct):
+    """The reply to "ACL.Resolve": the token (SecretID blanked), its policies and roles."""
+
+    token: ACLToken
+    policies: list[ACLPolicy] = []
+    roles: list[ACLRole] = []
+
+
+class OperatorRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
+
+    token: str = ""  # the caller's secret ("" is the anonymous token)
+    id: str = ""
+    address: str = ""
+
+
+class SignRequest(msgspec.Struct):
+    """The payload of "AutoEncrypt.Sign": a client agent asks for its RPC certificate."""
+
+    public_key_pem: str
+    node: str = ""  # the requesting agent's node name
+    token: str = ""  # its agent token ("" is the anonymous token)
+
+
+class SignReply(msgspec.Struct):
+    """The reply to "AutoEncrypt.Sign": the certificate and the roots to trust with it."""
+
+    cert_pem: str
+    root_pems: list[str]
