@@ -42,10 +42,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.errors import ACLDenied, ACLNotFound
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.errors import RPCError
 from proconsul.server.acl_rpc import RESOLVE_METHOD, acl_error_from, decode_result, encode_call
 from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.rpc import ACLCall, ResolveReply
@@ -133,10 +133,10 @@ class ClientACLResolver:
                 RESOLVE_METHOD, encode_call(ACLCall(caller=secret)), RESOLVE_TIMEOUT_S
             )
             reply: ResolveReply = decode_result(RESOLVE_METHOD, data)
+        except ACLDenied:
+            self._cache.pop(secret, None)
+            raise ACLNotFound() from None
         except RPCError as exc:
-            if exc.code == ErrorCode.ACL_DENIED:
-                self._cache.pop(secret, None)
-                raise ACLNotFound() from None
             return self._down(secret, exc)
         except (ConnectionError, TimeoutError) as exc:
             return self._down(secret, exc)

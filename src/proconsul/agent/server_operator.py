@@ -11,8 +11,8 @@ Rules:
   `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
   `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
   caller's token in an `OperatorRequest` and are checked by this server's
-  resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
-  ACL_DENIED)`, a missing right Consul's Permission denied text. A follower
+  resolver when ACLs are on: an unknown secret is `ACLNotFound` ("ACL not
+  found"), a missing right `ACLDenied` (Consul's Permission denied). A follower
   that forwards one to the leader forwards the token too. `Status.Leader` and
   `Status.Peers` stay open, as in Consul (bootstrap and leave use them between
   servers). The in-process methods (`remove_peer`, `autopilot_health`, ...)
@@ -115,15 +115,14 @@ class ServerOperator:
         return {"Servers": servers, "Index": index}
 
     def authorize_operator(self, token: str, access: Access) -> None:
-        """Raise `RPCError(..., ACL_DENIED)` unless `token` has operator:`access`
+        """Raise `ACLDenied` unless `token` has operator:`access`
         (nothing to check while ACLs are off)."""
         resolved = self.handle.endpoints.resolve(token)
         if resolved is None:
             return
         authz = resolved.authorizer
         if not (authz.operator_write() if access == "write" else authz.operator_read()):
-            decision = authz.decide("operator", access)
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+            raise resolved.deny("operator", access)
 
     async def remove_peer(self, server_id: str, address: str, token: str = "") -> None:
         """Remove a server from the Raft configuration by ID or address (on the

@@ -60,7 +60,7 @@ from proconsul.agent.connect_ca import (
 )
 from proconsul.agent.server_operator import ServerOperator
 from proconsul.raft import RaftParams, Server, params_from_multiplier
-from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError, RPCServer
+from proconsul.rpc import Handler, PeerInfo, RPCClient, RPCError, RPCServer
 from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.errors import NO_LEADER
 from proconsul.rpc.tls import RPCTLS, load_ca_pem, rpc_tls
@@ -387,8 +387,7 @@ class ServerHandle:
         """AutoEncrypt.Sign with ACLs on: node:write on the requesting node."""
         resolved = self.endpoints.resolve(token)
         if resolved is not None and not resolved.authorizer.node_write(node):
-            decision = resolved.authorizer.decide("node", "write", node)
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+            raise resolved.deny("node", "write", node)
 
     # ----- bootstrap and leadership -----------------------------------------
 

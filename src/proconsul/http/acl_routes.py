@@ -8,8 +8,9 @@ omitempty fields dropped). The endpoints enforce `acl:read`/`acl:write`.
 
 Rules:
 - With ACLs disabled every route answers 401 `ACL support disabled`.
-- Endpoint refusals keep their status and text (400, 403 `ACL not found`,
-  403 `Permission denied: ...`).
+- Refusals (`ACLDenied`: 403 `ACL not found`, 403 `Permission denied: ...`)
+  are the error middleware's, as everywhere; other endpoint errors
+  (`ACLError`) keep their status and text (400, 500).
 - `GET /v1/acl/tokens` filters by `policy`, `role`, `servicename` and
   `authmethod` (tokens whose AuthMethod is that name; no auth methods exist
   yet, so none).
@@ -55,7 +56,7 @@ def _answer(request: web.Request, value: Any, index: int = 0) -> web.Response:
 
 
 class _Handled:
-    """Turns ACLError into the HTTP error the middleware renders."""
+    """Turns ACLError (400, 500) into the HTTP error the middleware renders."""
 
     def __enter__(self) -> None:
         return None

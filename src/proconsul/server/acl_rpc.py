@@ -14,11 +14,13 @@ Wire shapes (msgpack, via msgspec; the structs are in structs/rpc.py):
   (a row, `[index, row]`, `[index, [rows]]`, nil, or a `ResolveReply`).
 
 Rules:
-- `ACLError` crosses the wire as an `RPCError` whose code keeps its status:
-  403 is `ErrorCode.ACL_DENIED` (so a client's HTTP layer answers 403 with
-  the same text), 400 is `ACL_BAD_REQUEST`, anything else `ACL_FAILED`;
-  `acl_error_from` turns it back into an `ACLError` on the caller's side.
-- ACL.Resolve refuses an unknown or expired secret with 403 `ACL not found`.
+- A refusal is an `ACLDenied`, which the RPC layer carries as it carries
+  every other (code `acl_denied`; the caller gets an `ACLDenied` back, and a
+  client's HTTP layer answers 403 with the same text). `ACLError` crosses
+  the wire as an `RPCError` whose code keeps its status: 400 is
+  `ACL_BAD_REQUEST`, anything else `ACL_FAILED`; `acl_error_from` turns it
+  back into an `ACLError` on the caller's side.
+- ACL.Resolve refuses an unknown or expired secret with `ACLNotFound`.
   It never returns a secret: the caller already holds it.
 - Secrets are never logged.
 """
@@ -30,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from proconsul.acl.errors import ACL_NOT_FOUND, ACLError
+from proconsul.acl.errors import ACLError, ACLNotFound
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
@@ -135,14 +137,12 @@ _OPERATIONS: dict[str, Operation] = {
 
 
 def rpc_error_from(exc: ACLError) -> RPCError:
-    if exc.status == 403:
-        return RPCError(exc.message, ErrorCode.ACL_DENIED)
     return RPCError(exc.message, ACL_BAD_REQUEST if exc.status == 400 else ACL_FAILED)
 
 
 def acl_error_from(exc: RPCError) -> ACLError | None:
     """The `ACLError` an ACL.* call's `RPCError` stands for (None: not one of ours)."""
-    status = {ErrorCode.ACL_DENIED: 403, ACL_BAD_REQUEST: 400, ACL_FAILED: 500}.get(exc.code)
+    status = {ACL_BAD_REQUEST: 400, ACL_FAILED: 500}.get(exc.code)
     return None if status is None else ACLError(status, exc.message)
 
 
@@ -170,7 +170,7 @@ def resolve_reply(endpoints: ACLEndpoints, secret: str) -> ResolveReply:
     acl = endpoints.store.acl
     token = acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID)
     if token is None or token_expired(token, endpoints.now()):
-        raise ACLError(403, ACL_NOT_FOUND)
+        raise ACLNotFound()
     roles = [role for link in token.roles if (role := acl.roles.get(link.id)) is not None]
     policy_ids = dict.fromkeys(
         [link.id for link in token.policies] + [link.id for role in roles for link in role.policies]
