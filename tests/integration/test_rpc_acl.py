@@ -36,9 +36,9 @@ from proconsul.agent.server_operator import operator_payload
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.rpc import ErrorCode, RPCClient, RPCError
+from proconsul.rpc.acl_codec import encode_call
 from proconsul.rpc.codec import decode_read_response
 from proconsul.rpc.testing import make_pki
-from proconsul.server.acl_rpc import encode_call
 from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME,

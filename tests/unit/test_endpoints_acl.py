@@ -19,10 +19,11 @@ import dns.rcode
 import pytest
 
 from proconsul.acl.errors import ACLDenied, ACLError, ACLNotFound
-from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
+from proconsul.agent.acl_client import ClientACLResolver
 from proconsul.agent.dns_setup import AgentCatalog
 from proconsul.dns.core import DnsSettings
 from proconsul.dns.server import DnsServer
+from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver

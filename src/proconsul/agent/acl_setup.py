@@ -33,9 +33,10 @@ from proconsul.acl.authorizer import Authorizer, DefaultPolicy
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import parse_rules
 from proconsul.acl.service import ACLService
-from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints, acl_leader_duties
+from proconsul.agent.acl_client import ClientACLResolver, acl_leader_duties
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.client_rpc import NoServersError
+from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.server.acl_rpc import acl_handlers

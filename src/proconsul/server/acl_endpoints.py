@@ -24,8 +24,9 @@ Rules:
   with Consul's `Permission denied: token with AccessorID ... lacks
   permission 'acl:write'`. A caller with `acl:read` but not `acl:write`
   reads tokens with their SecretID shown as `<hidden>`, as in Consul.
-- Every method is async, so the client-side `RemoteACLEndpoints`
-  (agent/acl_client.py) can have the same shape.
+- The methods are the operations of `ACLService` (acl/service.py), each
+  async, so the client-side `RemoteACLEndpoints` (rpc/acl_codec.py) has the
+  same shape.
 - Writes go into the log with the caller's secret: on a follower the leader
   authorizes the forwarded command again (server/raft_rpc.py). The leader's
   own duties (`establish`, `reap_expired`) and `bootstrap` pass none.
@@ -82,6 +83,7 @@ from proconsul.structs.commands import (
     ACLTokenSetRequest,
     ApplyError,
 )
+from proconsul.structs.rpc import ResolveReply
 
 log = logging.getLogger("proconsul.acl")
 
@@ -318,6 +320,24 @@ class ACLEndpoints:
         if token is None:
             raise ACLNotFound()
         return self._index(TOKENS_KEY), self._resolved(token)
+
+    async def token_resolve(self, secret: str) -> ResolveReply:
+        """The token behind `secret` (its SecretID blanked: the caller holds it)
+        with every policy and role it links, roles' policies included: what a
+        client agent needs to build the authorizer itself (identities expand
+        there, acl/identity.py). Unknown or expired: `ACLNotFound`."""
+        acl = self.store.acl
+        token = self._live(acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID))
+        if token is None:
+            raise ACLNotFound()
+        roles = [role for link in token.roles if (role := acl.roles.get(link.id)) is not None]
+        policy_ids = dict.fromkeys(
+            [link.id for link in token.policies]
+            + [link.id for role in roles for link in role.policies]
+        )
+        policies = [policy for pid in policy_ids if (policy := acl.policies.get(pid)) is not None]
+        blank = msgspec.structs.replace(token, secret_id="")
+        return ResolveReply(token=blank, policies=policies, roles=roles)
 
     async def token_list(
         self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
