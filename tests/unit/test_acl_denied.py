@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from proconsul.acl.authorizer import Authorizer, PermissionDenied
-from proconsul.acl.errors import ACLDenied, ACLNotFound
+from proconsul.acl.errors import ACLDenied, ACLError, ACLNotFound
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import parse_rules
 from proconsul.http.server import STATS_KEY, HTTPStats, consul_errors
@@ -70,4 +70,9 @@ async def test_http_answers_every_refusal_403_and_other_server_errors_500() -> N
     assert await answer(RPCError("rpc: bad request", ErrorCode.BAD_REQUEST)) == (
         500,
         "rpc: bad request",
+    )
+    # The ACL API's other errors keep their own status.
+    assert await answer(ACLError(400, "Invalid Policy: invalid Name")) == (
+        400,
+        "Invalid Policy: invalid Name",
     )

@@ -1,8 +1,9 @@
 """The HTTP API server: routes, Consul-style errors, request counters.
 
 Every error leaves as plain text with Consul's status code: 400 for bad input,
-403 for an ACL refusal (`ACLDenied`, whoever raised it), 404 for unknown paths
-and missing rows, 405 with `Allow` for a wrong method, 413 for oversized
+403 for an ACL refusal (`ACLDenied`, whoever raised it), the ACL API's own
+status for its other errors (`ACLError`), 404 for unknown paths and missing
+rows, 405 with `Allow` for a wrong method, 413 for oversized
 bodies, 500 for a server's refusal and (logged) for anything unexpected.
 Tokens are never logged.
 """
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proconsul.acl.errors import ACLDenied
+from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
     acl_routes,
     agent_routes,
@@ -81,6 +82,9 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except ACLDenied as exc:
         # Every ACL refusal, local or a server's (that one is an RPCError too).
         response = _text(403, exc.message)
+    except ACLError as exc:
+        # The ACL API's other failures: 400 bad input, 500 a write that failed.
+        response = _text(exc.status, exc.message)
     except RPCError as exc:
         response = _text(500, exc.message)
     except (ConnectionError, TimeoutError) as exc:
