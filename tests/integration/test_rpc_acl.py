@@ -34,9 +34,9 @@ from proconsul.agent.agent import Agent
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.rpc import ErrorCode, RPCClient, RPCError
+from proconsul.rpc.acl_codec import encode_call
 from proconsul.rpc.codec import decode_read_response
 from proconsul.rpc.testing import make_pki
-from proconsul.server.acl_rpc import encode_call
 from proconsul.server.auto_encrypt_signer import SIGN_METHOD
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import operator_payload

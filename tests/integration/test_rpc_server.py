@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from proconsul.acl.errors import ACLDenied
 from proconsul.rpc import (
     MAX_FRAME_SIZE,
     ErrorCode,
@@ -50,6 +51,7 @@ class Handlers:
             "hang": self.hang,
             "fail": self.fail,
             "refuse": self.refuse,
+            "acl_refuse": self.acl_refuse,
             "deadline": self.deadline,
             "big": self.big,
             "note": self.note,
@@ -77,6 +79,9 @@ class Handlers:
 
     async def refuse(self, payload: bytes, peer: PeerInfo) -> bytes:
         raise RPCError("Permission denied", "acl")
+
+    async def acl_refuse(self, payload: bytes, peer: PeerInfo) -> bytes:
+        raise ACLDenied("Permission denied: provided token lacks permission 'key:read'")
 
     async def deadline(self, payload: bytes, peer: PeerInfo) -> bytes:
         return repr(remaining_s()).encode()
@@ -157,6 +162,19 @@ async def test_handler_exception_is_an_rpc_error_and_the_server_goes_on(
     assert (refused.value.message, refused.value.code) == ("Permission denied", "acl")
     assert await client.call(server.address, "echo", b"still here", 5) == b"still here"
     assert server.stats()["handler_errors"] == 2
+
+
+async def test_an_acl_refusal_crosses_as_acl_denied_and_comes_back_as_one(
+    server: RPCServer, client: RPCClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ACLDenied) as refused:
+        await client.call(server.address, "acl_refuse", b"", 5)
+    assert refused.value.message == "Permission denied: provided token lacks permission 'key:read'"
+    # Still a remote failure to the caller (not retried elsewhere), with the wire code.
+    assert isinstance(refused.value, RPCError)
+    assert refused.value.code == ErrorCode.ACL_DENIED
+    assert server.stats()["refused_acl"] == 1
+    assert "handler failed" not in caplog.text
 
 
 async def test_unknown_method(server: RPCServer, client: RPCClient) -> None:

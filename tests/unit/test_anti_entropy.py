@@ -18,7 +18,7 @@ from tests.agent_process import wait_for_async
 from proconsul.agent.anti_entropy import AntiEntropy, mask_secrets
 from proconsul.agent.local_state import LocalState, output_held_until_s
 from proconsul.agent.service_def import CheckSpec
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.errors import RemoteACLDenied
 from proconsul.structs.catalog import HealthCheck, NodeService
 from proconsul.structs.commands import (
     ApplyError,
@@ -71,7 +71,7 @@ class FakeCatalog:
         self.in_flight(what(command))
         reason = self.refuse(command, token)
         if reason is not None:
-            raise RPCError(reason, ErrorCode.ACL_DENIED)
+            raise RemoteACLDenied(reason)
         rejected = self.reject(command)
         if rejected is not None:
             return len(self.writes), ApplyError(rejected)
@@ -511,7 +511,7 @@ async def test_run_survives_a_refused_full_sync_read(caplog: pytest.LogCaptureFi
     local, syncer, catalog = make()
 
     async def refused_view() -> tuple[dict[str, NodeService], dict[str, HealthCheck]]:
-        raise RPCError("ACL not found", ErrorCode.ACL_DENIED)
+        raise RemoteACLDenied("ACL not found")
 
     syncer.catalog_view = refused_view
     syncer.clock = asyncio.get_running_loop().time

@@ -19,12 +19,12 @@ import dns.rcode
 import pytest
 from tests.local_log import LocalLog
 
-from proconsul.acl.errors import ACLError, ACLNotFound
-from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
+from proconsul.acl.errors import ACLDenied, ACLError, ACLNotFound
+from proconsul.agent.acl_client import ClientACLResolver
 from proconsul.agent.dns_setup import AgentCatalog
 from proconsul.dns.core import DnsSettings
 from proconsul.dns.server import DnsServer
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver
@@ -113,10 +113,10 @@ def run(body: Callable[[], Awaitable[None]]) -> None:
 def test_unknown_token_is_acl_not_found_on_reads_and_writes() -> None:
     async def body() -> None:
         world = await make_world()
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(ACLDenied) as err:
             await world.read("Catalog.ListNodes", "", "no-such-secret")
-        assert (err.value.code, err.value.message) == (ErrorCode.ACL_DENIED, "ACL not found")
-        with pytest.raises(RPCError) as err:
+        assert err.value.message == "ACL not found"
+        with pytest.raises(ACLDenied) as err:
             await world.endpoints.write(KVSRequest(op="set", dir_ent=KVEntry(key="k")), "nope")
         assert err.value.message == "ACL not found"
 
@@ -176,13 +176,12 @@ def test_kv_reads_need_key_read_and_list() -> None:
         world = await make_world(key_list_policy=True)
         reader = await world.token(READ_API, "read-api")
         assert (await world.read("KVS.Get", "app/a", reader)).value.key == "app/a"
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(ACLDenied) as err:
             await world.read("KVS.Get", "secret/x", reader)
-        assert err.value.code == ErrorCode.ACL_DENIED
         assert err.value.message.startswith("Permission denied: token with AccessorID '")
         assert err.value.message.endswith("lacks permission 'key:read' on \"secret/x\"")
         # enable_key_list_policy: a read rule is not enough to list a prefix.
-        with pytest.raises(RPCError, match="key:list"):
+        with pytest.raises(ACLDenied, match="key:list"):
             await world.read("KVS.List", "app/", reader)
         lister = await world.token('key_prefix "" { policy = "list" }\n', "lister")
         everything = await world.read("KVS.ListKeys", "", lister)
@@ -208,9 +207,8 @@ def test_kv_list_is_filtered_per_entry_without_key_list_policy() -> None:
 
 
 async def denied(world: World, command: Command, token: str) -> str:
-    with pytest.raises(RPCError) as err:
+    with pytest.raises(ACLDenied) as err:
         await world.endpoints.write(command, token)
-    assert err.value.code == ErrorCode.ACL_DENIED
     return err.value.message
 
 
@@ -303,18 +301,17 @@ def test_acl_endpoints_need_acl_read_and_write() -> None:
         world = await make_world()
         reader = await world.token(READ_API, "read-api")
         acl_reader = await world.token(ACL_READER, "acl-reader")
-        with pytest.raises(ACLError) as err:
+        with pytest.raises(ACLDenied) as err:
             await world.acl.token_list(caller=reader)
-        assert err.value.status == 403
         assert err.value.message.endswith("lacks permission 'acl:read'")
-        with pytest.raises(ACLError) as err:
+        with pytest.raises(ACLDenied) as err:
             await world.acl.policy_set(ACLPolicy(name="x"), caller=acl_reader)
         assert err.value.message.endswith("lacks permission 'acl:write'")
         _, tokens = await world.acl.token_list(caller=acl_reader)
         assert {t.secret_id for t in tokens} == {"<hidden>"}
         _, own = await world.acl.token_self(reader)
         assert own.secret_id == reader
-        with pytest.raises(ACLError, match="ACL not found"):
+        with pytest.raises(ACLDenied, match="ACL not found"):
             await world.acl.policy_list(caller="unknown")
         _, full = await world.acl.token_list(caller=MGMT)
         assert MGMT in {t.secret_id for t in full}
@@ -347,14 +344,14 @@ def test_remote_acl_endpoints_keep_statuses_and_texts() -> None:
         assert token.policies == [ACLLink(id=policy.id, name="p1")]
         _, read = await remote.token_read(token.accessor_id, caller=MGMT)
         assert read.secret_id == token.secret_id
-        with pytest.raises(ACLError) as err:
+        with pytest.raises(ACLDenied) as err:
             await remote.token_list(caller=token.secret_id)
-        assert err.value.status == 403 and "acl:read" in err.value.message
+        assert "acl:read" in err.value.message
         with pytest.raises(ACLError) as err:
             await remote.policy_set(ACLPolicy(name="bad name!"), caller=MGMT)
         assert err.value.status == 400
         await remote.token_delete(token.accessor_id, caller=MGMT)
-        with pytest.raises(ACLError, match="ACL not found"):
+        with pytest.raises(ACLDenied, match="ACL not found"):
             await remote.token_self(token.secret_id)
 
     run(body)

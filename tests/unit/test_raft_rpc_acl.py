@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.local_log import LocalLog
 from tests.unit.test_endpoints_acl import MGMT, World, make_world
 
-from proconsul.acl.errors import ACLError
+from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_response
 from proconsul.rpc.errors import ErrorCode, RPCError
@@ -85,10 +85,9 @@ def management_token(secret: str = CHOSEN) -> ACLToken:
     )
 
 
-def refused(call: Any, *args: Any, **kwargs: Any) -> RPCError:
-    with pytest.raises(RPCError) as caught:
+def refused(call: Any, *args: Any, **kwargs: Any) -> ACLDenied:
+    with pytest.raises(ACLDenied) as caught:
         call(*args, **kwargs)
-    assert caught.value.code == ErrorCode.ACL_DENIED, caught.value.message
     return caught.value
 
 
@@ -187,9 +186,8 @@ async def test_raft_apply_of_a_management_token_from_a_tokenless_caller_is_refus
     world = await make_world()
     raft = RecordingRaft(world.endpoints)
     before = dict(world.store.acl.tokens)
-    with pytest.raises(RPCError) as caught:
+    with pytest.raises(ACLDenied):
         await forward(world, raft, ACLTokenSetRequest(token=management_token()), "")
-    assert caught.value.code == ErrorCode.ACL_DENIED
     assert raft.applied == []
     assert world.store.acl.tokens == before
     assert world.store.acl.token_by_secret(CHOSEN) is None
@@ -201,7 +199,7 @@ async def test_raft_apply_applies_what_the_caller_may_write() -> None:
     writer = await world.token(KV_WEB, "kv-web")
     index, result = decode_apply_response(await forward(world, raft, kv_set("web/x"), writer))
     assert result is True and index > 0
-    with pytest.raises(RPCError):
+    with pytest.raises(ACLDenied):
         await forward(world, raft, kv_set("secret/x"), writer)
     assert [type(c) for c in raft.applied] == [KVSRequest]
 
@@ -395,6 +393,5 @@ async def test_ca_roots_are_never_forwarded_nor_written_through_apply() -> None:
     open_endpoints = ServerEndpoints(store, LocalLog(FSM(store)), "dc1")  # ACLs off
     refused(authorize_forwarded, open_endpoints, ca_roots_command(), "")
     for endpoints, token in ((open_endpoints, ""), (world.endpoints, MGMT)):
-        with pytest.raises(RPCError) as caught:
+        with pytest.raises(ACLDenied):
             await endpoints.write(ca_roots_command(), token)
-        assert caught.value.code == ErrorCode.ACL_DENIED

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from tests.local_log import LocalLog
 
-from proconsul.acl.errors import ACLError
+from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.cli.acl_format import format_token, go_time
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.state.fsm import FSM, decode_command, encode_command
@@ -178,10 +178,9 @@ def test_endpoint_bootstrap_and_reset_file(tmp_path: Path) -> None:
         await acl.establish()
         first = await acl.bootstrap()
         assert first.description == "Bootstrap Token (Global Management)"
-        with pytest.raises(ACLError) as err:
+        with pytest.raises(ACLDenied) as err:
             await acl.bootstrap()
         index = acl.store.acl.bootstrap_index
-        assert err.value.status == 403
         assert err.value.message.endswith(f"(reset index: {index})")
         (tmp_path / "acl-bootstrap-reset").write_text(str(index))
         await acl.bootstrap()
@@ -234,9 +233,9 @@ def test_expired_tokens_read_as_missing() -> None:
         created = await acl.token_create(ACLToken(expiration_ttl=60.0))  # type: ignore[arg-type]
         assert (await acl.token_read(created.accessor_id))[1].accessor_id == created.accessor_id
         clock[0] = T0 + timedelta(seconds=61)
-        with pytest.raises(ACLError, match="ACL not found"):
+        with pytest.raises(ACLDenied, match="ACL not found"):
             await acl.token_read(created.accessor_id)
-        with pytest.raises(ACLError, match="ACL not found"):
+        with pytest.raises(ACLDenied, match="ACL not found"):
             await acl.token_self(created.secret_id)
         assert all(t.accessor_id != created.accessor_id for t in (await acl.token_list())[1])
         assert await acl.reap_expired() == 1

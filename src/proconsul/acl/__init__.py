@@ -17,6 +17,7 @@ from proconsul.acl.authorizer import (
     PermissionDenied,
     token_authorizer,
 )
+from proconsul.acl.errors import ACLDenied, ACLNotFound
 from proconsul.acl.identity import (
     ScopedPolicy,
     node_identity_policy,
@@ -27,6 +28,8 @@ from proconsul.acl.rules import MAX_RULES_BYTES, Access, ParsedPolicy, RuleError
 
 __all__ = [
     "MAX_RULES_BYTES",
+    "ACLDenied",
+    "ACLNotFound",
     "Access",
     "Authorizer",
     "Decision",

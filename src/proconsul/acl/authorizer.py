@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from proconsul.acl.errors import ACLDenied
 from proconsul.acl.identity import ScopedPolicy, token_policies
 from proconsul.acl.rules import (
     LABELLED_RESOURCES,
@@ -77,8 +78,9 @@ class Decision:
         return text
 
 
-class PermissionDenied(Exception):
-    """Raised by `Authorizer.require`; str() is Consul's 403 text."""
+class PermissionDenied(ACLDenied):
+    """The refusal of one decision (`Authorizer.require`, `ResolvedToken.deny`):
+    its message is the decision's 403 text, and the decision says why."""
 
     def __init__(self, decision: Decision, accessor_id: str = "") -> None:
         super().__init__(decision.error_text(accessor_id))

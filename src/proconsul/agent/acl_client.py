@@ -5,8 +5,6 @@ Job:
   ("ACL.Resolve", server/acl_rpc.py) for a token's row with its policies and
   roles, compiles the `Authorizer` itself (identities expand locally) and
   caches the result.
-- `RemoteACLEndpoints`: the ACL API (`ACLService`) of a client agent, each
-  call an "ACL.<Op>" RPC to a server carrying the caller's secret.
 
 Rules (Consul's, as documented):
 - One combined TTL per token: the smallest of `acl.token_ttl`, `policy_ttl`
@@ -33,23 +31,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from proconsul.acl.authorizer import Authorizer, DefaultPolicy, token_authorizer
-from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.errors import ACLDenied, ACLNotFound
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S
-from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.server.acl_rpc import RESOLVE_METHOD, acl_error_from, decode_result, encode_call
-from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID, ACLPolicy, ACLRole, ACLToken
+from proconsul.acl.service import RESOLVE_METHOD
+from proconsul.rpc.acl_codec import CallRaw, decode_result, encode_call
+from proconsul.rpc.errors import RPCError
+from proconsul.structs.acl import ANONYMOUS_TOKEN_SECRET_ID
 from proconsul.structs.rpc import ACLCall, ResolveReply
 
 log = logging.getLogger("proconsul.acl")
 
-CallRaw = Callable[[str, bytes, float], Awaitable[bytes]]
 RESOLVE_TIMEOUT_S = 5.0
 CACHE_MAX = 4096
 DOWN_POLICIES = ("extend-cache", "async-cache", "allow", "deny")
@@ -128,10 +124,10 @@ class ClientACLResolver:
                 RESOLVE_METHOD, encode_call(ACLCall(caller=secret)), RESOLVE_TIMEOUT_S
             )
             reply: ResolveReply = decode_result(RESOLVE_METHOD, data)
+        except ACLDenied:
+            self._cache.pop(secret, None)
+            raise ACLNotFound() from None
         except RPCError as exc:
-            if exc.code == ErrorCode.ACL_DENIED:
-                self._cache.pop(secret, None)
-                raise ACLNotFound() from None
             return self._down(secret, exc)
         except (ConnectionError, TimeoutError) as exc:
             return self._down(secret, exc)
@@ -183,114 +179,3 @@ class ClientACLResolver:
             "down": self.down,
             "cached": len(self._cache),
         }
-
-
-class RemoteACLEndpoints:
-    """`ACLService` over RPC: what /v1/acl/* calls on a client agent."""
-
-    def __init__(self, call_raw: CallRaw, timeout_s: float = DEFAULT_CALL_TIMEOUT_S) -> None:
-        self.call_raw = call_raw
-        self.timeout_s = timeout_s
-
-    async def _call(self, method: str, call: ACLCall) -> Any:
-        try:
-            data = await self.call_raw(method, encode_call(call), self.timeout_s)
-        except RPCError as exc:
-            error = acl_error_from(exc)
-            if error is None:
-                raise
-            raise error from None
-        return decode_result(method, data)
-
-    async def bootstrap(self) -> ACLToken:
-        result: ACLToken = await self._call("ACL.Bootstrap", ACLCall())
-        return result
-
-    async def token_read(self, accessor_id: str, *, caller: str = "") -> tuple[int, ACLToken]:
-        result: tuple[int, ACLToken] = await self._call(
-            "ACL.TokenRead", ACLCall(caller=caller, id=accessor_id)
-        )
-        return result
-
-    async def token_self(self, secret: str) -> tuple[int, ACLToken]:
-        result: tuple[int, ACLToken] = await self._call("ACL.TokenSelf", ACLCall(caller=secret))
-        return result
-
-    async def token_list(
-        self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
-    ) -> tuple[int, list[ACLToken]]:
-        call = ACLCall(caller=caller, policy=policy, role=role, service=service)
-        result: tuple[int, list[ACLToken]] = await self._call("ACL.TokenList", call)
-        return result
-
-    async def token_create(self, token: ACLToken, *, caller: str = "") -> ACLToken:
-        result: ACLToken = await self._call(
-            "ACL.TokenCreate", ACLCall(caller=caller, token_row=token)
-        )
-        return result
-
-    async def token_update(
-        self, accessor_id: str, update: ACLToken, *, caller: str = ""
-    ) -> ACLToken:
-        call = ACLCall(caller=caller, id=accessor_id, token_row=update)
-        result: ACLToken = await self._call("ACL.TokenUpdate", call)
-        return result
-
-    async def token_clone(
-        self, accessor_id: str, description: str, *, caller: str = ""
-    ) -> ACLToken:
-        call = ACLCall(caller=caller, id=accessor_id, text=description)
-        result: ACLToken = await self._call("ACL.TokenClone", call)
-        return result
-
-    async def token_delete(self, accessor_id: str, *, caller: str = "") -> None:
-        await self._call("ACL.TokenDelete", ACLCall(caller=caller, id=accessor_id))
-
-    async def policy_set(
-        self, policy: ACLPolicy, policy_id: str = "", *, caller: str = ""
-    ) -> ACLPolicy:
-        call = ACLCall(caller=caller, id=policy_id, policy_row=policy)
-        result: ACLPolicy = await self._call("ACL.PolicySet", call)
-        return result
-
-    async def policy_read(self, policy_id: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
-        call = ACLCall(caller=caller, id=policy_id)
-        result: tuple[int, ACLPolicy] = await self._call("ACL.PolicyRead", call)
-        return result
-
-    async def policy_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
-        call = ACLCall(caller=caller, text=name)
-        result: tuple[int, ACLPolicy] = await self._call("ACL.PolicyReadByName", call)
-        return result
-
-    async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]:
-        result: tuple[int, list[ACLPolicy]] = await self._call(
-            "ACL.PolicyList", ACLCall(caller=caller)
-        )
-        return result
-
-    async def policy_delete(self, policy_id: str, *, caller: str = "") -> None:
-        await self._call("ACL.PolicyDelete", ACLCall(caller=caller, id=policy_id))
-
-    async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole:
-        call = ACLCall(caller=caller, id=role_id, role_row=role)
-        result: ACLRole = await self._call("ACL.RoleSet", call)
-        return result
-
-    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]:
-        call = ACLCall(caller=caller, id=role_id)
-        result: tuple[int, ACLRole] = await self._call("ACL.RoleRead", call)
-        return result
-
-    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
-        call = ACLCall(caller=caller, text=name)
-        result: tuple[int, ACLRole] = await self._call("ACL.RoleReadByName", call)
-        return result
-
-    async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
-        call = ACLCall(caller=caller, policy=policy)
-        result: tuple[int, list[ACLRole]] = await self._call("ACL.RoleList", call)
-        return result
-
-    async def role_delete(self, role_id: str, *, caller: str = "") -> None:
-        await self._call("ACL.RoleDelete", ACLCall(caller=caller, id=role_id))

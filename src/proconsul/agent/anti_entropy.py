@@ -44,8 +44,9 @@ from typing import Protocol
 
 import msgspec
 
+from proconsul.acl.errors import ACLDenied
 from proconsul.agent.local_state import LocalCheck, LocalState, same_check_row
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.errors import RPCError
 from proconsul.structs.catalog import SERF_CHECK_ID, HealthCheck, NodeService
 from proconsul.structs.commands import (
     ApplyError,
@@ -238,9 +239,7 @@ class AntiEntropy:
         for token in dict.fromkeys(tokens):  # in order, without repeats
             try:
                 _, result = await self.write(command, token)
-            except RPCError as exc:
-                if exc.code != ErrorCode.ACL_DENIED:
-                    raise
+            except ACLDenied as exc:
                 reason = mask_secrets(exc.message, secrets)
                 continue
             if isinstance(result, ApplyError):
@@ -290,9 +289,7 @@ class AntiEntropy:
         local = self.local
         try:
             services, checks = await self.catalog_view()
-        except RPCError as exc:
-            if exc.code != ErrorCode.ACL_DENIED:
-                raise
+        except ACLDenied as exc:
             # Without the catalog's view there is nothing to compare; pushing
             # local changes must not wait for that.
             reason = mask_secrets(exc.message, [self.tokens.agent, self.tokens.default])

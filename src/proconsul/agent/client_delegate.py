@@ -23,9 +23,10 @@ import msgspec
 
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.service import ACLService
-from proconsul.agent.acl_client import ClientACLResolver, RemoteACLEndpoints
+from proconsul.agent.acl_client import ClientACLResolver
 from proconsul.agent.client_rpc import ClientRPC
 from proconsul.gossip import Member
+from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.rpc.server import metrics_from_stats
 from proconsul.server.delegate import GossipPool
 from proconsul.state.store import StateStore

@@ -8,8 +8,9 @@ omitempty fields dropped). The endpoints enforce `acl:read`/`acl:write`.
 
 Rules:
 - With ACLs disabled every route answers 401 `ACL support disabled`.
-- Endpoint refusals keep their status and text (400, 403 `ACL not found`,
-  403 `Permission denied: ...`).
+- Endpoint errors are the error middleware's (http/server.py): refusals
+  (`ACLDenied`) are 403 `ACL not found` or `Permission denied: ...`, other
+  failures (`ACLError`) keep their status and text (400, 500).
 - `GET /v1/acl/tokens` filters by `policy`, `role`, `servicename` and
   `authmethod` (tokens whose AuthMethod is that name; no auth methods exist
   yet, so none).
@@ -24,7 +25,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
-from proconsul.acl.errors import ACLError
 from proconsul.acl.service import ACLService
 from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import HTTPError, decode_body, json_response
@@ -54,24 +54,12 @@ def _answer(request: web.Request, value: Any, index: int = 0) -> web.Response:
     return json_response(request, value, _meta(index) if index else None)
 
 
-class _Handled:
-    """Turns ACLError into the HTTP error the middleware renders."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        if isinstance(exc, ACLError):
-            raise HTTPError(exc.status, exc.message) from None
-
-
 # ----- bootstrap --------------------------------------------------------------------
 
 
 async def bootstrap(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        token = await acl.bootstrap()
+    token = await acl.bootstrap()
     body = api_dict(token)
     body = {"ID": token.secret_id, **body}
     return _answer(request, body)
@@ -83,32 +71,26 @@ async def bootstrap(request: web.Request) -> web.Response:
 async def token_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     token = await decode_body(request, ACLToken)
-    with _Handled():
-        stored = await acl.token_create(token, caller=caller_token(request))
+    stored = await acl.token_create(token, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def token_read(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, token = await acl.token_read(request.match_info["id"], caller=caller_token(request))
+    index, token = await acl.token_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
 async def token_self(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, token = await acl.token_self(caller_token(request))
+    index, token = await acl.token_self(caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
 async def token_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     token = await decode_body(request, ACLToken)
-    with _Handled():
-        stored = await acl.token_update(
-            request.match_info["id"], token, caller=caller_token(request)
-        )
+    stored = await acl.token_update(request.match_info["id"], token, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
@@ -117,30 +99,27 @@ async def token_clone(request: web.Request) -> web.Response:
     description = ""
     if (await request.read()).strip():
         description = (await decode_body(request, ACLToken)).description
-    with _Handled():
-        stored = await acl.token_clone(
-            request.match_info["id"], description, caller=caller_token(request)
-        )
+    stored = await acl.token_clone(
+        request.match_info["id"], description, caller=caller_token(request)
+    )
     return _answer(request, api_dict(stored))
 
 
 async def token_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        await acl.token_delete(request.match_info["id"], caller=caller_token(request))
+    await acl.token_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def token_list(request: web.Request) -> web.Response:
     acl = _acl(request)
     query = request.query
-    with _Handled():
-        index, tokens = await acl.token_list(
-            policy=query.get("policy", ""),
-            role=query.get("role", ""),
-            service=query.get("servicename", ""),
-            caller=caller_token(request),
-        )
+    index, tokens = await acl.token_list(
+        policy=query.get("policy", ""),
+        role=query.get("role", ""),
+        service=query.get("servicename", ""),
+        caller=caller_token(request),
+    )
     method = query.get("authmethod", "")
     if method:
         # Only tokens made by that auth method's login (none: we have no auth methods).
@@ -154,50 +133,40 @@ async def token_list(request: web.Request) -> web.Response:
 async def policy_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     policy = await decode_body(request, ACLPolicy)
-    with _Handled():
-        stored = await acl.policy_set(policy, caller=caller_token(request))
+    stored = await acl.policy_set(policy, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def policy_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     policy = await decode_body(request, ACLPolicy)
-    with _Handled():
-        stored = await acl.policy_set(
-            policy, request.match_info["id"], caller=caller_token(request)
-        )
+    stored = await acl.policy_set(policy, request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def policy_read(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, policy = await acl.policy_read(
-            request.match_info["id"], caller=caller_token(request)
-        )
+    index, policy = await acl.policy_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(policy), index)
 
 
 async def policy_read_by_name(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, policy = await acl.policy_read_by_name(
-            request.match_info["name"], caller=caller_token(request)
-        )
+    index, policy = await acl.policy_read_by_name(
+        request.match_info["name"], caller=caller_token(request)
+    )
     return _answer(request, api_dict(policy), index)
 
 
 async def policy_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        await acl.policy_delete(request.match_info["id"], caller=caller_token(request))
+    await acl.policy_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def policy_list(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, policies = await acl.policy_list(caller=caller_token(request))
+    index, policies = await acl.policy_list(caller=caller_token(request))
     return _answer(request, [api_dict(policy_list_stub(p)) for p in policies], index)
 
 
@@ -207,48 +176,42 @@ async def policy_list(request: web.Request) -> web.Response:
 async def role_create(request: web.Request) -> web.Response:
     acl = _acl(request)
     role = await decode_body(request, ACLRole)
-    with _Handled():
-        stored = await acl.role_set(role, caller=caller_token(request))
+    stored = await acl.role_set(role, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def role_update(request: web.Request) -> web.Response:
     acl = _acl(request)
     role = await decode_body(request, ACLRole)
-    with _Handled():
-        stored = await acl.role_set(role, request.match_info["id"], caller=caller_token(request))
+    stored = await acl.role_set(role, request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def role_read(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, role = await acl.role_read(request.match_info["id"], caller=caller_token(request))
+    index, role = await acl.role_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(role), index)
 
 
 async def role_read_by_name(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, role = await acl.role_read_by_name(
-            request.match_info["name"], caller=caller_token(request)
-        )
+    index, role = await acl.role_read_by_name(
+        request.match_info["name"], caller=caller_token(request)
+    )
     return _answer(request, api_dict(role), index)
 
 
 async def role_delete(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        await acl.role_delete(request.match_info["id"], caller=caller_token(request))
+    await acl.role_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def role_list(request: web.Request) -> web.Response:
     acl = _acl(request)
-    with _Handled():
-        index, roles = await acl.role_list(
-            policy=request.query.get("policy", ""), caller=caller_token(request)
-        )
+    index, roles = await acl.role_list(
+        policy=request.query.get("policy", ""), caller=caller_token(request)
+    )
     return _answer(request, [api_dict(r) for r in roles], index)
 
 

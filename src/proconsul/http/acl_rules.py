@@ -267,9 +267,7 @@ async def acl_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     resolved = await agent_of(request).resolve_token(secret)
     request[RESOLVED_KEY] = resolved
     if resolved is not None and rule.kind is Kind.REQUIRE:
-        resolved.authorizer.require(
-            rule.resource, rule.access, _name(rule, request), accessor_id=resolved.accessor_id
-        )
+        resolved.require(rule.resource, rule.access, _name(rule, request))
     return await handler(request)
 
 
@@ -296,10 +294,10 @@ def allowed(request: web.Request, resource: str, access: str, name: str | None =
 
 
 def authorize(request: web.Request, resource: str, access: str, name: str | None = None) -> None:
-    """Raise PermissionDenied (403, Consul's text) unless the request's token may."""
+    """Raise `ACLDenied` (403, Consul's text) unless the request's token may."""
     resolved = resolved_token(request)
     if resolved is not None:
-        resolved.authorizer.require(resource, access, name, accessor_id=resolved.accessor_id)
+        resolved.require(resource, access, name)
 
 
 async def authorize_secret(
@@ -311,7 +309,7 @@ async def authorize_secret(
         return
     resolved = await agent_of(request).resolve_token(secret)
     if resolved is not None:
-        resolved.authorizer.require(resource, access, name, accessor_id=resolved.accessor_id)
+        resolved.require(resource, access, name)
 
 
 def mark_filtered(response: web.StreamResponse, request: web.Request, dropped: bool) -> None:

@@ -343,7 +343,7 @@ async def agent_token(request: web.Request) -> web.Response:
     resolved = await ensure_resolved(request)
     if resolved is None:
         raise HTTPError(401, "ACL support disabled")
-    resolved.authorizer.require("acl", "write", accessor_id=resolved.accessor_id)
+    resolved.require("acl", "write")
     body = await decode_body(request, AgentTokenBody)
     target = request.match_info["kind"]
     try:

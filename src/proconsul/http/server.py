@@ -1,9 +1,11 @@
 """The HTTP API server: routes, Consul-style errors, request counters.
 
 Every error leaves as plain text with Consul's status code: 400 for bad input,
-404 for unknown paths and missing rows, 405 with `Allow` for a wrong method,
-413 for oversized bodies, 500 (logged) for anything unexpected. Tokens are
-never logged.
+403 for an ACL refusal (`ACLDenied`, whoever raised it), the ACL API's own
+status for its other errors (`ACLError`), 404 for unknown paths and missing
+rows, 405 with `Allow` for a wrong method, 413 for oversized
+bodies, 500 for a server's refusal and (logged) for anything unexpected.
+Tokens are never logged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proconsul.acl.authorizer import PermissionDenied
-from proconsul.acl.errors import ACLNotFound
+from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
     acl_routes,
     agent_routes,
@@ -28,7 +29,7 @@ from proconsul.http import (
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.errors import RPCError
 
 log = logging.getLogger("proconsul.http")
 
@@ -78,11 +79,14 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = _text(413, exc.text or "Request body too large")
     except web.HTTPException as exc:
         response = _text(exc.status, exc.text or exc.reason)
-    except (PermissionDenied, ACLNotFound) as exc:
-        response = _text(403, str(exc))
+    except ACLDenied as exc:
+        # Every ACL refusal, local or a server's (that one is an RPCError too).
+        response = _text(403, exc.message)
+    except ACLError as exc:
+        # The ACL API's other failures: 400 bad input, 500 a write that failed.
+        response = _text(exc.status, exc.message)
     except RPCError as exc:
-        # A server's ACL refusal keeps Consul's 403; any other refusal is a 500.
-        response = _text(403 if exc.code == ErrorCode.ACL_DENIED else 500, exc.message)
+        response = _text(500, exc.message)
     except (ConnectionError, TimeoutError) as exc:
         # No server reachable ("No known Consul servers"), a server's refusal
         # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.

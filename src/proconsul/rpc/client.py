@@ -6,7 +6,8 @@ answers back to their callers, and fail every waiting call when the
 connection breaks; the next call dials again.
 
 Rules:
-- `call` raises `RPCError` when the server answered with an error, a
+- `call` raises `RPCError` when the server answered with an error (for an
+  ACL refusal a `RemoteACLDenied`, which is also an `ACLDenied`), a
   `ConnectionError` when there is no usable connection (refused, reset, TLS
   refused: `TLSHandshakeError` with the reason), and a `TimeoutError` when
   its own deadline passes. Nothing is retried here: a write may have
@@ -37,7 +38,7 @@ from collections import Counter
 from typing import Any, cast
 
 from proconsul.rpc.connection import FramedProtocol, TLSEngine
-from proconsul.rpc.errors import RPCError, TLSHandshakeError
+from proconsul.rpc.errors import RPCError, TLSHandshakeError, remote_error
 from proconsul.rpc.frames import MAX_FRAME_SIZE, Frame, FrameError, FrameKind, encode_frame
 from proconsul.rpc.tls import classify_tls_failure, describe_tls_failure
 from proconsul.structs.hostport import split_host_port
@@ -336,7 +337,7 @@ class _ClientConnection(FramedProtocol):
         if kind == FrameKind.RESPONSE:
             waiter.set_result(frame.payload)
         else:
-            waiter.set_exception(RPCError(frame.error, frame.code))
+            waiter.set_exception(remote_error(frame.error, frame.code))
 
     async def call(self, method: str, payload: bytes, deadline: float | None) -> bytes:
         async with self.slots:

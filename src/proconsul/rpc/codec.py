@@ -101,17 +101,18 @@ def encode(value: Any) -> bytes:
 
 
 def decode_read_request(payload: bytes, method: str) -> ReadRequest:
-    request: ReadRequest = _decode(_request_decoder, payload, method)
+    request: ReadRequest = decode_payload(_request_decoder, payload, method)
     return request
 
 
 def decode_apply_request(payload: bytes, method: str) -> ApplyRequest:
     """An `ApplyRequest` payload ("Apply", and "Raft.Apply" between servers)."""
-    request: ApplyRequest = _decode(_apply_request_decoder, payload, method)
+    request: ApplyRequest = decode_payload(_apply_request_decoder, payload, method)
     return request
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method: str) -> Any:
+def decode_payload(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method: str) -> Any:
+    """`payload` decoded for `method`; a payload that does not decode is a bad request."""
     try:
         return decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -7,9 +7,15 @@ Rules:
   So callers can retry transport failures on another server and must not
   blindly retry remote ones.
 - Codes are part of the wire format: append-only, never change a value.
+- An ACL refusal is an `ACLDenied` (acl/errors.py) on both ends: a handler
+  raises it, `refusal` gives it the `acl_denied` code on the way out, and
+  `remote_error` raises it again on the caller's side, as `RemoteACLDenied`
+  (an `ACLDenied` that is also an `RPCError`: the server answered).
 """
 
 from __future__ import annotations
+
+from proconsul.acl.errors import ACLDenied
 
 # Consul's words when no server leads (or none is known): API clients match on them.
 NO_LEADER = "No cluster leader"
@@ -35,6 +41,27 @@ class RPCError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class RemoteACLDenied(RPCError, ACLDenied):
+    """A server's ACL refusal, as its caller sees it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.ACL_DENIED)
+
+
+def refusal(exc: RPCError | ACLDenied) -> tuple[str, str]:
+    """The (code, message) an expected refusal by a handler leaves in its error frame."""
+    if isinstance(exc, RPCError):
+        return exc.code, exc.message
+    return ErrorCode.ACL_DENIED, exc.message
+
+
+def remote_error(message: str, code: str) -> RPCError:
+    """What a caller raises for an error frame."""
+    if code == ErrorCode.ACL_DENIED:
+        return RemoteACLDenied(message)
+    return RPCError(message, code)
 
 
 class TLSHandshakeError(ConnectionError):

@@ -7,9 +7,10 @@ connection carries many requests at once; answers go out as they finish.
 
 Rules:
 - A handler is `async (payload: bytes, peer: PeerInfo) -> bytes`. It may
-  raise `RPCError` for an expected refusal (sent as it is, logged at debug);
-  any other exception is a bug: logged with its traceback, its message sent
-  as the error. Nothing a handler or a peer does stops the server.
+  raise `RPCError` for an expected refusal, or `ACLDenied` for an ACL one
+  (code "acl_denied"): sent as it is, logged at debug. Any other exception
+  is a bug: logged with its traceback, its message sent as the error.
+  Nothing a handler or a peer does stops the server.
 - A new connection must send its first byte (and finish a TLS handshake)
   within `handshake_timeout_s` (Consul's limits.rpc_handshake_timeout; 0
   disables the limit, as in Consul).
@@ -52,8 +53,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
+from proconsul.acl.errors import ACLDenied
 from proconsul.rpc.connection import TLS_HANDSHAKE_RECORD, FramedProtocol, TLSEngine
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.rpc.errors import ErrorCode, RPCError, refusal
 from proconsul.rpc.frames import (
     MAX_FRAME_SIZE,
     Frame,
@@ -517,10 +519,11 @@ class _ServerConnection(FramedProtocol):
                 self._respond(frame, result)
         except asyncio.CancelledError:
             raise
-        except RPCError as exc:
+        except (RPCError, ACLDenied) as exc:
+            code, message = refusal(exc)
             server.count("handler_errors")
-            server.refused(self.peer_label, frame.method, exc.code, exc.message)
-            self._fail(frame, respond, exc.code, exc.message)
+            server.refused(self.peer_label, frame.method, code, message)
+            self._fail(frame, respond, code, message)
         except Exception as exc:
             server.count("handler_errors")
             log.error("rpc: %s handler failed", frame.method, exc_info=True)

@@ -6,9 +6,10 @@ command in the log, so `fsm.apply` stays deterministic on every replica; answer
 ACL reads from the store with policy and role links resolved to current names.
 
 Rules:
-- Refusals raise `ACLError(status, message)` with Consul's status and wording:
-  400 for bad input, 403 `ACL not found` for a missing row, 403 `Permission
-  denied: ...` for a second bootstrap.
+- Refusals raise `ACLDenied` (403) with Consul's wording: `ACL not found`
+  (`ACLNotFound`) for a missing row, `Permission denied: ...` for a second
+  bootstrap; bad input raises `ACLError(400, message)`, a failed write
+  `ACLError(500, message)`.
 - Bootstrapping is allowed once; `<data_dir>/acl-bootstrap-reset` holding the
   reset index (the index of the last bootstrap) allows one more, and is removed
   once used.
@@ -19,12 +20,13 @@ Rules:
 - Enforcement (when a resolver is set, i.e. ACLs are on): every method takes
   the caller's secret as `caller`. Reads need `acl:read`, writes `acl:write`;
   `token_self` needs only a valid token; `bootstrap` needs none. An unknown
-  or expired caller secret is 403 `ACL not found`; a missing right is 403
+  or expired caller secret is `ACLNotFound`; a missing right an `ACLDenied`
   with Consul's `Permission denied: token with AccessorID ... lacks
   permission 'acl:write'`. A caller with `acl:read` but not `acl:write`
   reads tokens with their SecretID shown as `<hidden>`, as in Consul.
-- Every method is async, so the client-side `RemoteACLEndpoints`
-  (agent/acl_client.py) can have the same shape.
+- The methods are the operations of `ACLService` (acl/service.py), each
+  async, so the client-side `RemoteACLEndpoints` (rpc/acl_codec.py) has the
+  same shape.
 - Writes go into the log with the caller's secret: on a follower the leader
   authorizes the forwarded command again (server/raft_rpc.py). The leader's
   own duties (`establish`, `reap_expired`) and `bootstrap` pass none.
@@ -44,7 +46,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from proconsul.acl.errors import ACL_NOT_FOUND, ACLError, ACLNotFound
+from proconsul.acl.errors import ACLDenied, ACLError, ACLNotFound
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.rules import RuleError, parse_rules
 from proconsul.server.acl_resolver import ServerACLResolver
@@ -81,6 +83,7 @@ from proconsul.structs.commands import (
     ACLTokenSetRequest,
     ApplyError,
 )
+from proconsul.structs.rpc import ResolveReply
 
 log = logging.getLogger("proconsul.acl")
 
@@ -111,6 +114,13 @@ def read_reset_index(data_dir: str) -> tuple[int, str]:
 
 def _bad(message: str) -> ACLError:
     return ACLError(400, message)
+
+
+def bootstrap_denied(bootstrap_index: int) -> ACLDenied:
+    """Consul's refusal of a second bootstrap (without the reset file's index)."""
+    return ACLDenied(
+        f"Permission denied: ACL bootstrap no longer allowed (reset index: {bootstrap_index})"
+    )
 
 
 def _valid_uuid(text: str) -> bool:
@@ -152,13 +162,10 @@ class ACLEndpoints:
     # ----- enforcement ---------------------------------------------------------------
 
     def caller(self, token: str) -> ResolvedToken | None:
-        """The caller's rights; None without a resolver. Unknown secret: 403."""
+        """The caller's rights; None without a resolver. Unknown secret: ACLNotFound."""
         if self.resolver is None:
             return None
-        try:
-            return self.resolver.resolve(token)
-        except ACLNotFound:
-            raise ACLError(403, ACL_NOT_FOUND) from None
+        return self.resolver.resolve(token)
 
     def _require(self, token: str, access: str) -> ResolvedToken | None:
         resolved = self.caller(token)
@@ -166,8 +173,7 @@ class ACLEndpoints:
             return None
         authz = resolved.authorizer
         if not (authz.acl_write() if access == "write" else authz.acl_read()):
-            decision = authz.decide("acl", access)
-            raise ACLError(403, decision.error_text(resolved.accessor_id))
+            raise resolved.deny("acl", access)
         return resolved
 
     def _redact(self, resolved: ResolvedToken | None, token: ACLToken) -> ACLToken:
@@ -256,15 +262,11 @@ class ACLEndpoints:
         acl = self.store.acl
         reset, reset_path = self._reset_index()
         if acl.bootstrapped and reset != acl.bootstrap_index:
-            raise ACLError(
-                403,
-                "Permission denied: ACL bootstrap no longer allowed "
-                f"(reset index: {acl.bootstrap_index})",
-            )
+            raise bootstrap_denied(acl.bootstrap_index)
         token = with_hash(self._management_token(BOOTSTRAP_TOKEN_DESCRIPTION))
         index, result = await self.log.apply(ACLBootstrapRequest(token=token, reset_index=reset))
         if isinstance(result, ApplyError):
-            raise ACLError(403, f"Permission denied: {result.message}")
+            raise ACLDenied(f"Permission denied: {result.message}")
         await self._applied_here(index)
         if reset_path:
             try:
@@ -309,15 +311,33 @@ class ACLEndpoints:
         resolved = self._require(caller, "read")
         row = self._live(self.store.acl.tokens.get(accessor_id))
         if row is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(TOKENS_KEY), self._redact(resolved, self._resolved(row))
 
     async def token_self(self, secret: str) -> tuple[int, ACLToken]:
         """The caller's own token: any valid secret may read itself."""
         token = self._live(self.store.acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID))
         if token is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(TOKENS_KEY), self._resolved(token)
+
+    async def token_resolve(self, secret: str) -> ResolveReply:
+        """The token behind `secret` (its SecretID blanked: the caller holds it)
+        with every policy and role it links, roles' policies included: what a
+        client agent needs to build the authorizer itself (identities expand
+        there, acl/identity.py). Unknown or expired: `ACLNotFound`."""
+        acl = self.store.acl
+        token = self._live(acl.token_by_secret(secret or ANONYMOUS_TOKEN_SECRET_ID))
+        if token is None:
+            raise ACLNotFound()
+        roles = [role for link in token.roles if (role := acl.roles.get(link.id)) is not None]
+        policy_ids = dict.fromkeys(
+            [link.id for link in token.policies]
+            + [link.id for role in roles for link in role.policies]
+        )
+        policies = [policy for pid in policy_ids if (policy := acl.policies.get(pid)) is not None]
+        blank = msgspec.structs.replace(token, secret_id="")
+        return ResolveReply(token=blank, policies=policies, roles=roles)
 
     async def token_list(
         self, policy: str = "", role: str = "", service: str = "", *, caller: str = ""
@@ -341,14 +361,14 @@ class ACLEndpoints:
         self._require(caller, "read")
         policy = self.store.acl.policies.get(policy_id)
         if policy is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(POLICIES_KEY), policy
 
     async def policy_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLPolicy]:
         self._require(caller, "read")
         policy = self.store.acl.policy_by_name(name)
         if policy is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(POLICIES_KEY), policy
 
     async def policy_list(self, *, caller: str = "") -> tuple[int, list[ACLPolicy]]:
@@ -359,14 +379,14 @@ class ACLEndpoints:
         self._require(caller, "read")
         role = self.store.acl.roles.get(role_id)
         if role is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(ROLES_KEY), self._resolved_role(role)
 
     async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
         self._require(caller, "read")
         role = self.store.acl.role_by_name(name)
         if role is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         return self._index(ROLES_KEY), self._resolved_role(role)
 
     async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
@@ -497,7 +517,7 @@ class ACLEndpoints:
         self._require(caller, "write")
         existing = self.store.acl.tokens.get(accessor_id)
         if existing is None:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR_ID:
             raise _bad("Cannot clone the anonymous token")
         clone = msgspec.structs.replace(
@@ -516,7 +536,7 @@ class ACLEndpoints:
         if accessor_id == ANONYMOUS_TOKEN_ACCESSOR_ID:
             raise _bad("Delete operation not permitted on the anonymous token")
         if accessor_id not in self.store.acl.tokens:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         await self._apply(ACLTokenDeleteRequest(accessor_id=accessor_id), caller)
 
     # ----- policy writes ---------------------------------------------------------------
@@ -561,7 +581,7 @@ class ACLEndpoints:
         if policy_id == GLOBAL_MANAGEMENT_POLICY_ID:
             raise _bad("Delete operation not permitted on the builtin global-management policy")
         if policy_id not in self.store.acl.policies:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         await self._apply(ACLPolicyDeleteRequest(policy_id=policy_id), caller)
 
     # ----- role writes -----------------------------------------------------------------
@@ -594,5 +614,5 @@ class ACLEndpoints:
     async def role_delete(self, role_id: str, *, caller: str = "") -> None:
         self._require(caller, "write")
         if role_id not in self.store.acl.roles:
-            raise ACLError(403, ACL_NOT_FOUND)
+            raise ACLNotFound()
         await self._apply(ACLRoleDeleteRequest(role_id=role_id), caller)

@@ -54,7 +54,7 @@ RETRY_S = 2.0
 CALL_TIMEOUT_S = 10.0
 
 
-# Raises RPCError (ACL_DENIED) unless `token` may have a certificate for `node`.
+# Raises ACLDenied unless `token` may have a certificate for `node`.
 SignAuthorizer = Callable[[str, str], None]
 
 

@@ -46,7 +46,8 @@ from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.service import ACLService
 from proconsul.gossip import GossipCore
 from proconsul.raft import Server
-from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCClient, RPCError
+from proconsul.rpc import Handler, PeerInfo, RPCClient
+from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.rpc.codec import EndpointsClient
 from proconsul.rpc.server import metrics_from_stats
 from proconsul.rpc.tls import load_ca_pem
@@ -93,6 +94,8 @@ LEAVE_DRAIN_S = 10.0
 DEV_READY_TIMEOUT_S = 10.0
 ACL_REAP_INTERVAL_S = 5.0
 _POLL_S = 0.1
+# The peer of a call this server makes to its own handlers.
+IN_PROCESS = PeerInfo(address=("in-process", 0), tls=True)
 _EXISTING_POLL_S = 1.0
 
 
@@ -193,6 +196,11 @@ class ServerDelegate:
                 config.data_dir,
                 resolver=self.endpoints.acl,
             )
+        # The ACL API in process goes through the same handlers as over RPC, so a
+        # write on a follower is served on the leader (server/acl_rpc.py).
+        self.acl_api: ACLService | None = (
+            RemoteACLEndpoints(self._call_here) if self.acl is not None else None
+        )
         self.signer: Handler | None = None
         self.ca_trust: RootTrust | None = None
         if config.auto_encrypt.allow_tls:
@@ -249,7 +257,7 @@ class ServerDelegate:
         if self.signer is not None:
             self.handlers[SIGN_METHOD] = self.signer
         if self.acl is not None:
-            self.handlers.update(acl_handlers(self.acl))
+            self.handlers.update(acl_handlers(self.acl, self.router))
         self.handlers.update(
             raft_handlers(
                 self.raft,
@@ -359,7 +367,11 @@ class ServerDelegate:
         return resolver.resolve(secret) if resolver is not None else None
 
     def acl_service(self) -> ACLService | None:
-        return self.acl
+        return self.acl_api
+
+    async def _call_here(self, method: str, payload: bytes, timeout_s: float) -> bytes:
+        """One of this server's RPC handlers, called in process."""
+        return await self.handlers[method](payload, IN_PROCESS)
 
     def on_member_change(self, name: str) -> None:
         if self.member_catalog is not None:
@@ -482,8 +494,7 @@ class ServerDelegate:
         """AutoEncrypt.Sign with ACLs on: node:write on the requesting node."""
         resolved = self.endpoints.resolve(token)
         if resolved is not None and not resolved.authorizer.node_write(node):
-            decision = resolved.authorizer.decide("node", "write", node)
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+            raise resolved.deny("node", "write", node)
 
     # ----- bootstrap -----------------------------------------------------------------
 

@@ -8,9 +8,9 @@ blocking queries arrive over and over while the data stays put.
 
 ACL rules (when `acl` is set; Consul's, as documented):
 - The caller's token is `options.token` on reads and the `token` argument on
-  writes; "" is the anonymous token. An unknown or expired secret is
-  `RPCError("ACL not found", ACL_DENIED)`; a refused write or a refused
-  single-key read is `RPCError(<Permission denied text>, ACL_DENIED)`.
+  writes; "" is the anonymous token. An unknown or expired secret raises
+  `ACLNotFound` ("ACL not found"); a refused write or a refused single-key
+  read raises `ACLDenied` with Consul's Permission denied text.
 - Reads are filtered row by row: nodes need node:read, services and service
   instances service:read (instances also node:read on their node), checks
   node:read plus service:read when they belong to a service, KV entries and
@@ -43,9 +43,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from proconsul.acl.authorizer import Authorizer
-from proconsul.acl.errors import ACL_NOT_FOUND, ACLNotFound
+from proconsul.acl.errors import ACLDenied
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore
@@ -182,13 +181,10 @@ class ServerEndpoints:
         }
 
     def resolve(self, secret: str) -> ResolvedToken | None:
-        """The caller's rights (None: ACLs off); an unknown secret is a 403 RPCError."""
+        """The caller's rights (None: ACLs off); an unknown secret raises ACLNotFound."""
         if self.acl is None:
             return None
-        try:
-            return self.acl.resolve(secret)
-        except ACLNotFound:
-            raise RPCError(ACL_NOT_FOUND, ErrorCode.ACL_DENIED) from None
+        return self.acl.resolve(secret)
 
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
         return await self._read(method, request, self.resolve(request.options.token))
@@ -237,19 +233,17 @@ class ServerEndpoints:
         """Apply `command` for the caller holding `token` (the secret; "" = anonymous)."""
         if isinstance(command, ACLCommand):
             # Whatever the token: ACL rows carry secrets and are validated by ACLEndpoints.
-            raise RPCError(RAW_ACL_COMMAND, ErrorCode.ACL_DENIED)
+            raise ACLDenied(RAW_ACL_COMMAND)
         if not isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
             # Whatever the token, ACLs on or off: other rows (CA roots) are the leader's own.
-            raise RPCError(NOT_A_CATALOG_COMMAND, ErrorCode.ACL_DENIED)
+            raise ACLDenied(NOT_A_CATALOG_COMMAND)
         return await self.log.apply(command, token, self._authorize_write)
 
     def _authorize_write(self, command: Command, token: str) -> None:
         """The ACL check of a catalog or KV write, run by the server that applies it."""
         resolved = self.resolve(token)
         if resolved is not None:
-            denial = vet_write(self.store, resolved, command)
-            if denial is not None:
-                raise RPCError(denial, ErrorCode.ACL_DENIED)
+            vet_write(self.store, resolved, command)
 
     # ----- reads -------------------------------------------------------------
     # Each returns the watch keys and a function that yields (index, value).
@@ -362,19 +356,14 @@ class ServerEndpoints:
 # ----- ACL filtering of reads -------------------------------------------------------
 
 
-def _denied(resolved: ResolvedToken, resource: str, access: str, name: str) -> RPCError:
-    decision = resolved.authorizer.decide(resource, access, name)
-    return RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
-
-
 def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
     """Consul's up-front refusals: a single key, or a prefix that may not be listed."""
     authz = resolved.authorizer
     if method == "KVS.Get" and not authz.key_read(request.name):
-        raise _denied(resolved, "key", "read", request.name)
+        raise resolved.deny("key", "read", request.name)
     listing = method in ("KVS.List", "KVS.ListKeys")
     if listing and authz.enable_key_list_policy and not authz.key_list(request.name):
-        raise _denied(resolved, "key", "list", request.name)
+        raise resolved.deny("key", "list", request.name)
 
 
 def _keep(rows: list[Any], allowed: Callable[[Any], bool]) -> tuple[list[Any], bool]:
@@ -452,31 +441,26 @@ def _node_changes(store: StateStore, req: RegisterRequest) -> bool:
     )
 
 
-def _vet_register(store: StateStore, resolved: ResolvedToken, req: RegisterRequest) -> str | None:
+def _vet_register(store: StateStore, resolved: ResolvedToken, req: RegisterRequest) -> None:
     authz = resolved.authorizer
-
-    def deny(resource: str, name: str) -> str:
-        decision = authz.decide(resource, "write", name)
-        return decision.error_text(resolved.accessor_id)
-
     if _node_changes(store, req) and not authz.node_write(req.node):
-        return deny("node", req.node)
+        raise resolved.deny("node", "write", req.node)
     existing_services = store.services.get(req.node, {})
     service = req.service
     if service is not None:
         if not authz.service_write(service.service):
-            return deny("service", service.service)
+            raise resolved.deny("service", "write", service.service)
         # Renaming an instance also needs write on the name it had.
         previous = existing_services.get(service.id or service.service)
         if previous is not None and not authz.service_write(previous.service):
-            return deny("service", previous.service)
+            raise resolved.deny("service", "write", previous.service)
     checks = list(req.checks)
     if req.check is not None:
         checks.append(req.check)
     for check in checks:
         if not check.service_id:
             if not authz.node_write(req.node):
-                return deny("node", req.node)
+                raise resolved.deny("node", "write", req.node)
             continue
         if service is not None and check.service_id == (service.id or service.service):
             continue  # covered by the service's own check above
@@ -484,16 +468,13 @@ def _vet_register(store: StateStore, resolved: ResolvedToken, req: RegisterReque
         if owner is None:
             continue  # the state store refuses it: "Unknown service ID"
         if not authz.service_write(owner.service):
-            return deny("service", owner.service)
-    return None
+            raise resolved.deny("service", "write", owner.service)
 
 
-def _vet_deregister(
-    store: StateStore, resolved: ResolvedToken, req: DeregisterRequest
-) -> str | None:
+def _vet_deregister(store: StateStore, resolved: ResolvedToken, req: DeregisterRequest) -> None:
     authz = resolved.authorizer
     if authz.node_write(req.node):
-        return None  # node write covers everything on the node, as in Consul
+        return  # node write covers everything on the node, as in Consul
     name = ""
     if req.service_id:
         service = store.services.get(req.node, {}).get(req.service_id)
@@ -502,31 +483,29 @@ def _vet_deregister(
         check = store.checks.get(req.node, {}).get(req.check_id)
         name = "" if check is None else check.service_name
     if name and authz.service_write(name):
-        return None
+        return
     resource, label = ("service", name) if name else ("node", req.node)
-    return authz.decide(resource, "write", label).error_text(resolved.accessor_id)
+    raise resolved.deny(resource, "write", label)
 
 
-def _vet_kv(resolved: ResolvedToken, req: KVSRequest) -> str | None:
+def _vet_kv(resolved: ResolvedToken, req: KVSRequest) -> None:
     authz = resolved.authorizer
     key = req.dir_ent.key
     if req.op == "delete-tree":
-        if authz.key_write_prefix(key):
-            return None
-        decision = authz.decide("key", "write", key, recursive=True)
-    elif authz.key_write(key):
-        return None
-    else:
-        decision = authz.decide("key", "write", key)
-    return decision.error_text(resolved.accessor_id)
+        if not authz.key_write_prefix(key):
+            raise resolved.deny("key", "write", key, recursive=True)
+    elif not authz.key_write(key):
+        raise resolved.deny("key", "write", key)
 
 
-def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> str | None:
-    """None when `resolved` may apply `command`, else Consul's Permission denied text."""
+def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> None:
+    """Raise `ACLDenied` (Consul's Permission denied text) unless `resolved` may
+    apply `command`."""
     if isinstance(command, RegisterRequest):
-        return _vet_register(store, resolved, command)
-    if isinstance(command, DeregisterRequest):
-        return _vet_deregister(store, resolved, command)
-    if isinstance(command, KVSRequest):
-        return _vet_kv(resolved, command)
-    return RAW_ACL_COMMAND
+        _vet_register(store, resolved, command)
+    elif isinstance(command, DeregisterRequest):
+        _vet_deregister(store, resolved, command)
+    elif isinstance(command, KVSRequest):
+        _vet_kv(resolved, command)
+    else:
+        raise ACLDenied(RAW_ACL_COMMAND)

@@ -12,8 +12,8 @@ Rules:
   `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
   `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
   caller's token in an `OperatorRequest` and are checked by this server's
-  resolver when ACLs are on: an unknown secret is `RPCError("ACL not found",
-  ACL_DENIED)`, a missing right Consul's Permission denied text. The check
+  resolver when ACLs are on: an unknown secret is `ACLNotFound` ("ACL not
+  found"), a missing right `ACLDenied` (Consul's Permission denied). The check
   runs once, on the server that answers: a follower forwards a leader-only
   call unchecked and the leader checks it. The in-process calls do not
   check: the agent's HTTP layer did (http/acl_rules.py).
@@ -155,15 +155,14 @@ class ServerOperator:
         return handle
 
     def authorize_operator(self, token: str, access: Access) -> None:
-        """Raise `RPCError(..., ACL_DENIED)` unless `token` has operator:`access`
+        """Raise `ACLDenied` unless `token` has operator:`access`
         (nothing to check while ACLs are off)."""
         resolved = self.server.endpoints.resolve(token)
         if resolved is None:
             return
         authz = resolved.authorizer
         if not (authz.operator_write() if access == "write" else authz.operator_read()):
-            decision = authz.decide("operator", access)
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+            raise resolved.deny("operator", access)
 
     # ----- operator raft ----------------------------------------------------
 

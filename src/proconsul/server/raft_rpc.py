@@ -15,8 +15,8 @@ Rules:
   `acl:write` (and ACLs on); a bootstrap is allowed while none happened, or
   when this leader's own `acl-bootstrap-reset` file holds its reset index;
   anything else (the CA roots: only the leader writes them) is refused, ACLs
-  on or off. Refusals are `RPCError(..., ACL_DENIED)`, with "ACL not found"
-  for an unknown secret. The first server's check is not
+  on or off. Refusals are `ACLDenied` (`ACLNotFound` for an unknown
+  secret), which the caller gets as an "acl_denied" error. The first server's check is not
   trusted: a peer reaching port 8300 without a server certificate (when
   verify_incoming is off) is just another caller.
 - This is where a forwarded write is authorized, and the only place: the
@@ -28,11 +28,12 @@ Rules:
 
 from __future__ import annotations
 
+from proconsul.acl.errors import ACLDenied
 from proconsul.rpc.codec import FORWARD_METHOD, decode_apply_request, encode
 from proconsul.rpc.errors import NO_LEADER, ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
-from proconsul.server.acl_endpoints import read_reset_index
+from proconsul.server.acl_endpoints import bootstrap_denied, read_reset_index
 from proconsul.server.endpoints import ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
@@ -54,38 +55,31 @@ UNKNOWN_COMMAND = "Permission denied: this command cannot be forwarded"
 def authorize_forwarded(
     endpoints: ServerEndpoints, command: Command, token: str, *, data_dir: str = ""
 ) -> None:
-    """Raise `RPCError(..., ACL_DENIED)` unless the caller holding `token` may have
-    `command` applied (see the module rules). `data_dir` holds this server's
+    """Raise `ACLDenied` unless the caller holding `token` may have `command`
+    applied (see the module rules). `data_dir` holds this server's
     `acl-bootstrap-reset` file."""
     if isinstance(command, ACLBootstrapRequest):
         if endpoints.acl is None:
-            raise RPCError(ACL_DISABLED, ErrorCode.ACL_DENIED)
+            raise ACLDenied(ACL_DISABLED)
         tables = endpoints.store.acl
         if tables.bootstrapped:
             reset, _ = read_reset_index(data_dir)
             if not reset or command.reset_index != reset:
-                raise RPCError(
-                    "Permission denied: ACL bootstrap no longer allowed "
-                    f"(reset index: {tables.bootstrap_index})",
-                    ErrorCode.ACL_DENIED,
-                )
+                raise bootstrap_denied(tables.bootstrap_index)
         return
     if isinstance(command, ACLCommand):
         if endpoints.acl is None:
-            raise RPCError(ACL_DISABLED, ErrorCode.ACL_DENIED)
+            raise ACLDenied(ACL_DISABLED)
         resolved = endpoints.resolve(token)
         if resolved is not None and not resolved.authorizer.acl_write():
-            decision = resolved.authorizer.decide("acl", "write")
-            raise RPCError(decision.error_text(resolved.accessor_id), ErrorCode.ACL_DENIED)
+            raise resolved.deny("acl", "write")
         return
     if isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
         resolved = endpoints.resolve(token)
         if resolved is not None:
-            denial = vet_write(endpoints.store, resolved, command)
-            if denial is not None:
-                raise RPCError(denial, ErrorCode.ACL_DENIED)
+            vet_write(endpoints.store, resolved, command)
         return
-    raise RPCError(UNKNOWN_COMMAND, ErrorCode.ACL_DENIED)
+    raise ACLDenied(UNKNOWN_COMMAND)
 
 
 def only_servers(handler: Handler, *, datacenter: str, domain: str) -> Handler:
