@@ -1,6 +1,6 @@
 """Check status rules: thresholds and the mapping from probe results to statuses.
 
-This is a pure core (see DESIGN.md): no asyncio, sockets, clocks or randomness.
+This is a pure core (DESIGN.md, "Health checks"): no asyncio, sockets, clocks or randomness.
 The runners in `runner.py` feed it each probe result and report only what it
 returns.
 

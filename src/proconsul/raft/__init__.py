@@ -3,7 +3,7 @@
 `core.RaftNode` decides, `ready.Ready` carries its decisions to the adapter,
 `storage.SQLiteStorage` keeps the log, hard state and snapshots under
 data_dir/raft (with `storage_api.MemoryStorage` as its in-memory twin for the
-simulator). See DESIGN.md "Own Raft, SQLite underneath".
+simulator). See DESIGN.md, "Raft".
 
 How an asyncio adapter drives the core (one task owns the node; nothing else
 touches it):

@@ -10,7 +10,7 @@ stats. raft_rpc.py puts it on the RPC port (`Raft.Step`, write
 forwarding), raft_transport.py sends its messages, raft_waiters.py keeps
 the futures of whoever waits on it.
 
-The Ready loop (DESIGN.md "Shapes to follow"; raft/ready.py has the
+The Ready loop (DESIGN.md, "Raft"; raft/ready.py has the
 contract). One task takes each Ready and, in order:
  1. checks an installed snapshot's bytes, then makes it and the entries and
     hard state durable in ONE storage call on the storage thread;
