@@ -717,3 +717,36 @@ def test_malformed_messages_are_dropped_not_fatal(message: Message) -> None:
     node.step(message)
     assert node.stats()["msg_malformed"] == 1
     assert node.log.last_index() == 1 and node.term == 1
+
+
+# ----- a dead leader's closed connection -----------------------------------------------
+
+
+def test_followers_that_see_the_leaders_connection_close_elect_within_a_timeout() -> None:
+    c = Cluster(3)
+    old = c.wait_leader()
+    started = c.now
+    c.crash(old)
+    for i in c.ids:
+        if i != old:
+            c.node(i).leader_unreachable()
+    new = None
+    while c.now - started < 2 * P.election_timeout:
+        c.tick(0.005)  # the server adapter ticks at the deadline itself, not every 50 ms
+        found = [i for i in c.leaders() if i != old]
+        if found:
+            new = found[0]
+            break
+    # Without the hint the followers wait a whole (randomized) election timeout first.
+    assert new is not None and c.now - started < P.election_timeout, (new, c.now - started)
+
+
+def test_a_spurious_close_does_not_depose_a_live_leader() -> None:
+    c = Cluster(3)
+    leader = c.wait_leader()
+    term = c.node(leader).term
+    follower = next(i for i in c.ids if i != leader)
+    c.node(follower).leader_unreachable()
+    c.run(2 * P.election_timeout)
+    assert c.leaders() == [leader] and c.node(leader).term == term
+    assert c.node(follower).leader_id == leader  # heard from it again

@@ -223,6 +223,10 @@ class FollowerRaft:
     async def apply(self, command: Command) -> tuple[int, ApplyResult]:
         raise NotLeaderError("leader-id", "10.0.0.2:8300")
 
+    async def wait_leader_elsewhere(self, address: str, timeout_s: float) -> str:
+        await asyncio.Event().wait()  # the leader never moves here
+        raise AssertionError("unreachable")
+
 
 class RecordingEndpoints:
     def __init__(self) -> None:

@@ -376,6 +376,25 @@ class RaftNode:
             self.rng, self.params.election_timeout
         )
 
+    def leader_unreachable(self) -> None:
+        """The transport saw the connection to the leader close (its process died,
+        its host reset the connection). Forget it and campaign soon, instead of
+        after a whole election timeout without heartbeats.
+
+        Safe by construction: this only moves a timer and drops what the
+        follower believes about a leader; votes still decide, and with pre-vote
+        a server that still hears a live leader refuses, so a spurious close
+        cannot depose anyone. The delay is random within a quarter of the
+        election timeout so followers that saw the close together do not split
+        their votes."""
+        if self.role is not Role.FOLLOWER or self.leader_id is None:
+            return
+        self.counters["leader_unreachable"] += 1
+        self.leader_id = None
+        self.last_leader_contact = None
+        soon = self.now + self.rng.uniform(0.0, self.params.election_timeout / 4)
+        self.election_deadline = min(self.election_deadline, soon)
+
     def campaign_now(self) -> None:
         """Campaign without waiting for the election timeout (a lone voter just
         bootstrapped: nobody else can lead, so waiting only delays the start)."""

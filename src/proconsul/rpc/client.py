@@ -35,6 +35,7 @@ import logging
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, cast
 
 from proconsul.rpc.connection import FramedProtocol, TLSEngine
@@ -119,6 +120,9 @@ class RPCClient:
         self._counters: Counter[str] = Counter()
         self._tls_failures: Counter[str] = Counter()
         self._closed = False
+        # Called with a peer's address when an established connection to it
+        # closes without us closing it (Raft uses it to notice a dead leader).
+        self.lost_listeners: list[Callable[[Address], None]] = []
 
     async def call(
         self, address: str | Address, method: str, payload: bytes, timeout_s: float
@@ -156,6 +160,10 @@ class RPCClient:
             await conn.drain()
         conn.send_frame(Frame(kind=FrameKind.ONE_WAY, id=0, method=method, payload=payload))
         self._counters["one_way"] += 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def close(self) -> None:
         """Fail every waiting call with ConnectionError and close the connections."""
@@ -392,6 +400,9 @@ class _ClientConnection(FramedProtocol):
         self.client.forget(self)
         if self.ready.done() and self._failure is None:
             self.client.count("connections_lost")
+            if not self.client.closed:
+                for listener in self.client.lost_listeners:
+                    listener(self.addr)
         detail = f": {exc}" if exc else ""
         self.fail(ConnectionError(f"rpc: connection to {_fmt(self.addr)} lost{detail}"))
 

@@ -8,8 +8,11 @@ connection carries many requests at once; answers go out as they finish.
 Rules:
 - A handler is `async (payload: bytes, peer: PeerInfo) -> bytes`. It may
   raise `RPCError` for an expected refusal, or `ACLDenied` for an ACL one
-  (code "acl_denied"): sent as it is, logged at debug. Any other exception
-  is a bug: logged with its traceback, its message sent as the error.
+  (code "acl_denied"): sent as it is, logged at debug. A transport failure
+  (`ConnectionError`, `TimeoutError`: a peer the handler talked to died) is
+  expected: one warning line, counted as `handler_transport_errors`. Any
+  other exception is a bug: logged with its traceback, its message sent as
+  the error.
   Nothing a handler or a peer does stops the server.
 - A new connection must send its first byte (and finish a TLS handshake)
   within `handshake_timeout_s` (Consul's limits.rpc_handshake_timeout; 0
@@ -294,6 +297,7 @@ _COUNTER_KEYS = (
     "errors",
     "unknown_methods",
     "handler_errors",
+    "handler_transport_errors",
     "timeouts",
     "too_many_requests",
     "cancelled",
@@ -524,7 +528,14 @@ class _ServerConnection(FramedProtocol):
             server.count("handler_errors")
             server.refused(self.peer_label, frame.method, code, message)
             self._fail(frame, respond, code, message)
+        except (ConnectionError, TimeoutError) as exc:
+            # Expected when a peer the handler talks to dies: one line, no traceback.
+            server.count("handler_errors")
+            server.count("handler_transport_errors")
+            log.warning("rpc: %s from %s failed: %s", frame.method, self.peer_label, exc)
+            self._fail(frame, respond, ErrorCode.HANDLER, str(exc) or type(exc).__name__)
         except Exception as exc:
+            # Anything else is a bug: the traceback is what it takes to fix it.
             server.count("handler_errors")
             log.error("rpc: %s handler failed", frame.method, exc_info=True)
             self._fail(frame, respond, ErrorCode.HANDLER, str(exc) or type(exc).__name__)

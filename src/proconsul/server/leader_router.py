@@ -18,9 +18,15 @@ Rules:
   `performance { rpc_hold_timeout }`, Consul's 7s) and then the call is
   routed again from scratch; past the hold it is "No cluster leader".
 - A forwarded write is sent once: a transport failure on the way to the
-  leader is the caller's error (the write may or may not have happened).
-  A read or an operator call that cannot reach the leader is an `RPCError`
-  naming the hop that failed.
+  leader is the caller's error (the write may or may not have happened),
+  as an `RPCError` naming the hop that failed, never a bare transport error.
+- A forwarded request is not waited for forever: once another leader is
+  elected while the one it went to has not answered (frozen, or cut off
+  without a closed connection), it is given LEADER_MOVED_GRACE_S more, then
+  abandoned. A read is then routed again (reads are safe to repeat); a write
+  or an operator call fails with `LeaderMovedError`: its outcome is unknown,
+  and repeating it could apply it twice (a CAS would then answer false for a
+  write that happened).
 - Every wait is bounded by the smaller of the call's own budget and the time
   the RPC caller (if any) has left.
 """
@@ -43,6 +49,21 @@ from proconsul.structs.requests import ReadRequest, ReadResponse
 
 # Consul's default performance.rpc_hold_timeout; the agent passes its configured value.
 DEFAULT_HOLD_TIMEOUT_S = 7.0
+# How long a forwarded request may still take once another leader is known
+# (a leadership transfer answers well within it; a frozen leader never does).
+LEADER_MOVED_GRACE_S = 0.5
+
+
+class LeaderMovedError(RPCError):
+    """The leader a request was forwarded to stopped answering and another was
+    elected: the request may or may not have taken effect."""
+
+    def __init__(self, method: str, address: str) -> None:
+        super().__init__(
+            f"rpc: {method}: the leader at {address} did not answer and a new leader "
+            "was elected; the outcome is unknown"
+        )
+
 
 T = TypeVar("T")
 
@@ -61,6 +82,7 @@ class LeaderRouter:
         self.timeout_s = timeout_s
         self.hold_timeout_s = hold_timeout_s
         self.forwarded = 0  # writes sent on to the leader
+        self.abandoned = 0  # forwarded requests given up on (LeaderMovedError)
 
     # ----- writes ------------------------------------------------------------
 
@@ -83,7 +105,8 @@ class LeaderRouter:
             if leader is not None and leader != self.raft.address:
                 self.forwarded += 1
                 timeout = max(0.001, deadline - loop.time())
-                return await self.endpoints.forward(leader, command, timeout_s=timeout, token=token)
+                forward = self.endpoints.forward(leader, command, timeout_s=timeout, token=token)
+                return await self._hop("Apply", leader, forward)
             await self._hold(hold_until)
 
     # ----- reads -------------------------------------------------------------
@@ -92,12 +115,12 @@ class LeaderRouter:
         self,
         method: str,
         request: ReadRequest,
-        serve_here: Callable[[], Awaitable[ReadResponse]],
+        serve_here: Callable[[str, ReadRequest], Awaitable[ReadResponse]],
     ) -> ReadResponse:
-        """Serve `request` here or at the leader, as its options ask (read_route.py)."""
+        """Serve `request` here (`serve_here(method, request)`) or at the
+        leader, as its options ask (read_route.py)."""
         options = request.options
-        loop = asyncio.get_running_loop()
-        hold_until = loop.time() + min(self.hold_timeout_s, self._budget_s())
+        hold_until: float | None = None  # set on the first wait (the hot path has none)
         while True:
             # Decided afresh after every wait: that is what keeps a consistent
             # read that waited out an election from skipping the barrier.
@@ -107,15 +130,24 @@ class LeaderRouter:
                 leading=self.raft.is_leader(),
                 leader_address=self.raft.leader_address(),
             )
-            if route.step is ReadStep.WAIT:
+            step = route.step
+            if step is ReadStep.LOCAL:
+                return await serve_here(method, request)
+            if step is ReadStep.WAIT:
+                if hold_until is None:
+                    now = asyncio.get_running_loop().time()
+                    hold_until = now + min(self.hold_timeout_s, self._budget_s())
                 await self._hold(hold_until)
                 continue
-            if route.step is ReadStep.FORWARD:
+            if step is ReadStep.FORWARD:
                 assert route.address is not None
-                return await self._hop(method, self.endpoints.read(route.address, method, request))
-            if route.step is ReadStep.BARRIER:
-                await self.raft.read_barrier()
-            return await serve_here()
+                forward = self.endpoints.read(route.address, method, request)
+                try:
+                    return await self._hop(method, route.address, forward)
+                except LeaderMovedError:
+                    continue  # a read is safe to send again, to the new leader
+            await self.raft.read_barrier()
+            return await serve_here(method, request)
 
     # ----- other leader-only calls -------------------------------------------
 
@@ -135,7 +167,7 @@ class LeaderRouter:
             if leader is not None and leader != self.raft.address:
                 timeout = max(0.001, deadline - loop.time())
                 call = self.endpoints.client.call(leader, method, payload, timeout)
-                return await self._hop(method, call)
+                return await self._hop(method, leader, call)
             await self._hold(hold_until)
 
     # ----- helpers -----------------------------------------------------------
@@ -154,10 +186,27 @@ class LeaderRouter:
         except TimeoutError:
             raise NotLeaderError(None, None) from None
 
-    @staticmethod
-    async def _hop(method: str, call: Awaitable[T]) -> T:
+    async def _hop(self, method: str, leader: str, call: Awaitable[T]) -> T:
+        """`call` to the leader at `leader`, bounded as the module rules say."""
+        forward = asyncio.ensure_future(call)
+        moved = asyncio.ensure_future(self.raft.wait_leader_elsewhere(leader, self._budget_s()))
         try:
-            return await call
+            await asyncio.wait({forward, moved}, return_when=asyncio.FIRST_COMPLETED)
+            if not forward.done() and not moved.cancelled() and moved.exception() is None:
+                # Another leader: the old one gets a moment (a transfer answers within it).
+                await asyncio.wait({forward}, timeout=LEADER_MOVED_GRACE_S)
+                if not forward.done():
+                    self.abandoned += 1
+                    raise LeaderMovedError(method, leader)
+            return await forward
         except (ConnectionError, TimeoutError) as exc:
             # The caller reached this server; its hop to the leader failed.
             raise RPCError(f"rpc: forwarding {method} to the leader failed: {exc}") from None
+        finally:
+            for task in (forward, moved):
+                if not task.done():
+                    task.cancel()
+            # Retrieve what nobody awaits, so it is not reported as never retrieved.
+            for task in (forward, moved):
+                if task.done() and not task.cancelled():
+                    task.exception()

@@ -77,7 +77,7 @@ from proconsul.raft.params import RaftParams, params_from_multiplier
 from proconsul.raft.ready import NotLeader, Proposal, Ready, Rejected, Role
 from proconsul.raft.storage import SQLiteStorage, apply_peers_json
 from proconsul.raft.storage_api import MemoryStorage, RaftStorage, persist_ready
-from proconsul.rpc.client import RPCClient
+from proconsul.rpc.client import Address, RPCClient, parse_address
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.raft_errors import (
@@ -86,7 +86,7 @@ from proconsul.server.raft_errors import (
     RaftStoppedError,
 )
 from proconsul.server.raft_snapshots import SnapshotScheduler
-from proconsul.server.raft_support import RaftStatus, rebuild_state, status_of
+from proconsul.server.raft_support import RaftStatus, last_contact_s, rebuild_state, status_of
 from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
 from proconsul.state.fsm import FSM, encode_command
@@ -154,6 +154,7 @@ class RaftLog:
         self._read_ids = itertools.count(1)
         self._addresses: dict[str, str] = {}  # learned from Raft.Step senders
         self._leadership_listeners: list[Callable[[bool], None]] = []
+        client.lost_listeners.append(self._peer_lost)
         self._leading = False  # as last published to the listeners
         self._snapshots = SnapshotScheduler(
             self.params,
@@ -319,6 +320,17 @@ class RaftLog:
 
         return await self._wait_state(leader, timeout_s)
 
+    async def wait_leader_elsewhere(self, address: str, timeout_s: float) -> str:
+        """The leader's address once a leader other than the one at `address` is
+        known (a request forwarded there may never be answered). TimeoutError
+        after timeout_s."""
+
+        def elsewhere(node: RaftNode) -> str | None:
+            found = self._address_of(node.leader_id)
+            return found if found not in (None, address) else None
+
+        return await self._wait_state(elsewhere, timeout_s)
+
     async def transfer_leadership(
         self, target: str | None = None, timeout_s: float | None = None
     ) -> str:
@@ -347,6 +359,14 @@ class RaftLog:
         if node is None or self.failed is not None:
             return None
         return self._address_of(node.leader_id)
+
+    def leader_contact(self) -> tuple[bool, float | None]:
+        """(a leader is known, seconds since this server heard from it): what every
+        read answer carries; 0 on the leader. Cheaper than `status()`."""
+        node = self._node
+        if node is None or self.failed is not None:
+            return False, None
+        return node.leader_id is not None, last_contact_s(node)
 
     def status(self) -> RaftStatus:
         node = self._require_node()
@@ -574,6 +594,41 @@ class RaftLog:
         self._waiters.changed()
         self._publish_leadership(role is Role.LEADER)
 
+    def _peer_lost(self, addr: Address) -> None:
+        """The RPC client lost its connection to `addr`: if that is our leader,
+        the core campaigns soon (`RaftNode.leader_unreachable`)."""
+        node = self._node
+        if node is None or self._closed or self.failed is not None:
+            return
+        leader = self._address_of(node.leader_id) if node.role is Role.FOLLOWER else None
+        if leader is None:
+            return
+        try:
+            if parse_address(leader) != addr:
+                return
+        except ValueError:
+            return
+        log.info("raft: lost the connection to the leader at %s; campaigning soon", leader)
+        node.leader_unreachable()
+        # Tick at the new deadline itself, not at the next periodic tick: the
+        # followers' random delays then stay apart and their votes do not split.
+        delay = max(0.0, node.election_deadline - time.monotonic())
+        asyncio.get_running_loop().call_later(delay, self._tick_now)
+        self._wake.set()
+
+    def _tick_now(self) -> bool:
+        """Tick the core now; False once Raft is closed or failed."""
+        node = self._node
+        if node is None or self._closed or self.failed is not None:
+            return False
+        try:
+            node.tick(time.monotonic())
+        except Exception as exc:
+            self._fatal(exc)
+            return False
+        self._wake.set()
+        return True
+
     def _on_configuration(self, configuration: Configuration) -> None:
         if configuration.servers:
             described = (
@@ -606,16 +661,8 @@ class RaftLog:
         self._timer = asyncio.get_running_loop().call_later(interval, self._on_timer)
 
     def _on_timer(self) -> None:
-        if self._closed or self.failed is not None:
-            return
-        node = self._require_node()
-        try:
-            node.tick(time.monotonic())
-        except Exception as exc:
-            self._fatal(exc)
-            return
-        self._wake.set()
-        self._arm_timer()
+        if self._tick_now():
+            self._arm_timer()
 
     def _write_snapshot(self, snapshot: Snapshot) -> asyncio.Future[None]:
         storage = self._storage
@@ -624,6 +671,9 @@ class RaftLog:
         return loop.run_in_executor(self._executor, storage.save_snapshot, snapshot)
 
     async def _disk(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.raft_dir is None:
+            # In memory (a dev agent): nothing blocks, so no thread hop per Ready.
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def _require_node(self) -> RaftNode:

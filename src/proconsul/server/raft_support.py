@@ -57,16 +57,20 @@ def rebuild_state(snapshot: Snapshot | None, entries: Sequence[Entry]) -> bytes:
     return fsm.snapshot()
 
 
+def last_contact_s(node: RaftNode) -> float | None:
+    """0 on the leader; seconds since the leader was last heard from; None if never."""
+    if node.role is Role.LEADER:
+        return 0.0
+    if node.last_leader_contact is None:
+        return None
+    # The core's clock is time.monotonic() as of its last tick.
+    return max(0.0, time.monotonic() - node.last_leader_contact)
+
+
 def status_of(
     node: RaftNode, address: str, applied_index: int, leader_address: str | None
 ) -> RaftStatus:
-    if node.role is Role.LEADER:
-        contact: float | None = 0.0
-    elif node.last_leader_contact is None:
-        contact = None
-    else:
-        # The core's clock is time.monotonic() as of its last tick.
-        contact = max(0.0, time.monotonic() - node.last_leader_contact)
+    contact = last_contact_s(node)
     return RaftStatus(
         id=node.id,
         address=address,

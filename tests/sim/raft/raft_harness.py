@@ -15,10 +15,12 @@ What is simulated:
 - Clocks: every server's clock has its own offset and runs 20% fast or slow;
   messages are handled without ticking first (a real event loop may do that).
 - Faults: crashes and restarts (also right after a Ready was sent, and while
-  its fsync is pending), stalls (a frozen server whose queued work then runs
-  in random order), leadership transfers, membership changes (remove a
-  server, wipe its disk once its removal committed, add it back, sometimes
-  two changes at once), all scheduled from the seed. Batch sizes, pipeline
+  its fsync is pending; a crashed leader's followers mostly hear of it at
+  once, as a closed connection would tell them: `leader_unreachable`),
+  stalls (a frozen server whose queued work then runs in random order),
+  leadership transfers, membership changes (remove a server, wipe its disk
+  once its removal committed, add it back, sometimes two changes at once),
+  all scheduled from the seed. Batch sizes, pipeline
   window, snapshot threshold and chunk size and pre-vote are drawn from the
   seed too.
 
@@ -287,9 +289,26 @@ class Simulation:
             return
         self.log(f"{sid} CRASH (in-flight ready lost: {server.busy is not None})")
         self.count("crashes")
+        if server.node.role is Role.LEADER:
+            # A dead process's connections close: most followers notice at once.
+            for other in self.ids:
+                if other != sid and self.rng.random() < 0.7:
+                    delay = self.rng.uniform(*self.cfg.delay)
+                    self.at(self.now + delay, self._leader_unreachable(other))
         server.node = None
         server.busy = None
         server.epoch += 1
+
+    def _leader_unreachable(self, sid: str) -> Callable[[], None]:
+        def notice() -> None:
+            node = self.servers[sid].node
+            if node is None or self.deferred(sid, notice):
+                return
+            node.leader_unreachable()
+            self.count("leader_unreachable")
+            self.after_input(sid)
+
+        return notice
 
     def schedule_tick(self, sid: str, epoch: int) -> None:
         def tick() -> None:
