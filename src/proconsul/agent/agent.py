@@ -116,7 +116,6 @@ class Agent:
             persist=acl.enable_token_persistence and not config.dev_mode,
         )
         self.delegate = self._make_delegate()
-        self.rpc_read = self.delegate.read  # type: ignore[method-assign]
         self.acl = AgentACL(acl.enabled, self.node_name, self.tokens, lambda: self.delegate)
         self.anti_entropy = AntiEntropy(
             self.local,
@@ -265,8 +264,6 @@ class Agent:
     # ----- reads and writes, through the delegate ------------------------------
 
     async def rpc_read(self, method: str, request: ReadRequest) -> ReadResponse:
-        # Bound to the delegate's own `read` in __init__ (the hot path); kept
-        # here so the AgentAPI protocol sees the method.
         return await self.delegate.read(method, request)
 
     async def rpc_write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:

@@ -186,8 +186,6 @@ class ServerDelegate:
             self.raft, EndpointsClient(self.client), hold_timeout_s=hold_timeout_s(config)
         )
         self.endpoints = RoutedEndpoints(self.store, self.router, config.datacenter, rng)
-        # Reads are the hot path: the delegate's `read` is the endpoints' own.
-        self.read = self.endpoints.read
         self.acl: ACLEndpoints | None = None
         if config.acl.enabled:
             acl = config.acl
@@ -353,6 +351,9 @@ class ServerDelegate:
         self.on_fatal()
 
     # ----- the delegate's calls ----------------------------------------------
+
+    async def read(self, method: str, request: ReadRequest) -> ReadResponse:
+        return await self.endpoints.read(method, request)
 
     async def write(self, command: Command, token: str = "") -> tuple[int, ApplyResult]:
         return await self.endpoints.write(command, token)
