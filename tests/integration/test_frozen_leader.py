@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.agent_process import free_port
 from tests.gossip_agents import GossipPool, Member
 from tests.integration.test_cluster import agreed_leader, agreed_leader_among, server_at
+from tests.integration.test_raft_operator import server_pool
 
 from proconsul.rpc import RPCClient, RPCError
 from proconsul.rpc.codec import EndpointsClient
@@ -38,11 +38,7 @@ MARGIN_S = 1.5
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[GossipPool]:
-    pool = GossipPool(tmp_path, 3, base=186)
-    for member in pool.members:
-        member.args += ["-server", "-bootstrap-expect", "3"]
-        member.args += ["-server-port", str(free_port(member.ip))]
-        member.args += ["-hcl", "performance { raft_multiplier = 1 }"]
+    pool = server_pool(tmp_path, 3, 186, 3)
     try:
         pool.start_all()
         yield pool

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.agent_process import free_port, wait_for
+from tests.agent_process import wait_for
 from tests.gossip_agents import GossipPool, Member
 from tests.integration.test_cluster import agreed_leader, agreed_leader_among, server_at
+from tests.integration.test_raft_operator import server_pool
 
 DEADLINE_S = 30.0
 ONE_SHOTS = ("register-self", "ca-root", "acl-establish")
@@ -29,13 +30,14 @@ LOOPS = ("acl-reap", "member-reconcile", "autopilot")
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[GossipPool]:
-    pool = GossipPool(tmp_path, 3, base=181)
-    for member in pool.members:
-        member.args += ["-server", "-bootstrap-expect", "3"]
-        member.args += ["-server-port", str(free_port(member.ip))]
-        member.args += ["-hcl", "performance { raft_multiplier = 1 }"]
-        member.args += ["-hcl", "connect { enabled = true }"]
-        member.args += ["-hcl", 'acl { enabled = true\n default_policy = "allow" }']
+    pool = server_pool(
+        tmp_path,
+        3,
+        181,
+        3,
+        "connect { enabled = true }",
+        'acl { enabled = true\n default_policy = "allow" }',
+    )
     try:
         pool.start_all()
         yield pool
