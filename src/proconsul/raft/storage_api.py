@@ -108,8 +108,11 @@ class MemoryStorage:
             first = entries[0].index
             if self.entries and first > self.entries[-1].index + 1:
                 raise StorageError(f"gap: appending {first} after {self.entries[-1].index}")
-            keep = [e for e in self.entries if e.index < first]
-            self.entries = keep + list(entries)
+            # The kept entries are contiguous: cut at `first` by position, not by
+            # scanning (a scan made every append cost the length of the log).
+            if self.entries:
+                del self.entries[max(0, first - self.entries[0].index) :]
+            self.entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
 
@@ -122,7 +125,8 @@ class MemoryStorage:
             self.snapshot = snapshot
 
     def compact(self, through: int) -> None:
-        self.entries = [e for e in self.entries if e.index > through]
+        if self.entries:
+            del self.entries[: max(0, through - self.entries[0].index + 1)]
 
     def configuration(self) -> tuple[int, Configuration]:
         for entry in reversed(self.entries):
