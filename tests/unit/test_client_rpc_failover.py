@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.agent_process import wait_for_async
 
-from proconsul.agent.client_rpc import ClientRPC
+from proconsul.agent.client_rpc import ClientRPC, ServerFailedError
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
 from proconsul.rpc import PeerInfo, RPCServer
@@ -113,5 +114,36 @@ async def test_reads_timing_out_everywhere_raise_the_timeout(servers: Servers) -
     try:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(client.read("KVS.Get", ReadRequest(name="k")), 10.0)
+    finally:
+        await client.close()
+
+
+async def test_a_read_from_a_server_gossip_declares_failed_moves_on(servers: Servers) -> None:
+    client = client_with([servers.addresses["stuck"], servers.addresses["good"]])
+    client.timeout_s = 60.0  # only gossip's word can end the wait in time
+    try:
+        reading = asyncio.ensure_future(client.read("KVS.Get", ReadRequest(name="k")))
+        await wait_for_async(lambda: "read" in servers.calls["stuck"])
+        client.server_failed(servers.addresses["stuck"])
+        response = await asyncio.wait_for(reading, 10.0)
+        assert isinstance(response.value, KVEntry)
+        assert servers.calls == {"stuck": ["read"], "good": ["read"]}
+    finally:
+        await client.close()
+
+
+async def test_a_write_to_a_server_gossip_declares_failed_has_an_unknown_outcome(
+    servers: Servers,
+) -> None:
+    client = client_with([servers.addresses["stuck"], servers.addresses["good"]])
+    client.timeout_s = 60.0
+    command = KVSRequest(op="set", dir_ent=KVEntry(key="k", value=b"v"))
+    try:
+        writing = asyncio.ensure_future(client.write(command))
+        await wait_for_async(lambda: "write" in servers.calls["stuck"])
+        client.server_failed(servers.addresses["stuck"])
+        with pytest.raises(ServerFailedError, match="outcome is unknown"):
+            await asyncio.wait_for(writing, 10.0)
+        assert servers.calls == {"stuck": ["write"], "good": []}  # never sent twice
     finally:
         await client.close()

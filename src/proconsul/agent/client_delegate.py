@@ -25,7 +25,7 @@ from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.service import ACLService
 from proconsul.agent.acl_client import ClientACLResolver
 from proconsul.agent.client_rpc import ClientRPC
-from proconsul.gossip import Member
+from proconsul.gossip import Member, State
 from proconsul.rpc.acl_codec import RemoteACLEndpoints
 from proconsul.rpc.server import metrics_from_stats
 from proconsul.server.delegate import GossipPool
@@ -119,7 +119,14 @@ class ClientDelegate:
         return self.remote_acl
 
     def on_member_change(self, name: str) -> None:
-        return None
+        """A server that gossip declares failed will not answer what we sent it."""
+        core = self._gossip.core if self._gossip is not None else None
+        member = core.member(name) if core is not None else None
+        if member is None or member.state is not State.DEAD:
+            return
+        port = member.tags.get("port", "")
+        if member.tags.get("role") == "consul" and port.isdigit():
+            self.rpc.server_failed(f"{member.addr[0]}:{port}")
 
     def stats(self) -> dict[str, float]:
         stats = metrics_from_stats("consul.client.rpc", self.rpc.client.stats())

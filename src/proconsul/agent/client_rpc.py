@@ -16,6 +16,11 @@ Rules:
   server answered with (`RPCError`), goes to the caller: the write may have
   happened, only the caller knows whether repeating it is safe.
 - Every server is tried at most once per call.
+- A frozen server (a stalled process, a half-open partition) keeps its
+  connections open and never answers: when gossip declares it failed
+  (`server_failed`), calls in flight to it stop waiting. A read moves on to
+  the next server; a write fails with `ServerFailedError`, its outcome
+  unknown.
 - Rebalancing, as Consul's clients do: the server a client sticks to is kept
   for `rebalance_interval_s` (two minutes, longer in big clusters so at most
   REBALANCE_CONNS_PER_S_PER_SERVER clients per server move each second, plus
@@ -39,7 +44,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -47,6 +52,7 @@ from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.gossip import Member, State
 from proconsul.rpc import RPCClient
 from proconsul.rpc.codec import EndpointsClient, read_timeout_s
+from proconsul.rpc.errors import RPCError
 from proconsul.server.rpc_config import agent_rpc_tls
 from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.requests import ReadRequest, ReadResponse
@@ -68,6 +74,13 @@ REUSE_JITTER_S = 60.0
 # ... and longer in a big cluster, so that across the cluster no more than this
 # many clients per server and second move to a new server.
 REBALANCE_CONNS_PER_S_PER_SERVER = 64
+
+
+class ServerFailedError(RPCError):
+    """Gossip declared the server failed while a call to it was in flight."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(f"rpc: server {server} failed during the call; the outcome is unknown")
 
 
 class NoServersError(ConnectionError):
@@ -145,6 +158,7 @@ class ClientRPC:
         self.rebalances = 0
         self.fetcher: CertFetcher | None = None
         self._task: asyncio.Task[None] | None = None
+        self._calls: dict[str, set[asyncio.Future[Any]]] = {}  # in flight, per server
         settings = config.tls_settings("internal_rpc")
         if config.auto_encrypt.tls and tls.client_context is not None and not settings.cert_file:
             # A second, certificate-less context for the one anonymous call.
@@ -203,11 +217,29 @@ class ClientRPC:
         self, call: Callable[[str], Awaitable[T]], *, timeouts_move_on: bool
     ) -> T:
         """`call(server)` on the servers in `_order()` until one answers (module
-        rules: transport failures move on; timeouts only when `timeouts_move_on`)."""
+        rules: transport failures move on; timeouts and servers that gossip
+        declares failed mid-call only when `timeouts_move_on`)."""
         last: Exception | None = None
         for server in self._order():
+            task = asyncio.ensure_future(call(server))
+            calls = self._calls.setdefault(server, set())
+            calls.add(task)
             try:
-                result = await call(server)
+                await asyncio.wait({task})
+            finally:
+                calls.discard(task)
+                if not task.done():
+                    task.cancel()  # our caller went away
+            if task.cancelled():
+                # `server_failed`: a frozen server keeps its connections open and
+                # never answers, so only gossip can tell us to stop waiting.
+                failed = ServerFailedError(server)
+                if not timeouts_move_on:
+                    raise failed
+                last = self._failed(server, failed)
+                continue
+            try:
+                result = task.result()
             except ConnectionError as exc:
                 last = self._failed(server, exc)
                 continue
@@ -220,6 +252,13 @@ class ClientRPC:
             self.current = server
             return result
         raise last or NoServersError()
+
+    def server_failed(self, server: str) -> None:
+        """Gossip declared the server at `server` (RPC address) failed: stop
+        waiting for its answers (reads move on, writes fail: their outcome
+        is unknown)."""
+        for task in self._calls.pop(server, set()):
+            task.cancel()
 
     async def read(self, method: str, request: ReadRequest) -> ReadResponse:
         await self._ready()
