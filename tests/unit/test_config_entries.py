@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import hcl
+import msgspec
 import pytest
 
 from proconsul.connect.config_entries import (
@@ -15,6 +16,7 @@ from proconsul.connect.config_entries import (
     service_protocol,
 )
 from proconsul.structs.config_entries import (
+    ConfigEntry,
     ProxyDefaults,
     ServiceDefaults,
     ServiceIntentions,
@@ -24,7 +26,7 @@ from proconsul.structs.config_entries import (
     decode_config_entry,
     encode_config_entry,
 )
-from proconsul.structs.duration import Duration
+from proconsul.structs.duration import Duration, dec_hook, enc_hook
 
 # ------------------------------------------------------------------ decoding
 
@@ -132,6 +134,14 @@ def test_hcl1_shapes_decode() -> None:
     assert route.match.http.header[0].name == "x-debug"
     assert route.destination is not None
     assert route.destination.request_timeout == Duration(2.0)
+
+
+def test_every_kind_round_trips_through_msgpack() -> None:
+    # The form the Raft log and RPC will carry: the union decodes by its Kind tag.
+    for raw in VALID:
+        entry = parse_config_entry(raw)
+        data = msgspec.msgpack.encode(entry, enc_hook=enc_hook)
+        assert msgspec.msgpack.decode(data, type=ConfigEntry, dec_hook=dec_hook) == entry
 
 
 @pytest.mark.parametrize(
@@ -568,6 +578,7 @@ VALID: list[dict[str, Any]] = [
     {
         "Kind": RESOLVER,
         "Name": "api",
+        "ConnectTimeout": "15s",
         "Subsets": {"v1": {"Filter": "Service.Meta.version == v1"}},
         "Failover": {"v1": {"Datacenters": ["dc2"]}, "*": {"Targets": [{"Datacenter": "dc3"}]}},
     },

@@ -213,7 +213,7 @@ def intentions_of(entries: Iterable[ServiceIntentions]) -> list[Intention]:
             source_peer=source.peer,
             source_type=source.type or "consul",
             description=source.description,
-            meta=entry.meta,
+            meta=source.legacy_meta,
             create_index=entry.create_index,
             modify_index=entry.modify_index,
         )
