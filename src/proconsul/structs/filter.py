@@ -47,18 +47,23 @@ unknown selector, an operator the field does not support, or a value that does
 not parse as the field's type is a `FilterError`, before any row is seen.
 
 Rules:
-- Pure: no I/O, no clocks, no global state.
+- Pure: no I/O, no clocks; the only state is a cache of row shapes by type.
 - `compile_filter` raises only `FilterError` (a `ValueError`) for any text;
   its message has the shape of Consul's ("Failed to create boolean expression
-  evaluator: 1:4 (3): no match found, expected: ..."), for a 400 answer.
-- `Filter.matches` never raises: whatever the row holds, a mismatch is false.
+  evaluator: 1:4 (3): no match found, expected: ..."), for a 400 answer. An
+  empty text is an error too: callers treat an empty `?filter=` as no filter,
+  as Consul does.
+- `Filter.matches` never raises, whatever the row holds.
 - Bounded: at most MAX_EXPRESSION_LENGTH characters, MAX_DEPTH nested groups
   or `not`s and MAX_SELECTOR_PARTS names per selector, so parsing and matching
   never recurse deeply.
 - Compile once, match many: regular expressions are compiled, values parsed
   and selectors split at compile time; a match allocates nothing per row.
-- Departures, on purpose: `is empty` also applies to strings, and `\\"` is an
-  escaped quote inside a double-quoted string.
+- Departures: `is empty` also applies to strings, and `\\"` is an escaped
+  quote inside a double-quoted string (both on purpose); `matches` uses
+  Python's `re`, which reads the usual patterns as Go's RE2 does but also
+  accepts Perl-only syntax (backreferences, lookaround) and backtracks, so a
+  pathological pattern costs time that RE2 would not spend.
 """
 
 from __future__ import annotations
