@@ -2,6 +2,9 @@
 
 Errors are plain text with Consul's status codes and wording; JSON is compact
 unless `?pretty`. Durations in query strings use Go syntax (`?wait=5s`).
+
+Every JSON body goes through `decode_body`, which refuses one nested deeper
+than `MAX_BODY_DEPTH` (a 400) before anything walks it recursively.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ T = TypeVar("T")
 
 json_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 JSON_CONTENT_TYPE = "application/json"
+
+# The deepest nesting of arrays and objects a request body may have. Consul's
+# bodies need a handful of levels (a service, its checks, their headers);
+# opaque user data such as a proxy's Config gets the rest.
+MAX_BODY_DEPTH = 64
 
 
 class HTTPError(Exception):
@@ -172,19 +180,59 @@ def request_token(request: web.Request) -> str:
     return request.query.get("token", "")
 
 
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` (decoded JSON) nests arrays and objects deeper than `limit`.
+
+    Iterative, so the check itself cannot exhaust the stack it protects.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 async def decode_body(
     request: web.Request, kind: type[T], *, keys: Literal["pascal", "snake"] = "pascal"
 ) -> T:
     """Decode a JSON body into `kind`; a malformed body is a 400 with the decoder's message.
 
     Keys are accepted in any case, as Consul accepts them, and respelled for
-    `kind`: PascalCase for API structs, snake_case for definitions.
+    `kind`: PascalCase for API structs, snake_case for definitions. Every
+    route's body comes through here, so the nesting bound is kept here, once:
+    the renaming and the struct conversion below recurse once per level, and
+    a body a few hundred levels deep would exhaust Python's stack.
     """
     raw = await request.read()
     if not raw.strip():
         bad_request("Request decode failed: EOF")
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, ValueError) as exc:
+        bad_request(f"Request decode failed: {exc}")
+    except RecursionError:
+        # msgspec's own parser is bounded by the same recursion limit: deeper
+        # than that is deeper than MAX_BODY_DEPTH too.
+        _too_deep()
+    if json_depth_exceeds(value, MAX_BODY_DEPTH):
+        _too_deep()
     rename = pascal_keys if keys == "pascal" else snake_keys
     try:
-        return msgspec.convert(rename(msgspec.json.decode(raw)), kind, dec_hook=dec_hook)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        return msgspec.convert(rename(value), kind, dec_hook=dec_hook)
+    except (msgspec.ValidationError, ValueError) as exc:
         bad_request(f"Request decode failed: {exc}")
+
+
+def _too_deep() -> NoReturn:
+    bad_request(
+        f"Request decode failed: JSON nested deeper than {MAX_BODY_DEPTH} levels of arrays "
+        "and objects"
+    )
