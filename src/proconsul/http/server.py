@@ -1,20 +1,30 @@
-"""The HTTP API server: routes, Consul-style errors, request counters.
+"""The HTTP API server: routes, Consul-style errors, request counters, connection bounds.
 
 Every error leaves as plain text with Consul's status code: 400 for bad input,
 403 for an ACL refusal (`ACLDenied`, whoever raised it), the ACL API's own
 status for its other errors (`ACLError`), 404 for unknown paths and missing
-rows, 405 with `Allow` for a wrong method, 413 for oversized
-bodies, 500 for a server's refusal and (logged) for anything unexpected.
-Tokens are never logged.
+rows, 405 with `Allow` for a wrong method, 408 for a body that did not arrive
+in time, 413 for oversized bodies, 500 for a server's refusal and (logged)
+for anything unexpected. Tokens are never logged.
+
+No client can hold the agent (`start_http`):
+- A request body must arrive within `BODY_GRACE_S` (5 s) plus one second per
+  `BODY_MIN_RATE` (64 KiB) its Content-Length announces (a chunked body: the
+  5 s alone), counted from the headers; past that its read fails, the request
+  is answered 408 (`body_timeouts`) and its connection closed. Consul sets no
+  such bound (it only limits connections per client); a body announced as
+  1000 bytes that stops after 3 would otherwise hold a connection and a
+  handler for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
@@ -37,6 +47,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Request bodies other than KV values are small; KV's own limit is checked per request.
 _MIN_BODY_LIMIT = 1024 * 1024
+# A body's deadline: this long, plus a second per BODY_MIN_RATE bytes announced.
+BODY_GRACE_S = 5.0
+BODY_MIN_RATE = 64 * 1024
 
 _UI_PAGE = b"""<!doctype html><html><head><title>Proconsul</title></head>
 <body><h1>Proconsul</h1><p>The web UI is not built yet; the HTTP API is at /v1/.</p></body>
@@ -47,15 +60,48 @@ class HTTPStats:
     def __init__(self) -> None:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
+        self.body_timeouts = 0
 
     def as_dict(self) -> dict[str, int]:
-        out = {"requests": self.requests}
+        out = {
+            "requests": self.requests,
+            "body_timeouts": self.body_timeouts,
+        }
         for status, count in sorted(self.by_status.items()):
             out[f"status_{status}"] = count
         return out
 
 
 STATS_KEY: web.AppKey[HTTPStats] = web.AppKey("http_stats")
+# The largest body the app accepts (a body's deadline counts no more than this).
+_BODY_LIMIT_KEY: web.AppKey[int] = web.AppKey("body_limit")
+
+
+class BodyTimeout(TimeoutError):
+    """A request body that did not arrive within its deadline.
+
+    A TimeoutError, so that aiohttp's lingering read of the rest of the body,
+    after the 408, stops at once instead of logging it as unhandled.
+    """
+
+
+def _expire_body(content: StreamReader) -> None:
+    if not content.is_eof():
+        content.set_exception(BodyTimeout())
+
+
+def _arm_body_deadline(request: web.Request) -> asyncio.TimerHandle | None:
+    """Fail the body's reads once its deadline passes; None when it is all here."""
+    content = request.content
+    if content.is_eof():  # no body, or all of it came with the headers
+        return None
+    # Reading stops at the body limit (413) whatever the length announced; a
+    # chunked body announces none and gets the base alone (Consul's clients
+    # send a Content-Length with every body).
+    limit = request.app.get(_BODY_LIMIT_KEY, _MIN_BODY_LIMIT)
+    size = min(request.content_length or 0, limit)
+    deadline_s = BODY_GRACE_S + size / BODY_MIN_RATE
+    return asyncio.get_running_loop().call_later(deadline_s, _expire_body, content)
 
 
 def _text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -64,10 +110,16 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> w
 
 @web.middleware
 async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    stats = request.app[STATS_KEY]
+    app = request.app
+    stats = app[STATS_KEY]
     stats.requests += 1
+    timer = _arm_body_deadline(request)
     try:
         response = await handler(request)
+    except BodyTimeout:
+        stats.body_timeouts += 1
+        response = _text(408, "Request body not received in time")
+        response.force_close()
     except HTTPError as exc:
         response = _text(exc.status, exc.message, exc.headers)
     except web.HTTPMethodNotAllowed as exc:
@@ -94,6 +146,9 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = _text(500, "Internal error")
+    finally:
+        if timer is not None:
+            timer.cancel()
     stats.by_status[response.status] += 1
     return response
 
@@ -107,12 +162,11 @@ async def root_redirect(request: web.Request) -> web.Response:
 
 
 def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
-    app = web.Application(
-        middlewares=[consul_errors, acl_middleware],
-        client_max_size=max(_MIN_BODY_LIMIT, agent.kv_max_value_size + 1),
-    )
+    body_limit = max(_MIN_BODY_LIMIT, agent.kv_max_value_size + 1)
+    app = web.Application(middlewares=[consul_errors, acl_middleware], client_max_size=body_limit)
     app[AGENT_KEY] = agent
     app[STATS_KEY] = HTTPStats()
+    app[_BODY_LIMIT_KEY] = body_limit
     catalog.add_routes(app)
     kv.add_routes(app)
     agent_routes.add_routes(app)

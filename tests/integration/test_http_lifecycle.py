@@ -1,0 +1,61 @@
+"""HTTP connections that would hold an agent: bodies that never arrive.
+
+Real dev agents and raw sockets. A request whose body stalls is answered 408
+and closed within the body deadline (http/server.py), and the agent serves
+others meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tests.agent_process import AgentProcess, read_until_closed
+
+# Bodies are announced as 1000 bytes: their deadline is the base of 5 s plus
+# a negligible share for the length (http/server.py); the rest is slack for a
+# loaded machine.
+STALLED_BODY_DEADLINE_S = 12.0
+STALLED_ROUTES = [
+    "/v1/kv/stalled",
+    "/v1/agent/service/register",
+    "/v1/catalog/register",
+    "/v1/agent/check/update/some-check",
+    "/v1/event/fire/stalled",
+]
+
+
+def test_a_body_that_stalls_is_answered_408_and_closed(dev_agent: AgentProcess) -> None:
+    sockets = []
+    for number in range(40):
+        path = STALLED_ROUTES[number % len(STALLED_ROUTES)]
+        sock = dev_agent.connect()
+        head = f"PUT {path} HTTP/1.1\r\nHost: agent\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head.encode() + b"abc")  # 3 of the 1000 bytes, then nothing
+        sockets.append(sock)
+    started = time.monotonic()
+    # Meanwhile the agent serves everyone else.
+    assert dev_agent.request("GET", "/v1/status/leader", timeout_s=2)[0] == 200
+    for sock in sockets:
+        with sock:
+            remaining = STALLED_BODY_DEADLINE_S - (time.monotonic() - started)
+            received, closed = read_until_closed(sock, max(remaining, 0.1))
+            assert closed, f"still open after {time.monotonic() - started:.1f}s: {received!r}"
+            assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+            assert b"Connection: close" in received
+    assert dev_agent.request("GET", "/v1/kv/stalled")[0] == 404
+    assert "stalled" not in dev_agent.get_json("/v1/agent/services")
+    assert "Traceback" not in dev_agent.log_text()
+
+
+def test_a_slow_but_steady_body_is_read(dev_agent: AgentProcess) -> None:
+    with dev_agent.connect() as sock:
+        body = b"x" * 1000
+        sock.sendall(b"PUT /v1/kv/steady HTTP/1.1\r\nHost: agent\r\nContent-Length: 1000\r\n\r\n")
+        for start in range(0, len(body), 250):
+            sock.sendall(body[start : start + 250])
+            time.sleep(0.3)  # a slow sender, on purpose
+        sock.settimeout(5)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    status, _, value = dev_agent.request("GET", "/v1/kv/steady?raw")
+    assert (status, value) == (200, body)
