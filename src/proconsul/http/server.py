@@ -15,6 +15,11 @@ No client can hold the agent (`start_http`):
   such bound (it only limits connections per client); a body announced as
   1000 bytes that stops after 3 would otherwise hold a connection and a
   handler for ever.
+- Stopping (`AppRunner.cleanup`): reads still in flight (blocking queries,
+  whether their client is there or gone) are cancelled at once; other
+  requests get `SHUTDOWN_GRACE_S` (1 s, what Consul gives its HTTP servers)
+  to finish before they are cancelled, so an agent stops in seconds whatever
+  it was serving.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import StreamReader, web
 
@@ -50,6 +56,8 @@ _MIN_BODY_LIMIT = 1024 * 1024
 # A body's deadline: this long, plus a second per BODY_MIN_RATE bytes announced.
 BODY_GRACE_S = 5.0
 BODY_MIN_RATE = 64 * 1024
+# What requests other than reads get to finish when the agent stops (Consul's 1 s).
+SHUTDOWN_GRACE_S = 1.0
 
 _UI_PAGE = b"""<!doctype html><html><head><title>Proconsul</title></head>
 <body><h1>Proconsul</h1><p>The web UI is not built yet; the HTTP API is at /v1/.</p></body>
@@ -75,6 +83,8 @@ class HTTPStats:
 STATS_KEY: web.AppKey[HTTPStats] = web.AppKey("http_stats")
 # The largest body the app accepts (a body's deadline counts no more than this).
 _BODY_LIMIT_KEY: web.AppKey[int] = web.AppKey("body_limit")
+# Reads in flight, cancelled when the app shuts down.
+_READS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("reads_in_flight")
 
 
 class BodyTimeout(TimeoutError):
@@ -114,6 +124,11 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     stats = app[STATS_KEY]
     stats.requests += 1
     timer = _arm_body_deadline(request)
+    # A read may wait for minutes (a blocking query): it is cancelled at shutdown.
+    reads = app.get(_READS_KEY) if request.method in ("GET", "HEAD") else None
+    read = asyncio.current_task() if reads is not None else None
+    if reads is not None and read is not None:
+        reads.add(read)
     try:
         response = await handler(request)
     except BodyTimeout:
@@ -149,8 +164,20 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     finally:
         if timer is not None:
             timer.cancel()
+        if reads is not None and read is not None:
+            reads.discard(read)
     stats.by_status[response.status] += 1
     return response
+
+
+async def _cancel_reads(app: web.Application) -> None:
+    """At shutdown: end the reads still in flight (blocking queries) at once."""
+    in_flight = app[_READS_KEY]
+    reads = list(in_flight)
+    for task in reads:
+        task.cancel()
+    if reads:
+        await asyncio.wait(reads, timeout=SHUTDOWN_GRACE_S)
 
 
 async def ui_index(request: web.Request) -> web.Response:
@@ -167,6 +194,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     app[AGENT_KEY] = agent
     app[STATS_KEY] = HTTPStats()
     app[_BODY_LIMIT_KEY] = body_limit
+    app[_READS_KEY] = set()
+    app.on_shutdown.append(_cancel_reads)
     catalog.add_routes(app)
     kv.add_routes(app)
     agent_routes.add_routes(app)
@@ -183,7 +212,12 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
 
 
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_S,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
