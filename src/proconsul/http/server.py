@@ -4,8 +4,9 @@ Every error leaves as plain text with Consul's status code: 400 for bad input,
 403 for an ACL refusal (`ACLDenied`, whoever raised it), the ACL API's own
 status for its other errors (`ACLError`), 404 for unknown paths and missing
 rows, 405 with `Allow` for a wrong method, 408 for a body that did not arrive
-in time, 413 for oversized bodies, 500 for a server's refusal and (logged)
-for anything unexpected. Tokens are never logged.
+in time, 413 for oversized bodies, 500 for a server's refusal and (logged,
+with its traceback) for anything unexpected: a traceback means a bug.
+Tokens are never logged.
 
 No client can hold the agent (`start_http`):
 - A request body must arrive within `BODY_GRACE_S` (5 s) plus one second per
@@ -15,6 +16,10 @@ No client can hold the agent (`start_http`):
   such bound (it only limits connections per client); a body announced as
   1000 bytes that stops after 3 would otherwise hold a connection and a
   handler for ever.
+- A malformed request (a bad request line, header or chunk: aiohttp's parser
+  refuses it with 400; or a body whose read fails mid-way) is counted as
+  `malformed_requests` and logged as one DEBUG line with the peer and the
+  error's class, not its text (which may quote a token), never a traceback.
 - Stopping (`AppRunner.cleanup`): reads still in flight (blocking queries,
   whether their client is there or gone) are cancelled at once; other
   requests get `SHUTDOWN_GRACE_S` (1 s, what Consul gives its HTTP servers)
@@ -31,6 +36,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
@@ -68,11 +75,13 @@ class HTTPStats:
     def __init__(self) -> None:
         self.requests = 0
         self.by_status: Counter[int] = Counter()
+        self.malformed_requests = 0  # refused by the HTTP parser, or a body that broke off
         self.body_timeouts = 0
 
     def as_dict(self) -> dict[str, int]:
         out = {
             "requests": self.requests,
+            "malformed_requests": self.malformed_requests,
             "body_timeouts": self.body_timeouts,
         }
         for status, count in sorted(self.by_status.items()):
@@ -135,6 +144,12 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         stats.body_timeouts += 1
         response = _text(408, "Request body not received in time")
         response.force_close()
+    except RequestPayloadError as exc:
+        # The body broke off (a bad chunk, a connection closed mid-way): bad input.
+        stats.malformed_requests += 1
+        log.debug("http: malformed request body from %s: %s", request.remote, _kind(exc))
+        response = _text(400, "Request body malformed")
+        response.force_close()
     except HTTPError as exc:
         response = _text(exc.status, exc.message, exc.headers)
     except web.HTTPMethodNotAllowed as exc:
@@ -168,6 +183,46 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
             reads.discard(read)
     stats.by_status[response.status] += 1
     return response
+
+
+class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger aiohttp's connection handlers get (`start_http`).
+
+    aiohttp logs a request its parser refused ("Error handling request") with
+    a traceback, at ERROR, so anyone could fill the log. That is bad input,
+    not a bug: here it is counted and logged as one DEBUG line. Everything else
+    aiohttp logs (an unhandled exception in its own code) keeps its traceback.
+    """
+
+    def __init__(self, logger: logging.Logger, stats: HTTPStats) -> None:
+        super().__init__(logger, {})
+        self.stats = stats
+
+    def _refused(self, exc: object, args: tuple[object, ...]) -> bool:
+        if isinstance(exc, HttpProcessingError):
+            self.stats.malformed_requests += 1
+            peer = args[0] if args else "?"  # aiohttp passes the peer first
+            self.logger.debug("http: malformed request from %s: %s", peer, _kind(exc))
+            return True
+        if isinstance(exc, RequestPayloadError):
+            # aiohttp reading the rest of a broken body that `consul_errors`
+            # already answered (and counted): nothing more to say.
+            self.logger.debug("http: dropped the rest of a malformed body: %s", _kind(exc))
+            return True
+        return False
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if not self._refused(exc_info, args):
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self._refused(kwargs.get("exc_info"), args):
+            super().debug(msg, *args, **kwargs)
+
+
+def _kind(exc: BaseException) -> str:
+    """An error's class: its text may quote the request line, and so a token."""
+    return type(exc).__name__
 
 
 async def _cancel_reads(app: web.Application) -> None:
@@ -217,6 +272,7 @@ async def start_http(app: web.Application, host: str, port: int) -> web.AppRunne
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_S,
+        logger=_ConnectionLog(logging.getLogger("aiohttp.server"), app[STATS_KEY]),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
