@@ -130,6 +130,15 @@ class AgentProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def metric(self, name: str) -> float:
+        """One gauge of /v1/agent/metrics (0 when the agent does not report it)."""
+        gauges = self.get_json("/v1/agent/metrics")["Gauges"]
+        return next((float(g["Value"]) for g in gauges if g["Name"] == name), 0.0)
+
+    def connect(self, timeout_s: float = 5.0) -> socket.socket:
+        """A raw TCP connection to the HTTP API, for requests no client library sends."""
+        return socket.create_connection((self.host, self.http_port), timeout=timeout_s)
+
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
@@ -142,6 +151,27 @@ class AgentProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+def read_until_closed(sock: socket.socket, deadline_s: float) -> tuple[bytes, bool]:
+    """Everything the peer sends until it closes the connection or the deadline
+    passes; the flag says whether it closed (EOF or reset) in time."""
+    end = time.monotonic() + deadline_s
+    received = b""
+    while True:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return received, False
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            return received, False
+        except ConnectionResetError:
+            return received, True
+        if not chunk:
+            return received, True
+        received += chunk
 
 
 def proconsul_cmd(*args: str) -> list[str]:

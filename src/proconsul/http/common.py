@@ -1,7 +1,15 @@
 """Shared pieces of the HTTP API: query options, JSON bodies, Consul's headers and errors.
 
 Errors are plain text with Consul's status codes and wording; JSON is compact
-unless `?pretty`. Durations in query strings use Go syntax (`?wait=5s`).
+unless `?pretty`.
+
+Bad input is a 400 with a reason, found here once for every route:
+- Query strings are read as Consul reads them: `?index`, `?cas` and `?flags`
+  are unsigned 64-bit numbers (Go's ParseUint: ASCII digits, below 2**64) and
+  `?wait` a Go duration (`5s`, `1m30s`), not negative; Consul's texts
+  `Invalid index` and `Invalid wait time`.
+- Every JSON body goes through `decode_body`, which refuses one nested deeper
+  than `MAX_BODY_DEPTH` before anything walks it recursively.
 """
 
 from __future__ import annotations
@@ -22,6 +30,15 @@ T = TypeVar("T")
 
 json_encoder = msgspec.json.Encoder(enc_hook=enc_hook)
 JSON_CONTENT_TYPE = "application/json"
+
+U64_MAX = 2**64 - 1
+# Go's time.Duration is an int64 of nanoseconds; ParseDuration refuses longer.
+MAX_GO_DURATION_S = (2**63 - 1) / 1e9
+
+# The deepest nesting of arrays and objects a request body may have. Consul's
+# bodies need a handful of levels (a service, its checks, their headers);
+# opaque user data such as a proxy's Config gets the rest.
+MAX_BODY_DEPTH = 64
 
 
 class HTTPError(Exception):
@@ -122,27 +139,74 @@ def query_int(request: web.Request, name: str, default: int = 0) -> int:
         bad_request(f"Invalid {name} value: {text!r}")
 
 
+def parse_uint64(text: str) -> int | None:
+    """Go's `strconv.ParseUint(text, 10, 64)`: ASCII digits only (no sign, space,
+    underscore or other script's digits), below 2**64; None for anything else."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    # u64's largest value has 20 digits; leading zeros are allowed, as in Go,
+    # and a longer number must not reach int() (it refuses over 4300 digits).
+    if len(text.lstrip("0")) > 20:
+        return None
+    value = int(text)
+    return value if value <= U64_MAX else None
+
+
+def query_uint64(request: web.Request, name: str, default: int = 0) -> int:
+    """An unsigned 64-bit query parameter (`?cas`, `?flags`); absent or empty is `default`."""
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    value = parse_uint64(text)
+    if value is None:
+        bad_request(f"Invalid {name} value: {text!r}")
+    return value
+
+
+def parse_wait(text: str) -> float:
+    """`?wait` as Go's `time.ParseDuration` reads it, in seconds; ValueError for
+    anything else and for a negative wait. A wait above Consul's 10 minutes is
+    kept: the server caps it (server/endpoints.py), as Consul's RPC layer does."""
+    # parse_duration is lenient for config files (spaces, any script's digits);
+    # Go takes ASCII only, but for the two spellings of its micro sign.
+    if not text.replace("µ", "").replace("μ", "").isascii() or text != text.strip():
+        raise ValueError(f"time: invalid duration {text!r}")
+    seconds = float(parse_duration(text))
+    if seconds < 0:
+        raise ValueError(f"negative wait {text!r}")
+    if seconds > MAX_GO_DURATION_S:  # Go's int64 of nanoseconds overflows
+        raise ValueError(f"time: invalid duration {text!r}")
+    return seconds
+
+
 def query_options(request: web.Request, token: str = "") -> QueryOptions:
+    """Consul's query options: `?wait`, `?index`, `?stale`/`?consistent`, `?dc`.
+
+    `?index` and `?wait` are parsed as Consul parses them (parseWait in its
+    agent/http.go): an unsigned 64-bit number and a Go duration; anything
+    else is a 400 with Consul's text, before any read starts.
+    """
+    query = request.query
     wait_s = 0.0
-    wait = request.query.get("wait")
+    wait = query.get("wait")
     if wait:
         try:
-            wait_s = float(parse_duration(wait))
+            wait_s = parse_wait(wait)
         except ValueError:
-            bad_request(f"Invalid wait time: {wait!r}")
+            bad_request("Invalid wait time")
     index = 0
-    index_text = request.query.get("index")
+    index_text = query.get("index")
     if index_text:
-        try:
-            index = int(index_text)
-        except ValueError:
-            bad_request(f"Invalid index: {index_text!r}")
-    stale = "stale" in request.query
-    consistent = "consistent" in request.query
+        parsed = parse_uint64(index_text)
+        if parsed is None:
+            bad_request("Invalid index")
+        index = parsed
+    stale = "stale" in query
+    consistent = "consistent" in query
     if stale and consistent:
         bad_request("Cannot specify ?stale with ?consistent, conflicting semantics.")
     return QueryOptions(
-        datacenter=request.query.get("dc", ""),
+        datacenter=query.get("dc", ""),
         token=token,
         min_index=index,
         max_query_time_s=wait_s,
@@ -172,19 +236,59 @@ def request_token(request: web.Request) -> str:
     return request.query.get("token", "")
 
 
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` (decoded JSON) nests arrays and objects deeper than `limit`.
+
+    Iterative, so the check itself cannot exhaust the stack it protects.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 async def decode_body(
     request: web.Request, kind: type[T], *, keys: Literal["pascal", "snake"] = "pascal"
 ) -> T:
     """Decode a JSON body into `kind`; a malformed body is a 400 with the decoder's message.
 
     Keys are accepted in any case, as Consul accepts them, and respelled for
-    `kind`: PascalCase for API structs, snake_case for definitions.
+    `kind`: PascalCase for API structs, snake_case for definitions. Every
+    route's body comes through here, so the nesting bound is kept here, once:
+    the renaming and the struct conversion below recurse once per level, and
+    a body a few hundred levels deep would exhaust Python's stack.
     """
     raw = await request.read()
     if not raw.strip():
         bad_request("Request decode failed: EOF")
+    try:
+        value = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, ValueError) as exc:
+        bad_request(f"Request decode failed: {exc}")
+    except RecursionError:
+        # msgspec's own parser is bounded by the same recursion limit: deeper
+        # than that is deeper than MAX_BODY_DEPTH too.
+        _too_deep()
+    if json_depth_exceeds(value, MAX_BODY_DEPTH):
+        _too_deep()
     rename = pascal_keys if keys == "pascal" else snake_keys
     try:
-        return msgspec.convert(rename(msgspec.json.decode(raw)), kind, dec_hook=dec_hook)
-    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        return msgspec.convert(rename(value), kind, dec_hook=dec_hook)
+    except (msgspec.ValidationError, ValueError) as exc:
         bad_request(f"Request decode failed: {exc}")
+
+
+def _too_deep() -> NoReturn:
+    bad_request(
+        f"Request decode failed: JSON nested deeper than {MAX_BODY_DEPTH} levels of arrays "
+        "and objects"
+    )

@@ -17,8 +17,8 @@ from proconsul.http.common import (
     HTTPError,
     bad_request,
     json_response,
-    query_int,
     query_options,
+    query_uint64,
     set_meta_headers,
 )
 from proconsul.structs.catalog import KVEntry
@@ -70,6 +70,14 @@ async def kv_put(request: web.Request) -> web.Response:
         bad_request("Missing key name")
     if "acquire" in request.query or "release" in request.query:
         bad_request("Sessions are not supported by this agent yet (?acquire/?release)")
+    # The query is checked before the body is read, as Consul does: a refused
+    # request costs no body.
+    flags = query_uint64(request, "flags")
+    op: KVOp = "set"
+    modify_index = 0
+    if "cas" in request.query:
+        op = "cas"
+        modify_index = query_uint64(request, "cas")
     agent = agent_of(request)
     limit = agent.kv_max_value_size
     length = request.content_length
@@ -80,14 +88,7 @@ async def kv_put(request: web.Request) -> web.Response:
         raise HTTPError(
             413, f"Request body({len(value)} bytes) too large, max size: {limit} bytes."
         )
-    flags = query_int(request, "flags")
-    if flags < 0 or flags >= 2**64:
-        bad_request(f"Invalid flags value: {flags}")
-    entry = KVEntry(key=key, value=value, flags=flags)
-    op: KVOp = "set"
-    if "cas" in request.query:
-        op = "cas"
-        entry.modify_index = query_int(request, "cas")
+    entry = KVEntry(key=key, value=value, flags=flags, modify_index=modify_index)
     _, result = await agent.rpc_write(KVSRequest(op=op, dir_ent=entry), caller_token(request))
     if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)
@@ -102,7 +103,7 @@ async def kv_delete(request: web.Request) -> web.Response:
         op = "delete-tree"
     elif "cas" in request.query:
         op = "delete-cas"
-        entry.modify_index = query_int(request, "cas")
+        entry.modify_index = query_uint64(request, "cas")
     else:
         if not key:
             bad_request("Missing key name")
