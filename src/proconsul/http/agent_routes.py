@@ -16,7 +16,7 @@ secret is never logged.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -40,7 +40,10 @@ from proconsul.http.common import (
 )
 from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.filter import FilterError, cached_filter, evaluator_error
 from proconsul.structs.naming import pascal
+
+T = TypeVar("T")
 
 log = logging.getLogger("proconsul.agent")
 CONNECT_PROXY = "connect-proxy"
@@ -116,7 +119,8 @@ async def agent_services(request: web.Request) -> web.Response:
         for sid, svc in sorted(services.items())
         if allowed(request, "service", "read", svc.service)
     }
-    return _filtered_response(request, visible, len(visible) != len(services))
+    dropped = len(visible) != len(services)
+    return _filtered_response(request, _query_filter(request, visible, AgentService), dropped)
 
 
 async def agent_service_get(request: web.Request) -> web.Response:
@@ -141,7 +145,21 @@ def _check_readable(request: web.Request, check: HealthCheck) -> bool:
 async def agent_checks(request: web.Request) -> web.Response:
     checks: dict[str, HealthCheck] = agent_of(request).local_checks()
     visible = {cid: c for cid, c in sorted(checks.items()) if _check_readable(request, c)}
-    return _filtered_response(request, visible, len(visible) != len(checks))
+    dropped = len(visible) != len(checks)
+    return _filtered_response(request, _query_filter(request, visible, HealthCheck), dropped)
+
+
+def _query_filter(request: web.Request, rows: dict[str, T], shape: type[T]) -> dict[str, T]:
+    """`?filter` on the agent's own lists (after the ACL step, as on servers)."""
+    text = request.query.get("filter", "")
+    if not text:
+        return rows
+    try:
+        compiled = cached_filter(text, shape)
+    except FilterError as exc:
+        bad_request(evaluator_error(exc))
+    views = msgspec.to_builtins(rows)
+    return {key: row for key, row in rows.items() if compiled.matches(views[key])}
 
 
 async def _vet_service_register(request: web.Request, definition: ServiceDefinition) -> None:

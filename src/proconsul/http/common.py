@@ -180,7 +180,8 @@ def parse_wait(text: str) -> float:
 
 
 def query_options(request: web.Request, token: str = "") -> QueryOptions:
-    """Consul's query options: `?wait`, `?index`, `?stale`/`?consistent`, `?dc`.
+    """Consul's query options: `?wait`, `?index`, `?stale`/`?consistent`, `?dc`,
+    `?filter` (compiled and applied by the server that answers).
 
     `?index` and `?wait` are parsed as Consul parses them (parseWait in its
     agent/http.go): an unsigned 64-bit number and a Go duration; anything
@@ -212,6 +213,7 @@ def query_options(request: web.Request, token: str = "") -> QueryOptions:
         max_query_time_s=wait_s,
         allow_stale=stale,
         require_consistent=consistent,
+        filter=query.get("filter", ""),
     )
 
 

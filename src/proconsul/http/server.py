@@ -52,7 +52,7 @@ from proconsul.http import (
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
 from proconsul.http.common import HTTPError
-from proconsul.rpc.errors import RPCError
+from proconsul.rpc.errors import ErrorCode, RPCError
 
 log = logging.getLogger("proconsul.http")
 
@@ -168,7 +168,9 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         # The ACL API's other failures: 400 bad input, 500 a write that failed.
         response = _text(exc.status, exc.message)
     except RPCError as exc:
-        response = _text(500, exc.message)
+        # A bad ?filter is the caller's mistake: 400 (Consul says 500 there,
+        # which its own maintainers call a wart).
+        response = _text(400 if exc.code == ErrorCode.BAD_QUERY else 500, exc.message)
     except (ConnectionError, TimeoutError) as exc:
         # No server reachable ("No known Consul servers"), a server's refusal
         # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.

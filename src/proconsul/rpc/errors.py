@@ -31,6 +31,7 @@ class ErrorCode:
     BAD_REQUEST = "bad_request"  # e.g. a request id already in flight
     PERMISSION_DENIED = "permission_denied"  # e.g. no verified client certificate
     ACL_DENIED = "acl_denied"  # the token is unknown or lacks a right; HTTP answers 403
+    BAD_QUERY = "bad_query"  # the query itself is invalid (a bad ?filter); HTTP answers 400
 
 
 class RPCError(Exception):

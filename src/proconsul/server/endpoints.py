@@ -42,9 +42,12 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import msgspec
+
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.errors import ACLDenied
 from proconsul.acl.resolved import ResolvedToken
+from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore
@@ -64,6 +67,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.structs.filter import FilterError, cached_filter, evaluator_error
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -94,6 +98,30 @@ class Log(Protocol):
         and only there: a log that forwards to the leader hands the token along
         and the leader authorizes (server/leader_router.py)."""
         ...
+
+
+# The row type each filterable read returns: `?filter` is checked against it.
+FILTER_SHAPES: dict[str, type] = {
+    "Catalog.ListNodes": Node,
+    "Catalog.ServiceNodes": ServiceNode,
+    "Health.ServiceNodes": CheckServiceNode,
+    "Health.NodeChecks": HealthCheck,
+    "Health.ServiceChecks": HealthCheck,
+    "Health.ChecksInState": HealthCheck,
+}
+
+
+def apply_query_filter(method: str, text: str, rows: Any) -> Any:
+    """The rows of `method`'s answer that pass `?filter=text`; a bad filter, or
+    one on a read that takes none, is `RPCError(..., BAD_QUERY)` (HTTP 400)."""
+    shape = FILTER_SHAPES.get(method)
+    if shape is None:
+        raise RPCError(f"filtering is not supported by {method}", ErrorCode.BAD_QUERY)
+    try:
+        compiled = cached_filter(text, shape)
+    except FilterError as exc:
+        raise RPCError(evaluator_error(exc), ErrorCode.BAD_QUERY) from None
+    return compiled.select(rows, msgspec.to_builtins(rows))
 
 
 def wait_with_jitter_s(requested_s: float, rng: random.Random) -> float:
@@ -203,6 +231,9 @@ class ServerEndpoints:
         filtered = False
         if resolved is not None:
             value, filtered = self._filter(method, request, resolved, value)
+        if request.options.filter:
+            # After the ACL filter, so the filtered-by-ACLs header speaks of ACLs only.
+            value = apply_query_filter(method, request.options.filter, value)
         # Consul never reports index 0: clients treat it as "don't block".
         meta = QueryMeta(index=max(index, 1), results_filtered_by_acls=filtered)
         return ReadResponse(meta=meta, value=value)

@@ -842,3 +842,25 @@ def compile_filter(text: str, shape: object = None) -> Filter:
     """
     expr = parse_filter(text)
     return Filter(text, _build(expr, None if shape is None else _shape_of(shape)))
+
+
+_COMPILED_MAX = 1024
+_compiled: dict[tuple[str, object], Filter] = {}
+
+
+def cached_filter(text: str, shape: object = None) -> Filter:
+    """`compile_filter`, remembered per (text, shape): clients repeat the same
+    filter on every (blocking) query. Bounded; FilterError as compile_filter."""
+    key = (text, shape)
+    found = _compiled.get(key)
+    if found is None:
+        found = compile_filter(text, shape)
+        if len(_compiled) >= _COMPILED_MAX:
+            _compiled.clear()
+        _compiled[key] = found
+    return found
+
+
+def evaluator_error(exc: FilterError) -> str:
+    """The message an endpoint answers for a bad filter, in Consul's words."""
+    return f"Failed to create boolean expression evaluator: {exc}"

@@ -24,6 +24,7 @@ class QueryOptions(msgspec.Struct):
     max_query_time_s: float = 0.0  # ?wait; 0 means the default
     allow_stale: bool = False
     require_consistent: bool = False
+    filter: str = ""  # ?filter: Consul's filter expression (structs/filter.py)
 
 
 class ReadRequest(msgspec.Struct):
