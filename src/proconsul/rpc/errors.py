@@ -31,6 +31,8 @@ class ErrorCode:
     BAD_REQUEST = "bad_request"  # e.g. a request id already in flight
     PERMISSION_DENIED = "permission_denied"  # e.g. no verified client certificate
     ACL_DENIED = "acl_denied"  # the token is unknown or lacks a right; HTTP answers 403
+    # Raised by a caller, never sent: the server's answer did not decode.
+    BAD_RESPONSE = "bad_response"
 
 
 class RPCError(Exception):
