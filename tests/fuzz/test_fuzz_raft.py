@@ -7,11 +7,15 @@ does decode must be safe to hand to `well_formed` and to encode again.
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from tests.fuzz.wire import DEEP, BadStr, Deep, hostile_bytes, pack, shaped, with_extra
 
 from proconsul.raft import messages as rm
+from proconsul.server.raft_transport import decode_batch
 
 TAGS = range(0, 12)  # 1..9 are messages; 0, 10, 11 are not
 
@@ -96,3 +100,16 @@ def test_decode_configuration_refuses_cleanly(data: bytes) -> None:
     except rm.MessageError:
         return
     assert rm.decode_configuration(rm.encode_configuration(configuration)) == configuration
+
+
+# `Raft.Step` batches (server/raft_transport.py, not ours to change here): the
+# batch decoder catches only msgspec's errors, so the inputs that broke
+# decode_message escape it. The fix is to catch what decode_message catches;
+# then drop this mark and fuzz it like decode_message.
+@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, RecursionError))
+@pytest.mark.parametrize(
+    "payload", [pack([BadStr(b"\xff"), []]), pack(["10.0.0.1:8300", [], Deep(DEEP)])]
+)
+def test_step_batches_refuse_cleanly(payload: bytes) -> None:
+    with contextlib.suppress(rm.MessageError):
+        decode_batch(payload)

@@ -41,6 +41,7 @@ from proconsul.rpc.frames import (
     decode_body,
     encode_frame,
 )
+from proconsul.server.operator import decode_operator_request
 from proconsul.structs.catalog import KVEntry, NodeService
 from proconsul.structs.commands import DeregisterRequest, KVSRequest, RegisterRequest
 from proconsul.structs.connect import IndexedCARoots
@@ -262,3 +263,16 @@ def test_acl_results(data: bytes, method: str) -> None:
 def test_untyped_answers(value: Any) -> None:
     # Status.Leader, Status.Peers and Operator.* answers are decoded without a type.
     refused_as_rpc_error(lambda: codec.decode_reply(codec.ANY_DECODER, pack(value), "Status.Peers"))
+
+
+# `Operator.*` requests (server/operator.py, not ours to change here) are decoded
+# with their own try/except, which misses the errors decode_payload now
+# catches. The fix is to call decode_payload; then drop this mark and fuzz it
+# with the other payloads.
+@pytest.mark.xfail(strict=True, raises=(UnicodeDecodeError, RecursionError))
+@pytest.mark.parametrize(
+    "payload", [pack({"token": BadStr(b"\xff")}), pack({"zz_unknown": Deep(DEEP)})]
+)
+def test_operator_requests(payload: bytes) -> None:
+    method = "Operator.RaftGetConfiguration"
+    refused_as_bad_request(lambda: decode_operator_request(payload, method))
