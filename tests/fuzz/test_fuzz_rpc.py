@@ -3,6 +3,8 @@
 - Frames (`rpc/frames.py`): the stream decoder, fed whole, byte by byte and in
   random chunks, with trailing garbage and hostile bodies: only `FrameError`
   escapes, chunking never changes the result, and a failed decoder stays failed.
+- A server connection (`rpc/server.py`) fed any stream answers requests or
+  closes on the first bad frame (counted), and writes only clean frames.
 - Payloads: every request a server decodes (`rpc/codec.py`, `rpc/acl_codec.py`,
   the `structs/rpc.py` structs) and every answer a caller decodes: a bad one
   is an `RPCError`, never another exception.
@@ -10,8 +12,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -38,9 +41,11 @@ from proconsul.rpc.frames import (
     Frame,
     FrameDecoder,
     FrameError,
+    FrameKind,
     decode_body,
     encode_frame,
 )
+from proconsul.rpc.server import RPCServer, _ServerConnection
 from proconsul.server.operator import decode_operator_request
 from proconsul.structs.catalog import KVEntry, NodeService
 from proconsul.structs.commands import DeregisterRequest, KVSRequest, RegisterRequest
@@ -276,3 +281,79 @@ def test_untyped_answers(value: Any) -> None:
 def test_operator_requests(payload: bytes) -> None:
     method = "Operator.RaftGetConfiguration"
     refused_as_bad_request(lambda: decode_operator_request(payload, method))
+
+
+# ----- a server connection, end to end ------------------------------------------------
+
+
+class FakeTransport:
+    """Stands in for the socket: collects what the server writes."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+
+async def echo(payload: bytes, peer: Any) -> bytes:
+    return payload
+
+
+async def refuse(payload: bytes, peer: Any) -> bytes:
+    raise RPCError("rpc: refused", ErrorCode.BAD_REQUEST)
+
+
+requests = st.builds(
+    Frame,
+    kind=st.sampled_from([1, 1, 1, 4, 5, 2, 3, 99]),
+    id=st.integers(0, 3),
+    method=st.sampled_from(["Echo", "Refuse", "Nope", ""]),
+    payload=st.binary(max_size=16),
+    timeout_ms=st.integers(0, 50),
+)
+
+
+@given(
+    st.lists(requests, max_size=6),
+    st.one_of(st.just(b""), st.binary(max_size=12), packed().map(prefixed)),
+    st.lists(st.integers(0, 2000), max_size=6),
+)
+def test_a_server_connection_answers_or_closes_on_any_stream(
+    sent: list[Frame], garbage: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(bytes(encode_frame(frame)) for frame in sent) + garbage
+
+    async def scenario() -> None:
+        server = RPCServer({"Echo": echo, "Refuse": refuse}, handshake_timeout_s=0)
+        conn = _ServerConnection(server, asyncio.get_running_loop())
+        transport = FakeTransport()
+        conn.connection_made(cast(asyncio.Transport, transport))
+        for piece in chunks(stream, cuts):
+            if piece and not conn.closed:
+                conn.data_received(piece)
+        await asyncio.gather(*conn.tasks(), return_exceptions=True)
+        await asyncio.sleep(0)  # queued answers are flushed on the next iteration
+        stats = server.stats()
+        bad = stats["bad_frames"] + stats["oversized_frames"]
+        # A stream that lost its framing is counted and closed, nothing else.
+        assert bool(bad) == (conn.closed and stream[:1] != b"\x16")
+        # Whatever the server wrote is a clean sequence of answers.
+        for frame in FrameDecoder().feed(bytes(transport.written)):
+            assert frame.kind in (FrameKind.RESPONSE, FrameKind.ERROR)
+        conn.connection_lost(None)
+
+    asyncio.run(scenario())
