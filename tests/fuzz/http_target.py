@@ -31,8 +31,8 @@ BUG_MARKERS = ("Traceback", "unexpected error", "Error handling request", "Unhan
 
 
 def fuzz_settings() -> settings:
-    """The Hypothesis profile named by HYPOTHESIS_PROFILE (conftest.py registers them)."""
-    return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+    """The HTTP tests' profile for HYPOTHESIS_PROFILE (conftest.py registers them)."""
+    return settings.get_profile("http-" + os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def encode_body(body: bytes | str | Any) -> bytes | None:

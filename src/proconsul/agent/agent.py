@@ -38,6 +38,7 @@ from proconsul.agent.client_rpc import NoServersError
 from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
+from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.local_state import LocalState
 from proconsul.agent.service_def import CheckSpec, build_check, build_service
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
@@ -45,7 +46,7 @@ from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
-from proconsul.http.server import build_app, start_http
+from proconsul.http.server import build_app
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
@@ -127,7 +128,7 @@ class Agent:
         )
         self.local.on_change = self.anti_entropy.trigger
         self.http_app: web.Application | None = None
-        self._runners: list[web.AppRunner] = []
+        self._listeners: list[HTTPListener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Future[None]] = set()
         self.stopped = asyncio.Event()
@@ -191,10 +192,10 @@ class Agent:
         self.dns = await start_dns(self)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
-            runner = await start_http(self.http_app, host, port)
-            self._runners.append(runner)
+            listener = await start_listener(self.http_app, host, port, self.config)
+            self._listeners.append(listener)
             self.http_addresses.append((host, port))
-            log.info("agent: started HTTP server on %s:%d (tcp)", host, port)
+            log.info("agent: started HTTP server on %s", listener.display)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
         for monitor in self.monitors.values():
@@ -213,9 +214,9 @@ class Agent:
         self._tasks.clear()
         await self.runners.close()
         self.monitors.clear()
-        for runner in self._runners:
-            await runner.cleanup()
-        self._runners.clear()
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
         if self.dns is not None:
             await self.dns.close()
         if self.gossip is not None:

@@ -27,6 +27,7 @@ from proconsul.agent.acl_client import ClientACLResolver
 from proconsul.agent.client_rpc import ClientRPC
 from proconsul.gossip import Member, State
 from proconsul.rpc.acl_codec import RemoteACLEndpoints
+from proconsul.rpc.codec import ANY_DECODER, decode_reply
 from proconsul.rpc.server import metrics_from_stats
 from proconsul.server.delegate import GossipPool
 from proconsul.state.store import StateStore
@@ -98,9 +99,8 @@ class ClientDelegate:
         return await self.rpc.write(command, token)
 
     async def operator_call(self, method: str, request: OperatorRequest) -> Any:
-        return msgspec.msgpack.decode(
-            await self.rpc.call_raw(method, msgspec.msgpack.encode(request))
-        )
+        data = await self.rpc.call_raw(method, msgspec.msgpack.encode(request))
+        return decode_reply(ANY_DECODER, data, method)
 
     async def leader_address(self) -> str:
         found = await self.rpc.status("Status.Leader")

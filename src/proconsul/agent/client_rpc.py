@@ -46,12 +46,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import msgspec
-
 from proconsul.agent.auto_encrypt import CertFetcher
 from proconsul.gossip import Member, State
 from proconsul.rpc import RPCClient
-from proconsul.rpc.codec import EndpointsClient, read_timeout_s
+from proconsul.rpc.codec import ANY_DECODER, EndpointsClient, decode_reply, read_timeout_s
 from proconsul.rpc.errors import RPCError
 from proconsul.server.rpc_config import agent_rpc_tls
 from proconsul.structs.commands import ApplyResult, Command
@@ -293,7 +291,7 @@ class ClientRPC:
             )
         except Exception:
             return None
-        return msgspec.msgpack.decode(data)
+        return decode_reply(ANY_DECODER, data, method)
 
     async def call_raw(
         self, method: str, payload: bytes, timeout_s: float = STATUS_TIMEOUT_S

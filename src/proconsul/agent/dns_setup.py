@@ -29,17 +29,15 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from proconsul.config.schema import RuntimeConfig
+from proconsul.config.validation import parse_recursor
 from proconsul.dns.core import DnsSettings
 from proconsul.dns.server import ACL_DEP, DnsServer
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, Node
-from proconsul.structs.hostport import split_host_port
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")
-
-DEFAULT_RECURSOR_PORT = 53
 
 
 class ReadingAgent(Protocol):
@@ -57,17 +55,6 @@ class DnsAgent(ReadingAgent, Protocol):
     config: RuntimeConfig
 
     def effective_token(self, secret: str) -> str: ...
-
-
-def parse_recursor(text: str) -> tuple[str, int]:
-    """`1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353` or `host[:port]` -> (host, port)."""
-    try:
-        host, port = split_host_port(text, DEFAULT_RECURSOR_PORT)
-    except ValueError:
-        host, port = "", 0
-    if not host or port == 0:
-        raise ValueError(f"Invalid recursor address: {text!r}")
-    return host, port
 
 
 def _fqdn(domain: str) -> str:

@@ -55,8 +55,18 @@ class Agent(Protocol):
 
 
 def http_addresses(config: RuntimeConfig) -> list[tuple[str, int]]:
-    """Where the HTTP API listens: `addresses.http` or `client_addr`, on `ports.http`."""
+    """Where the HTTP API listens: `addresses.http` or `client_addr`, on `ports.http`.
+
+    A host may be `unix:///path` (the port then means nothing; see
+    agent/http_listeners.py)."""
     return [(host, config.ports.http) for host in config.listen_addresses("http")]
+
+
+def _http_addr(host: str, port: int) -> str:
+    """Consul's DebugConfig spelling: `tcp://127.0.0.1:8500` or `unix:///path`."""
+    if host.startswith("unix://"):
+        return host
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
 def member_tags(config: RuntimeConfig, node_id: str) -> dict[str, str]:
@@ -121,7 +131,7 @@ def self_info(agent: Agent) -> dict[str, Any]:
             "AdvertiseAddrLAN": agent.advertise_addr,
             "ClientAddrs": (config.client_addr or "").split(),
             "DNSDomain": config.domain,
-            "HTTPAddrs": [f"tcp://{host}:{port}" for host, port in agent.http_addresses],
+            "HTTPAddrs": [_http_addr(host, port) for host, port in agent.http_addresses],
             "ACLsEnabled": config.acl.enabled,
             "UIConfig": {"Enabled": config.ui_config.enabled},
             "ProxyVersion": __version__,

@@ -102,7 +102,8 @@ def decode(data: bytes, ltime: int) -> UserEvent | None:
     """The envelope from a gossip payload, or None if it is not one."""
     try:
         event = _decoder.decode(data)
-    except (msgspec.DecodeError, ValueError, TypeError):
+    except (msgspec.DecodeError, ValueError, TypeError, RecursionError):
+        # RecursionError: an unknown key (skipped) nested past the recursion limit.
         return None
     event.ltime = ltime
     return event
@@ -111,7 +112,9 @@ def decode(data: bytes, ltime: int) -> UserEvent | None:
 def _matches(pattern: str, text: str) -> bool:
     try:
         return re.search(pattern, text) is not None
-    except re.error:
+    except (re.error, OverflowError, RecursionError):
+        # The pattern comes from a peer: one that does not compile (OverflowError:
+        # a repeat count such as a{99999999999}) matches nothing.
         return False
 
 

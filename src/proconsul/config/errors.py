@@ -71,7 +71,9 @@ def from_validation(source: str, prefix: str, exc: msgspec.ValidationError) -> C
     path = join_path(prefix, dotted(match.group("path") or "$"))
     unknown = _UNKNOWN_FIELD.match(message)
     if unknown:
-        return ConfigError(source, join_path(path, unknown.group("field")), "unknown key")
+        # An empty key would vanish from the message: show it as "".
+        field = unknown.group("field") or '""'
+        return ConfigError(source, join_path(path, field), "unknown key")
     missing = _MISSING_FIELD.match(message)
     if missing:
         return ConfigError(source, join_path(path, missing.group("field")), "missing required key")

@@ -8,16 +8,23 @@ file (or `flag -name`) holding the bad value; then the sources are merged,
 deprecated keys are moved to their new homes, addresses and go-sockaddr
 templates are resolved, and the cross-key rules run on the result.
 
-The loader is pure apart from reading: it reads the files, the host name and
-(only when a template or advertise detection needs it) the interface table.
-It starts nothing and writes nothing, so a failed load leaves no trace.
+The loader is pure apart from reading: it reads the files, the host name,
+(only when a template or advertise detection needs it) the interface table,
+and what the agent would trip over at start: whether `data_dir` is a
+directory, what sits at a unix socket path, whether a socket's user exists.
+It starts nothing and writes nothing, so a failed load leaves no trace. The
+agent and `proconsul validate` both load through here, so whatever one
+refuses the other refuses too, with the same words.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
 import socket
-from collections.abc import Callable, Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +52,11 @@ from proconsul.config.merge import (
 from proconsul.config.schema import ConfigFile, RuntimeConfig
 from proconsul.config.sources import Source, parse_text, read_paths
 from proconsul.config.validation import (
+    UNIX_PREFIX,
     check_problems,
     is_ip,
+    is_numeric_id,
+    listener_problems,
     merged_problems,
     merged_warnings,
     service_problems,
@@ -237,8 +247,48 @@ def _load(
     for path, problem in merged_problems(config, require_data_dir=require_data_dir):
         raise fail(path, problem)
     _Addresses(reader, fail).resolve(config)
+    for path, problem in listener_problems(config, explicit=lambda key: key in origins):
+        raise fail(path, problem)
+    for path, problem in machine_problems(config):
+        raise fail(path, problem)
     warnings += merged_warnings(config)
     return LoadedConfig(config, warnings, [source.name for source in sources])
+
+
+def unix_socket_paths(config: RuntimeConfig) -> list[str]:
+    """The unix socket files the HTTP API listens on (`addresses.http = "unix:///..."`)."""
+    return [
+        host[len(UNIX_PREFIX) :]
+        for host in config.listen_addresses("http")
+        if host.startswith(UNIX_PREFIX)
+    ]
+
+
+def machine_problems(config: RuntimeConfig) -> Iterator[tuple[str, str]]:
+    """What the agent would refuse at start because of this machine (read-only looks)."""
+    if config.data_dir and not config.dev_mode:
+        data_dir = config.data_dir
+        # Consul's check: a data_dir that exists must be a directory.
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            yield "data_dir", f"{data_dir!r} is not a directory"
+    paths = unix_socket_paths(config)
+    for path in paths:
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            yield "addresses.http", f"cannot use {path!r}: {exc.strerror or exc}"
+            continue
+        if not stat.S_ISSOCK(mode):
+            # A stale socket is replaced at start; anything else is someone's file.
+            yield "addresses.http", f"{path!r} exists and is not a unix socket"
+    user = config.unix_sockets.user
+    if paths and user and not is_numeric_id(user):
+        try:
+            pwd.getpwnam(user)
+        except (KeyError, ValueError):  # ValueError: a NUL byte in the name
+            yield "unix_sockets.user", f"no such user {user!r}"
 
 
 def _derive(config: RuntimeConfig, hostname: Callable[[], str]) -> list[str]:

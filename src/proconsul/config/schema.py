@@ -57,6 +57,17 @@ class Addresses(Block):
     grpc_tls: str = ""
 
 
+class UnixSockets(Block):
+    """`unix_sockets { }`: owner and mode of the HTTP API's unix socket files
+    (`addresses.http = "unix:///path"`). `user` is a uid or a user name, `group`
+    a gid, `mode` octal digits (`"0660"`); empty keeps the agent's own uid/gid
+    and mode 0660."""
+
+    user: str = ""
+    group: str = ""
+    mode: str = ""
+
+
 class Ports(Block):
     """Listener ports; -1 turns a listener off."""
 
@@ -317,6 +328,7 @@ class ConfigFile(Block):
     client_addr: str = "127.0.0.1"
     addresses: Addresses = _block(Addresses)
     ports: Ports = _block(Ports)
+    unix_sockets: UnixSockets = _block(UnixSockets)
     translate_wan_addrs: bool = False
 
     # joining and gossip

@@ -117,6 +117,9 @@ def _parse_json(name: str, text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(name, "", f"invalid JSON: {exc.msg}", exc.lineno) from None
+    except RecursionError:
+        # The standard parser recurses once per nested array or object.
+        raise ConfigError(name, "", "invalid JSON: nested too deeply") from None
 
 
 def _parse_hcl(name: str, text: str) -> Any:

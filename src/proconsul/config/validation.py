@@ -6,8 +6,12 @@ Two kinds of rule, run at different times:
   source alone, so the error names the file that holds the bad value.
 - `merged_problems`: rules that relate keys to each other (bootstrap needs
   server, `data_dir` is required) and run once on the merged result.
+- `listener_problems`: the sockets the agent will bind, once addresses are
+  resolved: no two may share a port on overlapping addresses, nor two unix
+  listeners one socket path (the agent could not start).
 Each yields `(key path, what is wrong)`; the loader turns the first into a
-ConfigError. Nothing here looks at the machine: templates are only parsed.
+ConfigError. Nothing here looks at the machine: templates are only parsed
+(the loader's own checks read the file system: `data_dir`, socket paths).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import binascii
 import ipaddress
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from proconsul.config import sockaddr
-from proconsul.config.schema import ConfigFile, RuntimeConfig
+from proconsul.config.schema import ConfigFile, ListenerKind, RuntimeConfig
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.hostport import split_host_port
 
 Problem = tuple[str, str]
 
@@ -53,6 +59,8 @@ _CONFIG_ENTRY_KINDS = {
     "jwt-provider",
     "control-plane-request-limit",
 }
+UNIX_PREFIX = "unix://"
+DEFAULT_RECURSOR_PORT = 53
 # Ports that -1 may turn off; the others must always be real ports.
 _DISABLEABLE_PORTS = {"dns", "http", "https", "grpc", "grpc_tls", "serf_wan"}
 
@@ -62,6 +70,7 @@ def source_problems(config: ConfigFile) -> Iterator[Problem]:
     yield from _identity(config)
     yield from _addresses(config)
     yield from _ports(config)
+    yield from _unix_sockets(config)
     yield from _gossip(config)
     yield from _tls(config)
     yield from _acl_and_mesh(config)
@@ -87,6 +96,9 @@ def _identity(config: ConfigFile) -> Iterator[Problem]:
         yield "bootstrap_expect", "cannot be negative"
     if config.raft_protocol != 3:
         yield "raft_protocol", "only version 3 is supported"
+    if "\x00" in config.data_dir:
+        # No file system takes one: the agent could not create or open anything there.
+        yield "data_dir", "cannot contain a NUL byte"
 
 
 def _node_meta(meta: dict[str, str]) -> Iterator[Problem]:
@@ -116,6 +128,11 @@ def _addresses(config: ConfigFile) -> Iterator[Problem]:
                 yield path, "cannot be empty"
             elif sockaddr.is_template(entry):
                 yield from _template_syntax(path, entry)
+            elif key == "recursors":
+                try:
+                    parse_recursor(entry)
+                except ValueError as exc:
+                    yield path, str(exc)
 
 
 def _address_field(path: str, value: str, *, allow_unix: bool) -> Iterator[Problem]:
@@ -125,7 +142,23 @@ def _address_field(path: str, value: str, *, allow_unix: bool) -> Iterator[Probl
         yield from _template_syntax(path, value)
         return
     for part in value.split():
-        if allow_unix and part.startswith("unix://"):
+        if part.startswith(UNIX_PREFIX):
+            if not allow_unix:
+                # Consul's rule: only the per-listener `addresses.*` take unix sockets.
+                yield (
+                    path,
+                    (
+                        f"{part!r}: a unix socket is allowed only in addresses.http "
+                        "(or another addresses.* key), not here; use IP addresses"
+                    ),
+                )
+                return
+            if not part[len(UNIX_PREFIX) :]:
+                yield path, f"{part!r} names no socket path (write unix:///path/to/socket)"
+                return
+            if "\x00" in part:
+                yield path, f"{part!r}: a socket path cannot contain a NUL byte"
+                return
             continue
         if not is_ip(part):
             yield path, f"{part!r} is not a valid IP address"
@@ -155,6 +188,36 @@ def _ports(config: ConfigFile) -> Iterator[Problem]:
                 yield f"ports.{name}", "must be between 1 and 65535, or -1 to disable"
         elif not 1 <= value <= 65535:
             yield f"ports.{name}", "must be between 1 and 65535"
+
+
+def _unix_sockets(config: ConfigFile) -> Iterator[Problem]:
+    # Consul's rules (setFilePermissions): a numeric group, an octal mode; the
+    # user may be a name, which only the machine can check (the loader does).
+    sockets = config.unix_sockets
+    if sockets.group and not is_numeric_id(sockets.group):
+        yield "unix_sockets.group", f"invalid group {sockets.group!r}: give a numeric group ID"
+    if sockets.mode and not (
+        re.fullmatch(r"[0-7]{1,4}", sockets.mode) and int(sockets.mode, 8) <= 0o777
+    ):
+        yield "unix_sockets.mode", f"invalid mode {sockets.mode!r}: give octal digits such as 0660"
+
+
+def is_numeric_id(text: str) -> bool:
+    """A uid or gid as Go's strconv.Atoi reads one (ASCII digits only)."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
+def parse_recursor(text: str) -> tuple[str, int]:
+    """`1.2.3.4`, `1.2.3.4:5353`, `::1`, `[::1]:5353` or `host[:port]` -> (host, port).
+
+    The DNS server uses this same parser, so what validates is what it can use."""
+    try:
+        host, port = split_host_port(text, DEFAULT_RECURSOR_PORT)
+    except ValueError:
+        host, port = "", 0
+    if not host or port == 0:
+        raise ValueError(f"Invalid recursor address: {text!r}")
+    return host, port
 
 
 def _gossip(config: ConfigFile) -> Iterator[Problem]:
@@ -344,6 +407,121 @@ def merged_problems(config: RuntimeConfig, *, require_data_dir: bool) -> Iterato
         )
     if config.read_replica and not config.server:
         yield "read_replica", "only servers can be read replicas"
+
+
+# ------------------------------------------------------------ listeners
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One socket the agent binds: `host` is an IP or a `unix://` path."""
+
+    what: str  # for people: "HTTP", "Serf LAN"
+    port_key: str  # the key that sets its port, such as `ports.http`
+    address_key: str  # the key that sets its address, such as `addresses.http`
+    host: str
+    port: int
+
+    @property
+    def unix_path(self) -> str | None:
+        return self.host[len(UNIX_PREFIX) :] if self.host.startswith(UNIX_PREFIX) else None
+
+    def __str__(self) -> str:
+        path = self.unix_path
+        if path is not None:
+            return f"{self.what} on unix socket {path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.what} on {host}:{self.port}"
+
+
+_CLIENT_LISTENERS: tuple[tuple[ListenerKind, str], ...] = (
+    ("dns", "DNS"),
+    ("http", "HTTP"),
+    ("https", "HTTPS"),
+    ("grpc", "gRPC"),
+    ("grpc_tls", "gRPC TLS"),
+)
+
+
+def listeners(config: RuntimeConfig) -> list[Listener]:
+    """Every socket the agent binds with `config` (addresses resolved), in a fixed order.
+
+    DNS never binds a unix socket (the agent skips one with a warning). The
+    server RPC port is bound by servers outside `-dev`; the Serf WAN port is
+    reserved on servers, as in Consul, whose servers always join the WAN pool.
+    """
+    found: list[Listener] = []
+    for kind, what in _CLIENT_LISTENERS:
+        port = getattr(config.ports, kind)
+        for host in config.listen_addresses(kind):
+            if kind == "dns" and host.startswith(UNIX_PREFIX):
+                continue
+            key = f"addresses.{kind}" if getattr(config.addresses, kind) else "client_addr"
+            found.append(Listener(what, f"ports.{kind}", key, host, port))
+    if config.server and not config.dev_mode:
+        found.append(
+            Listener(
+                "server RPC", "ports.server", "bind_addr", config.bind_addr, config.ports.server
+            )
+        )
+    serf_lan = config.serf_lan or config.bind_addr
+    lan_key = "serf_lan" if config.serf_lan else "bind_addr"
+    found.append(Listener("Serf LAN", "ports.serf_lan", lan_key, serf_lan, config.ports.serf_lan))
+    if config.server and config.ports.serf_wan >= 0:
+        serf_wan = config.serf_wan or config.bind_addr
+        wan_key = "serf_wan" if config.serf_wan else "bind_addr"
+        found.append(
+            Listener("Serf WAN", "ports.serf_wan", wan_key, serf_wan, config.ports.serf_wan)
+        )
+    return found
+
+
+def _overlaps(a: Listener, b: Listener) -> bool:
+    """Would binding both fail? Same unix path, or the same port on addresses that
+    overlap (equal, or one is the wildcard of the same IP version)."""
+    path_a, path_b = a.unix_path, b.unix_path
+    if path_a is not None or path_b is not None:
+        return path_a == path_b
+    if a.port != b.port:
+        return False
+    try:
+        ip_a = ipaddress.ip_address(a.host.strip("[]"))
+        ip_b = ipaddress.ip_address(b.host.strip("[]"))
+    except ValueError:
+        return a.host == b.host
+    if ip_a.version != ip_b.version:
+        return False
+    return ip_a == ip_b or ip_a.is_unspecified or ip_b.is_unspecified
+
+
+def listener_problems(
+    config: RuntimeConfig, explicit: Callable[[str], bool] = lambda key: False
+) -> Iterator[Problem]:
+    """Two listeners that cannot both bind. `explicit(key)` says whether a source
+    set `key`: the problem is reported at a key someone wrote (`ports.http = 8301`
+    collides with the default serf_lan port, so `ports.http` is the one to blame)."""
+    found = listeners(config)
+    for index, later in enumerate(found):
+        for earlier in found[:index]:
+            if not _overlaps(earlier, later):
+                continue
+            unix = later.unix_path is not None
+            blame, other = later, earlier
+            if not explicit(_key(later, unix)) and explicit(_key(earlier, unix)):
+                blame, other = earlier, later
+            if unix:
+                problem = f"{blame} collides with {other} ({_key(other, unix)})"
+            else:
+                problem = (
+                    f"port {blame.port} is already used by {_key(other, unix)}: "
+                    f"{blame} collides with {other}"
+                )
+            yield _key(blame, unix), problem
+            return
+
+
+def _key(listener: Listener, unix: bool) -> str:
+    return listener.address_key if unix else listener.port_key
 
 
 def merged_warnings(config: RuntimeConfig) -> Iterator[str]:

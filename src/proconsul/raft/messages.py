@@ -233,6 +233,13 @@ class MessageError(ValueError):
     """Bytes that are not a valid Raft message."""
 
 
+# What msgspec may raise on hostile bytes. DecodeError (ValidationError is one)
+# covers bad shapes, but a str that is not UTF-8 escapes as UnicodeDecodeError
+# (a ValueError), and nesting past the recursion limit (even inside a trailing
+# field an older decoder only skips) as RecursionError.
+_DECODE_ERRORS = (msgspec.DecodeError, ValueError, TypeError, RecursionError, OverflowError)
+
+
 _encoder = msgspec.msgpack.Encoder()
 _message_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 _configuration_decoder = msgspec.msgpack.Decoder(Configuration)
@@ -247,7 +254,7 @@ def decode_message(data: bytes) -> Message:
     """Decode one message, raising MessageError (never anything else) on bad input."""
     try:
         return _message_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise MessageError(f"bad raft message: {exc}") from None
 
 
@@ -258,7 +265,7 @@ def encode_configuration(configuration: Configuration) -> bytes:
 def decode_configuration(data: bytes) -> Configuration:
     try:
         return _configuration_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise MessageError(f"bad raft configuration: {exc}") from None
 
 

@@ -31,7 +31,7 @@ import msgspec
 
 from proconsul.acl.errors import ACLError
 from proconsul.acl.service import ACL_OPERATIONS, ACLOperation
-from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S, decode_payload
+from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S, decode_payload, decode_reply
 from proconsul.rpc.errors import RPCError
 from proconsul.structs.duration import Duration, dec_hook
 from proconsul.structs.rpc import ACLCall
@@ -80,7 +80,8 @@ def encode_result(result: Any) -> bytes:
 
 
 def decode_result(method: str, data: bytes) -> Any:
-    return _result_decoders[method].decode(data)
+    """A server's answer to ACL `method`; one that does not decode is an `RPCError`."""
+    return decode_reply(_result_decoders[method], data, method)
 
 
 def rpc_error_from(exc: ACLError) -> RPCError:

@@ -21,7 +21,10 @@ and structs/rpc.py):
 Rules:
 - Every name in `ServerEndpoints.reads` must have a result type here; a unit
   test checks the two stay in step.
-- A request that does not decode is an `RPCError` with code "bad_request".
+- Payloads are decoded only through `decode_payload` (a request, on the
+  server) and `decode_reply` (an answer, on the caller), which turn anything
+  msgspec raises on hostile bytes into an `RPCError`: code "bad_request" for a
+  request, "bad_response" for an answer. Nothing else escapes (tests/fuzz).
 """
 
 from __future__ import annotations
@@ -83,7 +86,15 @@ class _ReadReply(msgspec.Struct):
     value: msgspec.Raw
 
 
+# What msgspec may raise on hostile bytes: DecodeError (ValidationError is one)
+# for bad shapes, UnicodeDecodeError (a ValueError) for a str that is not
+# UTF-8, RecursionError for nesting past the recursion limit, and TypeError or
+# ValueError from a decode hook.
+DECODE_ERRORS = (msgspec.DecodeError, ValueError, TypeError, RecursionError, OverflowError)
+
 _encoder = msgspec.msgpack.Encoder()
+# For answers without a declared type (Status.*, Operator.*).
+ANY_DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 _request_decoder = msgspec.msgpack.Decoder(ReadRequest)
 _reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
 _apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest)
@@ -115,8 +126,20 @@ def decode_payload(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, method
     """`payload` decoded for `method`; a payload that does not decode is a bad request."""
     try:
         return decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
+
+
+def decode_reply(decoder: msgspec.msgpack.Decoder[Any], data: bytes, method: str) -> Any:
+    """A server's answer to `method`; one that does not decode is an `RPCError`.
+
+    Not a ConnectionError: the server did answer (a write may have happened), so
+    the caller must not retry it elsewhere as if nothing had been sent.
+    """
+    try:
+        return decoder.decode(data)
+    except DECODE_ERRORS as exc:
+        raise RPCError(f"rpc: bad {method} response: {exc}", ErrorCode.BAD_RESPONSE) from None
 
 
 # --- caller side ---------------------------------------------------------------
@@ -127,12 +150,13 @@ def decode_read_response(method: str, data: bytes) -> ReadResponse:
     decoder = _value_decoders.get(method)
     if decoder is None:
         raise ValueError(f"rpc: no result type for {method}")
-    reply = _reply_decoder.decode(data)
-    return ReadResponse(meta=reply.meta, value=decoder.decode(reply.value))
+    reply: _ReadReply = decode_reply(_reply_decoder, data, method)
+    return ReadResponse(meta=reply.meta, value=decode_reply(decoder, reply.value, method))
 
 
-def decode_apply_response(data: bytes) -> tuple[int, ApplyResult]:
-    return _apply_decoder.decode(data)
+def decode_apply_response(data: bytes, method: str = APPLY_METHOD) -> tuple[int, ApplyResult]:
+    result: tuple[int, ApplyResult] = decode_reply(_apply_decoder, data, method)
+    return result
 
 
 def read_timeout_s(request: ReadRequest, base_s: float = DEFAULT_CALL_TIMEOUT_S) -> float:
@@ -186,4 +210,4 @@ class EndpointsClient:
         the caller it is applied for: the leader authorizes it again."""
         payload = _encoder.encode(ApplyRequest(command, token))
         data = await self.client.call(address, FORWARD_METHOD, payload, timeout_s)
-        return decode_apply_response(data)
+        return decode_apply_response(data, FORWARD_METHOD)

@@ -32,6 +32,8 @@ class ErrorCode:
     PERMISSION_DENIED = "permission_denied"  # e.g. no verified client certificate
     ACL_DENIED = "acl_denied"  # the token is unknown or lacks a right; HTTP answers 403
     BAD_QUERY = "bad_query"  # the query itself is invalid (a bad ?filter); HTTP answers 400
+    # Raised by a caller, never sent: the server's answer did not decode.
+    BAD_RESPONSE = "bad_response"
 
 
 class RPCError(Exception):

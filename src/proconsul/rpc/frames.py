@@ -94,8 +94,10 @@ def decode_body(body: bytes | memoryview) -> Frame:
     """One frame body (no prefix). Raises FrameError."""
     try:
         return _decoder.decode(body)
-    except (msgspec.MsgspecError, ValueError) as exc:
+    except (msgspec.MsgspecError, ValueError, RecursionError) as exc:
         # ValueError: msgspec lets UnicodeDecodeError through for bad UTF-8 in a str.
+        # RecursionError: a trailing field (skipped, as a newer peer's would be)
+        # nested past the recursion limit.
         raise FrameError(f"malformed frame: {exc}") from None
 
 

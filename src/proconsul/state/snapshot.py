@@ -66,6 +66,12 @@ class _Envelope(msgspec.Struct, array_like=True):
     sha256: bytes
 
 
+# What msgspec may raise on hostile bytes: DecodeError (ValidationError is one),
+# UnicodeDecodeError (a ValueError) for a str that is not UTF-8, RecursionError
+# for nesting past the recursion limit. The checksum does not rule these out:
+# whoever sends a snapshot can checksum any body.
+_DECODE_ERRORS = (msgspec.DecodeError, ValueError, TypeError, RecursionError, OverflowError)
+
 _encoder = msgspec.msgpack.Encoder()
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
 _body_decoder = msgspec.msgpack.Decoder(SnapshotBody)
@@ -80,7 +86,7 @@ def decode_snapshot(data: bytes) -> SnapshotBody:
     """Verify and decode; SnapshotError if the bytes are not an intact snapshot."""
     try:
         envelope = _envelope_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except _DECODE_ERRORS as exc:
         raise SnapshotError(f"state snapshot is unreadable: {exc}") from None
     if envelope.magic != MAGIC:
         raise SnapshotError("not a state snapshot (bad magic)")
@@ -90,6 +96,6 @@ def decode_snapshot(data: bytes) -> SnapshotBody:
         raise SnapshotError("state snapshot checksum mismatch")
     try:
         return _body_decoder.decode(envelope.body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        # The checksum matched, so this is a writer bug or a version skew.
+    except _DECODE_ERRORS as exc:
+        # The checksum matched: a writer bug, a version skew, or a hostile sender.
         raise SnapshotError(f"state snapshot body does not decode: {exc}") from None

@@ -3,6 +3,8 @@
 `Duration` is a float subclass so structs can say which fields are durations;
 `dec_hook`/`enc_hook` let msgspec read them from strings (or nanosecond
 integers, as Consul's JSON API accepts) and write them back as Go strings.
+A duration is at most what Go's int64 of nanoseconds holds (about 292 years);
+more is refused as Go refuses it, so no infinite or overflowing value gets in.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _UNIT_S = {
     "m": 60.0,
     "h": 3600.0,
 }
+# Go's time.Duration is an int64 of nanoseconds.
+MAX_DURATION_S = (2**63 - 1) / 1e9
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
@@ -52,6 +56,8 @@ def parse_duration(text: str) -> Duration:
             raise ValueError(f'time: invalid duration "{raw}"')
         total += float(match.group(1)) * _UNIT_S[match.group(2)]
         pos = match.end()
+    if not total <= MAX_DURATION_S:  # also inf, from hundreds of digits
+        raise ValueError(f'time: invalid duration "{raw}"')
     return Duration(sign * total)
 
 
@@ -89,7 +95,13 @@ def dec_hook(kind: type, obj: Any) -> Any:
         if isinstance(obj, bool):
             raise ValueError("expected a duration such as 10s")
         if isinstance(obj, int | float):
-            return Duration(obj / 1e9)
+            try:
+                seconds = obj / 1e9
+            except OverflowError:  # an int too large for a float
+                seconds = float("inf")
+            if not abs(seconds) <= MAX_DURATION_S:  # also NaN
+                raise ValueError("duration out of range")
+            return Duration(seconds)
         if isinstance(obj, str):
             return parse_duration(obj)
         raise ValueError("expected a duration such as 10s")
