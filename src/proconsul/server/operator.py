@@ -31,7 +31,8 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from proconsul.gossip import GossipCore
-from proconsul.rpc import ErrorCode, Handler, PeerInfo, RPCError
+from proconsul.rpc import Handler, PeerInfo, RPCError
+from proconsul.rpc.codec import decode_payload
 from proconsul.server.autopilot import AutopilotConfig, ClusterHealth
 from proconsul.server.autopilot_loop import (
     AutopilotLoop,
@@ -77,10 +78,7 @@ def operator_payload(token: str = "", server_id: str = "", address: str = "") ->
 
 def decode_operator_request(payload: bytes, method: str) -> OperatorRequest:
     """A nil payload is a request without a token (the anonymous token)."""
-    try:
-        found = _operator_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise RPCError(f"rpc: bad {method} request: {exc}", ErrorCode.BAD_REQUEST) from None
+    found = decode_payload(_operator_decoder, payload, method)
     return OperatorRequest() if found is None else found
 
 

@@ -33,6 +33,7 @@ import msgspec
 
 from proconsul.raft.messages import Message, MessageError, decode_message, encode
 from proconsul.rpc.client import RPCClient
+from proconsul.rpc.codec import DECODE_ERRORS
 
 log = logging.getLogger("proconsul.raft")
 
@@ -68,7 +69,7 @@ def decode_batch(payload: bytes) -> tuple[str, list[Message], int]:
     """
     try:
         batch = _batch_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise MessageError(f"bad Raft.Step payload: {exc}") from None
     messages: list[Message] = []
     bad = 0
