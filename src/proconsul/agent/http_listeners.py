@@ -31,6 +31,7 @@ from aiohttp import web
 
 from proconsul.config.schema import RuntimeConfig, UnixSockets
 from proconsul.config.validation import UNIX_PREFIX, is_numeric_id
+from proconsul.http.server import http_runner
 
 log = logging.getLogger("proconsul.agent")
 
@@ -80,7 +81,7 @@ async def start_listener(
     app: web.Application, host: str, port: int, config: RuntimeConfig
 ) -> HTTPListener:
     """Serve `app` on `host` (an IP or `unix:///path`) and `port` (ignored for unix)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = http_runner(app)
     await runner.setup()
     try:
         if host.startswith(UNIX_PREFIX):

@@ -8,7 +8,7 @@ in time, 413 for oversized bodies, 500 for a server's refusal and (logged,
 with its traceback) for anything unexpected: a traceback means a bug.
 Tokens are never logged.
 
-No client can hold the agent (`start_http`):
+No client can hold the agent (`http_runner`):
 - A request body must arrive within `BODY_GRACE_S` (5 s) plus one second per
   `BODY_MIN_RATE` (64 KiB) its Content-Length announces (a chunked body: the
   5 s alone), counted from the headers; past that its read fails, the request
@@ -188,7 +188,7 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
-    """The logger aiohttp's connection handlers get (`start_http`).
+    """The logger aiohttp's connection handlers get (`http_runner`).
 
     aiohttp logs a request its parser refused ("Error handling request") with
     a traceback, at ERROR, so anyone could fill the log. That is bad input,
@@ -268,15 +268,14 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     return app
 
 
-async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(
+def http_runner(app: web.Application) -> web.AppRunner:
+    """The runner every listener of the agent's API uses (TCP and unix alike):
+    parser refusals counted, not logged as tracebacks (`_ConnectionLog`), and
+    requests other than reads get SHUTDOWN_GRACE_S at shutdown."""
+    return web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_S,
         logger=_ConnectionLog(logging.getLogger("aiohttp.server"), app[STATS_KEY]),
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    return runner
