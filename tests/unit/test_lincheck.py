@@ -1,4 +1,4 @@
-"""The linearizability checker itself, on histories whose answer is known."""
+"""The linearizability checker (tests/lincheck.py) itself, on histories whose answer is known."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import math
 import random
 
 import pytest
-
-from tests.sim.raft.raft_lincheck import UNKNOWN, Op, check, check_register
+from tests.lincheck import UNKNOWN, Op, check, check_register
 
 INF = math.inf
 

@@ -1,5 +1,10 @@
 """A linearizability checker for single-register-per-key KV histories.
 
+Shared by the Raft simulator (tests/sim/raft/raft_harness.py, its KV client)
+and the fault suite on real agents (tests/chaos/, whose CAS on ModifyIndex is
+expressed as a CAS on values, see tests/chaos/history.py); its own tests are
+tests/unit/test_lincheck.py.
+
 Job: decide whether a concurrent history of put/get/cas operations on a map
 could have come from one atomic map, i.e. whether every operation can be given
 a single instant between its call and its return so that the sequence is
@@ -19,7 +24,7 @@ Porcupine:
   +inf and output UNKNOWN: it may take effect anywhere after its call, or never
   (taking effect after everything else is indistinguishable from never).
 
-Rules: pure Python, deterministic, no dependency on the simulator.
+Rules: pure Python, deterministic, no dependency on the simulator or on agents.
 """
 
 from __future__ import annotations
