@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import math
 import random
@@ -128,7 +129,28 @@ def run_chaos(tmp: Path, config: ChaosConfig) -> ChaosRun:
                 if path.exists():
                     run.logs[path.name] = path.read_text(errors="replace")
     run.wall_s = time.monotonic() - started
+    save_history(run, tmp / "history.json")
     return run
+
+
+def save_history(run: ChaosRun, path: Path) -> None:
+    """Events, faults and leader samples as JSON, to study a verdict afterwards."""
+    record = {
+        "seed": run.config.seed,
+        "t0": run.t0,
+        "events": [dataclasses.asdict(e) for e in run.events],
+        "faults": [dataclasses.asdict(f) for f in run.faults],
+        "samples": [dataclasses.asdict(s) for s in run.samples],
+    }
+    path.write_text(json.dumps(record, default=str))
+
+
+def load_history(path: Path) -> tuple[list[Event], list[Fault], list[LeaderSample], float]:
+    record = json.loads(path.read_text())
+    events = [Event(**e) for e in record["events"]]
+    faults = [Fault(**f) for f in record["faults"]]
+    samples = [LeaderSample(**s) for s in record["samples"]]
+    return events, faults, samples, float(record["t0"])
 
 
 async def _exercise(cluster: ChaosCluster, run: ChaosRun) -> None:

@@ -43,9 +43,23 @@ OK = "ok"
 FAIL = "fail"
 UNKNOWN_OUTCOME = "unknown"
 
-# Answers that mean the write was refused before it was proposed: Consul's
-# text when no leader appeared within rpc_hold_timeout.
-DEFINITE_REFUSALS = (b"No cluster leader",)
+
+def definite_refusal(status: int, body: bytes, via_server: bool) -> bool:
+    """Whether an error answer means the write did not happen.
+
+    Only a server's own answer is taken at its word: Consul's "No cluster
+    leader" (no leader appeared within rpc_hold_timeout, nothing was proposed)
+    and "rpc: cannot connect to ..." (its hop to the leader could not even be
+    dialled, nothing was sent). A client agent's answer is never definite: it
+    moves on to the next server after a connection error, so the error it
+    reports may hide an earlier attempt that reached a server.
+    """
+    text = body.strip()
+    return (
+        via_server
+        and status == 500
+        and (text == b"No cluster leader" or text.startswith(b"rpc: cannot connect to "))
+    )
 
 
 @dataclass
@@ -174,7 +188,7 @@ def explain(events: Iterable[Event], key: str, result: Result | None, t0: float)
 @dataclass
 class Hang:
     event: Event
-    cause: str  # "frozen-leader" (the known defect), "frozen-server" or "unexplained"
+    cause: str  # see `hangs`
     context: list[str] = field(default_factory=list)  # the faults around it
 
 
@@ -200,10 +214,16 @@ def hangs(
     Not counted: a request to an agent that was itself frozen meanwhile (a
     stopped process answers nothing, by definition), and one during which no
     leader existed within the hold (it may legitimately wait that long and
-    more). Cause "frozen-leader": it overlapped a SIGSTOP of the leader, the
-    known defect (a write forwarded to a frozen leader waits until it resumes);
-    "frozen-server": it overlapped a SIGSTOP of a follower (a client agent's
-    RPC to the server it sticks to waits the same way); else "unexplained".
+    more). The cause, from the faults it overlapped:
+    - "frozen-leader": a SIGSTOP of the leader. The known defect: a request
+      forwarded to the leader waits on it until it resumes, even once the
+      others elected a new leader;
+    - "cut-off-leader": a partition of the leader, the request sent to another
+      agent. The same wait, ended by the RPC connection's dead-peer timeout
+      (10 s) instead of a resume;
+    - "frozen-server": a SIGSTOP of a follower (a client agent's RPC to the
+      server it sticks to waits the same way);
+    - "unexplained": none of these.
     """
     bound = hold_s + margin_s
     found: list[Hang] = []
@@ -215,14 +235,18 @@ def hangs(
             continue
         if not leader_existed(samples, e.invoke, e.invoke + hold_s):
             continue
-        stopped = {f.role for f in around if f.kind == "stop"}
-        cause = (
-            "frozen-leader"
-            if "leader" in stopped
-            else "frozen-server"
-            if "follower" in stopped
-            else "unexplained"
+        kinds = {(f.kind, f.role) for f in around}
+        forwarded_to_cut = any(
+            f.kind == "partition" and f.role == "leader" and f.host != e.target for f in around
         )
+        if ("stop", "leader") in kinds:
+            cause = "frozen-leader"
+        elif forwarded_to_cut:
+            cause = "cut-off-leader"
+        elif ("stop", "follower") in kinds:
+            cause = "frozen-server"
+        else:
+            cause = "unexplained"
         found.append(Hang(e, cause, [f.describe(t0) for f in around]))
     return found
 

@@ -22,6 +22,7 @@ from tests.chaos.history import (
     Fault,
     LeaderSample,
     check_registers,
+    definite_refusal,
     hangs,
     lost_writes,
     tracebacks,
@@ -147,10 +148,11 @@ def test_lost_writes_per_view() -> None:
 
 
 def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
-    samples = [LeaderSample(t, "s0" if t < 10 or t >= 30 else None) for t in range(0, 60)]
+    samples = [LeaderSample(t, "s0" if t < 10 or t >= 30 else None) for t in range(0, 90)]
     faults = [
         Fault("stop", "leader", "s0", 40, 55),
         Fault("kill", "follower", "s1", 12, 14),
+        Fault("partition", "leader", "s2", 70, 75),
     ]
     events = [
         Event("w0", "write", "a", "s1", 1, 2, OK),  # quick
@@ -158,11 +160,13 @@ def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
         Event("w0", "write", "c", "s2", 11, 25, OK),  # slow, no leader in its hold
         Event("w0", "write", "d", "s2", 41, 55, OK),  # slow, leader frozen
         Event("w0", "write", "e", "s0", 41, 55, OK),  # sent to the frozen agent itself
+        Event("w0", "read", "f", "s1", 70.5, 81, FAIL),  # forwarded to the cut-off leader
     ]
     found = hangs(events, faults, samples, hold_s=7.0, margin_s=3.0, t0=0.0)
     assert [(h.event.key, h.cause) for h in found] == [
         ("b", "unexplained"),
         ("d", "frozen-leader"),
+        ("f", "cut-off-leader"),
     ]
     assert found[1].context == ["stop-leader s0 [40.0s, 55.0s]"]
 
@@ -224,3 +228,12 @@ def test_the_ci_schedule_has_the_required_faults_and_a_seed_replays_it() -> None
     drawn = [next(stream) for _ in range(50)]
     assert {p.kind for p in drawn} == {"kill", "stop"}
     assert all(5.0 <= p.duration_s <= 15.0 for p in drawn if p.kind == "stop")
+
+
+def test_only_a_servers_own_refusal_is_definite() -> None:
+    assert definite_refusal(500, b"No cluster leader", via_server=True)
+    assert definite_refusal(500, b"rpc: cannot connect to 10.0.0.1:8300: refused", True)
+    # A client agent may have reached another server before the one that refused.
+    assert not definite_refusal(500, b"No cluster leader", via_server=False)
+    assert not definite_refusal(500, b"rpc: connection to 10.0.0.1:8300 lost", True)
+    assert not definite_refusal(500, b"leadership lost while committing log", True)

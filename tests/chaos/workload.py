@@ -35,12 +35,12 @@ from dataclasses import dataclass
 
 from tests.chaos.cluster import ChaosCluster, Host
 from tests.chaos.history import (
-    DEFINITE_REFUSALS,
     FAIL,
     OK,
     UNKNOWN_OUTCOME,
     Event,
     LeaderSample,
+    definite_refusal,
 )
 
 MONITOR_INTERVAL_S = 0.25
@@ -158,7 +158,7 @@ class Workload:
             event.outcome = OK
             event.result = body.strip() == b"true"
         else:
-            refused = status == 500 and body.strip() in DEFINITE_REFUSALS
+            refused = definite_refusal(status, body, host.server)
             event.outcome = FAIL if refused else UNKNOWN_OUTCOME
             event.detail = f"{status} {body[:200]!r}"
 
