@@ -214,13 +214,19 @@ def hangs(
     Not counted: a request to an agent that was itself frozen meanwhile (a
     stopped process answers nothing, by definition), and one during which no
     leader existed within the hold (it may legitimately wait that long and
-    more). The cause, from the faults it overlapped:
+    more). The cause comes from the faults that could have held it past the
+    bound (in place at its invoke or begun within the hold after it), the
+    first that applies:
     - "frozen-leader": a SIGSTOP of the leader. The known defect: a request
-      forwarded to the leader waits on it until it resumes, even once the
-      others elected a new leader;
-    - "cut-off-leader": a partition of the leader, the request sent to another
-      agent. The same wait, ended by the RPC connection's dead-peer timeout
-      (10 s) instead of a resume;
+      forwarded to the leader waits on it until it resumes, although the
+      others elected a new leader meanwhile;
+    - "cut-off-follower": the target was a server cut off by a partition while
+      not leading; a request it had forwarded to the leader waits on the cut
+      link (until the partition heals and TCP retransmits, or the RPC
+      connection's dead-peer timeout, 10 s);
+    - "cut-off-leader": the leader was cut off and the request went to another
+      agent, which forwarded it there: the same wait;
+    - "cut-off-leader-itself": the target was the cut-off leader;
     - "frozen-server": a SIGSTOP of a follower (a client agent's RPC to the
       server it sticks to waits the same way);
     - "unexplained": none of these.
@@ -235,20 +241,31 @@ def hangs(
             continue
         if not leader_existed(samples, e.invoke, e.invoke + hold_s):
             continue
-        kinds = {(f.kind, f.role) for f in around}
-        forwarded_to_cut = any(
-            f.kind == "partition" and f.role == "leader" and f.host != e.target for f in around
-        )
-        if ("stop", "leader") in kinds:
-            cause = "frozen-leader"
-        elif forwarded_to_cut:
-            cause = "cut-off-leader"
-        elif ("stop", "follower") in kinds:
-            cause = "frozen-server"
-        else:
-            cause = "unexplained"
-        found.append(Hang(e, cause, [f.describe(t0) for f in around]))
+        relevant = [f for f in around if f.start <= e.invoke + hold_s]
+        found.append(Hang(e, _cause(e, relevant), [f.describe(t0) for f in around]))
     return found
+
+
+def _cause(e: Event, faults: Sequence[Fault]) -> str:
+    def any_of(kind: str, role: str, on_target: bool | None = None) -> bool:
+        return any(
+            f.kind == kind
+            and f.role == role
+            and (on_target is None or (f.host == e.target) == on_target)
+            for f in faults
+        )
+
+    if any_of("stop", "leader"):
+        return "frozen-leader"
+    if any_of("partition", "follower", on_target=True):
+        return "cut-off-follower"
+    if any_of("partition", "leader", on_target=False):
+        return "cut-off-leader"
+    if any_of("partition", "leader", on_target=True):
+        return "cut-off-leader-itself"
+    if any_of("stop", "follower"):
+        return "frozen-server"
+    return "unexplained"
 
 
 def describe_hang(hang: Hang, t0: float) -> str:

@@ -83,7 +83,9 @@ def test_replicas_identical_after_healing(chaos: Judged) -> None:
     assert chaos.verdicts.replica_diffs == [], f"{chaos.verdicts.replica_diffs[:20]}\n{chaos.text}"
 
 
-KNOWN_HANG_CAUSES = ("frozen-leader", "cut-off-leader")
+# The known defect (frozen leader) and its partition forms: the same forwarded
+# hop to a leader that stopped answering (history.py, `hangs`).
+KNOWN_HANG_CAUSES = ("frozen-leader", "cut-off-leader", "cut-off-follower")
 
 
 def test_no_hang_past_rpc_hold_timeout_but_the_known_one(chaos: Judged) -> None:
@@ -95,8 +97,8 @@ def test_no_hang_past_rpc_hold_timeout_but_the_known_one(chaos: Judged) -> None:
     strict=False,
     reason="known defect, being fixed in server/leader_router.py: a request forwarded to the "
     "leader waits on that leader after it stopped answering (SIGSTOP: until it resumes; "
-    "partition: until the RPC dead-peer timeout, 10 s), past rpc_hold_timeout, although "
-    "the others elected a new leader",
+    "partition on either side: until the link heals or the RPC dead-peer timeout, 10 s), "
+    "past rpc_hold_timeout, although the others elected a new leader",
 )
 def test_no_hang_past_rpc_hold_timeout(chaos: Judged) -> None:
     assert chaos.verdicts.hangs == [], chaos.text

@@ -148,11 +148,12 @@ def test_lost_writes_per_view() -> None:
 
 
 def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
-    samples = [LeaderSample(t, "s0" if t < 10 or t >= 30 else None) for t in range(0, 90)]
+    samples = [LeaderSample(t, "s0" if t < 10 or t >= 30 else None) for t in range(0, 120)]
     faults = [
         Fault("stop", "leader", "s0", 40, 55),
         Fault("kill", "follower", "s1", 12, 14),
         Fault("partition", "leader", "s2", 70, 75),
+        Fault("partition", "follower", "s1", 100, 104),
     ]
     events = [
         Event("w0", "write", "a", "s1", 1, 2, OK),  # quick
@@ -161,12 +162,18 @@ def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
         Event("w0", "write", "d", "s2", 41, 55, OK),  # slow, leader frozen
         Event("w0", "write", "e", "s0", 41, 55, OK),  # sent to the frozen agent itself
         Event("w0", "read", "f", "s1", 70.5, 81, FAIL),  # forwarded to the cut-off leader
+        Event("w0", "write", "g", "s2", 70.5, 82, OK),  # sent to the cut-off leader itself
+        Event("w0", "write", "h", "s1", 100.5, 112, OK),  # forwarded by a cut-off follower
+        Event("w0", "write", "i", "s0", 100.5, 112, OK),  # no fault that could explain it
     ]
     found = hangs(events, faults, samples, hold_s=7.0, margin_s=3.0, t0=0.0)
     assert [(h.event.key, h.cause) for h in found] == [
         ("b", "unexplained"),
         ("d", "frozen-leader"),
         ("f", "cut-off-leader"),
+        ("g", "cut-off-leader-itself"),
+        ("h", "cut-off-follower"),
+        ("i", "unexplained"),
     ]
     assert found[1].context == ["stop-leader s0 [40.0s, 55.0s]"]
 
