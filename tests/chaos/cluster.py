@@ -18,8 +18,10 @@ Two networks, chosen at start:
 
 Agents run as tests/integration/test_cluster.py runs them: `proconsul agent`
 with the "local" gossip profile, `performance { raft_multiplier = 1 }`,
-bootstrap_expect = 3, retry-join of every other host; no TLS (the faults, not
-the handshakes, are under test here).
+autopilot's server_stabilization_time at 2 s, bootstrap_expect = 3, retry-join
+of every other host; no TLS (the faults, not the handshakes, are under test
+here). "Healthy" means every host up and connected, one leader named by all,
+and three voters in the Raft configuration.
 
 Rules: a host keeps its addresses, ports and data dir across restarts (the Raft
 configuration holds the server address); each incarnation logs to its own file;
@@ -261,6 +263,8 @@ class ChaosCluster:
             argv += ["-server", "-bootstrap-expect", str(len(SERVERS))]
             argv += ["-server-port", str(host.server_port)]
             argv += ["-hcl", "performance { raft_multiplier = 1 }"]
+            # As test_cluster.py: a returning server is a voter again soon.
+            argv += ["-hcl", 'autopilot { server_stabilization_time = "2s" }']
         for other in self.hosts:
             if other is not host:
                 argv += ["-retry-join", f"{other.ip}:{other.serf_port}"]
@@ -361,14 +365,28 @@ class ChaosCluster:
             return None
         return leader
 
+    def voters(self, leader: Host) -> list[str]:
+        """The voters of the Raft configuration, by host name, as `leader` has it."""
+        status, body = leader.get("/v1/operator/raft/configuration")
+        if status != 200:
+            return []
+        rows = json.loads(body)["Servers"]
+        return sorted(row["Node"] for row in rows if row["Voter"])
+
     def wait_healthy(self, deadline_s: float) -> Host:
-        """Every host up and connected, all four agreeing on one leader."""
+        """Every host up and connected, all four agreeing on one leader, and all
+        three servers voters again (autopilot removes a server gossip marked
+        failed, during a long partition say, and re-adds it as a non-voter
+        first: a fault on a two-voter cluster would cost quorum at once)."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
             up = all(h.running() and not h.frozen and not h.cut for h in self.hosts)
             leader = self.agreed_leader(self.hosts) if up else None
-            if leader is not None:
-                return leader
+            try:
+                if leader is not None and self.voters(leader) == list(SERVERS):
+                    return leader
+            except (OSError, ValueError, KeyError):
+                pass
             time.sleep(0.05)
         views = {}
         for h in self.hosts:
