@@ -1,1 +1,1 @@
-"""Raft simulator: harness, KV state machine, linearizability checker and seeded runs."""
+"""Raft simulator: harness, KV state machine and seeded runs (the checker is tests/lincheck.py)."""

@@ -35,7 +35,7 @@ Invariants checked as the run goes (a violation raises SimViolation):
   (or a snapshot covering it) in durable storage;
 - leader completeness: a new leader's log holds every entry ever applied.
 At the end, after healing: one leader, every member caught up, and the client
-history is linearizable (raft_lincheck).
+history is linearizable (tests/lincheck.py).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from proconsul.raft.params import RaftParams, quorum_size
 from proconsul.raft.ready import NotLeader, Proposal, Ready, Rejected, Role
 from proconsul.raft.storage_api import MemoryStorage, persist_ready
 from proconsul.server.read_route import ReadStep, route_read
+from tests.lincheck import UNKNOWN, Op
 from tests.sim.raft.raft_kv import KV, cas_command, put_command
-from tests.sim.raft.raft_lincheck import UNKNOWN, Op
 
 
 class SimViolation(AssertionError):

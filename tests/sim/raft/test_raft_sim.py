@@ -12,8 +12,8 @@ import os
 
 import pytest
 
+from tests.lincheck import check
 from tests.sim.raft.raft_harness import SimConfig, Simulation, SimViolation
-from tests.sim.raft.raft_lincheck import check
 
 SCENARIOS: dict[str, SimConfig] = {
     "3-servers": SimConfig(servers=3),

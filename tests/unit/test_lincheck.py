@@ -1,13 +1,13 @@
-"""The linearizability checker itself, on histories whose answer is known."""
+"""The linearizability checker (tests/lincheck.py) itself, on histories whose answer is known."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
 import pytest
-
-from tests.sim.raft.raft_lincheck import UNKNOWN, Op, check, check_register
+from tests.lincheck import UNKNOWN, Op, check, check_register, step
 
 INF = math.inf
 
@@ -130,3 +130,66 @@ def test_search_budget_is_enforced() -> None:
     ops = [put(i, i, 0, 100) for i in range(12)] + [get(99, 42, 101, 102)]
     with pytest.raises(RuntimeError):
         check_register(ops, budget=1000)
+
+
+def _naive(ops: list[Op]) -> bool:
+    """Linearizable by brute force: some order respecting real time is legal
+    (an operation that never returned may go last, which covers "never")."""
+    for order in itertools.permutations(ops):
+        if any(b.ret < a.call for i, a in enumerate(order) for b in order[i + 1 :]):
+            continue  # b returned before a was called, yet comes after it
+        state = None
+        for op in order:
+            ok, state = step(state, op)
+            if not ok:
+                break
+        else:
+            return True
+    return False
+
+
+def _random_history(rng: random.Random, n: int) -> list[Op]:
+    """Small histories over few values, outcomes drawn at random (often illegal),
+    with some operations that never returned."""
+    ops: list[Op] = []
+    for c in range(n):
+        call = rng.uniform(0, 10)
+        ret = INF if rng.random() < 0.3 else call + rng.uniform(0, 4)
+        kind = rng.choice(["put", "get", "cas"])
+        if kind == "put":
+            ops.append(put(c, rng.randrange(3), call, ret))
+        elif kind == "get":
+            if math.isinf(ret):
+                continue  # an unanswered read is left out of a history
+            ops.append(get(c, rng.choice([None, 0, 1, 2]), call, ret))
+        else:
+            output = UNKNOWN if math.isinf(ret) else rng.random() < 0.5
+            ops.append(
+                Op(c, "cas", "k", (rng.choice([None, 0, 1]), rng.randrange(3)), output, call, ret)
+            )
+    return ops
+
+
+def test_the_search_agrees_with_brute_force_on_random_small_histories() -> None:
+    # The prunings for unknown outcomes (module docstring) must change no verdict.
+    rng = random.Random(5)
+    verdicts = {True: 0, False: 0}
+    for _ in range(1500):
+        ops = _random_history(rng, rng.randrange(2, 8))
+        expected = _naive(ops)
+        assert check_register(ops).ok == expected, ops
+        verdicts[expected] += 1
+    assert min(verdicts.values()) > 200  # both kinds were exercised
+
+
+def test_many_unknown_writes_do_not_blow_up_the_search() -> None:
+    # A dozen writes whose outcome is unknown, then a local reordering the
+    # search has to backtrack over: without the prunings, every subset of the
+    # unknown writes is tried at each backtrack.
+    ops = [put(0, 1, 0, 1)]
+    ops += [put(10 + i, 100 + i, 2 + i * 0.1, INF) for i in range(14)]
+    ops += [cas(1, 1, 2, True, 4, 5), get(2, 2, 6, 7)]
+    ops += [put(3, 3, 8, 9.5), put(4, 4, 8.1, 9.4), get(5, 3, 10, 11), get(6, 104, 12, 13)]
+    result = check_register(ops, budget=20_000)
+    assert result.ok and result.explored < 20_000
+    assert not check_register([*ops, get(7, 3, 14, 15)], budget=200_000).ok

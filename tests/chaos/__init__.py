@@ -1,0 +1,1 @@
+"""Jepsen-style fault suite on real agents: cluster, workload, nemesis, checks (harness.py)."""
