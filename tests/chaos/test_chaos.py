@@ -10,13 +10,11 @@ has the seed: `CHAOS_SEED=N` replays the schedule (the default seed is fixed,
 so CI is repeatable); `CHAOS_NETNS=0` keeps the agents on loopback addresses
 (no partitions) where namespaces could be made.
 
-Every check is strict except two that fail on known defects being fixed
-elsewhere, marked xfail(strict=False) with the reason: requests held past
-rpc_hold_timeout by a forwarded hop to a leader that stopped answering (seen
-here when a partition catches requests in flight; the long run,
-bench/chaos.py, with 5-15 s stops, shows the frozen-leader form), and
-tracebacks logged for expected transport failures. Each has a strict twin
-that allows that defect and nothing else.
+Every check is strict, including the two that caught defects when the suite
+was written: no request is held past rpc_hold_timeout while a leader exists
+(a forward to a leader that stopped answering is abandoned once another is
+elected, server/leader_router.py), and no traceback is logged for an
+expected transport failure.
 """
 
 from __future__ import annotations
@@ -89,37 +87,9 @@ def test_replicas_identical_after_healing(chaos: Judged) -> None:
     assert chaos.verdicts.replica_diffs == [], f"{chaos.verdicts.replica_diffs[:20]}\n{chaos.text}"
 
 
-# The known defect (frozen leader) and its partition forms: the same forwarded
-# hop to a leader that stopped answering (history.py, `hangs`).
-KNOWN_HANG_CAUSES = ("frozen-leader", "cut-off-leader", "cut-off-follower")
-
-
-def test_no_hang_past_rpc_hold_timeout_but_the_known_one(chaos: Judged) -> None:
-    other = [h for h in chaos.verdicts.hangs if h.cause not in KNOWN_HANG_CAUSES]
-    assert other == [], chaos.text
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, being fixed in server/leader_router.py: a request forwarded to the "
-    "leader waits on that leader after it stopped answering (SIGSTOP: until it resumes; "
-    "partition on either side: until the link heals or the RPC dead-peer timeout, 10 s), "
-    "past rpc_hold_timeout, although the others elected a new leader",
-)
 def test_no_hang_past_rpc_hold_timeout(chaos: Judged) -> None:
     assert chaos.verdicts.hangs == [], chaos.text
 
 
-def test_no_traceback_in_the_logs_but_the_known_one(chaos: Judged) -> None:
-    other = [t for t in chaos.verdicts.tracebacks if not t.known]
-    assert other == [], chaos.text
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, being fixed in server/leader_router.py: a forwarded write whose hop "
-    "to the leader fails with ConnectionError (an expected transport failure) escapes the "
-    "Apply handler and is logged as 'rpc: Apply handler failed' at ERROR with a traceback",
-)
 def test_no_traceback_in_the_logs_for_an_expected_failure(chaos: Judged) -> None:
     assert chaos.verdicts.tracebacks == [], chaos.text
