@@ -226,9 +226,12 @@ def hangs(
       connection's dead-peer timeout, 10 s);
     - "cut-off-leader": the leader was cut off and the request went to another
       agent, which forwarded it there: the same wait;
-    - "cut-off-leader-itself": the target was the cut-off leader;
-    - "frozen-server": a SIGSTOP of a follower (a client agent's RPC to the
-      server it sticks to waits the same way);
+    - "cut-off-leader-itself": the target was the cut-off leader (a proposal it
+      can no longer commit waits until the partition heals);
+    - "cut-off-server": a follower was cut off and the request went to another
+      agent (a client agent's RPC to the server it sticks to waits on the cut
+      link the same way);
+    - "frozen-server": a SIGSTOP of a follower (likewise, until it resumes);
     - "unexplained": none of these.
     """
     bound = hold_s + margin_s
@@ -263,6 +266,8 @@ def _cause(e: Event, faults: Sequence[Fault]) -> str:
         return "cut-off-leader"
     if any_of("partition", "leader", on_target=True):
         return "cut-off-leader-itself"
+    if any_of("partition", "follower", on_target=False):
+        return "cut-off-server"
     if any_of("stop", "follower"):
         return "frozen-server"
     return "unexplained"
@@ -281,7 +286,9 @@ def describe_hang(hang: Hang, t0: float) -> str:
 
 
 def acked_write_times(events: Iterable[Event]) -> list[tuple[float, float]]:
-    """(invoke, complete) of every write that took effect and was acknowledged."""
+    """(invoke, complete) of every write that took effect and was acknowledged
+    (the prober's open-loop writes among them: a hung closed-loop client sends
+    nothing new, a probe is sent every 100 ms regardless)."""
     return sorted(
         (e.invoke, e.complete)
         for e in events
@@ -289,19 +296,24 @@ def acked_write_times(events: Iterable[Event]) -> list[tuple[float, float]]:
     )
 
 
-def unavailability(acks: Sequence[tuple[float, float]], start: float, until: float) -> float:
+def unavailability(
+    acks: Sequence[tuple[float, float]], start: float, until: float, cut: bool = False
+) -> float:
     """The longest stretch with no acknowledged write, from `start` up to the first
-    acknowledgement after `until` (inf when none came after `start`). Only writes
-    invoked after `start` count: an answer to a request sent before the fault
-    says nothing about after it. When the run ended before `until` with writes
-    going through, its end is not counted as unavailability."""
+    acknowledgement after `until` (inf when none came after `start`), or up to
+    `until` itself when `cut` (the next fault began there: what follows is its
+    outage, not this one's). Only writes invoked after `start` count: an answer
+    to a request sent before the fault says nothing about after it. When the
+    run ended before `until` with writes going through, its end is not counted."""
     done = sorted(c for i, c in acks if i >= start)
-    if not done:
-        return math.inf  # never written again
     points = [start, *(c for c in done if c <= until)]
     later = [c for c in done if c > until]
-    if later:
+    if cut:
+        points.append(until)
+    elif later:
         points.append(later[0])
+    elif len(points) == 1:
+        return math.inf  # never written again
     return max(b - a for a, b in itertools.pairwise(points))
 
 
@@ -316,9 +328,10 @@ def unavailability_by_fault(
     ordered = sorted(faults, key=lambda f: f.start)
     for fault, after in itertools.zip_longest(ordered, ordered[1:]):
         until = fault.end + settle_s
-        if after is not None:
-            until = min(until, after.start)
-        out.setdefault(fault.name, []).append(unavailability(acks, fault.start, until))
+        cut = after is not None and after.start < until
+        if after is not None and cut:
+            until = after.start
+        out.setdefault(fault.name, []).append(unavailability(acks, fault.start, until, cut))
     return out
 
 

@@ -21,6 +21,7 @@ from tests.chaos.history import (
     Event,
     Fault,
     LeaderSample,
+    acked_write_times,
     check_registers,
     definite_refusal,
     hangs,
@@ -164,7 +165,8 @@ def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
         Event("w0", "read", "f", "s1", 70.5, 81, FAIL),  # forwarded to the cut-off leader
         Event("w0", "write", "g", "s2", 70.5, 82, OK),  # sent to the cut-off leader itself
         Event("w0", "write", "h", "s1", 100.5, 112, OK),  # forwarded by a cut-off follower
-        Event("w0", "write", "i", "s0", 100.5, 112, OK),  # no fault that could explain it
+        Event("w0", "write", "i", "c0", 100.5, 112, OK),  # a client agent on the cut server
+        Event("w0", "write", "j", "s0", 1, 12, OK),  # no fault that could explain it
     ]
     found = hangs(events, faults, samples, hold_s=7.0, margin_s=3.0, t0=0.0)
     assert [(h.event.key, h.cause) for h in found] == [
@@ -173,7 +175,8 @@ def test_hangs_are_counted_only_while_a_leader_existed_and_classified() -> None:
         ("f", "cut-off-leader"),
         ("g", "cut-off-leader-itself"),
         ("h", "cut-off-follower"),
-        ("i", "unexplained"),
+        ("i", "cut-off-server"),
+        ("j", "unexplained"),
     ]
     assert found[1].context == ["stop-leader s0 [40.0s, 55.0s]"]
 
@@ -188,6 +191,9 @@ def test_unavailability_stops_where_the_next_fault_starts() -> None:
     found = unavailability_by_fault(events, faults, settle_s=3.0)
     # The follower's window ends where the leader's fault starts: its gap is not charged.
     assert found["kill-follower"] == [pytest.approx(0.1)]
+    # Cut at 10.0, the gap that follows (to the ack at 14.0) is not this window's.
+    assert unavailability(acked_write_times(events), 5.0, 10.0, cut=True) == pytest.approx(0.1)
+    assert unavailability(acked_write_times(events), 5.0, 10.0) == pytest.approx(4.05)
     assert found["kill-leader"] == [pytest.approx(4.05)]
 
 

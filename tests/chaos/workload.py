@@ -2,6 +2,8 @@
 
 Job: run, until told to stop,
 - writers, one per agent: `PUT /v1/kv/chaos/w/<writer>-<n>`, each key once;
+- a prober: open-loop writes of new keys (`chaos/w/p-<n>`), one every 100 ms
+  to each agent in turn, not waiting for the ones in flight;
 - register clients, a few per register key: a consistent read
   (`GET ?consistent`, the value recorded), a plain write of a unique value, or
   a CAS: a consistent read for the ModifyIndex (itself recorded as a read) and
@@ -53,6 +55,8 @@ class WorkloadConfig:
     pause_s: float = 0.05  # between one client's operations
     request_timeout_s: float = 20.0
     epoch_s: float = 15.0
+    probe_interval_s: float = 0.1  # one new probe write this often, whatever is in flight
+    max_probes_in_flight: int = 200
 
 
 class HTTPError(Exception):
@@ -126,6 +130,7 @@ class Workload:
                 seed = self._seeds[len(tasks) % len(self._seeds)]
                 tasks.append(self._register_client(r, c, random.Random(seed)))
         tasks.append(self._monitor())
+        tasks.append(self._prober())
         await asyncio.gather(*tasks)
 
     # ----- requests ----------------------------------------------------------------------
@@ -195,6 +200,27 @@ class Workload:
             event = Event(process, "write", key, host.name, self.clock(), value=f"{process}:{n}")
             await self._write(event, host, f"/v1/kv/{key}")
             await self._pause()
+
+    async def _prober(self) -> None:
+        """Open-loop writes: a new one every `probe_interval_s` to the next agent in
+        turn, not waiting for earlier ones. The closed-loop clients above all
+        wait when their requests hang; these say whether a new write would
+        have gone through (what unavailability is measured on)."""
+        in_flight: set[asyncio.Task[None]] = set()
+        hosts = self.cluster.hosts
+        n = 0
+        while not self._stop.is_set():
+            if len(in_flight) < self.config.max_probes_in_flight:
+                n += 1
+                host = hosts[n % len(hosts)]
+                key = f"chaos/w/p-{n}"
+                event = Event("p", "write", key, host.name, self.clock(), value=f"p:{n}")
+                task = asyncio.create_task(self._write(event, host, f"/v1/kv/{key}"))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            await self._pause_for(self.config.probe_interval_s)
+        if in_flight:
+            await asyncio.gather(*in_flight)
 
     async def _register_client(self, register: int, c: int, rng: random.Random) -> None:
         process = f"r{register}.{c}"

@@ -272,10 +272,13 @@ def http_runner(app: web.Application) -> web.AppRunner:
     """The runner every listener of the agent's API uses (TCP and unix alike):
     parser refusals counted, not logged as tracebacks (`_ConnectionLog`), and
     requests other than reads get SHUTDOWN_GRACE_S at shutdown."""
+    stats = app.get(STATS_KEY)
+    if stats is None:  # an app not built by `build_app` (tests): count on the side
+        stats = HTTPStats()
     return web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_S,
-        logger=_ConnectionLog(logging.getLogger("aiohttp.server"), app[STATS_KEY]),
+        logger=_ConnectionLog(logging.getLogger("aiohttp.server"), stats),
     )
