@@ -34,6 +34,9 @@ class ErrorCode:
     BAD_QUERY = "bad_query"  # the query itself is invalid (a bad ?filter); HTTP answers 400
     # Raised by a caller, never sent: the server's answer did not decode.
     BAD_RESPONSE = "bad_response"
+    # A forwarded write reached a server that no longer leads: refused before
+    # anything was applied, so the sender may route it again.
+    NOT_LEADER = "not_leader"
 
 
 class RPCError(Exception):

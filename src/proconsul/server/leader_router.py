@@ -20,6 +20,9 @@ Rules:
 - A forwarded write is sent once: a transport failure on the way to the
   leader is the caller's error (the write may or may not have happened),
   as an `RPCError` naming the hop that failed, never a bare transport error.
+- A forwarded write that the other server refuses because it no longer
+  leads (`ErrorCode.NOT_LEADER`: nothing was applied) is routed again,
+  within the hold.
 - A forwarded request is not waited for forever: once another leader is
   elected while the one it went to has not answered (frozen, or cut off
   without a closed connection), it is given LEADER_MOVED_GRACE_S more, then
@@ -38,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from proconsul.rpc.codec import DEFAULT_CALL_TIMEOUT_S, EndpointsClient
-from proconsul.rpc.errors import RPCError
+from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.server import remaining_s
 from proconsul.server.endpoints import Authorize
 from proconsul.server.raft_errors import NotLeaderError
@@ -106,7 +109,22 @@ class LeaderRouter:
                 self.forwarded += 1
                 timeout = max(0.001, deadline - loop.time())
                 forward = self.endpoints.forward(leader, command, timeout_s=timeout, token=token)
-                return await self._hop("Apply", leader, forward)
+                try:
+                    return await self._hop("Apply", leader, forward)
+                except RPCError as exc:
+                    if exc.code != ErrorCode.NOT_LEADER:
+                        raise
+                    # It refused before applying anything (it no longer leads, as
+                    # a resumed frozen leader finds): route again once another
+                    # leader is known, within the hold.
+                    wait = hold_until - loop.time()
+                    if wait <= 0:
+                        raise
+                    try:
+                        await self.raft.wait_leader_elsewhere(leader, wait)
+                    except TimeoutError:
+                        raise exc from None
+                    continue
             await self._hold(hold_until)
 
     # ----- reads -------------------------------------------------------------

@@ -81,6 +81,7 @@ from proconsul.rpc.client import Address, RPCClient, parse_address
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.raft_errors import (
+    LeadershipLostError,
     NotLeaderError,
     RaftRejectedError,
     RaftStoppedError,
@@ -583,6 +584,10 @@ class RaftLog:
         if leading == self._leading:
             return
         self._leading = leading
+        if not leading:
+            # A deposed (or cut-off) leader's callers hear it now, not when the
+            # partition heals and another entry takes their slot.
+            self._waiters.fail_proposals(LeadershipLostError())
         for listener in self._leadership_listeners:
             listener(leading)
 

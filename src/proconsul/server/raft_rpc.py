@@ -119,7 +119,7 @@ def raft_handlers(
         try:
             return encode(await raft_log.apply(request.command))
         except NotLeaderError as exc:
-            raise RPCError(str(exc) or NO_LEADER) from None
+            raise RPCError(str(exc) or NO_LEADER, ErrorCode.NOT_LEADER) from None
 
     handlers: dict[str, Handler] = {
         STEP_METHOD: raft_log.handle_step,

@@ -64,6 +64,13 @@ class Waiters:
         else:
             future.set_exception(LeadershipLostError())
 
+    def fail_proposals(self, error: Exception) -> None:
+        """Leadership was lost: what this server proposed will not be answered here
+        (a new leader may still commit it, so the outcome is unknown to the caller)."""
+        pending, self.proposals = self.proposals, {}
+        for _, future in pending.values():
+            _set_exception(future, error)
+
     def snapshot_installed(self, index: int) -> None:
         for at in [i for i in self.proposals if i <= index]:
             _set_exception(self.proposals.pop(at)[1], LeadershipLostError())
