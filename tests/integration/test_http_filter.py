@@ -65,6 +65,6 @@ def test_filters_select_rows_and_bad_ones_are_400(dev_agent: AgentProcess) -> No
     for path in ("/v1/health/service/api", "/v1/agent/services"):
         status, text = get(dev_agent, path, "foo")
         assert status == 400 and isinstance(text, str), (path, status, text)
-        assert text.startswith("Failed to create boolean expression evaluator"), text
+        assert text.startswith("Failed to create boolean expression evaluator: 1:4 (3):"), text
     status, text = get(dev_agent, "/v1/health/service/api", "Service.Nope == x")
     assert status == 400 and "Service.Nope" in str(text), text

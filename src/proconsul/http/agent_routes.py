@@ -40,7 +40,7 @@ from proconsul.http.common import (
 )
 from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
-from proconsul.structs.filter import FilterError, cached_filter, evaluator_error
+from proconsul.structs.filter import FilterError, cached_filter
 from proconsul.structs.naming import pascal
 
 T = TypeVar("T")
@@ -157,7 +157,7 @@ def _query_filter(request: web.Request, rows: dict[str, T], shape: type[T]) -> d
     try:
         compiled = cached_filter(text, shape)
     except FilterError as exc:
-        bad_request(evaluator_error(exc))
+        bad_request(str(exc))
     views = msgspec.to_builtins(rows)
     return {key: row for key, row in rows.items() if compiled.matches(views[key])}
 

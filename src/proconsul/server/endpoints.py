@@ -67,7 +67,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
-from proconsul.structs.filter import FilterError, cached_filter, evaluator_error
+from proconsul.structs.filter import FilterError, cached_filter
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -120,7 +120,7 @@ def apply_query_filter(method: str, text: str, rows: Any) -> Any:
     try:
         compiled = cached_filter(text, shape)
     except FilterError as exc:
-        raise RPCError(evaluator_error(exc), ErrorCode.BAD_QUERY) from None
+        raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
     return compiled.select(rows, msgspec.to_builtins(rows))
 
 

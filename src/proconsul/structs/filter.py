@@ -859,8 +859,3 @@ def cached_filter(text: str, shape: object = None) -> Filter:
             _compiled.clear()
         _compiled[key] = found
     return found
-
-
-def evaluator_error(exc: FilterError) -> str:
-    """The message an endpoint answers for a bad filter, in Consul's words."""
-    return f"Failed to create boolean expression evaluator: {exc}"
