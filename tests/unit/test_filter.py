@@ -25,6 +25,10 @@ from proconsul.structs.catalog import (
     Weights,
 )
 from proconsul.structs.filter import (
+    Filter,
+    compile_filter,
+)
+from proconsul.structs.filter_syntax import (
     EQUAL,
     IN,
     IS_EMPTY,
@@ -38,13 +42,11 @@ from proconsul.structs.filter import (
     NOT_MATCHES,
     And,
     Expr,
-    Filter,
     FilterError,
     Match,
     Not,
     Operator,
     Or,
-    compile_filter,
     parse_filter,
 )
 

@@ -40,7 +40,8 @@ from proconsul.http.common import (
 )
 from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
-from proconsul.structs.filter import FilterError, cached_filter
+from proconsul.structs.filter import cached_filter
+from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.naming import pascal
 
 T = TypeVar("T")

@@ -67,7 +67,8 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
-from proconsul.structs.filter import FilterError, cached_filter
+from proconsul.structs.filter import cached_filter
+from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
