@@ -23,11 +23,13 @@ Rules:
 - A forwarded write that the other server refuses because it no longer
   leads (`ErrorCode.NOT_LEADER`: nothing was applied) is routed again,
   within the hold.
-- A forwarded request is not waited for forever: once another leader is
-  elected while the one it went to has not answered (frozen, or cut off
-  without a closed connection), it is given LEADER_MOVED_GRACE_S more, then
-  abandoned. A read is then routed again (reads are safe to repeat); a write
-  or an operator call fails with `LeaderMovedError`: its outcome is unknown,
+- A forwarded request is not waited for forever: once this server no longer
+  sees the leader it went to (another was elected, as when that one froze; or
+  this server lost contact with it for an election timeout, as when this
+  server is cut off) and it has not answered, it is given
+  LEADER_MOVED_GRACE_S more, then abandoned. A read is then routed again
+  (reads are safe to repeat); a write or an operator call fails with
+  `LeaderMovedError`: its outcome is unknown,
   and repeating it could apply it twice (a CAS would then answer false for a
   write that happened).
 - Every wait is bounded by the smaller of the call's own budget and the time
@@ -58,13 +60,13 @@ LEADER_MOVED_GRACE_S = 0.5
 
 
 class LeaderMovedError(RPCError):
-    """The leader a request was forwarded to stopped answering and another was
-    elected: the request may or may not have taken effect."""
+    """The leader a request was forwarded to stopped answering and is no longer
+    this server's leader: the request may or may not have taken effect."""
 
     def __init__(self, method: str, address: str) -> None:
         super().__init__(
-            f"rpc: {method}: the leader at {address} did not answer and a new leader "
-            "was elected; the outcome is unknown"
+            f"rpc: {method}: the leader at {address} did not answer and is no longer "
+            "the leader here; the outcome is unknown"
         )
 
 
@@ -207,7 +209,7 @@ class LeaderRouter:
     async def _hop(self, method: str, leader: str, call: Awaitable[T]) -> T:
         """`call` to the leader at `leader`, bounded as the module rules say."""
         forward = asyncio.ensure_future(call)
-        moved = asyncio.ensure_future(self.raft.wait_leader_elsewhere(leader, self._budget_s()))
+        moved = asyncio.ensure_future(self.raft.wait_leader_gone(leader, self._budget_s()))
         try:
             await asyncio.wait({forward, moved}, return_when=asyncio.FIRST_COMPLETED)
             if not forward.done() and not moved.cancelled() and moved.exception() is None:

@@ -321,6 +321,17 @@ class RaftLog:
 
         return await self._wait_state(leader, timeout_s)
 
+    async def wait_leader_gone(self, address: str, timeout_s: float) -> None:
+        """Return once the leader is no longer the one at `address`: another was
+        elected, or this server lost contact with it for an election timeout
+        (a request forwarded there may never be answered). TimeoutError after
+        timeout_s."""
+
+        def gone(node: RaftNode) -> bool | None:
+            return True if self._address_of(node.leader_id) != address else None
+
+        await self._wait_state(gone, timeout_s)
+
     async def wait_leader_elsewhere(self, address: str, timeout_s: float) -> str:
         """The leader's address once a leader other than the one at `address` is
         known (a request forwarded there may never be answered). TimeoutError
