@@ -47,7 +47,7 @@ INTERESTING_STRINGS = [
     "::",
     "[::1]",
     "127.0.0.1 10.0.1.11",
-    "unix:///tmp/pc-fuzz.sock",
+    "unix:///run/proconsul/http.sock",
     "unix://",
     "unix://a\x00b",
     '{{ GetInterfaceIP "eth0" }}',
