@@ -47,7 +47,7 @@ INTERESTING_STRINGS = [
     "::",
     "[::1]",
     "127.0.0.1 10.0.1.11",
-    "unix:///tmp/pc-fuzz.sock",
+    "unix:///run/proconsul/http.sock",
     "unix://",
     "unix://a\x00b",
     '{{ GetInterfaceIP "eth0" }}',
@@ -173,6 +173,11 @@ def test_serialized_trees_parse(tree: dict[str, Any], fmt: str) -> None:
 # ----- trees ----------------------------------------------------------------------
 
 
+# Found by this fuzzer: an unknown key "" (and, with the long profile, one
+# holding a backtick) gave an error that named no key.
+@example({"": []})
+@example({"`": []})
+@example({"ports": {"a`\nb": 1}})
 @given(st.one_of(CONFIG_TREES, st.dictionaries(st.text(max_size=8), JUNK, max_size=4)))
 def test_one_source_is_checked_or_refused_at_a_key(tree: dict[str, Any]) -> None:
     try:

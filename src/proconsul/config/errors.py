@@ -17,8 +17,9 @@ import msgspec
 MERGED_SOURCE = "config"
 
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
-_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
-_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
+# Greedy up to the last backtick: a key may itself contain backticks.
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>.*)`$", re.DOTALL)
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>.*)`$", re.DOTALL)
 
 
 class ConfigError(Exception):

@@ -8,14 +8,15 @@ Rules:
 - The buffer has `size` slots indexed by `ltime % size`; an event older than
   the newest by `size` or more is dropped as too old (serf's rule), so memory
   stays bounded whatever peers send.
-- Pure; the clock only moves forward.
+- Pure; the clock only moves forward, and stops at the largest time the wire
+  carries (a peer's event at that time must not push ours past it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .messages import UserEvent
+from .messages import UserEvent, saturated
 
 # Distinct events kept per Lamport time; honest pools rarely have more than a
 # handful, and the cap keeps a hostile peer from growing one slot without end.
@@ -29,13 +30,13 @@ class LamportClock:
         self.time = 0
 
     def increment(self) -> int:
-        self.time += 1
+        self.time = saturated(self.time + 1)
         return self.time
 
     def witness(self, other: int) -> None:
         """Move past a time seen from another member."""
         if other >= self.time:
-            self.time = other + 1
+            self.time = saturated(other + 1)
 
 
 class EventBuffer:

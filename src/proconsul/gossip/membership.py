@@ -215,7 +215,8 @@ class MembershipState:
         inc = local.incarnation + 1
         if accused >= inc:
             inc = accused + 1
-        local.incarnation = inc
+        # At the bound a refutation can only tie; past it no peer would decode it.
+        local.incarnation = m.saturated(inc)
         self._broadcast_alive(local)
         # Being accused is evidence we have been slow (Lifeguard).
         self._awareness.apply(1)

@@ -27,9 +27,13 @@ import msgspec
 
 # Field bounds. Generous for honest peers, small enough that a forged packet
 # cannot blow up memory.
+# The largest incarnation or Lamport time on the wire. Our own counters stop
+# here (`saturated`): a peer's value at the bound must never push ours past
+# it, or every peer would refuse everything we send from then on.
+MAX_COUNTER = 2**63 - 1
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
-Incarnation = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-LTime = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Incarnation = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
+LTime = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
 NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TargetName = Annotated[str, msgspec.Meta(max_length=128)]
 Host = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
@@ -168,6 +172,11 @@ _COMPOUND_PREFIX = bytes((0x92, int(Tag.COMPOUND)))
 # Worst-case framing a compound adds around its parts: prefix plus array16 header.
 COMPOUND_OVERHEAD = len(_COMPOUND_PREFIX) + 3
 MAX_COMPOUND_PARTS = 255
+
+
+def saturated(counter: int) -> int:
+    """`counter`, but never past what the wire carries (see MAX_COUNTER)."""
+    return min(counter, MAX_COUNTER)
 
 
 def encode(msg: Message) -> bytes:

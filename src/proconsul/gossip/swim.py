@@ -171,7 +171,7 @@ class GossipCore(MembershipState):
         check_tags(tags, self.params)
         local = self._local
         local.tags = dict(tags)
-        local.incarnation += 1
+        local.incarnation = m.saturated(local.incarnation + 1)
         self._broadcast_alive(local)
         self._emit(MemberEventKind.UPDATE, local)
 
