@@ -36,7 +36,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -48,19 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.agent_process import free_gossip_port, free_port, proconsul_cmd
+from tests.netns import Namespaces, ip
 
 SERVERS = ("s0", "s1", "s2")
 CLIENT = "c0"
 CLUSTER_NET = "10.78.0"
 START_DEADLINE_S = 30.0
 STATUS_TIMEOUT_S = 1.0
-
-
-def ip(*args: str) -> str:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
 
 
 @dataclass
@@ -103,64 +96,6 @@ class Host:
             raise ConnectionError(f"{self.name}: {exc!r}") from None
 
 
-class Namespaces:
-    """The hub, host namespaces and links of one run; `close` undoes whatever was made."""
-
-    def __init__(self) -> None:
-        self.tag = secrets.token_hex(3)  # interface names stay within 15 chars
-        self.hub = f"pch-{self.tag}-hub"
-        self.namespaces: list[str] = []
-        self.root_links: list[str] = []
-
-    def probe(self) -> None:
-        """The first steps, whose failure means this machine cannot make namespaces."""
-        self.namespaces.append(self.hub)  # first: a half-made one must go too
-        ip("netns", "add", self.hub)
-        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.hub, "link", "set", "br0", "up")
-
-    def add_host(self, i: int, mgmt: str) -> tuple[str, str, str, str]:
-        """Namespace, cluster address, HTTP address and hub port of host `i`."""
-        netns = f"pch-{self.tag}-h{i}"
-        self.namespaces.append(netns)
-        ip("netns", "add", netns)
-        ip("-n", netns, "link", "set", "lo", "up")
-        inside, hub_end = f"pq{self.tag}c{i}", f"pq{self.tag}h{i}"
-        veth = ["type", "veth", "peer", "name", hub_end, "netns", self.hub]
-        ip("link", "add", inside, "netns", netns, *veth)
-        ip("-n", self.hub, "link", "set", hub_end, "master", "br0")
-        ip("-n", self.hub, "link", "set", hub_end, "up")
-        cluster_ip = f"{CLUSTER_NET}.{i + 1}"
-        ip("-n", netns, "addr", "add", f"{cluster_ip}/24", "dev", inside)
-        ip("-n", netns, "link", "set", inside, "up")
-        root_end, ns_end = f"pq{self.tag}m{i}", f"pq{self.tag}n{i}"
-        ip("link", "add", root_end, "type", "veth", "peer", "name", ns_end, "netns", netns)
-        self.root_links.append(root_end)
-        ip("addr", "add", f"{mgmt}.{4 * i + 1}/30", "dev", root_end)
-        ip("link", "set", root_end, "up")
-        http_ip = f"{mgmt}.{4 * i + 2}"
-        ip("-n", netns, "addr", "add", f"{http_ip}/30", "dev", ns_end)
-        ip("-n", netns, "link", "set", ns_end, "up")
-        return netns, cluster_ip, http_ip, hub_end
-
-    @staticmethod
-    def free_management_prefix() -> str:
-        """A 10.214.x.0/24 that no address or route of the root namespace touches."""
-        used = ip("-4", "-o", "addr") + ip("-4", "route")
-        for _ in range(100):
-            prefix = f"10.214.{secrets.randbelow(254) + 1}"
-            if f"{prefix}." not in used:
-                return prefix
-        raise RuntimeError("no free 10.214.x.0/24 for the management network")
-
-    def close(self) -> None:
-        # Deleting one end of a veth deletes both; a namespace takes its links along.
-        for link in self.root_links:
-            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=10)
-        for netns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=10)
-
-
 def namespaces_unavailable() -> str | None:
     """Why partitions cannot run here, or None when they may."""
     if os.geteuid() != 0:
@@ -182,7 +117,7 @@ class ChaosCluster:
         if want_partitions:
             self.partition_note = namespaces_unavailable() or ""
             if not self.partition_note:
-                netns = Namespaces()
+                netns = Namespaces("pch", "pq", CLUSTER_NET, "10.214")
                 self.netns = netns
                 try:
                     netns.probe()
@@ -194,7 +129,7 @@ class ChaosCluster:
             self.partition_note = "partitions not asked for"
         self.hosts: list[Host] = []
         if self.netns is not None:
-            mgmt = Namespaces.free_management_prefix()
+            mgmt = self.netns.free_management_prefix()
             for i, name in enumerate(names):
                 netns, cluster_ip, http_ip, hub_end = self.netns.add_host(i, mgmt)
                 # Every namespace has its own port space: Consul's default ports serve.

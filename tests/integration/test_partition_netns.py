@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import pytest
 from tests.agent_process import AgentProcess, proconsul_cmd, wait_for
+from tests.netns import Namespaces, ip
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -64,13 +64,6 @@ MINORITY_WRITE_TIMEOUT_S = 15.0
 CATCH_UP_DEADLINE_S = 15.0
 
 
-def ip(*args: str) -> str:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout
-
-
 @dataclass
 class Server:
     name: str
@@ -96,57 +89,20 @@ class Lab:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.tag = secrets.token_hex(3)  # interface names stay within 15 chars
-        self.hub = f"pcp-{self.tag}-hub"
-        self.namespaces: list[str] = []
-        self.root_links: list[str] = []
+        self.net = Namespaces("pcp", "pc", CLUSTER_NET, "10.213")
         self.servers: list[Server] = []
 
     def probe(self) -> None:
         """The first steps, whose failure means this machine cannot host the test."""
-        self.namespaces.append(self.hub)  # first: a half-made one must go too
-        ip("netns", "add", self.hub)
-        ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        self.net.probe()
 
     def build(self) -> None:
-        ip("-n", self.hub, "link", "set", "br0", "up")
-        mgmt = self._free_management_prefix()
+        mgmt = self.net.free_management_prefix()
         for i in range(3):
-            netns = f"pcp-{self.tag}-s{i}"
-            self.namespaces.append(netns)
-            ip("netns", "add", netns)
-            ip("-n", netns, "link", "set", "lo", "up")
-            # Cluster network: server namespace <-> bridge in the hub.
-            inside, hub_end = f"pc{self.tag}c{i}", f"pc{self.tag}h{i}"
-            veth = ["type", "veth", "peer", "name", hub_end, "netns", self.hub]
-            ip("link", "add", inside, "netns", netns, *veth)
-            ip("-n", self.hub, "link", "set", hub_end, "master", "br0")
-            ip("-n", self.hub, "link", "set", hub_end, "up")
-            cluster_ip = f"{CLUSTER_NET}.{i + 1}"
-            ip("-n", netns, "addr", "add", f"{cluster_ip}/24", "dev", inside)
-            ip("-n", netns, "link", "set", inside, "up")
-            # Management network: root namespace <-> server namespace, HTTP only.
-            root_end, ns_end = f"pc{self.tag}m{i}", f"pc{self.tag}n{i}"
-            ip("link", "add", root_end, "type", "veth", "peer", "name", ns_end, "netns", netns)
-            self.root_links.append(root_end)
-            ip("addr", "add", f"{mgmt}.{4 * i + 1}/30", "dev", root_end)
-            ip("link", "set", root_end, "up")
-            http_ip = f"{mgmt}.{4 * i + 2}"
-            ip("-n", netns, "addr", "add", f"{http_ip}/30", "dev", ns_end)
-            ip("-n", netns, "link", "set", ns_end, "up")
+            netns, cluster_ip, http_ip, hub_end = self.net.add_host(i, mgmt)
             self.servers.append(
                 Server(f"s{i}", netns, cluster_ip, http_ip, hub_end, self.tmp_path / f"s{i}")
             )
-
-    @staticmethod
-    def _free_management_prefix() -> str:
-        """A 10.213.x.0/24 that no address or route of the root namespace touches."""
-        used = ip("-4", "-o", "addr") + ip("-4", "route")
-        for _ in range(100):
-            prefix = f"10.213.{secrets.randbelow(254) + 1}"
-            if f"{prefix}." not in used:
-                return prefix
-        raise RuntimeError("no free 10.213.x.0/24 for the management network")
 
     def start(self, server: Server) -> None:
         joins: list[str] = []
@@ -206,10 +162,10 @@ class Lab:
             wait_for(ready, START_DEADLINE_S)
 
     def cut(self, server: Server) -> None:
-        ip("-n", self.hub, "link", "set", server.hub_port, "down")
+        ip("-n", self.net.hub, "link", "set", server.hub_port, "down")
 
     def heal(self, server: Server) -> None:
-        ip("-n", self.hub, "link", "set", server.hub_port, "up")
+        ip("-n", self.net.hub, "link", "set", server.hub_port, "up")
 
     def by_raft_addr(self, address: str) -> Server | None:
         return next((s for s in self.servers if s.raft_addr == address), None)
@@ -220,11 +176,7 @@ class Lab:
             if agent is not None and agent.proc.poll() is None:
                 agent.signal(signal.SIGKILL)  # nothing left to check; be quick
                 agent.proc.wait(timeout=10)
-        # Deleting one end of a veth deletes both; a namespace takes its links along.
-        for link in self.root_links:
-            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=10)
-        for netns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=10)
+        self.net.close()
 
 
 @pytest.fixture(scope="module")
