@@ -328,7 +328,7 @@ EVALUATES = [
     ("Service.Meta.empty is empty", True),
     ("Service.Meta.version is not empty", True),
     ("Service.Tags is not empty", True),
-    ("Service.Proxy is empty", True),
+    ("Service.Proxy.Upstreams is empty", True),
     ("Node.Meta is empty", False),
     ("Checks is not empty", True),
     # matches: a regular expression found anywhere
@@ -514,14 +514,14 @@ def test_a_bad_regex_is_an_error_without_a_shape_too() -> None:
         compile_filter("A matches `a{1,2`  or  A matches `[`")
 
 
-def test_untyped_fields_take_any_selector() -> None:
-    # Service.Proxy is dict[str, Any] until the mesh gives it a type.
-    found = compile_filter("Service.Proxy.Upstreams.DestinationName == db", CheckServiceNode)
+def test_proxy_fields_are_selectable() -> None:
+    found = compile_filter("Service.Proxy.DestinationServiceName == web", CheckServiceNode)
     row = health_row()
-    row["Service"]["Proxy"] = {
-        "Upstreams": [{"DestinationName": "cache"}, {"DestinationName": "db"}]
-    }
+    assert not found.matches(row)
+    row["Service"]["Proxy"] = {"DestinationServiceName": "web"}
     assert found.matches(row)
+    with pytest.raises(FilterError, match="Selector"):
+        compile_filter("Service.Proxy.Nope == web", CheckServiceNode)
 
 
 class Leaf(msgspec.Struct, tag=True):

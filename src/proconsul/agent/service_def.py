@@ -15,9 +15,20 @@ from typing import Any
 import msgspec
 
 from proconsul.checks.kinds import check_kind
-from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
-from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
+from proconsul.structs.catalog import (
+    ConnectProxyConfig,
+    ExposeConfig,
+    HealthCheck,
+    MeshGatewayConfig,
+    NodeService,
+    ServiceAddress,
+    ServiceConnect,
+    Upstream,
+    Weights,
+)
+from proconsul.structs.definitions import CheckDefinition, ProxyDefinition, ServiceDefinition
 from proconsul.structs.duration import Duration, format_duration
+from proconsul.structs.naming import pascal_keys
 
 CHECK_STATUSES = ("passing", "warning", "critical")
 
@@ -102,6 +113,35 @@ def _definition_summary(definition: CheckDefinition) -> dict[str, Any]:
     return summary
 
 
+def proxy_config(definition: ProxyDefinition) -> ConnectProxyConfig:
+    """The catalog's form of a `proxy { ... }` block, as written (no defaults added)."""
+    return ConnectProxyConfig(
+        destination_service_name=definition.destination_service_name,
+        destination_service_id=definition.destination_service_id,
+        local_service_address=definition.local_service_address,
+        local_service_port=definition.local_service_port,
+        mode=definition.mode,
+        config=dict(definition.config),
+        upstreams=[
+            Upstream(
+                destination_name=upstream.destination_name,
+                destination_type=upstream.destination_type or "service",
+                destination_namespace=upstream.destination_namespace,
+                datacenter=upstream.datacenter,
+                local_bind_address=upstream.local_bind_address,
+                local_bind_port=upstream.local_bind_port,
+                config=dict(upstream.config),
+                mesh_gateway=MeshGatewayConfig(mode=str(upstream.mesh_gateway.get("mode", ""))),
+            )
+            for upstream in definition.upstreams
+        ],
+        mesh_gateway=MeshGatewayConfig(mode=str(definition.mesh_gateway.get("mode", ""))),
+        expose=msgspec.convert(pascal_keys(definition.expose), ExposeConfig, strict=False)
+        if definition.expose
+        else ExposeConfig(),
+    )
+
+
 def build_service(
     definition: ServiceDefinition, node: str
 ) -> tuple[NodeService, list[CheckSpec], str]:
@@ -130,8 +170,10 @@ def build_service(
         port=definition.port,
         weights=Weights(weights.passing, weights.warning) if weights else Weights(),
         enable_tag_override=definition.enable_tag_override,
-        proxy=msgspec.to_builtins(definition.proxy) if definition.proxy else {},
-        connect=msgspec.to_builtins(definition.connect) if definition.connect else {},
+        proxy=proxy_config(definition.proxy) if definition.proxy else ConnectProxyConfig(),
+        connect=ServiceConnect(native=definition.connect.native)
+        if definition.connect
+        else ServiceConnect(),
     )
     check_defs = list(definition.checks)
     if definition.check is not None:

@@ -38,7 +38,14 @@ from proconsul.http.common import (
     query_bool,
     request_token,
 )
-from proconsul.structs.catalog import HealthCheck, NodeService, ServiceAddress, Weights
+from proconsul.structs.catalog import (
+    ConnectProxyConfig,
+    HealthCheck,
+    NodeService,
+    ServiceAddress,
+    ServiceConnect,
+    Weights,
+)
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.filter import cached_filter
 from proconsul.structs.filter_syntax import FilterError
@@ -65,8 +72,8 @@ class AgentService(msgspec.Struct, rename=pascal):
     enable_tag_override: bool
     datacenter: str
     kind: str | None = None
-    proxy: dict[str, Any] | None = None
-    connect: dict[str, Any] | None = None
+    proxy: ConnectProxyConfig | None = None
+    connect: ServiceConnect | None = None
     content_hash: str | None = None
 
 

@@ -42,6 +42,67 @@ class Node(msgspec.Struct, rename=pascal):
     modify_index: int = 0
 
 
+class MeshGatewayConfig(msgspec.Struct, rename=pascal, omit_defaults=True):
+    mode: str = ""
+
+
+class ExposePath(msgspec.Struct, rename=pascal, omit_defaults=True):
+    listener_port: int = 0
+    path: str = ""
+    local_path_port: int = 0
+    protocol: str = ""
+    parsed_from_check: bool = False
+
+
+class ExposeConfig(msgspec.Struct, rename=pascal, omit_defaults=True):
+    checks: bool = False
+    paths: list[ExposePath] = []
+
+
+class Upstream(msgspec.Struct, rename=pascal, omit_defaults=True):
+    """One upstream of a connect proxy (Consul's structs.Upstream)."""
+
+    destination_name: str = ""
+    destination_type: str = "service"
+    destination_namespace: str = ""
+    datacenter: str = ""
+    local_bind_address: str = ""
+    local_bind_port: int = 0
+    config: dict[str, Any] = {}
+    mesh_gateway: MeshGatewayConfig = msgspec.field(default_factory=MeshGatewayConfig)
+
+
+class ConnectProxyConfig(msgspec.Struct, rename=pascal, omit_defaults=True):
+    """`Proxy` of a connect-proxy instance (Consul's structs.ConnectProxyConfig).
+    Empty for every other kind of service."""
+
+    destination_service_name: str = ""
+    destination_service_id: str = ""
+    local_service_address: str = ""
+    local_service_port: int = 0
+    mode: str = ""
+    config: dict[str, Any] = {}
+    upstreams: list[Upstream] = []
+    mesh_gateway: MeshGatewayConfig = msgspec.field(default_factory=MeshGatewayConfig)
+    expose: ExposeConfig = msgspec.field(default_factory=ExposeConfig)
+
+    def __bool__(self) -> bool:
+        return self != _EMPTY_PROXY
+
+
+_EMPTY_PROXY = ConnectProxyConfig()
+
+
+class ServiceConnect(msgspec.Struct, rename=pascal, omit_defaults=True):
+    """`Connect` of an instance: `Native` for mesh-native apps. A sidecar_service
+    is expanded by the agent into its own instance and never stored here."""
+
+    native: bool = False
+
+    def __bool__(self) -> bool:
+        return self.native
+
+
 class NodeService(msgspec.Struct, rename=pascal):
     """A service instance as the catalog stores it (Consul's structs.NodeService)."""
 
@@ -55,9 +116,8 @@ class NodeService(msgspec.Struct, rename=pascal):
     port: int = 0
     weights: Weights = msgspec.field(default_factory=Weights)
     enable_tag_override: bool = False
-    # Connect fields stay untyped here; the mesh issue gives them types.
-    proxy: dict[str, Any] = {}
-    connect: dict[str, Any] = {}
+    proxy: ConnectProxyConfig = msgspec.field(default_factory=ConnectProxyConfig)
+    connect: ServiceConnect = msgspec.field(default_factory=ServiceConnect)
     create_index: int = 0
     modify_index: int = 0
 
@@ -114,8 +174,8 @@ class ServiceNode(msgspec.Struct, rename=pascal):
     service_meta: dict[str, str]
     service_port: int
     service_enable_tag_override: bool
-    service_proxy: dict[str, Any]
-    service_connect: dict[str, Any]
+    service_proxy: ConnectProxyConfig
+    service_connect: ServiceConnect
     create_index: int
     modify_index: int
 
