@@ -17,15 +17,14 @@ import msgspec
 from proconsul.checks.kinds import check_kind
 from proconsul.structs.catalog import (
     ConnectProxyConfig,
-    ExposeConfig,
     HealthCheck,
-    MeshGatewayConfig,
     NodeService,
     ServiceAddress,
     ServiceConnect,
     Upstream,
     Weights,
 )
+from proconsul.structs.config_entries import ExposeConfig, MeshGatewayConfig
 from proconsul.structs.definitions import CheckDefinition, ProxyDefinition, ServiceDefinition
 from proconsul.structs.duration import Duration, format_duration
 from proconsul.structs.naming import pascal_keys

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from proconsul.structs.config_entries import ExposeConfig, MeshGatewayConfig
 from proconsul.structs.naming import pascal
 
 HealthStatus = Literal["passing", "warning", "critical", "maintenance"]
@@ -40,23 +41,6 @@ class Node(msgspec.Struct, rename=pascal):
     meta: dict[str, str] = {}
     create_index: int = 0
     modify_index: int = 0
-
-
-class MeshGatewayConfig(msgspec.Struct, rename=pascal, omit_defaults=True):
-    mode: str = ""
-
-
-class ExposePath(msgspec.Struct, rename=pascal, omit_defaults=True):
-    listener_port: int = 0
-    path: str = ""
-    local_path_port: int = 0
-    protocol: str = ""
-    parsed_from_check: bool = False
-
-
-class ExposeConfig(msgspec.Struct, rename=pascal, omit_defaults=True):
-    checks: bool = False
-    paths: list[ExposePath] = []
 
 
 class Upstream(msgspec.Struct, rename=pascal, omit_defaults=True):
