@@ -10,14 +10,9 @@ leader does.
 
 from __future__ import annotations
 
-import msgspec
-
 from proconsul.server.endpoints import Authorize
-from proconsul.state.fsm import FSM
+from proconsul.state.fsm import FSM, decode_command, encode_command
 from proconsul.structs.commands import ApplyResult, Command
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Command)
 
 
 class LocalLog:
@@ -30,6 +25,6 @@ class LocalLog:
     ) -> tuple[int, ApplyResult]:
         if authorize is not None:
             authorize(command, token)
-        entry = _decoder.decode(_encoder.encode(command))
+        entry = decode_command(encode_command(command))
         self.last_index += 1
         return self.last_index, self.fsm.apply(self.last_index, entry)

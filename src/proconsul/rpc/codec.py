@@ -45,7 +45,9 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
+from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -72,6 +74,8 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "KVS.List": list[KVEntry],
     "KVS.ListKeys": list[str],
     "ConnectCA.Roots": IndexedCARoots,
+    "ConfigEntry.Get": ConfigEntry | None,
+    "ConfigEntry.List": list[ConfigEntry],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default
@@ -92,15 +96,17 @@ class _ReadReply(msgspec.Struct):
 # ValueError from a decode hook.
 DECODE_ERRORS = (msgspec.DecodeError, ValueError, TypeError, RecursionError, OverflowError)
 
-_encoder = msgspec.msgpack.Encoder()
+# The hooks carry config entries' durations (structs/duration.py) as Go strings.
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 # For answers without a declared type (Status.*, Operator.*).
 ANY_DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 _request_decoder = msgspec.msgpack.Decoder(ReadRequest)
 _reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
-_apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest)
+_apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest, dec_hook=dec_hook)
 _apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | ApplyError | None])
 _value_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    method: msgspec.msgpack.Decoder(kind) for method, kind in READ_RESULT_TYPES.items()
+    method: msgspec.msgpack.Decoder(kind, dec_hook=dec_hook)
+    for method, kind in READ_RESULT_TYPES.items()
 }
 
 

@@ -27,9 +27,12 @@ ACL rules (when `acl` is set; Consul's, as documented):
   service check and node:write for each node check; a deregister is allowed
   by node:write, else by service:write on the service the row belongs to;
   KV set/cas/delete need key:write, a recursive delete write on the whole
-  prefix. ACL rows are never written through here, whatever the token: only
-  `ACLEndpoints` writes them; nor is any other command but catalog and KV
-  (the CA roots are the leader's own write), even with ACLs off. The token
+  prefix; config entries follow Consul's rules per kind
+  (server/config_endpoints.py), and are normalized and validated before the
+  log (a bad one is a 400). ACL rows are never written through here, whatever
+  the token: only `ACLEndpoints` writes them; nor is any other command but
+  catalog, KV and config entries (the CA roots are the leader's own write),
+  even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
 - `local_read` skips the ACL check: for the agent's own bookkeeping reads.
@@ -49,6 +52,19 @@ from proconsul.acl.errors import ACLDenied
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
+from proconsul.server.config_endpoints import (
+    GET_METHOD as CONFIG_GET,
+)
+from proconsul.server.config_endpoints import (
+    LIST_METHOD as CONFIG_LIST,
+)
+from proconsul.server.config_endpoints import (
+    check_config_request,
+    config_reads,
+    filter_entries,
+    precheck_get,
+    vet_config_write,
+)
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
@@ -63,6 +79,7 @@ from proconsul.structs.commands import (
     ACLCommand,
     ApplyResult,
     Command,
+    ConfigEntryRequest,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
@@ -83,7 +100,11 @@ _FILTER_CACHE_MAX = 4096
 # still (see `_health_service`): only those gain from the filtered cache.
 _STABLE_READS = frozenset({"Health.ServiceNodes"})
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
-NOT_A_CATALOG_COMMAND = "Permission denied: only catalog and KV commands are written here"
+NOT_A_CATALOG_COMMAND = (
+    "Permission denied: only catalog, KV and config entry commands are written here"
+)
+# The commands a caller may have applied through `ServerEndpoints.write`.
+CALLER_COMMANDS = (RegisterRequest, DeregisterRequest, KVSRequest, ConfigEntryRequest)
 
 
 # Raises an ACL refusal unless the holder of the token may have the command applied.
@@ -208,6 +229,7 @@ class ServerEndpoints:
             "KVS.ListKeys": self._kv_keys,
             "ConnectCA.Roots": self._connect_ca_roots,
         }
+        self.reads.update(config_reads(store))
 
     def resolve(self, secret: str) -> ResolvedToken | None:
         """The caller's rights (None: ACLs off); an unknown secret raises ACLNotFound."""
@@ -266,9 +288,11 @@ class ServerEndpoints:
         if isinstance(command, ACLCommand):
             # Whatever the token: ACL rows carry secrets and are validated by ACLEndpoints.
             raise ACLDenied(RAW_ACL_COMMAND)
-        if not isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
+        if not isinstance(command, CALLER_COMMANDS):
             # Whatever the token, ACLs on or off: other rows (CA roots) are the leader's own.
             raise ACLDenied(NOT_A_CATALOG_COMMAND)
+        if isinstance(command, ConfigEntryRequest):
+            command = check_config_request(command)
         return await self.log.apply(command, token, self._authorize_write)
 
     def _authorize_write(self, command: Command, token: str) -> None:
@@ -393,6 +417,8 @@ def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> Non
     authz = resolved.authorizer
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
+    if method == CONFIG_GET:
+        precheck_get(request, resolved)
     listing = method in ("KVS.List", "KVS.ListKeys")
     if listing and authz.enable_key_list_policy and not authz.key_list(request.name):
         raise resolved.deny("key", "list", request.name)
@@ -452,6 +478,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return _keep(entries, lambda e: authz.key_read(e.key))
     if method == "KVS.ListKeys":
         return _keep(value, authz.key_read)
+    if method == CONFIG_LIST:
+        return filter_entries(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
 
 
@@ -539,5 +567,7 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         _vet_deregister(store, resolved, command)
     elif isinstance(command, KVSRequest):
         _vet_kv(resolved, command)
+    elif isinstance(command, ConfigEntryRequest):
+        vet_config_write(resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)

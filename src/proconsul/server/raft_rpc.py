@@ -11,7 +11,7 @@ Rules:
 - "Raft.Apply" carries the command and the secret of the caller it is applied
   for, and the leader authorizes it again before it enters the log, as Consul's
   leader checks the RPCs forwarded to it (`authorize_forwarded`): catalog and
-  KV commands get the vetting "Apply" makes (`vet_write`); ACL commands need
+  KV commands, and config entries, get the vetting "Apply" makes (`vet_write`); ACL commands need
   `acl:write` (and ACLs on); a bootstrap is allowed while none happened, or
   when this leader's own `acl-bootstrap-reset` file holds its reset index;
   anything else (the CA roots: only the leader writes them) is refused, ACLs
@@ -34,7 +34,7 @@ from proconsul.rpc.errors import NO_LEADER, ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import bootstrap_denied, read_reset_index
-from proconsul.server.endpoints import ServerEndpoints, vet_write
+from proconsul.server.endpoints import CALLER_COMMANDS, ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
@@ -42,9 +42,6 @@ from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,
     Command,
-    DeregisterRequest,
-    KVSRequest,
-    RegisterRequest,
 )
 from proconsul.tls.agent import server_name
 
@@ -74,7 +71,7 @@ def authorize_forwarded(
         if resolved is not None and not resolved.authorizer.acl_write():
             raise resolved.deny("acl", "write")
         return
-    if isinstance(command, RegisterRequest | DeregisterRequest | KVSRequest):
+    if isinstance(command, CALLER_COMMANDS):
         resolved = endpoints.resolve(token)
         if resolved is not None:
             vet_write(endpoints.store, resolved, command)

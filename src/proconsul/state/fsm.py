@@ -17,6 +17,7 @@ import msgspec
 
 from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
+from proconsul.state.config_entry_tables import ConfigEntryStateError
 from proconsul.state.store import StateError, StateStore
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
@@ -25,13 +26,18 @@ from proconsul.structs.commands import (
     ApplyResult,
     CARootsSetRequest,
     Command,
+    ConfigEntryRequest,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.structs.duration import dec_hook, enc_hook
 
-_command_encoder = msgspec.msgpack.Encoder()
-_command_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
+# The hooks carry config entries' durations (structs/duration.py) as Go strings.
+_command_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+_command_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(
+    Command, dec_hook=dec_hook
+)
 
 
 def encode_command(command: Command) -> bytes:
@@ -81,8 +87,10 @@ class FSM:
             if isinstance(command, CARootsSetRequest):
                 self.store.ca.set_roots(index, command)
                 return None
+            if isinstance(command, ConfigEntryRequest):
+                return self.store.config.apply(index, command)
             return ApplyError(f"unknown command type {type(command).__name__}")
-        except (StateError, ACLStateError, CAStateError) as exc:
+        except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1

@@ -29,7 +29,9 @@ import msgspec
 
 from proconsul.state.acl_tables import ACLSnapshot
 from proconsul.state.ca_tables import CASnapshot
+from proconsul.state.config_entry_tables import ConfigEntrySnapshot
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
+from proconsul.structs.duration import dec_hook, enc_hook
 
 MAGIC = b"PCSS"  # Proconsul state snapshot
 VERSION = 1
@@ -57,6 +59,8 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     tombstone_floor: int
     acl: ACLSnapshot | None = None  # ACL tables (acl_tables.py)
     ca: CASnapshot | None = None  # Connect CA tables (ca_tables.py); None restores empty
+    # Config entries (config_entry_tables.py); None restores empty.
+    config_entries: ConfigEntrySnapshot | None = None
 
 
 class _Envelope(msgspec.Struct, array_like=True):
@@ -72,9 +76,10 @@ class _Envelope(msgspec.Struct, array_like=True):
 # whoever sends a snapshot can checksum any body.
 _DECODE_ERRORS = (msgspec.DecodeError, ValueError, TypeError, RecursionError, OverflowError)
 
-_encoder = msgspec.msgpack.Encoder()
+# The hooks carry config entries' durations (structs/duration.py) as Go strings.
+_encoder = msgspec.msgpack.Encoder(enc_hook=enc_hook)
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
-_body_decoder = msgspec.msgpack.Decoder(SnapshotBody)
+_body_decoder = msgspec.msgpack.Decoder(SnapshotBody, dec_hook=dec_hook)
 
 
 def encode_snapshot(body: SnapshotBody) -> bytes:

@@ -13,7 +13,9 @@ Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 including the node rows and node-level checks of the nodes it runs on).
 ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 "acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
-(ca_tables.py), with the key "connect-ca-roots".
+(ca_tables.py), with the key "connect-ca-roots". Config entries live in
+`self.config` (config_entry_tables.py), with the keys "config-entries" and
+"config-entries:<kind>".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -30,6 +32,7 @@ import msgspec
 
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import ROOTS_KEY, CATables
+from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
@@ -40,6 +43,7 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
+from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import IndexedCARoots
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
@@ -75,6 +79,7 @@ class StateStore:
         self._touched: set[str] = set()
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
+        self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -119,6 +124,7 @@ class StateStore:
             tombstone_floor=self._tombstone_floor,
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
+            config_entries=self.config.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -142,6 +148,7 @@ class StateStore:
         self._tombstone_floor = body.tombstone_floor
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
+        self.config.restore(body.config_entries)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self._touched = set()
@@ -376,6 +383,18 @@ class StateStore:
     def ca_roots(self) -> tuple[int, IndexedCARoots]:
         """The body of /v1/connect/ca/roots (no private key) and its index."""
         return self.index(ROOTS_KEY), self.ca.view()
+
+    # ----- config entry reads -------------------------------------------------
+
+    def config_entry(self, kind: str, name: str) -> tuple[int, ConfigEntry | None]:
+        """One entry and the index of its kind (what a blocking Get compares)."""
+        return self.index(kind_key(kind)), self.config.get(kind, name)
+
+    def config_entries_of_kind(self, kind: str) -> tuple[int, list[ConfigEntry]]:
+        return self.index(kind_key(kind)), self.config.of_kind(kind)
+
+    def config_entries_all(self) -> tuple[int, list[ConfigEntry]]:
+        return self.index(ENTRIES_KEY), self.config.all()
 
     # ----- KV reads ----------------------------------------------------------
 

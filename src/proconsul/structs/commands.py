@@ -13,6 +13,7 @@ import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
+from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CARoot
 from proconsul.structs.naming import pascal
 
@@ -119,7 +120,31 @@ class CARootsSetRequest(msgspec.Struct, tag=11, tag_field="Type", rename=pascal)
         )
 
 
-Command = RegisterRequest | DeregisterRequest | KVSRequest | ACLCommand | CARootsSetRequest
+# ----- Config entries (tag 12; tag 13 is taken by the intentions' own command).
+
+ConfigEntryOp = Literal["upsert", "upsert-cas", "delete", "delete-cas"]
+
+
+class ConfigEntryRequest(msgspec.Struct, tag=12, tag_field="Type", rename=pascal):
+    """Write or delete one config entry, keyed by (Kind, Name). The entry was
+    normalized and validated before it entered the log. For the CAS ops
+    `cas_index` is the ModifyIndex the writer saw (0 on `upsert-cas`: only if
+    absent). Applying answers true, or for a CAS op whether it happened."""
+
+    op: ConfigEntryOp
+    entry: ConfigEntry
+    cas_index: int = 0
+    datacenter: str = ""
+
+
+Command = (
+    RegisterRequest
+    | DeregisterRequest
+    | KVSRequest
+    | ACLCommand
+    | CARootsSetRequest
+    | ConfigEntryRequest
+)
 
 
 class ApplyError(msgspec.Struct, frozen=True):

@@ -36,6 +36,7 @@ class ReadRequest(msgspec.Struct):
     node_meta: dict[str, str] = {}
     state: str = ""  # health state filter
     separator: str = ""  # KV ?keys
+    kind: str = ""  # config entry kind (ConfigEntry.Get, ConfigEntry.List)
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
 

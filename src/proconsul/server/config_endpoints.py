@@ -1,0 +1,169 @@
+"""Config entries on the servers: their reads, the check of a write, and their ACL rules.
+
+Job: the reads `ServerEndpoints` serves for config entries ("ConfigEntry.Get":
+one entry by kind and name; "ConfigEntry.List": one kind's entries), the
+check a `ConfigEntryRequest` passes before it enters the log
+(`check_config_request`: a known kind, an entry normalized and validated
+with connect/config_entries.py), and Consul's ACL rules for them.
+
+ACL rules (Consul 1.16, as its `consul config write` docs table them):
+- proxy-defaults: anyone may read it; writing needs operator:write.
+- service-defaults, service-router, service-splitter, service-resolver:
+  service:read on the entry's name to read, service:write to write. Like
+  Consul, a router, splitter or resolver that sends traffic to other services
+  also needs service:read on each of them.
+- service-intentions: `intentions = "read"` on the destination (the entry's
+  name) to read, `intentions = "write"` to write; a service rule without an
+  `intentions` field grants read of them when it grants service read
+  (acl/authorizer.py). `*` is checked as the name `*`.
+- A Get of an entry the token may not read is a 403; a List leaves such
+  entries out and says it filtered.
+
+Errors: an unknown kind, or an entry that is not valid, is an `RPCError` with
+code BAD_QUERY (HTTP 400) and Consul's text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from proconsul.acl.authorizer import Authorizer
+from proconsul.acl.resolved import ResolvedToken
+from proconsul.connect.config_entries import normalize, validate
+from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.state.config_entry_tables import kind_key
+from proconsul.state.store import StateStore
+from proconsul.structs.catalog import CheckServiceNode
+from proconsul.structs.commands import ConfigEntryRequest
+from proconsul.structs.config_entries import (
+    KINDS,
+    PROXY_DEFAULTS,
+    SERVICE_INTENTIONS,
+    ConfigEntry,
+    ConfigEntryError,
+    ServiceResolver,
+    ServiceRouter,
+    ServiceSplitter,
+)
+from proconsul.structs.filter import cached_filter
+from proconsul.structs.requests import ReadRequest
+
+GET_METHOD = "ConfigEntry.Get"
+LIST_METHOD = "ConfigEntry.List"
+
+ReadFn = Callable[[ReadRequest], tuple[Sequence[str], Callable[[], Any]]]
+
+
+def check_kind(kind: str) -> None:
+    """A kind this server stores, or Consul's refusal of it (HTTP 400)."""
+    if kind not in KINDS:
+        raise RPCError(f"invalid config entry kind: {kind}", ErrorCode.BAD_QUERY)
+
+
+def check_subset_filter(text: str) -> None:
+    """A resolver subset's filter must compile against the rows it selects
+    (Consul's ServiceEntry: `Service.Meta.version == v1`)."""
+    cached_filter(text, CheckServiceNode)
+
+
+def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
+    """The request with its entry normalized and validated, or an RPCError
+    (BAD_QUERY) with the validation text."""
+    entry = request.entry
+    check_kind(entry.kind)
+    if request.op in ("delete", "delete-cas"):
+        if not entry.name:
+            raise RPCError("Config entry name is required", ErrorCode.BAD_QUERY)
+        return request
+    try:
+        checked = validate(normalize(entry), check_filter=check_subset_filter)
+    except ConfigEntryError as exc:
+        raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
+    return ConfigEntryRequest(
+        op=request.op, entry=checked, cas_index=request.cas_index, datacenter=request.datacenter
+    )
+
+
+# ----- reads --------------------------------------------------------------------
+
+
+def config_reads(store: StateStore) -> dict[str, ReadFn]:
+    """The config entry reads, by their Consul names, for `ServerEndpoints.reads`."""
+
+    def get(req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        check_kind(req.kind)
+        return (kind_key(req.kind),), lambda: store.config_entry(req.kind, req.name)
+
+    def list_kind(req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        check_kind(req.kind)
+        return (kind_key(req.kind),), lambda: store.config_entries_of_kind(req.kind)
+
+    return {GET_METHOD: get, LIST_METHOD: list_kind}
+
+
+# ----- ACLs ---------------------------------------------------------------------
+
+
+def can_read(authz: Authorizer, kind: str, name: str) -> bool:
+    if kind == PROXY_DEFAULTS:
+        return True
+    if kind == SERVICE_INTENTIONS:
+        return authz.intention_read(name)
+    return authz.service_read(name)
+
+
+def precheck_get(request: ReadRequest, resolved: ResolvedToken) -> None:
+    """A Get of an entry the token may not read is refused up front (403)."""
+    if request.kind in KINDS and not can_read(resolved.authorizer, request.kind, request.name):
+        resource = "intention" if request.kind == SERVICE_INTENTIONS else "service"
+        raise resolved.deny(resource, "read", request.name)
+
+
+def filter_entries(authz: Authorizer, entries: list[ConfigEntry]) -> tuple[list[ConfigEntry], bool]:
+    kept = [entry for entry in entries if can_read(authz, entry.kind, entry.name)]
+    if len(kept) == len(entries):
+        return entries, False
+    return kept, True
+
+
+def related_services(entry: ConfigEntry) -> list[str]:
+    """Other services a router, splitter or resolver sends traffic to."""
+    names: list[str] = []
+    if isinstance(entry, ServiceRouter):
+        names = [r.destination.service for r in entry.routes if r.destination is not None]
+    elif isinstance(entry, ServiceSplitter):
+        names = [split.service for split in entry.splits]
+    elif isinstance(entry, ServiceResolver):
+        if entry.redirect is not None:
+            names.append(entry.redirect.service)
+        for failover in entry.failover.values():
+            names.append(failover.service)
+            names.extend(target.service for target in failover.targets)
+    seen: list[str] = []
+    for name in names:
+        if name and name != entry.name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def vet_config_write(resolved: ResolvedToken, request: ConfigEntryRequest) -> None:
+    """Raise `ACLDenied` (Consul's Permission denied text) unless the token may
+    write (or delete) the request's entry."""
+    entry = request.entry
+    authz = resolved.authorizer
+    if entry.kind == PROXY_DEFAULTS:
+        if not authz.operator_write():
+            raise resolved.deny("operator", "write")
+        return
+    if entry.kind == SERVICE_INTENTIONS:
+        if not authz.intention_write(entry.name):
+            raise resolved.deny("intention", "write", entry.name)
+        return
+    if not authz.service_write(entry.name):
+        raise resolved.deny("service", "write", entry.name)
+    if request.op in ("delete", "delete-cas"):
+        return
+    for name in related_services(entry):
+        if not authz.service_read(name):
+            raise resolved.deny("service", "read", name)
