@@ -226,6 +226,33 @@ CASES = [
     ),
     (
         "bad.hcl",
+        'config_entries { bootstrap = [{ kind = "service-splitter", name = "web",\n'
+        "  splits = [{ weight = 90 }] }] }\n",
+        "bad.hcl: config_entries.bootstrap[0].Splits: "
+        "the sum of all split weights must be 100, not 90.000000",
+    ),
+    (
+        "bad.hcl",
+        'config_entries { bootstrap = [{ kind = "service-defaults", name = "web",\n'
+        '  protocol = "http", colour = "red" }] }\n',
+        'bad.hcl: config_entries.bootstrap[0].colour: invalid config key "colour"',
+    ),
+    (
+        "bad.hcl",
+        'config_entries { bootstrap = [{ kind = "service-resolver", name = "api",\n'
+        '  subsets = { v1 = { filter = "Service.Nope == 1" } } }] }\n',
+        "bad.hcl: config_entries.bootstrap[0].Subsets[v1].Filter: "
+        'Filter for subset "v1" is not a valid expression: '
+        'Failed to create boolean expression evaluator: Selector "Service.Nope" is not valid',
+    ),
+    (
+        "bad.hcl",
+        'config_entries { bootstrap = [{ kind = "mesh", name = "mesh" }] }\n',
+        "bad.hcl: config_entries.bootstrap[0].kind: "
+        "config entry kind 'mesh' is not supported by this agent",
+    ),
+    (
+        "bad.hcl",
         "bootstrap_expect = 3\n",
         "bad.hcl: bootstrap_expect: 'bootstrap_expect > 0' not allowed in client mode",
     ),

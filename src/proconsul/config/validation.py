@@ -27,6 +27,12 @@ from typing import Any
 
 from proconsul.config import sockaddr
 from proconsul.config.schema import ConfigFile, ListenerKind, RuntimeConfig
+from proconsul.connect.config_entries import (
+    ConfigEntryError,
+    check_subset_filter,
+    parse_config_entry,
+)
+from proconsul.structs.config_entries import KINDS as STORED_KINDS
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.hostport import split_host_port
 
@@ -277,6 +283,14 @@ def _config_entry(path: str, entry: dict[str, Any]) -> Iterator[Problem]:
         yield f"{path}.name", f'invalid name {name!r}, only "global" is supported'
     elif kind == "mesh" and name != "mesh":
         yield f"{path}.name", f'invalid name {name!r}, only "mesh" is supported'
+    elif kind not in STORED_KINDS:
+        yield f"{path}.kind", f"config entry kind {kind!r} is not supported by this agent"
+    else:
+        # The leader writes it as it is: the same decoding and rules as /v1/config.
+        try:
+            parse_config_entry(entry, check_filter=check_subset_filter)
+        except ConfigEntryError as err:
+            yield (f"{path}.{err.field}" if err.field else path), str(err)
 
 
 def _dns_and_limits(config: ConfigFile) -> Iterator[Problem]:

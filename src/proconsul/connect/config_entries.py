@@ -22,7 +22,9 @@ Rules (Consul 1.16, open-source edition):
 - Checks that need other entries (a router on a TCP service, a split to a
   missing subset) belong to the discovery chain compiler, not here.
 - Subset filters are carried as text; `check_filter`, when given, says
-  whether one parses (the filter language lives elsewhere).
+  whether one parses. `check_subset_filter` is the check servers and the
+  config loader pass: the filter must compile against the rows a subset
+  selects (structs/filter.py, against Consul's ServiceEntry shape).
 - Namespaces and partitions are Enterprise features: only `default` (or
   nothing) is accepted.
 """
@@ -42,6 +44,7 @@ from proconsul.connect.intentions import (
     check_paths,
     normalize_intentions,
 )
+from proconsul.structs.catalog import CheckServiceNode
 from proconsul.structs.config_entries import (
     ConfigEntry,
     ConfigEntryError,
@@ -54,11 +57,13 @@ from proconsul.structs.config_entries import (
     decode_config_entry,
 )
 from proconsul.structs.duration import format_duration
+from proconsul.structs.filter import cached_filter
 
 __all__ = [
     "HTTP_PROTOCOLS",
     "PROTOCOLS",
     "ConfigEntryError",
+    "check_subset_filter",
     "normalize",
     "parse_config_entry",
     "service_protocol",
@@ -102,6 +107,12 @@ FilterCheck = Callable[[str], None]  # raises ValueError when a filter does not 
 def parse_config_entry(raw: object, *, check_filter: FilterCheck | None = None) -> ConfigEntry:
     """A user's dict as a normalized, valid entry, or ConfigEntryError."""
     return validate(normalize(decode_config_entry(raw)), check_filter=check_filter)
+
+
+def check_subset_filter(text: str) -> None:
+    """Raise FilterError (a ValueError) unless a resolver subset's filter compiles
+    against the rows it selects: health rows (`Service.Meta.version == v1`)."""
+    cached_filter(text, CheckServiceNode)
 
 
 def service_protocol(

@@ -30,11 +30,10 @@ from typing import Any
 
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.connect.config_entries import normalize, validate
+from proconsul.connect.config_entries import check_subset_filter, normalize, validate
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.state.config_entry_tables import kind_key
 from proconsul.state.store import StateStore
-from proconsul.structs.catalog import CheckServiceNode
 from proconsul.structs.commands import ConfigEntryRequest
 from proconsul.structs.config_entries import (
     KINDS,
@@ -46,7 +45,6 @@ from proconsul.structs.config_entries import (
     ServiceRouter,
     ServiceSplitter,
 )
-from proconsul.structs.filter import cached_filter
 from proconsul.structs.requests import ReadRequest
 
 GET_METHOD = "ConfigEntry.Get"
@@ -59,12 +57,6 @@ def check_kind(kind: str) -> None:
     """A kind this server stores, or Consul's refusal of it (HTTP 400)."""
     if kind not in KINDS:
         raise RPCError(f"invalid config entry kind: {kind}", ErrorCode.BAD_QUERY)
-
-
-def check_subset_filter(text: str) -> None:
-    """A resolver subset's filter must compile against the rows it selects
-    (Consul's ServiceEntry: `Service.Meta.version == v1`)."""
-    cached_filter(text, CheckServiceNode)
 
 
 def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:

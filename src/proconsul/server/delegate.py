@@ -57,6 +57,7 @@ from proconsul.server.acl_rpc import acl_handlers
 from proconsul.server.auto_encrypt_signer import SIGN_METHOD, signer_from_config
 from proconsul.server.autopilot import SerfStatus
 from proconsul.server.autopilot_loop import AutopilotLoop, autopilot_config, server_members
+from proconsul.server.config_bootstrap import bootstrap_entries, write_bootstrap_entries
 from proconsul.server.connect_ca import (
     RootTrust,
     active_signing_ca,
@@ -316,6 +317,14 @@ class ServerDelegate:
             duties.add(LeaderDuty("member-reconcile", self.member_catalog.run))
         if self.autopilot is not None:
             duties.add(LeaderDuty("autopilot", self.autopilot.run))
+        if config.config_entries.bootstrap:
+            entries = bootstrap_entries(config.config_entries.bootstrap)
+            duties.add(
+                once(
+                    "config-entries",
+                    lambda: write_bootstrap_entries(entries, self.store, self.leader_write),
+                )
+            )
 
     async def ready(self) -> None:
         """A dev agent waits for its first term's duties (see the module rules)."""
