@@ -79,6 +79,25 @@ def test_unknown_kind_and_invalid_entries_are_bad_requests() -> None:
         assert err.value.code == ErrorCode.BAD_QUERY
         assert err.value.message == "the sum of all split weights must be 100, not 90.000000"
         assert endpoints.store.config.all() == []
+        # A router for a tcp service breaks its chain: refused as Consul refuses it.
+        router = {
+            "Kind": "service-router",
+            "Name": "web",
+            "Routes": [{"Match": {"HTTP": {"PathPrefix": "/admin"}}}],
+        }
+        with pytest.raises(RPCError) as err:
+            await endpoints.write(write("upsert", router))
+        assert err.value.code == ErrorCode.BAD_QUERY
+        assert err.value.message == (
+            'discovery chain "web" uses a protocol "tcp" that does not permit '
+            "advanced routing or splitting behavior"
+        )
+        http = {"Kind": "service-defaults", "Name": "web", "Protocol": "http"}
+        await endpoints.write(write("upsert", http))
+        assert (await endpoints.write(write("upsert", router)))[1] is True
+        # ... and so does taking the protocol away again.
+        with pytest.raises(RPCError, match="does not permit advanced routing"):
+            await endpoints.write(write("delete", http))
 
     asyncio.run(body())
 
@@ -164,6 +183,8 @@ def test_acl_rules_per_kind(rules: str, which: str, may_write: bool, may_read: b
         endpoints.acl = resolver
         acl = ACLEndpoints(store, endpoints.log, "dc1", resolver=resolver)
         await acl.establish(MGMT)
+        # Splitters need an HTTP protocol for their chain to compile.
+        await endpoints.write(write("upsert", ENTRIES["proxy"]), MGMT)
         await acl.policy_set(ACLPolicy(name="p", rules=RULES[rules]), caller=MGMT)
         made = await acl.token_create(ACLToken(policies=[ACLLink(name="p")]), caller=MGMT)
         secret = made.secret_id

@@ -16,7 +16,9 @@ from proconsul.connect.discovery_chain import (
     ChainError,
     compile_chain,
     instances_for,
+    select_health_rows,
 )
+from proconsul.structs.catalog import CheckServiceNode, Node, NodeService
 from proconsul.structs.duration import enc_hook
 
 TRUST_DOMAIN = "7c9e6679-7425-40de-944b-e07fc1f90ae7.consul"
@@ -206,6 +208,23 @@ def test_the_traffic_shaping_subsets_select_their_instances() -> None:
     assert [i["ID"] for i in instances_for(chain.targets[V1], instances, select)] == ["api-v1"]
     assert [i["ID"] for i in instances_for(chain.targets[V2], instances, select)] == ["api-v2"]
     assert calls == ["Service.Meta.version == v1", "Service.Meta.version == v2"]
+
+
+def test_subsets_select_health_rows_with_the_filter_language() -> None:
+    chain = compile_chain(
+        "api", entries_from_hcl(*TRAFFIC_SHAPING), datacenter="dc1", trust_domain=TRUST_DOMAIN
+    )
+    rows = [
+        CheckServiceNode(
+            node=Node(node="n1", address="10.0.0.1"),
+            service=NodeService(service="api", id=f"api-{v}", meta={"version": v}),
+            checks=[],
+        )
+        for v in ("v1", "v2", "v3")
+    ]
+    for tid, wanted in ((V1, ["api-v1"]), (V2, ["api-v2"])):
+        kept = instances_for(chain.targets[tid], rows, select_health_rows)
+        assert [row.service.id for row in kept] == wanted
 
 
 # ------------------------------------------------------- other compilations

@@ -5,7 +5,9 @@ Job: `compile_chain` turns the config entries that shape traffic to a service
 reaches, and the protocol from `service-defaults`/`proxy-defaults`) into a
 `CompiledDiscoveryChain`, the value `/v1/discovery-chain/:service` shows and
 proxies are configured from. `ChainEntries` is the set of entries it reads;
-`instances_for` picks a target's instances with a filter evaluator passed in.
+`instances_for` picks a target's instances with a filter evaluator passed in,
+and `select_health_rows` is the one to pass for health rows: Consul's filter
+language (structs/filter.py) over `CheckServiceNode`.
 
 Rules (Consul 1.16, open-source: namespace and partition are `default`):
 - The chain starts at the service's router if it has one, else at its
@@ -35,7 +37,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import msgspec
+
 from proconsul.connect.config_entries import HTTP_PROTOCOLS, service_protocol
+from proconsul.structs.catalog import CheckServiceNode
 from proconsul.structs.config_entries import (
     ConfigEntry,
     HTTPHeaderModifiers,
@@ -65,7 +70,8 @@ from proconsul.structs.discovery_chain import (
     DiscoverySplit,
     DiscoveryTarget,
 )
-from proconsul.structs.duration import Duration
+from proconsul.structs.duration import Duration, enc_hook
+from proconsul.structs.filter import cached_filter
 
 DEFAULT = "default"  # the only namespace and partition without Enterprise
 DEFAULT_CONNECT_TIMEOUT = Duration(5.0)
@@ -143,6 +149,17 @@ def instances_for(
     if not target.subset.filter:
         return list(instances)
     return list(select(target.subset.filter, instances))
+
+
+def select_health_rows(
+    filter_text: str, rows: Sequence[CheckServiceNode]
+) -> list[CheckServiceNode]:
+    """The health rows a subset's filter keeps (`Service.Meta.version == v1`),
+    evaluated as `?filter=` is on /v1/health/service. The filter was checked
+    when the resolver was written (`check_subset_filter`)."""
+    return cached_filter(filter_text, CheckServiceNode).select(
+        rows, msgspec.to_builtins(rows, enc_hook=enc_hook)
+    )
 
 
 @dataclass(frozen=True)

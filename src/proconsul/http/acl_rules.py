@@ -143,6 +143,13 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/acl/role/{id}"): SERVER,
     ("DELETE", "/v1/acl/role/{id}"): SERVER,
     ("GET", "/v1/acl/roles"): SERVER,
+    # Config entries: per kind, on the server (server/config_endpoints.py).
+    ("PUT", "/v1/config"): SERVER,
+    ("GET", "/v1/config/{kind}"): SERVER,
+    ("GET", "/v1/config/{kind}/{name}"): SERVER,
+    ("DELETE", "/v1/config/{kind}/{name}"): SERVER,
+    ("GET", "/v1/discovery-chain/{service}"): SERVER,
+    ("POST", "/v1/discovery-chain/{service}"): SERVER,
     # 401 with ACLs off, else 404: nothing to protect.
     ("*", "/v1/acl/{tail}"): SERVER,
     # --- nothing required -------------------------------------------------------

@@ -259,12 +259,17 @@ def json_depth_exceeds(value: Any, limit: int) -> bool:
 
 
 async def decode_body(
-    request: web.Request, kind: type[T], *, keys: Literal["pascal", "snake"] = "pascal"
+    request: web.Request,
+    kind: type[T],
+    *,
+    keys: Literal["pascal", "snake", "as-is"] = "pascal",
 ) -> T:
     """Decode a JSON body into `kind`; a malformed body is a 400 with the decoder's message.
 
     Keys are accepted in any case, as Consul accepts them, and respelled for
-    `kind`: PascalCase for API structs, snake_case for definitions. Every
+    `kind`: PascalCase for API structs, snake_case for definitions; "as-is"
+    leaves them to a decoder that knows which keys are user data (config
+    entries: structs/config_entries.py). Every
     route's body comes through here, so the nesting bound is kept here, once:
     the renaming and the struct conversion below recurse once per level, and
     a body a few hundred levels deep would exhaust Python's stack.
@@ -282,9 +287,10 @@ async def decode_body(
         _too_deep()
     if json_depth_exceeds(value, MAX_BODY_DEPTH):
         _too_deep()
-    rename = pascal_keys if keys == "pascal" else snake_keys
+    if keys != "as-is":
+        value = (pascal_keys if keys == "pascal" else snake_keys)(value)
     try:
-        return msgspec.convert(rename(value), kind, dec_hook=dec_hook)
+        return msgspec.convert(value, kind, dec_hook=dec_hook)
     except (msgspec.ValidationError, ValueError) as exc:
         bad_request(f"Request decode failed: {exc}")
 

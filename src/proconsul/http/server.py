@@ -44,6 +44,7 @@ from proconsul.http import (
     acl_routes,
     agent_routes,
     catalog,
+    config_routes,
     connect_routes,
     gossip_routes,
     kv,
@@ -260,6 +261,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     acl_routes.add_routes(app)
     operator_routes.add_routes(app)
     connect_routes.add_routes(app)
+    config_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

@@ -47,6 +47,7 @@ from proconsul.structs.catalog import (
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
@@ -76,6 +77,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "ConnectCA.Roots": IndexedCARoots,
     "ConfigEntry.Get": ConfigEntry | None,
     "ConfigEntry.List": list[ConfigEntry],
+    "DiscoveryChain.Get": CompiledDiscoveryChain,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

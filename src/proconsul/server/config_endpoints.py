@@ -1,10 +1,13 @@
 """Config entries on the servers: their reads, the check of a write, and their ACL rules.
 
 Job: the reads `ServerEndpoints` serves for config entries ("ConfigEntry.Get":
-one entry by kind and name; "ConfigEntry.List": one kind's entries), the
-check a `ConfigEntryRequest` passes before it enters the log
+one entry by kind and name; "ConfigEntry.List": one kind's entries;
+"DiscoveryChain.Get": the compiled chain of a service), the check a
+`ConfigEntryRequest` passes before it enters the log
 (`check_config_request`: a known kind, an entry normalized and validated
-with connect/config_entries.py), and Consul's ACL rules for them.
+with connect/config_entries.py; `check_graph`: every discovery chain still
+compiles with the change, as Consul's state store checks), and Consul's ACL
+rules for them.
 
 ACL rules (Consul 1.16, as its `consul config write` docs table them):
 - proxy-defaults: anyone may read it; writing needs operator:write.
@@ -17,10 +20,16 @@ ACL rules (Consul 1.16, as its `consul config write` docs table them):
   `intentions` field grants read of them when it grants service read
   (acl/authorizer.py). `*` is checked as the name `*`.
 - A Get of an entry the token may not read is a 403; a List leaves such
-  entries out and says it filtered.
+  entries out and says it filtered. A discovery chain needs service:read on
+  its service.
 
-Errors: an unknown kind, or an entry that is not valid, is an `RPCError` with
-code BAD_QUERY (HTTP 400) and Consul's text.
+Errors: an unknown kind, an entry that is not valid, or one that would break a
+discovery chain (a router for a tcp service, a split to a subset no resolver
+defines) is an `RPCError` with code BAD_QUERY (HTTP 400) and Consul's text.
+The graph check runs on the server that takes the write, against its store:
+unlike Consul's check inside the FSM, two racing writes on different servers
+can each pass it. A stored chain that does not compile fails its read (500),
+as in Consul.
 """
 
 from __future__ import annotations
@@ -31,14 +40,20 @@ from typing import Any
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.connect.config_entries import check_subset_filter, normalize, validate
+from proconsul.connect.discovery_chain import ChainEntries, ChainError, compile_chain
 from proconsul.rpc.errors import ErrorCode, RPCError
-from proconsul.state.config_entry_tables import kind_key
+from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
+from proconsul.state.config_entry_tables import ENTRIES_KEY, kind_key
 from proconsul.state.store import StateStore
 from proconsul.structs.commands import ConfigEntryRequest
 from proconsul.structs.config_entries import (
     KINDS,
     PROXY_DEFAULTS,
+    SERVICE_DEFAULTS,
     SERVICE_INTENTIONS,
+    SERVICE_RESOLVER,
+    SERVICE_ROUTER,
+    SERVICE_SPLITTER,
     ConfigEntry,
     ConfigEntryError,
     ServiceResolver,
@@ -49,6 +64,11 @@ from proconsul.structs.requests import ReadRequest
 
 GET_METHOD = "ConfigEntry.Get"
 LIST_METHOD = "ConfigEntry.List"
+CHAIN_METHOD = "DiscoveryChain.Get"
+# The kinds a discovery chain is compiled from.
+CHAIN_KINDS = frozenset(
+    {PROXY_DEFAULTS, SERVICE_DEFAULTS, SERVICE_ROUTER, SERVICE_SPLITTER, SERVICE_RESOLVER}
+)
 
 ReadFn = Callable[[ReadRequest], tuple[Sequence[str], Callable[[], Any]]]
 
@@ -77,10 +97,48 @@ def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
     )
 
 
+def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str) -> None:
+    """Every discovery chain the change could touch must still compile
+    (Consul's validateProposedConfigEntryInGraph), or RPCError (BAD_QUERY)."""
+    changed = request.entry
+    if changed.kind not in CHAIN_KINDS:
+        return
+    key = (changed.kind, changed.name)
+    entries = {(e.kind, e.name): e for e in store.config.all() if e.kind in CHAIN_KINDS}
+    if request.op in ("delete", "delete-cas"):
+        entries.pop(key, None)
+    else:
+        entries[key] = changed
+    chain_entries = ChainEntries.of(entries.values())
+    services = {name for kind, name in entries if kind != PROXY_DEFAULTS}
+    if changed.kind != PROXY_DEFAULTS:
+        services.add(changed.name)
+    for service in sorted(services):
+        try:
+            compile_chain(service, chain_entries, datacenter=datacenter, trust_domain="")
+        except ChainError as exc:
+            raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
+
+
 # ----- reads --------------------------------------------------------------------
 
 
-def config_reads(store: StateStore) -> dict[str, ReadFn]:
+def chain_of(store: StateStore, service: str, datacenter: str) -> tuple[int, Any]:
+    """The compiled discovery chain of `service` from the stored entries."""
+    index, entries = store.config_entries_all()
+    try:
+        chain = compile_chain(
+            service,
+            ChainEntries.of(entries),
+            datacenter=datacenter,
+            trust_domain=store.ca.trust_domain(),
+        )
+    except ChainError as exc:
+        raise RPCError(str(exc)) from None
+    return index, chain
+
+
+def config_reads(store: StateStore, datacenter: str) -> dict[str, ReadFn]:
     """The config entry reads, by their Consul names, for `ServerEndpoints.reads`."""
 
     def get(req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
@@ -91,7 +149,11 @@ def config_reads(store: StateStore) -> dict[str, ReadFn]:
         check_kind(req.kind)
         return (kind_key(req.kind),), lambda: store.config_entries_of_kind(req.kind)
 
-    return {GET_METHOD: get, LIST_METHOD: list_kind}
+    def chain(req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        # The trust domain is in the targets' SNI: a new CA root moves it.
+        return (ENTRIES_KEY, CA_ROOTS_KEY), lambda: chain_of(store, req.name, datacenter)
+
+    return {GET_METHOD: get, LIST_METHOD: list_kind, CHAIN_METHOD: chain}
 
 
 # ----- ACLs ---------------------------------------------------------------------
@@ -105,8 +167,15 @@ def can_read(authz: Authorizer, kind: str, name: str) -> bool:
     return authz.service_read(name)
 
 
-def precheck_get(request: ReadRequest, resolved: ResolvedToken) -> None:
-    """A Get of an entry the token may not read is refused up front (403)."""
+def precheck_read(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
+    """A Get of an entry the token may not read is refused up front (403), and so
+    is the chain of a service it may not read (Consul: service:read)."""
+    if method == CHAIN_METHOD:
+        if not resolved.authorizer.service_read(request.name):
+            raise resolved.deny("service", "read", request.name)
+        return
+    if method != GET_METHOD:
+        return
     if request.kind in KINDS and not can_read(resolved.authorizer, request.kind, request.name):
         resource = "intention" if request.kind == SERVICE_INTENTIONS else "service"
         raise resolved.deny(resource, "read", request.name)

@@ -53,20 +53,20 @@ from proconsul.acl.resolved import ResolvedToken
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.server.config_endpoints import (
-    GET_METHOD as CONFIG_GET,
-)
-from proconsul.server.config_endpoints import (
     LIST_METHOD as CONFIG_LIST,
 )
 from proconsul.server.config_endpoints import (
     check_config_request,
+    check_graph,
     config_reads,
     filter_entries,
-    precheck_get,
     vet_config_write,
 )
+from proconsul.server.config_endpoints import (
+    precheck_read as precheck_config_read,
+)
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
-from proconsul.state.store import StateStore
+from proconsul.state.store import StateStore, service_node
 from proconsul.structs.catalog import (
     CheckServiceNode,
     HealthCheck,
@@ -84,7 +84,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
-from proconsul.structs.filter import cached_filter
+from proconsul.structs.filter import Filter, cached_filter
 from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
@@ -130,20 +130,28 @@ FILTER_SHAPES: dict[str, type] = {
     "Health.NodeChecks": HealthCheck,
     "Health.ServiceChecks": HealthCheck,
     "Health.ChecksInState": HealthCheck,
+    # Consul filters the instances (ServiceNode rows) and then lists names and
+    # tags: done inside the read (`_catalog_services`), not on its answer.
+    "Catalog.ListServices": ServiceNode,
 }
+_FILTERED_IN_READ = frozenset({"Catalog.ListServices"})
 
 
-def apply_query_filter(method: str, text: str, rows: Any) -> Any:
-    """The rows of `method`'s answer that pass `?filter=text`; a bad filter, or
-    one on a read that takes none, is `RPCError(..., BAD_QUERY)` (HTTP 400)."""
+def query_filter(method: str, text: str) -> Filter:
+    """`?filter=text` compiled for `method`'s rows; a bad filter, or one on a
+    read that takes none, is `RPCError(..., BAD_QUERY)` (HTTP 400)."""
     shape = FILTER_SHAPES.get(method)
     if shape is None:
         raise RPCError(f"filtering is not supported by {method}", ErrorCode.BAD_QUERY)
     try:
-        compiled = cached_filter(text, shape)
+        return cached_filter(text, shape)
     except FilterError as exc:
         raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
-    return compiled.select(rows, msgspec.to_builtins(rows))
+
+
+def apply_query_filter(method: str, text: str, rows: Any) -> Any:
+    """The rows of `method`'s answer that pass `?filter=text` (see `query_filter`)."""
+    return query_filter(method, text).select(rows, msgspec.to_builtins(rows))
 
 
 def wait_with_jitter_s(requested_s: float, rng: random.Random) -> float:
@@ -229,7 +237,7 @@ class ServerEndpoints:
             "KVS.ListKeys": self._kv_keys,
             "ConnectCA.Roots": self._connect_ca_roots,
         }
-        self.reads.update(config_reads(store))
+        self.reads.update(config_reads(store, datacenter))
 
     def resolve(self, secret: str) -> ResolvedToken | None:
         """The caller's rights (None: ACLs off); an unknown secret raises ACLNotFound."""
@@ -254,7 +262,7 @@ class ServerEndpoints:
         filtered = False
         if resolved is not None:
             value, filtered = self._filter(method, request, resolved, value)
-        if request.options.filter:
+        if request.options.filter and method not in _FILTERED_IN_READ:
             # After the ACL filter, so the filtered-by-ACLs header speaks of ACLs only.
             value = apply_query_filter(method, request.options.filter, value)
         # Consul never reports index 0: clients treat it as "don't block".
@@ -293,6 +301,7 @@ class ServerEndpoints:
             raise ACLDenied(NOT_A_CATALOG_COMMAND)
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
+            check_graph(self.store, command, self.datacenter)
         return await self.log.apply(command, token, self._authorize_write)
 
     def _authorize_write(self, command: Command, token: str) -> None:
@@ -321,15 +330,24 @@ class ServerEndpoints:
         return (f"node:{req.name}", "nodes"), run
 
     def _catalog_services(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        text = req.options.filter
+        compiled = query_filter("Catalog.ListServices", text) if text else None
+
         def run() -> tuple[int, dict[str, list[str]]]:
-            if not req.node_meta:
+            if not req.node_meta and compiled is None:
                 return self.store.catalog_services()
             index = self.store.index("services")
             result: dict[str, set[str]] = {}
             for name, rows in self.store.instances.items():
                 for (node_name, _), service in rows.items():
-                    if _node_meta_matches(self.store.nodes[node_name], req.node_meta):
-                        result.setdefault(name, set()).update(service.tags)
+                    node = self.store.nodes[node_name]
+                    if not _node_meta_matches(node, req.node_meta):
+                        continue
+                    if compiled is not None and not compiled.matches(
+                        msgspec.to_builtins(service_node(node, service))
+                    ):
+                        continue
+                    result.setdefault(name, set()).update(service.tags)
             return index, {name: sorted(tags) for name, tags in sorted(result.items())}
 
         return ("services", "nodes"), run
@@ -417,8 +435,7 @@ def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> Non
     authz = resolved.authorizer
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
-    if method == CONFIG_GET:
-        precheck_get(request, resolved)
+    precheck_config_read(method, request, resolved)
     listing = method in ("KVS.List", "KVS.ListKeys")
     if listing and authz.enable_key_list_policy and not authz.key_list(request.name):
         raise resolved.deny("key", "list", request.name)
