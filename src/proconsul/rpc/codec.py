@@ -57,6 +57,7 @@ from proconsul.structs.requests import (
     ReadResponse,
 )
 from proconsul.structs.rpc import ApplyRequest
+from proconsul.structs.service_config import ServiceConfigResponse
 
 APPLY_METHOD = "Apply"
 FORWARD_METHOD = "Raft.Apply"
@@ -78,6 +79,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "ConfigEntry.Get": ConfigEntry | None,
     "ConfigEntry.List": list[ConfigEntry],
     "DiscoveryChain.Get": CompiledDiscoveryChain,
+    "ConfigEntry.ResolveServiceConfig": ServiceConfigResponse,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

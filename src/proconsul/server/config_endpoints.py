@@ -2,7 +2,9 @@
 
 Job: the reads `ServerEndpoints` serves for config entries ("ConfigEntry.Get":
 one entry by kind and name; "ConfigEntry.List": one kind's entries;
-"DiscoveryChain.Get": the compiled chain of a service), the check a
+"DiscoveryChain.Get": the compiled chain of a service;
+"ConfigEntry.ResolveServiceConfig": the central config of a proxy's
+destination service and its upstreams, connect/service_config.py), the check a
 `ConfigEntryRequest` passes before it enters the log
 (`check_config_request`: a known kind, an entry normalized and validated
 with connect/config_entries.py; `check_graph`: every discovery chain still
@@ -20,8 +22,8 @@ ACL rules (Consul 1.16, as its `consul config write` docs table them):
   `intentions` field grants read of them when it grants service read
   (acl/authorizer.py). `*` is checked as the name `*`.
 - A Get of an entry the token may not read is a 403; a List leaves such
-  entries out and says it filtered. A discovery chain needs service:read on
-  its service.
+  entries out and says it filtered. A discovery chain, and a resolved
+  service config, need service:read on the service.
 
 Errors: an unknown kind, an entry that is not valid, or one that would break a
 discovery chain (a router for a tcp service, a split to a subset no resolver
@@ -41,6 +43,7 @@ from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.connect.config_entries import check_subset_filter, normalize, validate
 from proconsul.connect.discovery_chain import ChainEntries, ChainError, compile_chain
+from proconsul.connect.service_config import resolve_service_config
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.config_entry_tables import ENTRIES_KEY, kind_key
@@ -56,15 +59,20 @@ from proconsul.structs.config_entries import (
     SERVICE_SPLITTER,
     ConfigEntry,
     ConfigEntryError,
+    MeshGatewayConfig,
+    ProxyDefaults,
+    ServiceDefaults,
     ServiceResolver,
     ServiceRouter,
     ServiceSplitter,
 )
 from proconsul.structs.requests import ReadRequest
+from proconsul.structs.service_config import ServiceConfigResponse
 
 GET_METHOD = "ConfigEntry.Get"
 LIST_METHOD = "ConfigEntry.List"
 CHAIN_METHOD = "DiscoveryChain.Get"
+RESOLVE_METHOD = "ConfigEntry.ResolveServiceConfig"
 # The kinds a discovery chain is compiled from.
 CHAIN_KINDS = frozenset(
     {PROXY_DEFAULTS, SERVICE_DEFAULTS, SERVICE_ROUTER, SERVICE_SPLITTER, SERVICE_RESOLVER}
@@ -153,7 +161,36 @@ def config_reads(store: StateStore, datacenter: str) -> dict[str, ReadFn]:
         # The trust domain is in the targets' SNI: a new CA root moves it.
         return (ENTRIES_KEY, CA_ROOTS_KEY), lambda: chain_of(store, req.name, datacenter)
 
-    return {GET_METHOD: get, LIST_METHOD: list_kind, CHAIN_METHOD: chain}
+    def resolve(req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        keys = (kind_key(PROXY_DEFAULTS), kind_key(SERVICE_DEFAULTS))
+        return keys, lambda: resolved_config_of(store, req)
+
+    return {
+        GET_METHOD: get,
+        LIST_METHOD: list_kind,
+        CHAIN_METHOD: chain,
+        RESOLVE_METHOD: resolve,
+    }
+
+
+def resolved_config_of(store: StateStore, req: ReadRequest) -> tuple[int, ServiceConfigResponse]:
+    """`req.name`'s central service config for its proxy (connect/service_config.py)."""
+    index = max(store.index(kind_key(PROXY_DEFAULTS)), store.index(kind_key(SERVICE_DEFAULTS)))
+    proxy = store.config.get(PROXY_DEFAULTS, "global")
+    defaults: dict[str, ServiceDefaults] = {}
+    for name in (req.name, *req.upstreams):
+        found = store.config.get(SERVICE_DEFAULTS, name)
+        if isinstance(found, ServiceDefaults):
+            defaults[name] = found
+    gateway = MeshGatewayConfig(mode=req.mesh_gateway_mode)
+    reply = resolve_service_config(
+        req.name,
+        req.upstreams,
+        proxy_defaults=proxy if isinstance(proxy, ProxyDefaults) else None,
+        service_defaults=defaults,
+        registration_mesh_gateway=gateway,
+    )
+    return index, reply
 
 
 # ----- ACLs ---------------------------------------------------------------------
@@ -170,7 +207,7 @@ def can_read(authz: Authorizer, kind: str, name: str) -> bool:
 def precheck_read(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
     """A Get of an entry the token may not read is refused up front (403), and so
     is the chain of a service it may not read (Consul: service:read)."""
-    if method == CHAIN_METHOD:
+    if method in (CHAIN_METHOD, RESOLVE_METHOD):
         if not resolved.authorizer.service_read(request.name):
             raise resolved.deny("service", "read", request.name)
         return

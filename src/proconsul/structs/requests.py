@@ -37,6 +37,10 @@ class ReadRequest(msgspec.Struct):
     state: str = ""  # health state filter
     separator: str = ""  # KV ?keys
     kind: str = ""  # config entry kind (ConfigEntry.Get, ConfigEntry.List)
+    # ConfigEntry.ResolveServiceConfig: the proxy's upstreams (destination
+    # names) and its registration's mesh gateway mode.
+    upstreams: list[str] = []
+    mesh_gateway_mode: str = ""
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
 
