@@ -31,6 +31,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
     quote_path,
+    uint64_flag,
 )
 from proconsul.config.flags import FlagSet
 from proconsul.structs.config_entries import (
@@ -39,13 +40,6 @@ from proconsul.structs.config_entries import (
     decode_config_entry,
     encode_config_entry,
 )
-
-
-def _uint(text: str) -> int:
-    """Go's Uint64 flag parsing: decimal, no sign, fits in 64 bits."""
-    if not text.isdigit() or int(text) >= 2**64:
-        raise ValueError("parse error")
-    return int(text)
 
 
 def entry_from_text(text: str) -> ConfigEntry:
@@ -99,7 +93,7 @@ def write(argv: list[str]) -> int:
     flags = FlagSet("config write")
     add_api_flags(flags)
     flags.boolean("cas", False, "Check-and-set: write only if -modify-index still matches.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the entry must have (with -cas).")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the entry must have (with -cas).")
     values, args = parse_args(flags, argv, max_args=1)
     if len(args) != 1:
         raise CliError(
@@ -158,7 +152,7 @@ def list_entries(argv: list[str]) -> int:
 def delete(argv: list[str]) -> int:
     flags = _kind_flags("delete", name=True)
     flags.boolean("cas", False, "Check-and-set: delete only if -modify-index still matches.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the entry must have (with -cas).")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the entry must have (with -cas).")
     values, _ = parse_args(flags, argv, max_args=0)
     kind, name = _kind_and_name(values, name=True)
     if values["modify-index"] and not values["cas"]:
