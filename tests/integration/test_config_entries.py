@@ -446,6 +446,10 @@ def test_bootstrap_entry_survives_a_user_change_across_restarts(tmp_path: Path) 
         status, entry = call(client, "GET", "/v1/config/service-resolver/api")
         assert status == 200 and entry["ConnectTimeout"] == "7s"
         assert call(client, "PUT", "/v1/config", {**resolver, "ConnectTimeout": "x"})[0] == 400
+        status, body = call(client, "GET", "/v1/discovery-chain/api")
+        assert status == 200
+        node = body["Chain"]["Nodes"][body["Chain"]["StartNode"]]
+        assert node["Resolver"]["ConnectTimeout"] == "7s"
         # A user changes one bootstrap entry and deletes the other...
         user = {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "grpc"}}
         assert call(client, "PUT", "/v1/config", user) == (200, True)
