@@ -47,7 +47,9 @@ class Upstream(msgspec.Struct, rename=pascal, omit_defaults=True):
     """One upstream of a connect proxy (Consul's structs.Upstream)."""
 
     destination_name: str = ""
-    destination_type: str = "service"
+    # The agent writes "service" when none is given, so JSON shows it as Consul's
+    # does; "" (a catalog registration that left it out) also means "service".
+    destination_type: str = ""
     destination_namespace: str = ""
     datacenter: str = ""
     local_bind_address: str = ""
