@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
 from tests.local_log import LocalLog
+from tests.unit.test_state import Harness as StateHarness
 
 from proconsul.server.acl_endpoints import ACLEndpoints
 from proconsul.server.acl_resolver import ServerACLResolver
@@ -27,16 +27,8 @@ from proconsul.structs.requests import QueryOptions, ReadRequest
 MGMT = "11111111-1111-4111-8111-111111111111"
 
 
-class Harness:
-    def __init__(self) -> None:
-        self.store = StateStore()
-        self.fsm = FSM(self.store)
-        self.index = 0
-
-    def apply(self, command: object) -> object:
-        self.index += 1
-        data = msgspec.msgpack.encode(command)
-        return self.fsm.apply(self.index, msgspec.msgpack.decode(data, type=type(command)))
+class Harness(StateHarness):
+    """test_state's harness, plus proxies."""
 
     def proxy(
         self,
