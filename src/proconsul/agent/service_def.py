@@ -16,6 +16,7 @@ import msgspec
 
 from proconsul.checks.kinds import check_kind
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
     NODE_MAINT_CHECK_ID,
     SERVICE_MAINT_PREFIX,
     ConnectProxyConfig,
@@ -38,7 +39,6 @@ class DefinitionError(ValueError):
     """A definition Consul would refuse; the message is Consul's wording where it has one."""
 
 
-CONNECT_PROXY = "connect-proxy"
 UPSTREAM_TYPES = ("service", "prepared_query")
 
 
@@ -244,7 +244,7 @@ def build_service(
         if definition.connect
         else ServiceConnect(),
     )
-    if service.kind == CONNECT_PROXY:
+    if service.kind == CONNECT_PROXY_KIND:
         problems = proxy_problems(service)
         if problems:
             raise DefinitionError(multierror_text(problems))

@@ -31,12 +31,10 @@ from dataclasses import dataclass
 import msgspec
 
 from proconsul.agent.service_def import CheckSpec, DefinitionError, build_service, multierror_text
-from proconsul.structs.catalog import NodeService
+from proconsul.structs.catalog import CONNECT_PROXY_KIND, SIDECAR_PROXY_SUFFIX, NodeService
 from proconsul.structs.definitions import CheckDefinition, ProxyDefinition, ServiceDefinition
 from proconsul.structs.duration import Duration
 
-CONNECT_PROXY = "connect-proxy"
-SIDECAR_SUFFIX = "-sidecar-proxy"
 LOCAL_SERVICE_ADDRESS = "127.0.0.1"
 LISTENING_CHECK_NAME = "Connect Sidecar Listening"
 ALIAS_CHECK_PREFIX = "Connect Sidecar Aliasing "
@@ -44,7 +42,7 @@ LISTENING_CHECK_INTERVAL_S = 10.0
 
 
 def sidecar_id(parent_id: str) -> str:
-    return parent_id + SIDECAR_SUFFIX
+    return parent_id + SIDECAR_PROXY_SUFFIX
 
 
 def nested_problems(definition: ServiceDefinition) -> list[str]:
@@ -140,8 +138,8 @@ def expand_sidecar(
     return msgspec.structs.replace(
         sidecar,
         id=new_id,
-        name=sidecar.name or parent.service + SIDECAR_SUFFIX,
-        kind=CONNECT_PROXY,
+        name=sidecar.name or parent.service + SIDECAR_PROXY_SUFFIX,
+        kind=CONNECT_PROXY_KIND,
         tags=list(sidecar.tags) or list(parent.tags),
         meta=dict(sidecar.meta) or dict(parent.meta),
         weights=sidecar.weights or definition.weights,

@@ -42,6 +42,8 @@ from proconsul.http.common import (
     request_token,
 )
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
+    SIDECAR_PROXY_SUFFIX,
     ConnectProxyConfig,
     HealthCheck,
     NodeService,
@@ -58,8 +60,6 @@ from proconsul.structs.requests import DEFAULT_WAIT_S, MAX_WAIT_S
 T = TypeVar("T")
 
 log = logging.getLogger("proconsul.agent")
-CONNECT_PROXY = "connect-proxy"
-SIDECAR_SUFFIX = "-sidecar-proxy"
 
 
 class AgentService(msgspec.Struct, rename=pascal, omit_defaults=True):
@@ -190,11 +190,11 @@ async def _vet_service_register(request: web.Request, definition: ServiceDefinit
     existing = agent_of(request).local_services().get(definition.id or definition.name)
     if existing is not None:
         authorize(request, "service", "write", existing.service)
-    if definition.kind == CONNECT_PROXY and definition.proxy is not None:
+    if definition.kind == CONNECT_PROXY_KIND and definition.proxy is not None:
         authorize(request, "service", "write", definition.proxy.destination_service_name)
     sidecar = definition.connect.sidecar_service if definition.connect else None
     if sidecar is not None:
-        name = sidecar.name or definition.name + SIDECAR_SUFFIX
+        name = sidecar.name or definition.name + SIDECAR_PROXY_SUFFIX
         await authorize_secret(request, sidecar.token, "service", "write", name)
         # A sidecar is a proxy for the service, so it must be allowed to act as it.
         await authorize_secret(request, sidecar.token, "service", "write", definition.name)

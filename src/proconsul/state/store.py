@@ -42,6 +42,7 @@ from proconsul.state.ca_tables import ROOTS_KEY, CATables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
     CheckServiceNode,
     HealthCheck,
     KVEntry,
@@ -50,8 +51,6 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.connect import IndexedCARoots
-
-CONNECT_PROXY_KIND = "connect-proxy"
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake

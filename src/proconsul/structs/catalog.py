@@ -20,6 +20,8 @@ SERF_CHECK_ID = "serfHealth"
 SERF_CHECK_NAME = "Serf Health Status"
 NODE_MAINT_CHECK_ID = "_node_maintenance"
 SERVICE_MAINT_PREFIX = "_service_maintenance:"
+CONNECT_PROXY_KIND = "connect-proxy"  # Kind of a mesh proxy instance
+SIDECAR_PROXY_SUFFIX = "-sidecar-proxy"  # a sidecar's ID and name: the parent's plus this
 
 
 class Weights(msgspec.Struct, rename=pascal):
