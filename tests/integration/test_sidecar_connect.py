@@ -40,10 +40,15 @@ DEADLINE_S = 20.0
 
 
 class Cluster:
-    def __init__(self, pool: GossipPool, client: AgentProcess, dns_port: int) -> None:
+    def __init__(
+        self, pool: GossipPool, client: AgentProcess, dns_port: int, sidecar: socket.socket
+    ) -> None:
         self.pool = pool
         self.client = client
         self.dns_port = dns_port
+        # Bound, not yet listening: connections to the sidecar port are refused
+        # (and no other process can take it) until a test calls listen().
+        self.sidecar_socket = sidecar
 
     def get(self, path: str) -> tuple[Any, dict[str, str]]:
         status, headers, body = self.client.request("GET", path, timeout_s=40.0)
@@ -69,14 +74,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     (config_dir / "cache.hcl").write_text(CACHE_HCL)
     pool = GossipPool(tmp / "agents", 2, base=226, server_first=True)
     dns_port = free_port()
+    sidecar = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sidecar.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past runs' TIME_WAIT
+    try:
+        sidecar.bind(("127.0.0.1", SIDECAR_PORT))
+    except OSError as exc:
+        sidecar.close()
+        pytest.skip(f"the walkthrough's sidecar port {SIDECAR_PORT} is taken: {exc}")
     try:
         pool.start(pool["n0"])
         client = pool.start(pool["n1"], "-config-dir", str(config_dir), "-dns-port", str(dns_port))
-        cluster = Cluster(pool, client, dns_port)
+        cluster = Cluster(pool, client, dns_port, sidecar)
         wait_for(lambda: cluster.get("/v1/catalog/service/api-sidecar-proxy")[0], DEADLINE_S)
         yield cluster
     finally:
         pool.stop_all()
+        sidecar.close()
 
 
 def test_agent_and_catalog_show_the_sidecars_with_consuls_fields(cluster: Cluster) -> None:
@@ -142,9 +155,7 @@ def test_health_connect_follows_the_sidecar_check_and_dns_answers(cluster: Clust
     filtered, _ = cluster.get("/v1/health/connect/api?filter=Service.Port%20%3D%3D%2020000")
     assert len(filtered) == 1
 
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", SIDECAR_PORT))
+    listener = cluster.sidecar_socket
     listener.listen(16)
     stop = threading.Event()
 
@@ -178,7 +189,6 @@ def test_health_connect_follows_the_sidecar_check_and_dns_answers(cluster: Clust
     finally:
         stop.set()
         thread.join(timeout=5)
-        listener.close()
 
 
 def test_registration_over_http_hash_blocking_and_deregistration(cluster: Cluster) -> None:
