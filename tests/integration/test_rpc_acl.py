@@ -149,6 +149,8 @@ CASES: dict[str, Case] = {
     "KVS.Get": Case(DENIED, read("secret/x")),
     "KVS.List": Case(FILTERED, read("secret/")),
     "KVS.ListKeys": Case(FILTERED, read("secret/")),
+    "Catalog.ConnectServiceNodes": Case(FILTERED, read("web")),
+    "Health.ConnectServiceNodes": Case(FILTERED, read("web")),
     "ConfigEntry.Get": Case(DENIED, read("web", kind="service-defaults")),
     "ConfigEntry.List": Case(FILTERED, read(kind="service-defaults")),
     "DiscoveryChain.Get": Case(DENIED, read("web")),
