@@ -70,9 +70,10 @@ def _read_source(source: str) -> str:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise CliError(
-            f"Failed to load data: Failed to read file: {exc.strerror or exc}: {path}"
-        ) from None
+        reason = str(exc.strerror or exc)
+        # Go's wording: "open <path>: no such file or directory".
+        reason = reason[:1].lower() + reason[1:]
+        raise CliError(f"Failed to load data: Failed to read file: open {path}: {reason}") from None
 
 
 def _entry_path(kind: str, name: str = "") -> str:
@@ -131,7 +132,7 @@ def read(argv: list[str]) -> int:
         entry = client_from(values).get_json(_entry_path(kind, name))
     except ApiError as exc:
         raise CliError(f"Error reading config entry {kind}/{name}: {exc}") from None
-    print(json.dumps(entry, indent=4))
+    print(json.dumps(entry, indent=4, ensure_ascii=False))
     return 0
 
 
