@@ -130,13 +130,21 @@ def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
     return hashlib.sha256(der).digest()
 
 
-def generate_root(*, cluster_id: str, now: datetime, rng: random.Random) -> CAKeyPair:
-    """A new self-signed built-in CA root for the cluster `cluster_id`."""
+def generate_root(
+    *,
+    cluster_id: str,
+    now: datetime,
+    rng: random.Random,
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> CAKeyPair:
+    """A new self-signed built-in CA root for the cluster `cluster_id`, for
+    `key` when given (Consul: a PrivateKey without a RootCert), else a new key."""
     if not cluster_id:
         raise TLSError("a Connect CA root needs a cluster ID")
     if now.tzinfo is None:
         raise TLSError("`now` must be timezone-aware")
-    key = _key_from_rng(rng)
+    if key is None:
+        key = _key_from_rng(rng)
     kid = key_id(key.public_key())
     name = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, root_common_name(compact_id(rng), cluster_id))]

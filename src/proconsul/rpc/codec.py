@@ -45,7 +45,7 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -72,6 +72,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "KVS.List": list[KVEntry],
     "KVS.ListKeys": list[str],
     "ConnectCA.Roots": IndexedCARoots,
+    "ConnectCA.ConfigurationGet": CAConfiguration | None,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

@@ -23,6 +23,7 @@ from proconsul.structs.commands import (
     ACLCommand,
     ApplyError,
     ApplyResult,
+    CAConfigSetRequest,
     CARootsSetRequest,
     Command,
     DeregisterRequest,
@@ -80,6 +81,9 @@ class FSM:
                 return None
             if isinstance(command, CARootsSetRequest):
                 self.store.ca.set_roots(index, command)
+                return None
+            if isinstance(command, CAConfigSetRequest):
+                self.store.ca.set_config(index, command)
                 return None
             return ApplyError(f"unknown command type {type(command).__name__}")
         except (StateError, ACLStateError, CAStateError) as exc:

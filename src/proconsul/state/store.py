@@ -13,7 +13,7 @@ Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 including the node rows and node-level checks of the nodes it runs on).
 ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 "acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
-(ca_tables.py), with the key "connect-ca-roots".
+(ca_tables.py), with the keys "connect-ca-roots" and "connect-ca-config".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import msgspec
 
 from proconsul.state.acl_tables import ACLTables
-from proconsul.state.ca_tables import ROOTS_KEY, CATables
+from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
@@ -40,7 +40,7 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -376,6 +376,10 @@ class StateStore:
     def ca_roots(self) -> tuple[int, IndexedCARoots]:
         """The body of /v1/connect/ca/roots (no private key) and its index."""
         return self.index(ROOTS_KEY), self.ca.view()
+
+    def ca_config(self) -> tuple[int, CAConfiguration | None]:
+        """The CA configuration (no key material) and its index."""
+        return self.index(CONFIG_KEY), self.ca.config
 
     # ----- KV reads ----------------------------------------------------------
 

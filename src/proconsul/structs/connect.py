@@ -70,19 +70,19 @@ class CAConfiguration(msgspec.Struct, rename=pascal):
         return f"CAConfiguration(provider={self.provider!r}, config_keys={keys!r})"
 
 
-class IssuedCert(msgspec.Struct, rename=pascal, omit_defaults=True):
+class IssuedCert(msgspec.Struct, rename=pascal, omit_defaults=True, kw_only=True):
     """A leaf certificate the CA issued, in Consul's `IssuedCert` shape (the body
     of `/v1/agent/connect/ca/leaf/<service>`). `cert_pem` is the leaf followed by
     any intermediates; `private_key_pem` is filled in by the agent that made the
     key, never by a server."""
 
     serial_number: str  # colon hex
-    valid_after: datetime
-    valid_before: datetime
     cert_pem: str = ""
     private_key_pem: str = ""
     service: str = ""
     service_uri: str = ""
+    valid_after: datetime
+    valid_before: datetime
     create_index: int = 0
     modify_index: int = 0
 
