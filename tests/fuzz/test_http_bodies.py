@@ -128,3 +128,9 @@ def test_acl_role_create(acl_target: Target, body: bytes) -> None:
 def test_acl_token_write(acl_target: Target, route: tuple[str, str], body: bytes) -> None:
     method, path = route
     check_body(acl_target, method, path, body)
+
+
+@FUZZ
+@given(body=fs.bodies(fs.ca_config))
+def test_ca_configuration(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/connect/ca/configuration", body)

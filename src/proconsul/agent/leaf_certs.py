@@ -20,7 +20,8 @@ memory, as Consul's agent cache does:
     rotation does not bring every agent to the leader in the same instant
     (Consul spreads these over 30 s; a smaller window here, since a
     cross-signed chain keeps both generations valid meanwhile);
-  - a failed renewal is retried with a growing delay (1 s doubling to 30 s).
+  - a failed renewal is retried with a growing delay (1 s doubling to 30 s);
+    renewals of one service are at least MIN_RENEW_INTERVAL_S apart.
 - `leaf(service, token, min_index, wait_s)` returns the current
   `IssuedCert` (PrivateKeyPEM filled in). With `min_index` it blocks until a
   certificate with a higher `ModifyIndex` is there or the wait ends (default
@@ -66,6 +67,7 @@ HARD_RENEW_FRACTION = 0.9
 # After the active root changes, each leaf renews within this window.
 CA_CHANGE_JITTER_S = 5.0
 RETRY_MIN_S = 1.0
+MIN_RENEW_INTERVAL_S = 0.5
 RETRY_MAX_S = 30.0
 SIGN_TIMEOUT_S = 20.0
 ROOTS_WAIT_S = 300.0
@@ -251,6 +253,8 @@ class LeafCerts:
             wait = renew_after_s(cert.valid_after, cert.valid_before, datetime.now(UTC), self.rng)
             if self._active_key_id() not in ("", entry.authority_key_id):
                 wait = min(wait, self.rng.random() * CA_CHANGE_JITTER_S)
+            # Never a hot loop, whatever TTL a skip_validate configuration allows.
+            wait = max(wait, MIN_RENEW_INTERVAL_S)
             try:
                 async with asyncio.timeout(wait):
                     await entry.wake.wait()

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proconsul.structs.duration import format_duration, parse_duration
+from proconsul.structs.duration import MAX_DURATION_S, format_duration, parse_duration
 
 PROVIDER_CONSUL = "consul"
 # Consul's API spelling of every key it documents for the built-in provider.
@@ -97,12 +97,16 @@ def api_keys(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _seconds(config: Mapping[str, Any], key: str) -> float:
     value = config.get(key, DEFAULTS.get(key))
     try:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(f"expected a duration, got {value!r}")
         if isinstance(value, int | float):
-            return float(value) / 1e9  # Consul's decoder reads numbers as nanoseconds
-        return float(parse_duration(str(value)))
-    except ValueError as exc:
+            seconds = value / 1e9  # Consul's decoder reads numbers as nanoseconds
+        else:
+            seconds = float(parse_duration(value))
+        if not 0 <= seconds <= MAX_DURATION_S:  # also NaN
+            raise ValueError(f"duration out of range: {value!r}")
+        return seconds
+    except (ValueError, OverflowError) as exc:
         raise CAConfigError(f"error decoding config: '{key}': {exc}") from None
 
 
@@ -165,6 +169,22 @@ def validate(found: CASettings) -> None:
             raise CAConfigError("RSA key length must be 2048 or 4096 bits")
     else:
         raise CAConfigError("private key type must be either 'ec' or 'rsa'")
+
+
+def api_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of a config map the built-in provider knows, in API spelling,
+    each a plain string, number or boolean (what the log and RPC carry);
+    CAConfigError for a value that is none of those or a number past int64."""
+    out: dict[str, Any] = {}
+    for key, value in api_keys(raw).items():
+        if key not in _API_KEYS or value is None:
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise CAConfigError(f"error decoding config: '{key}': number out of range")
+        if not isinstance(value, str | int | float | bool):
+            raise CAConfigError(f"error decoding config: '{key}': expected a plain value")
+        out[key] = value
+    return out
 
 
 def stored_config(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proconsul.connect.ca_config import CAConfigError, api_config
 from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import (
     HTTPError,
+    bad_request,
     decode_body,
     json_response,
     query_bool,
@@ -82,6 +84,10 @@ async def ca_configuration(request: web.Request) -> web.Response:
 
 async def set_ca_configuration(request: web.Request) -> web.Response:
     given = await decode_body(request, CAConfiguration)
+    try:
+        given.config = api_config(given.config)
+    except CAConfigError as exc:
+        bad_request(str(exc))
     await agent_of(request).set_ca_configuration(given, caller_token(request))
     return json_response(request, True)
 
