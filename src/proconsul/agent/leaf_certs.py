@@ -136,14 +136,25 @@ class LeafCerts:
         """The roots as this agent sees them and their index; blocks while the
         index is not above `min_index` (Consul's blocking wait)."""
         await self._ensure_roots()
-        if min_index > 0 and self._roots_index <= min_index:
-            deadline = wait_with_jitter_s(wait_s, self.rng)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(deadline):
-                    while self._roots_index <= min_index:
-                        await self._roots_changed.wait()
+        await self._block(lambda: self._roots_index, lambda: self._roots_changed, min_index, wait_s)
         assert self._roots is not None
         return self._roots_index, self._roots
+
+    async def _block(
+        self,
+        index: Callable[[], int],
+        changed: Callable[[], asyncio.Event],
+        min_index: int,
+        wait_s: float,
+    ) -> None:
+        """Consul's blocking wait: until `index()` passes `min_index` (each change
+        sets the event `changed()` returns) or the jittered wait ends."""
+        if min_index <= 0 or index() > min_index:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_with_jitter_s(wait_s, self.rng)):
+                while index() <= min_index:
+                    await changed().wait()
 
     async def _ensure_roots(self) -> None:
         if self._roots is None:
@@ -209,12 +220,7 @@ class LeafCerts:
                 )
             elif token != entry.token:
                 entry.token = token
-        if min_index > 0 and entry.index <= min_index:
-            deadline = wait_with_jitter_s(wait_s, self.rng)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(deadline):
-                    while entry.index <= min_index:
-                        await entry.changed.wait()
+        await self._block(lambda: entry.index, lambda: entry.changed, min_index, wait_s)
         assert entry.cert is not None
         return entry.cert
 
