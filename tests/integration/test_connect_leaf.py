@@ -159,6 +159,10 @@ def test_leaf_and_key_verify_against_the_roots(pool: GossipPool, web_token: str)
     # The same leaf again: served from the agent's cache.
     again, _ = get_leaf(agent, web_token)
     assert again["SerialNumber"] == leaf["SerialNumber"]
+    metrics = ok_json(agent, "GET", "/v1/agent/metrics", MANAGEMENT)
+    gauges = {g["Name"]: g["Value"] for g in metrics["Gauges"]}
+    assert gauges["consul.agent.connect.leaf.signed"] == 1
+    assert gauges["consul.agent.connect.leaf.leaves"] == 1
     for name in ("n0", "n1"):
         assert "PRIVATE KEY" not in pool[name].running.log_text()
 
