@@ -137,3 +137,19 @@ async def test_first_leaf_error_reaches_the_caller() -> None:
         assert (await certs.leaf("web", "")).service == "web"
     finally:
         await certs.close()
+
+
+async def test_an_idle_leaf_is_dropped_not_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leaf_certs, "IDLE_S", 0.0)
+    monkeypatch.setattr(leaf_certs, "CA_CHANGE_JITTER_S", 0.05)
+    ca = FakeCA()
+    certs = LeafCerts(datacenter="dc1", read=ca.read, call=ca.call)
+    try:
+        await certs.leaf("web", "")
+        ca.rotate()  # the renewal comes due at once
+        deadline = asyncio.get_running_loop().time() + 5
+        while certs.stats()["leaves"] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        assert certs.stats()["leaves"] == 0 and len(ca.signs) == 1
+    finally:
+        await certs.close()

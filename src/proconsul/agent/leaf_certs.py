@@ -33,7 +33,8 @@ Rules:
 - The private key never leaves the agent except in the reply to a caller
   allowed service:write (the HTTP layer checks; the leader checks again
   when signing); never logged, never in a repr.
-- Renewals sign with the token of the latest successful request.
+- Renewals sign with the token of the latest successful request; a leaf not
+  asked for in IDLE_S (72 h) is dropped when it is due, not renewed.
 - `close()` cancels every task and waits for them: nothing outlives the agent.
 """
 
@@ -71,6 +72,9 @@ MIN_RENEW_INTERVAL_S = 0.5
 RETRY_MAX_S = 30.0
 SIGN_TIMEOUT_S = 20.0
 ROOTS_WAIT_S = 300.0
+# A leaf nobody asked for this long is dropped instead of renewed (Consul's
+# agent cache forgets an entry three days after its last use).
+IDLE_S = 72 * 3600.0
 
 Read = Callable[[str, ReadRequest], Awaitable[ReadResponse]]
 Call = Callable[[str, bytes, float], Awaitable[bytes]]
@@ -105,6 +109,7 @@ class _Leaf:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # a root change
     task: asyncio.Task[None] | None = None
+    last_used: float = 0.0  # loop time of the last request
 
     def __repr__(self) -> str:
         return f"_Leaf(service={self.service!r}, index={self.index})"
@@ -212,6 +217,7 @@ class LeafCerts:
         entry = self._leaves.get(service)
         if entry is None:
             entry = self._leaves.setdefault(service, _Leaf(service, token))
+        entry.last_used = asyncio.get_running_loop().time()
         async with entry.lock:
             if entry.cert is None:
                 await self._issue(entry, token)
@@ -269,6 +275,10 @@ class LeafCerts:
                 continue
             except TimeoutError:
                 pass
+            if asyncio.get_running_loop().time() - entry.last_used > IDLE_S:
+                # Unused for days: forget it (the next request starts afresh).
+                self._leaves.pop(entry.service, None)
+                return
             try:
                 async with entry.lock:
                     await self._issue(entry, entry.token)
