@@ -69,7 +69,7 @@ from proconsul.server.connect_ca import (
     configured_root,
     ensure_ca_root,
 )
-from proconsul.server.connect_ca_rpc import ConnectCAEndpoints
+from proconsul.server.connect_ca_rpc import ConnectCAEndpoints, leaf_ttl
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_duties import LeaderDuties, LeaderDuty, every, once
 from proconsul.server.leader_router import LeaderRouter
@@ -241,6 +241,7 @@ class ServerDelegate:
                 # Consul's ManualCARoots: clients trust what this server trusts.
                 manual_roots=[load_ca_pem(rpc_settings.ca_file, rpc_settings.ca_path)],
                 authorize=self._authorize_sign,
+                leaf_ttl_s=lambda: leaf_ttl(self.store.ca.config).total_seconds(),
             )
             if tls.server_context is not None:
                 # auto_encrypt clients present certificates from the Connect CA:
