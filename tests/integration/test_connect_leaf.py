@@ -18,7 +18,8 @@ agent:
   the served roots throughout; the new leaf verifies against the new root,
   and against the old root alone through the cross-signed certificate.
 A dev agent with a 10 s TTL (skip_validate) shows a blocking leaf query
-returning once the leaf is renewed before it expires.
+returning once the leaf is renewed before it expires, and py-consul reads
+the roots and the configuration.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import consul
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -276,3 +278,12 @@ def test_blocking_leaf_query_returns_on_renewal(
     assert renewed["SerialNumber"] != first["SerialNumber"]
     # Renewed at 60-90% of its 10 s life, before it expired.
     assert waited < 10
+
+
+def test_py_consul_reads_the_ca(dev_agent: AgentProcess) -> None:
+    """An unchanged Consul client (py-consul) reads the roots and the configuration."""
+    client_api = consul.Consul(host="127.0.0.1", port=dev_agent.http_port)
+    roots = wait_for(lambda: client_api.connect.ca.roots()["Roots"], DEADLINE_S)
+    assert roots[0]["Active"]
+    config = client_api.connect.ca.configuration()
+    assert config["Provider"] == "consul" and config["Config"]["LeafCertTTL"] == "72h"
