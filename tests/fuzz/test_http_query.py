@@ -29,6 +29,8 @@ READS = st.sampled_from(
         "/v1/catalog/node/fuzz-node",
         "/v1/catalog/node-services/fuzz-node",
         "/v1/health/service/web",
+        "/v1/health/connect/web",
+        "/v1/catalog/connect/web",
         "/v1/health/checks/web",
         "/v1/health/node/fuzz-node",
         "/v1/health/state/any",

@@ -26,7 +26,7 @@ CORE_PACKAGES: dict[str, set[str]] = {
     "dns": {"server"},
     "connect": set(),
 }
-CORE_MODULES = ["checks/status.py", "checks/kinds.py", "server/autopilot.py"]
+CORE_MODULES = ["checks/status.py", "checks/kinds.py", "checks/alias.py", "server/autopilot.py"]
 
 
 def imported_top_level(path: Path) -> set[str]:

@@ -42,7 +42,8 @@ from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossi
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
-from proconsul.agent.service_def import CheckSpec, build_check, build_service
+from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
+from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
@@ -73,14 +74,6 @@ from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
 
 log = logging.getLogger("proconsul.agent")
 
-_NODE_MAINT_DEFAULT = (
-    "Maintenance mode is enabled for this node, but no reason was provided. "
-    "This is a default message."
-)
-_SERVICE_MAINT_DEFAULT = (
-    "Maintenance mode is enabled for this service, but no reason was provided. "
-    "This is a default message."
-)
 _REAP_INTERVAL_S = 1.0
 
 
@@ -112,6 +105,10 @@ class Agent:
             check_update_interval_s=float(config.check_update_interval),
         )
         self.sources = Sources()
+        # Sidecar ID -> its parent's ID, for the sidecars this agent expanded:
+        # removing the parent removes them (Consul's LocallyRegisteredAsSidecar).
+        self.sidecar_parents: dict[str, str] = {}
+        self._local_version = asyncio.Event()
         self.monitors: dict[str, CheckMonitor] = {}
         self.runners = CheckRunnerSet(rng=self.rng)
         acl = config.acl
@@ -137,7 +134,7 @@ class Agent:
             rng=self.rng,
             tokens=self.tokens,
         )
-        self.local.on_change = self.anti_entropy.trigger
+        self.local.on_change = self._local_changed
         self.http_app: web.Application | None = None
         self._listeners: list[HTTPListener] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -309,12 +306,39 @@ class Agent:
 
     # ----- services and checks ----------------------------------------------
 
+    def _local_changed(self) -> None:
+        """Every change of local state: sync it, refresh alias checks, wake `?hash` waiters."""
+        self.anti_entropy.trigger()
+        self.local.refresh_aliases(time.monotonic())
+        self._local_version.set()
+        self._local_version = asyncio.Event()
+
+    async def wait_local_change(self, timeout_s: float) -> bool:
+        """Wait for the next change of local services or checks; False on timeout."""
+        try:
+            await asyncio.wait_for(self._local_version.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    def _registrations(
+        self, definition: ServiceDefinition, config: RuntimeConfig, pending: list[Registration]
+    ) -> list[Registration]:
+        """The service and its expanded sidecar; sidecar ports avoid every local
+        service's and those of `pending` (registered in the same batch)."""
+        local = self.local.live_services()
+        local.update({r.service.id: r.service for r in pending})
+        ports = config.ports
+        port_range = (ports.sidecar_min_port, ports.sidecar_max_port)
+        return build_registrations(definition, self.node_name, local, port_range)
+
     def _apply_config_definitions(self, config: RuntimeConfig) -> None:
         """Make local services/checks from config match `config` (used at start and reload)."""
-        wanted_services: dict[str, tuple[NodeService, list[CheckSpec], str]] = {}
+        wanted_services: dict[str, Registration] = {}
         for definition in config.services:
-            service, specs, token = build_service(definition, self.node_name)
-            wanted_services[service.id] = (service, specs, token)
+            pending = list(wanted_services.values())
+            for registration in self._registrations(definition, config, pending):
+                wanted_services[registration.service.id] = registration
         wanted_checks: dict[str, CheckSpec] = {}
         for check_def in config.checks:
             spec = build_check(check_def, self.node_name)
@@ -332,14 +356,20 @@ class Agent:
             self._remove_service(service_id)
         for check_id in self.sources.checks - set(wanted_checks):
             self._remove_check(check_id)
-        for service, specs, token in wanted_services.values():
-            self._add_service(service, specs, token, replace_existing_checks=True)
+        for registration in wanted_services.values():
+            self._add_registration(registration, replace_existing_checks=True)
         for spec in wanted_checks.values():
             self._add_check(spec)
         self.sources.services = set(wanted_services)
         self.sources.checks = set(wanted_checks) | {
-            spec.row.check_id for _, specs, _ in wanted_services.values() for spec in specs
+            spec.row.check_id for r in wanted_services.values() for spec in r.checks
         }
+
+    def _add_registration(self, registration: Registration, replace_existing_checks: bool) -> None:
+        service = registration.service
+        self._add_service(service, registration.checks, registration.token, replace_existing_checks)
+        if registration.sidecar_for:
+            self.sidecar_parents[service.id] = registration.sidecar_for
 
     def _add_service(
         self,
@@ -395,12 +425,18 @@ class Agent:
         return self.local.remove_check(check_id)
 
     def _remove_service(self, service_id: str) -> bool:
+        """Remove a service, its checks and the sidecar this agent expanded for it."""
         for check_id, check in list(self.local.live_checks().items()):
             if check.service_id == service_id:
                 self._stop_monitor(check_id)
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
-        return self.local.remove_service(service_id)
+        self.sidecar_parents.pop(service_id, None)
+        removed = self.local.remove_service(service_id)
+        sidecar = sidecar_id(service_id)
+        if self.sidecar_parents.get(sidecar) == service_id:
+            self._remove_service(sidecar)
+        return removed
 
     def _report(self, check_id: str, status: str, output: str) -> None:
         self.local.update_check(check_id, status, output, time.monotonic())
@@ -502,9 +538,9 @@ class Agent:
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool
     ) -> None:
-        service, specs, token = build_service(definition, self.node_name)
-        self.sources.services.discard(service.id)
-        self._add_service(service, specs, token, replace_existing_checks)
+        for registration in self._registrations(definition, self.config, []):
+            self.sources.services.discard(registration.service.id)
+            self._add_registration(registration, replace_existing_checks)
 
     async def deregister_service(self, service_id: str) -> bool:
         return self._remove_service(service_id)
@@ -539,21 +575,8 @@ class Agent:
         if not enable:
             self.local.remove_check(NODE_MAINT_CHECK_ID)
             return
-        self.local.add_check(
-            CheckSpec(
-                row=HealthCheck(
-                    node=self.node_name,
-                    check_id=NODE_MAINT_CHECK_ID,
-                    name="Node Maintenance Mode",
-                    status="critical",
-                    notes=reason or _NODE_MAINT_DEFAULT,
-                ),
-                definition=CheckDefinition(),
-                token="",
-            ),
-            time.monotonic(),
-            keep_status=False,
-        )
+        spec = maintenance_check(self.node_name, reason)
+        self.local.add_check(spec, time.monotonic(), keep_status=False)
 
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
         service = self.local.service(service_id)
@@ -563,24 +586,8 @@ class Agent:
         if not enable:
             self.local.remove_check(check_id)
             return True
-        self.local.add_check(
-            CheckSpec(
-                row=HealthCheck(
-                    node=self.node_name,
-                    check_id=check_id,
-                    name="Service Maintenance Mode",
-                    status="critical",
-                    notes=reason or _SERVICE_MAINT_DEFAULT,
-                    service_id=service_id,
-                    service_name=service.service,
-                    service_tags=list(service.tags),
-                ),
-                definition=CheckDefinition(),
-                token="",
-            ),
-            time.monotonic(),
-            keep_status=False,
-        )
+        spec = maintenance_check(self.node_name, reason, service)
+        self.local.add_check(spec, time.monotonic(), keep_status=False)
         return True
 
     async def reload(self) -> None:

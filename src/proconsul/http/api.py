@@ -107,6 +107,9 @@ class AgentAPI(Protocol):
 
     def local_checks(self) -> dict[str, HealthCheck]: ...
 
+    async def wait_local_change(self, timeout_s: float) -> bool:
+        """Wait for the next change of local services or checks; False on timeout."""
+
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool
     ) -> None: ...

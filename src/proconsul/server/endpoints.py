@@ -32,6 +32,10 @@ ACL rules (when `acl` is set; Consul's, as documented):
   (the CA roots are the leader's own write), even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
+- Connect reads ("Health.ConnectServiceNodes", "Catalog.ConnectServiceNodes":
+  the proxies and connect-native instances for a destination service) need
+  service:read on the destination, else they answer an empty list (as
+  Consul's do); their rows are then filtered like their plain counterparts'.
 - `local_read` skips the ACL check: for the agent's own bookkeeping reads.
 """
 
@@ -83,6 +87,11 @@ _FILTER_CACHE_MAX = 4096
 # Reads whose unfiltered result is the same object while the index stands
 # still (see `_health_service`): only those gain from the filtered cache.
 _STABLE_READS = frozenset({"Health.ServiceNodes"})
+# Connect reads and the plain reads whose ACL filter they share.
+CONNECT_READS = {
+    "Catalog.ConnectServiceNodes": "Catalog.ServiceNodes",
+    "Health.ConnectServiceNodes": "Health.ServiceNodes",
+}
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = "Permission denied: only catalog and KV commands are written here"
 
@@ -106,7 +115,9 @@ class Log(Protocol):
 FILTER_SHAPES: dict[str, type] = {
     "Catalog.ListNodes": Node,
     "Catalog.ServiceNodes": ServiceNode,
+    "Catalog.ConnectServiceNodes": ServiceNode,
     "Health.ServiceNodes": CheckServiceNode,
+    "Health.ConnectServiceNodes": CheckServiceNode,
     "Health.NodeChecks": HealthCheck,
     "Health.ServiceChecks": HealthCheck,
     "Health.ChecksInState": HealthCheck,
@@ -200,7 +211,9 @@ class ServerEndpoints:
             "Catalog.NodeServices": self._catalog_node,
             "Catalog.ListServices": self._catalog_services,
             "Catalog.ServiceNodes": self._catalog_service,
+            "Catalog.ConnectServiceNodes": self._catalog_connect,
             "Health.ServiceNodes": self._health_service,
+            "Health.ConnectServiceNodes": self._health_connect,
             "Health.NodeChecks": self._health_node,
             "Health.ServiceChecks": self._health_checks,
             "Health.ChecksInState": self._health_state,
@@ -244,6 +257,11 @@ class ServerEndpoints:
     def _filter(
         self, method: str, request: ReadRequest, resolved: ResolvedToken, value: Any
     ) -> tuple[Any, bool]:
+        plain = CONNECT_READS.get(method)
+        if plain is not None:
+            if not resolved.authorizer.service_read(request.name):
+                return [], False  # Consul answers empty, not 403
+            return filter_result(plain, resolved.authorizer, value)
         if method not in _STABLE_READS:
             return filter_result(method, resolved.authorizer, value)
         key = (
@@ -348,6 +366,31 @@ class ServerEndpoints:
             return index, rows
 
         return (f"service:{req.name}", "services"), run
+
+    def _catalog_connect(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        def run() -> tuple[int, list[ServiceNode]]:
+            index, rows = self.store.catalog_service(req.name, connect=True)
+            return index, [
+                r
+                for r in rows
+                if _has_tags(r.service_tags, req.tags)
+                and all(r.node_meta.get(k) == v for k, v in req.node_meta.items())
+            ]
+
+        return (f"connect:{req.name}",), run
+
+    def _health_connect(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        def run() -> tuple[int, list[CheckServiceNode]]:
+            index, rows = self.store.health_service(req.name, connect=True)
+            return index, [
+                r
+                for r in rows
+                if _has_tags(r.service.tags, req.tags)
+                and _node_meta_matches(r.node, req.node_meta)
+                and (not req.passing_only or _all_passing(r.checks))
+            ]
+
+        return (f"connect:{req.name}",), run
 
     def _health_node(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return (f"node:{req.name}", "checks"), lambda: self.store.node_checks(req.name)
