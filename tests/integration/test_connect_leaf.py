@@ -278,6 +278,10 @@ def test_blocking_leaf_query_returns_on_renewal(
     assert renewed["SerialNumber"] != first["SerialNumber"]
     # Renewed at 60-90% of its 10 s life, before it expired.
     assert waited < 10
+    # A name no SPIFFE ID can carry: a clear 400, not a crash.
+    status, _, body = call(agent, "GET", "/v1/agent/connect/ca/leaf/%C3%BC")
+    assert status == 400 and b"cannot make a SPIFFE ID" in body, body
+    assert "Traceback" not in agent.log_text()
 
 
 def test_py_consul_reads_the_ca(dev_agent: AgentProcess) -> None:

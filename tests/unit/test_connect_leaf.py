@@ -236,3 +236,21 @@ def test_config_is_validated_with_consuls_texts(config: dict[str, object], text:
 
 def test_skip_validate_allows_short_ttls() -> None:
     assert settings({"leaf_cert_ttl": "4s", "skip_validate": True}).leaf_ttl_s == 4
+
+
+def test_service_names_a_uri_cannot_carry_are_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    for name in ("ü", "a/b", "a\x00b"):
+        with pytest.raises(CSRError, match="cannot make"):
+            leaf_csr(key, trust_domain=DOMAIN, datacenter=DC, service=name)
+
+
+def test_a_long_service_name_has_no_cn_but_its_spiffe_id() -> None:
+    root = make_root()
+    name = "s" * 80
+    cert = load_certificate(sign(root, csr_for(name), name))
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME) == []
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [
+        service_spiffe_id(DOMAIN, DC, name)
+    ]

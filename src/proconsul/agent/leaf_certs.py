@@ -51,7 +51,8 @@ from datetime import UTC, datetime
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from proconsul.connect.ca import leaf_authority_key_id, leaf_csr
+from proconsul.connect.ca import CSRError, leaf_authority_key_id, leaf_csr
+from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.connect_ca_rpc import SIGN_METHOD, decode_issued
 from proconsul.server.endpoints import wait_with_jitter_s
 from proconsul.structs.connect import IndexedCARoots, IssuedCert
@@ -213,14 +214,19 @@ class LeafCerts:
     ) -> IssuedCert:
         """The current leaf of `service` (see the module docstring)."""
         if self._closed:
-            raise RuntimeError("the agent is stopping")
+            raise RPCError("the agent is stopping")
         entry = self._leaves.get(service)
         if entry is None:
             entry = self._leaves.setdefault(service, _Leaf(service, token))
         entry.last_used = asyncio.get_running_loop().time()
         async with entry.lock:
             if entry.cert is None:
-                await self._issue(entry, token)
+                try:
+                    await self._issue(entry, token)
+                except BaseException:
+                    if self._leaves.get(service) is entry:
+                        del self._leaves[service]  # nothing kept for a refused request
+                    raise
                 entry.task = asyncio.create_task(
                     self._renew_loop(entry), name=f"connect-leaf-{service}"
                 )
@@ -235,11 +241,17 @@ class LeafCerts:
         await self._ensure_roots()
         roots = self._roots
         if roots is None or not roots.trust_domain:
-            raise RuntimeError("cluster has no CA bootstrapped yet")
+            raise RPCError("cluster has no CA bootstrapped yet")
         key = ec.generate_private_key(ec.SECP256R1())
-        csr = leaf_csr(
-            key, trust_domain=roots.trust_domain, datacenter=self.datacenter, service=entry.service
-        )
+        try:
+            csr = leaf_csr(
+                key,
+                trust_domain=roots.trust_domain,
+                datacenter=self.datacenter,
+                service=entry.service,
+            )
+        except CSRError as exc:
+            raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
         request = CASignRequest(
             csr=csr, token=token, datacenter=self.datacenter, service=entry.service
         )

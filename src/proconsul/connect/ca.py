@@ -293,17 +293,31 @@ def parse_service_id(uri: str) -> ServiceID | None:
 def leaf_csr(
     key: ec.EllipticCurvePrivateKey, *, trust_domain: str, datacenter: str, service: str
 ) -> str:
-    """A CSR (PEM) for `key` naming `service`: CN the service, URI SAN its SPIFFE ID."""
+    """A CSR (PEM) for `key` naming `service`: CN the service, URI SAN its SPIFFE ID.
+    CSRError for a name no URI can carry (non-ASCII, a slash)."""
     uri = service_spiffe_id(trust_domain, datacenter, service)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+    if parse_service_id(uri) is None or not service.isascii() or not service.isprintable():
+        raise CSRError(f"cannot make a SPIFFE ID for service {service!r}")
+    try:
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(service_subject(service))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+            )
+            .sign(key, hashes.SHA256())
         )
-        .sign(key, hashes.SHA256())
-    )
+    except ValueError as exc:
+        raise CSRError(f"cannot make a CSR for service {service!r}: {exc}") from None
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def service_subject(service: str) -> x509.Name:
+    """CN the service name; empty when the name is longer than a CN may be
+    (64 characters): the SPIFFE ID in the SAN is what names the service."""
+    if 1 <= len(service) <= 64:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)])
+    return x509.Name([])
 
 
 def read_service_csr(csr_pem: str) -> tuple[x509.CertificateSigningRequest, ServiceID]:
@@ -379,7 +393,7 @@ def sign_service_leaf(
     not_after = not_before + valid_for
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, found.service)]))
+        .subject_name(service_subject(found.service))
         .issuer_name(ca.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
