@@ -37,6 +37,9 @@ READS = st.sampled_from(
         "/v1/health/state/critical",
         "/v1/event/list",
         "/v1/connect/ca/roots",
+        "/v1/connect/ca/configuration",
+        "/v1/agent/connect/ca/roots",
+        "/v1/agent/connect/ca/leaf/web",
     ]
 )
 
