@@ -303,6 +303,25 @@ kv_keys = st.one_of(
     st.text(max_size=24),
 )
 
+ca_config = objects(
+    {
+        "Provider": st.sampled_from(["consul", "", "vault", "CONSUL"]),
+        "Config": objects(
+            {
+                "LeafCertTTL": st.one_of(durations, st.integers(-(2**70), 2**70)),
+                "IntermediateCertTTL": durations,
+                "RootCertTTL": durations,
+                "PrivateKeyType": st.sampled_from(["ec", "rsa", "dsa", ""]),
+                "PrivateKeyBits": st.one_of(st.integers(-5, 5000), st.text(max_size=5)),
+                "PrivateKey": st.sampled_from(["", "-----BEGIN EC PRIVATE KEY-----\nx\n", "k"]),
+                "RootCert": st.sampled_from(["", "-----BEGIN CERTIFICATE-----\nx\n", "c"]),
+                "SkipValidate": st.booleans(),
+            }
+        ),
+        "ForceWithoutCrossSigning": st.booleans(),
+    }
+)
+
 
 # ----- config entries (PUT /v1/config) ----------------------------------------------
 

@@ -138,3 +138,8 @@ def test_config_entry_write(target: Target, body: bytes, cas: str | None) -> Non
     status, answer = target.check("PUT", "/v1/config", body, query)
     if nesting_depth(body) > MAX_DEPTH:
         assert status == 400, answer
+
+
+@given(body=fs.bodies(fs.ca_config))
+def test_ca_configuration(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/connect/ca/configuration", body)

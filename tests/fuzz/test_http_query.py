@@ -40,6 +40,9 @@ READS = st.sampled_from(
         "/v1/config/service-defaults",
         "/v1/config/service-defaults/web",
         "/v1/discovery-chain/web",
+        "/v1/connect/ca/configuration",
+        "/v1/agent/connect/ca/roots",
+        "/v1/agent/connect/ca/leaf/web",
     ]
 )
 

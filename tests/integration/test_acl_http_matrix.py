@@ -261,6 +261,13 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/health/state/{state}", "/v1/health/state/any", "list"),
     S("GET", "/v1/status/leader", "/v1/status/leader", "none"),
     S("GET", "/v1/connect/ca/roots", "/v1/connect/ca/roots", "none"),
+    # the Connect CA: operator:write for the configuration (read too, as Consul),
+    # service:write for a leaf, nothing for the agent's roots
+    S("GET", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write"),
+    S("PUT", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write",
+      {"Provider": "consul", "Config": {"LeafCertTTL": "72h"}}),
+    S("GET", "/v1/agent/connect/ca/roots", "/v1/agent/connect/ca/roots", "none"),
+    S("GET", "/v1/agent/connect/ca/leaf/{service}", "/v1/agent/connect/ca/leaf/web", "write"),
     S("GET", "/v1/status/peers", "/v1/status/peers", "none"),
     # KV
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proconsul.acl.resolved import ResolvedToken
@@ -39,6 +40,7 @@ from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
 from proconsul.agent.http_listeners import HTTPListener, start_listener
+from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
@@ -48,6 +50,7 @@ from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import build_app
+from proconsul.server.connect_ca_rpc import CONFIG_SET_METHOD
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
@@ -64,9 +67,10 @@ from proconsul.structs.catalog import (
     NodeService,
 )
 from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
-from proconsul.structs.rpc import OperatorRequest
+from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
 
 log = logging.getLogger("proconsul.agent")
 
@@ -114,6 +118,13 @@ class Agent:
             persist=acl.enable_token_persistence and not config.dev_mode,
         )
         self.delegate = self._make_delegate()
+        # The Connect CA view: roots and per-service leaves (agent/leaf_certs.py).
+        self.leaf_certs = LeafCerts(
+            datacenter=self.datacenter,
+            read=self.rpc_read,
+            call=self.delegate.call_raw,
+            rng=self.rng,
+        )
         self.acl = AgentACL(acl.enabled, self.node_name, self.tokens, lambda: self.delegate)
         self.anti_entropy = AntiEntropy(
             self.local,
@@ -216,6 +227,7 @@ class Agent:
         self._listeners.clear()
         if self.dns is not None:
             await self.dns.close()
+        await self.leaf_certs.close()
         if self.gossip is not None:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
             leave = self.config.leave_on_terminate
@@ -499,6 +511,23 @@ class Agent:
             AUTOPILOT_CONFIG_METHOD, OperatorRequest(token=token)
         )
         return found
+
+    # The Connect CA: leaves and roots from the agent's view (agent/leaf_certs.py);
+    # the configuration through a server ("ConnectCA.ConfigurationSet").
+
+    async def connect_ca_leaf(
+        self, service: str, token: str, min_index: int = 0, wait_s: float = 0.0
+    ) -> IssuedCert:
+        return await self.leaf_certs.leaf(service, token, min_index, wait_s)
+
+    async def connect_ca_roots(
+        self, min_index: int = 0, wait_s: float = 0.0
+    ) -> tuple[int, IndexedCARoots]:
+        return await self.leaf_certs.roots(min_index, wait_s)
+
+    async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
+        payload = msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
+        await self.delegate.call_raw(CONFIG_SET_METHOD, payload, SIGN_TIMEOUT_S)
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()

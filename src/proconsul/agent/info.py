@@ -42,6 +42,9 @@ class Agent(Protocol):
     delegate: Delegate
 
     @property
+    def leaf_certs(self) -> Stats: ...
+
+    @property
     def http_addresses(self) -> list[tuple[str, int]]: ...
 
     @property
@@ -196,5 +199,7 @@ def agent_stats(agent: Agent) -> dict[str, float]:
         stats.update(agent.dns.stats())
     if agent.gossip is not None:
         stats.update(agent.gossip.metrics())
+    for name, count in agent.leaf_certs.stats().items():
+        stats[f"consul.agent.connect.leaf.{name}"] = count
     stats.update(agent.delegate.stats())
     return stats

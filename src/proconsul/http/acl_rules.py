@@ -152,6 +152,10 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/config/{kind}/{name}"): SERVER,
     ("GET", "/v1/discovery-chain/{service}"): SERVER,
     ("POST", "/v1/discovery-chain/{service}"): SERVER,
+    # The server checks operator:write (Consul asks it for reading the
+    # configuration too, since 1.8.6).
+    ("GET", "/v1/connect/ca/configuration"): SERVER,
+    ("PUT", "/v1/connect/ca/configuration"): SERVER,
     # 401 with ACLs off, else 404: nothing to protect.
     ("*", "/v1/acl/{tail}"): SERVER,
     # --- nothing required -------------------------------------------------------
@@ -160,6 +164,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/status/peers"): NONE,
     # Consul's API page: "ACL Required: none" (the roots are public certificates).
     ("GET", "/v1/connect/ca/roots"): NONE,
+    ("GET", "/v1/agent/connect/ca/roots"): NONE,
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
     ("GET", "/ui/"): NONE,
@@ -190,6 +195,8 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/agent/check/warn/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/fail/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/update/{check_id}"): _CHECK_WRITE,
+    # The leader checks it again when it signs the CSR.
+    ("GET", "/v1/agent/connect/ca/leaf/{service}"): require("service", "write", "service"),
     # Consul's docs: acl:write (with ACLs off the handler answers 401).
     ("PUT", "/v1/agent/token/{kind}"): require("acl", "write"),
     # --- events, keyring, operator ----------------------------------------------------

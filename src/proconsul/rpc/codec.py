@@ -46,7 +46,7 @@ from proconsul.structs.catalog import (
 )
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
 from proconsul.structs.config_entries import ConfigEntry
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.requests import (
@@ -82,6 +82,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "ConfigEntry.List": list[ConfigEntry],
     "DiscoveryChain.Get": CompiledDiscoveryChain,
     "ConfigEntry.ResolveServiceConfig": ServiceConfigResponse,
+    "ConnectCA.ConfigurationGet": CAConfiguration | None,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

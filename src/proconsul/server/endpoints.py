@@ -69,6 +69,7 @@ from proconsul.server.config_endpoints import (
 from proconsul.server.config_endpoints import (
     precheck_read as precheck_config_read,
 )
+from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore, service_node
 from proconsul.structs.catalog import (
@@ -249,6 +250,7 @@ class ServerEndpoints:
             "KVS.List": self._kv_list,
             "KVS.ListKeys": self._kv_keys,
             "ConnectCA.Roots": self._connect_ca_roots,
+            "ConnectCA.ConfigurationGet": self._connect_ca_config,
         }
         self.reads.update(config_reads(store, datacenter))
 
@@ -460,6 +462,9 @@ class ServerEndpoints:
     def _connect_ca_roots(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return [CA_ROOTS_KEY], self.store.ca_roots
 
+    def _connect_ca_config(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        return [CA_CONFIG_KEY], self.store.ca_config
+
     def _kv_get(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_get(req.name)
 
@@ -474,8 +479,11 @@ class ServerEndpoints:
 
 
 def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
-    """Consul's up-front refusals: a single key, or a prefix that may not be listed."""
+    """Consul's up-front refusals: a single key, a prefix that may not be listed,
+    the CA configuration without operator:write (Consul's rule since 1.8.6)."""
     authz = resolved.authorizer
+    if method == "ConnectCA.ConfigurationGet" and not authz.operator_write():
+        raise resolved.deny("operator", "write")
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
     precheck_config_read(method, request, resolved)

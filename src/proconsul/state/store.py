@@ -25,6 +25,7 @@ ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 (ca_tables.py), with the key "connect-ca-roots". Config entries live in
 `self.config` (config_entry_tables.py), with the keys "config-entries" and
 "config-entries:<kind>".
+(ca_tables.py), with the keys "connect-ca-roots" and "connect-ca-config".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -40,7 +41,7 @@ from collections.abc import Iterable
 import msgspec
 
 from proconsul.state.acl_tables import ACLTables
-from proconsul.state.ca_tables import ROOTS_KEY, CATables
+from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
@@ -54,7 +55,7 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.config_entries import ConfigEntry
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -478,6 +479,10 @@ class StateStore:
 
     def config_entries_all(self) -> tuple[int, list[ConfigEntry]]:
         return self.index(ENTRIES_KEY), self.config.all()
+
+    def ca_config(self) -> tuple[int, CAConfiguration | None]:
+        """The CA configuration (no key material) and its index."""
+        return self.index(CONFIG_KEY), self.ca.config
 
     # ----- KV reads ----------------------------------------------------------
 
