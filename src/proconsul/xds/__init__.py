@@ -1,0 +1,1 @@
+"""The xDS side of the mesh: proxy snapshots, their Envoy resources, and the ADS server."""
