@@ -39,6 +39,7 @@ CORE_MODULES = [
     "xds/routes.py",
     "xds/listeners.py",
     "xds/translate.py",
+    "xds/ads.py",
 ]
 
 
