@@ -40,6 +40,7 @@ CORE_MODULES = [
     "xds/listeners.py",
     "xds/translate.py",
     "xds/ads.py",
+    "xds/bootstrap.py",
 ]
 
 

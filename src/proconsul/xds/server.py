@@ -211,6 +211,8 @@ class XDSServer:
     async def _check(self, token: str, proxy_id: str) -> None:
         try:
             await self.authorize(token, proxy_id)
+        except UnknownProxy:
+            raise
         except XDSAuthError as err:
             code = (
                 grpc.StatusCode.UNAUTHENTICATED
@@ -218,6 +220,9 @@ class XDSServer:
                 else grpc.StatusCode.PERMISSION_DENIED
             )
             raise _Aborted(code, err.message) from None
+        except Exception as err:  # no server to ask, a timeout: Envoy retries later
+            log.warning("xds: cannot check the token of proxy %s: %s", proxy_id, err)
+            raise _Aborted(grpc.StatusCode.UNAVAILABLE, f"cannot check the token: {err}") from None
 
     async def _apply(
         self, handler: Callable[[Any], Step], value: Any, proxy_id: str, context: Any
