@@ -7,9 +7,11 @@ xDS protocol with grpcio and parses every resource into its typed message.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -33,6 +35,7 @@ from tests.xds_helpers import (
     upstream,
 )
 
+from proconsul.tls.certs import LeafSpec, generate_ca, issue_leaf, load_ca
 from proconsul.xds.common import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -40,7 +43,7 @@ from proconsul.xds.common import (
     ROUTE_TYPE,
     SECRET_TYPE,
 )
-from proconsul.xds.server import Listen, XDSAuthError, XDSServer
+from proconsul.xds.server import Listen, TLSFiles, XDSAuthError, XDSServer
 from proconsul.xds.snapshot import ProxySnapshot
 from proconsul.xds.sources import SnapshotHub, UnknownProxy
 
@@ -409,3 +412,58 @@ async def test_a_client_going_away_ends_its_stream_quietly(
         call.cancel()  # Envoy restarting
     await wait_for_async(lambda: ads.server.stats()["active"] == 0)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_tls_listener_with_verify_incoming() -> None:
+    now = datetime.now(UTC)
+    ca_pair = generate_ca(now=now)
+    ca = load_ca(ca_pair.cert_pem, ca_pair.key_pem)
+    server_pair = issue_leaf(
+        ca,
+        LeafSpec(
+            common_name="server.dc1.consul",
+            valid_for=timedelta(days=1),
+            dns_names=("localhost",),
+            ip_addresses=(ipaddress.ip_address("127.0.0.1"),),
+        ),
+        now=now,
+    )
+    client_pair = issue_leaf(
+        ca, LeafSpec(common_name="envoy", valid_for=timedelta(days=1)), now=now
+    )
+    tls = TLSFiles(
+        cert=server_pair.cert_pem.encode(),
+        key=server_pair.key_pem.encode(),
+        ca=ca_pair.cert_pem.encode(),
+        verify_incoming=True,
+    )
+    assert "BEGIN" not in repr(tls)  # the key never shows
+    hub = SnapshotHub()
+    hub.publish(web_snapshot())
+    server = XDSServer(hub, authorize)
+    await server.start([Listen("127.0.0.1:0", tls)])
+    try:
+        with_cert = grpc.ssl_channel_credentials(
+            root_certificates=ca_pair.cert_pem.encode(),
+            private_key=client_pair.key_pem.encode(),
+            certificate_chain=client_pair.cert_pem.encode(),
+        )
+        async with grpc.aio.secure_channel(server.bound[0], with_cert) as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            envoy = SotwEnvoy(
+                stub.StreamAggregatedResources(metadata=(("x-consul-token", "write-web"),))
+            )
+            await envoy.request(CLUSTER_TYPE)
+            assert (await envoy.receive())[0] == CLUSTER_TYPE
+            envoy.call.cancel()
+        # Without a client certificate the handshake fails: no stream at all.
+        no_cert = grpc.ssl_channel_credentials(root_certificates=ca_pair.cert_pem.encode())
+        async with grpc.aio.secure_channel(server.bound[0], no_cert) as channel:
+            stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+            call = stub.StreamAggregatedResources(metadata=(("x-consul-token", "write-web"),))
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call.write(discovery_pb2.DiscoveryRequest(node=node(), type_url=CLUSTER_TYPE))
+                await asyncio.wait_for(call.read(), READ_TIMEOUT_S)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop()

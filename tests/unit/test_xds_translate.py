@@ -443,3 +443,34 @@ def test_l7_intention_on_a_tcp_service_counts_as_deny() -> None:
     assert config.rules.action == rbac_pb2.RBAC.DENY
     assert envoy_allows(config.rules, Request("web")) is False
     assert envoy_allows(config.rules, Request("db")) is True
+
+
+def test_failover_targets_come_at_lower_priority() -> None:
+    chain_entries = entries(
+        {"Kind": "service-resolver", "Name": "api", "Failover": {"*": {"Datacenters": ["dc2"]}}}
+    )
+    api = upstream(
+        "api",
+        8081,
+        chain_entries,
+        endpoints={
+            "api.default.default.dc1": [instance("api", "10.0.0.2", 21000)],
+            "api.default.default.dc2": [instance("api", "10.9.0.2", 21000, node="far")],
+        },
+    )
+    resources = translate(snapshot(CA, "web", upstreams=[api]))
+    groups = resources.unpacked(ENDPOINT_TYPE)[API_SNI].endpoints
+    got = [
+        (g.priority, [e.endpoint.address.socket_address.address for e in g.lb_endpoints])
+        for g in groups
+    ]
+    assert got == [(0, ["10.0.0.2"]), (1, ["10.9.0.2"])]
+    tls = unpack(
+        resources.unpacked(CLUSTER_TYPE)[API_SNI].transport_socket.typed_config,
+        tls_pb2.UpstreamTlsContext,
+    )
+    sans = tls.common_tls_context.combined_validation_context.default_validation_context
+    assert [m.matcher.exact.split("/dc/")[1] for m in sans.match_typed_subject_alt_names] == [
+        "dc1/svc/api",
+        "dc2/svc/api",
+    ]

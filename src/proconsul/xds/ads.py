@@ -79,6 +79,27 @@ class _Nonces:
         return f"{self._next:08x}"
 
 
+class _Stream:
+    """What both flavours share: the latest resources and the per-type push."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, Any] = {}
+        self.resources: Resources | None = None
+        self._nonces = _Nonces()
+
+    def on_resources(self, resources: Resources) -> Step:
+        """New resources (a new snapshot): push what changed, type by type."""
+        self.resources = resources
+        step = Step()
+        for type_url in TYPE_ORDER:
+            if type_url in self.types:
+                self._push(type_url, step)
+        return step
+
+    def _push(self, type_url: str, step: Step) -> None:
+        raise NotImplementedError
+
+
 # ------------------------------------------------------- state of the world
 
 
@@ -91,11 +112,8 @@ class _SotwType:
     rejected_version: str = ""
 
 
-class SotwStream:
-    def __init__(self) -> None:
-        self.types: dict[str, _SotwType] = {}
-        self.resources: Resources | None = None
-        self._nonces = _Nonces()
+class SotwStream(_Stream):
+    types: dict[str, _SotwType]
 
     def on_request(self, request: Any) -> Step:
         type_url = request.type_url
@@ -122,13 +140,8 @@ class SotwStream:
         self._send(type_url, step, initial=True)
         return step
 
-    def on_resources(self, resources: Resources) -> Step:
-        self.resources = resources
-        step = Step()
-        for type_url in TYPE_ORDER:
-            if type_url in self.types:
-                self._send(type_url, step, initial=not self.types[type_url].sent_nonce)
-        return step
+    def _push(self, type_url: str, step: Step) -> None:
+        self._send(type_url, step, initial=not self.types[type_url].sent_nonce)
 
     def _send(self, type_url: str, step: Step, initial: bool = False) -> None:
         if self.resources is None:
@@ -169,11 +182,8 @@ class _DeltaType:
     rejected: dict[str, str] = field(default_factory=dict)
 
 
-class DeltaStream:
-    def __init__(self) -> None:
-        self.types: dict[str, _DeltaType] = {}
-        self.resources: Resources | None = None
-        self._nonces = _Nonces()
+class DeltaStream(_Stream):
+    types: dict[str, _DeltaType]
 
     def on_request(self, request: Any) -> Step:
         type_url = request.type_url
@@ -217,13 +227,8 @@ class DeltaStream:
         self._send(type_url, step)
         return step
 
-    def on_resources(self, resources: Resources) -> Step:
-        self.resources = resources
-        step = Step()
-        for type_url in TYPE_ORDER:
-            if type_url in self.types:
-                self._send(type_url, step)
-        return step
+    def _push(self, type_url: str, step: Step) -> None:
+        self._send(type_url, step)
 
     def _send(self, type_url: str, step: Step) -> None:
         if self.resources is None:

@@ -25,7 +25,7 @@ Rules (Consul's, for a sidecar):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -104,38 +104,47 @@ def _connect_timeout_s(up: UpstreamSnapshot, target: DiscoveryTarget) -> float:
     return float(target.connect_timeout)
 
 
-def upstream_clusters(snapshot: ProxySnapshot) -> list[Any]:
-    clusters: dict[str, Any] = {}
+def _targets(
+    snapshot: ProxySnapshot,
+) -> Iterator[tuple[UpstreamSnapshot, DiscoveryTarget, list[DiscoveryTarget]]]:
+    """Each chain target once (by cluster name), with the targets it fails over to."""
+    seen: set[str] = set()
     for up in snapshot.upstreams:
         failover = failover_of(up.chain)
         for target_id, target in up.chain.targets.items():
-            name = cluster_name(target)
-            if name in clusters:
+            if cluster_name(target) in seen:
                 continue
-            reachable = [target, *(up.chain.targets[t] for t in failover.get(target_id, []))]
-            spiffe_ids = list(
-                dict.fromkeys(
-                    service_spiffe_id(snapshot.trust_domain, t.datacenter, t.service)
-                    for t in reachable
-                )
+            seen.add(cluster_name(target))
+            yield up, target, [up.chain.targets[t] for t in failover.get(target_id, [])]
+
+
+def upstream_clusters(snapshot: ProxySnapshot) -> list[Any]:
+    clusters = []
+    for up, target, failover in _targets(snapshot):
+        name = cluster_name(target)
+        reachable = [target, *failover]
+        spiffe_ids = list(
+            dict.fromkeys(
+                service_spiffe_id(snapshot.trust_domain, t.datacenter, t.service) for t in reachable
             )
-            cluster = cluster_pb2.Cluster(
-                name=name,
-                alt_stat_name=name,
-                type=cluster_pb2.Cluster.EDS,
-                eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source()),
-                connect_timeout=duration_s(_connect_timeout_s(up, target)),
-                circuit_breakers=circuit_breaker_pb2.CircuitBreakers(),
-                outlier_detection=outlier_detection_pb2.OutlierDetection(),
-                common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
-                    healthy_panic_threshold=percent_pb2.Percent()
-                ),
-                transport_socket=upstream_socket(snapshot.service, target.sni, spiffe_ids),
-            )
-            if up.chain.protocol in HTTP2_PROTOCOLS:
-                _http2_options(cluster)
-            clusters[name] = cluster
-    return list(clusters.values())
+        )
+        cluster = cluster_pb2.Cluster(
+            name=name,
+            alt_stat_name=name,
+            type=cluster_pb2.Cluster.EDS,
+            eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_source()),
+            connect_timeout=duration_s(_connect_timeout_s(up, target)),
+            circuit_breakers=circuit_breaker_pb2.CircuitBreakers(),
+            outlier_detection=outlier_detection_pb2.OutlierDetection(),
+            common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
+                healthy_panic_threshold=percent_pb2.Percent()
+            ),
+            transport_socket=upstream_socket(snapshot.service, target.sni, spiffe_ids),
+        )
+        if up.chain.protocol in HTTP2_PROTOCOLS:
+            _http2_options(cluster)
+        clusters.append(cluster)
+    return clusters
 
 
 def endpoint_health(node: CheckServiceNode, only_passing: bool) -> tuple[int, int]:
@@ -170,24 +179,18 @@ def _lb_endpoints(nodes: Iterable[CheckServiceNode], only_passing: bool) -> list
 
 
 def load_assignments(snapshot: ProxySnapshot) -> list[Any]:
-    assignments: dict[str, Any] = {}
-    for up in snapshot.upstreams:
-        failover = failover_of(up.chain)
-        for target_id, target in up.chain.targets.items():
-            name = cluster_name(target)
-            if name in assignments:
-                continue
-            groups: Sequence[str] = [target_id, *failover.get(target_id, [])]
-            localities = []
-            for priority, tid in enumerate(groups):
-                group_target = up.chain.targets[tid]
-                nodes = up.endpoints.get(tid, ())
-                locality = endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=_lb_endpoints(nodes, group_target.subset.only_passing),
-                    priority=priority,
-                )
-                localities.append(locality)
-            assignments[name] = endpoint_pb2.ClusterLoadAssignment(
-                cluster_name=name, endpoints=localities
+    assignments = []
+    for up, target, failover in _targets(snapshot):
+        localities = [
+            endpoint_components_pb2.LocalityLbEndpoints(
+                lb_endpoints=_lb_endpoints(up.endpoints.get(t.id, ()), t.subset.only_passing),
+                priority=priority,
             )
-    return list(assignments.values())
+            for priority, t in enumerate([target, *failover])
+        ]
+        assignments.append(
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=cluster_name(target), endpoints=localities
+            )
+        )
+    return assignments
