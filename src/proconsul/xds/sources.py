@@ -1,5 +1,7 @@
 """Where the xDS server gets proxy snapshots: the `SnapshotSource` protocol and the hub.
 
+How it fits: DESIGN.md, "xDS".
+
 Job: `SnapshotSource` is what the server needs: `watch(proxy_id)`, an async
 iterator of that proxy's snapshots. `SnapshotHub` is the source the agent
 owns: its producer (the proxy view, proxycfg) `publish`es a snapshot
