@@ -272,3 +272,32 @@ def test_bootstrap_json_is_what_the_agent_reports(agent: Agent) -> None:
         "dynamic_resources",
     ]
     assert result.out.startswith('{\n  "admin"')
+
+
+def test_runs_envoy_with_the_bootstrap_in_a_private_file(agent: Agent, tmp_path: Path) -> None:
+    """A stand-in `envoy` on PATH shows what the real one would get."""
+    fake = tmp_path / "envoy"
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\ncat "$2"\n')
+    fake.chmod(0o755)
+    secret = "f0000000-0000-4000-8000-000000000002"
+    result = connect_envoy(
+        agent.process,
+        "-sidecar-for",
+        "api",
+        "-token",
+        secret,
+        "--",
+        "-l",
+        "debug",
+        PATH=f"{tmp_path}:/usr/bin:/bin",
+    )
+    assert result.code == 0, result.err
+    args_line, document = result.out.split("\n", 1)
+    assert args_line.startswith("ARGS --config-path /dev/fd/")
+    assert args_line.endswith(" -l debug")
+    assert secret not in args_line  # the token travels in the file only
+    bootstrap = strict_bootstrap(document)
+    assert bootstrap.node.id == "api-sidecar-proxy"
+    assert bootstrap.dynamic_resources.ads_config.grpc_services[0].initial_metadata[0].value == (
+        secret
+    )
