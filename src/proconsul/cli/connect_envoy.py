@@ -181,7 +181,10 @@ def _resolve_host(hostport: str) -> str:
     """The admin bind host as an IP, as Go's ResolveTCPAddr gives it."""
     try:
         host = split_host_port(hostport, 19000)[0] or "0.0.0.0"
-        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        # Go prefers an IPv4 address for a name that has both (localhost).
+        found.sort(key=lambda info: info[0] != socket.AF_INET)
+        return str(found[0][4][0])
     except (ValueError, OSError) as err:
         raise CliError(f"Failed to resolve -admin-bind {hostport!r}: {err}") from None
 

@@ -13,7 +13,9 @@ Rules (Consul's, so Envoy decides exactly what connect/intentions.py decides):
   of the higher-precedence intentions it covers by wildcard; an intention
   whose action is the default adds nothing of its own and is dropped after
   it excluded itself from the lower ones.
-- Of several intentions from one source only the highest counts.
+- Of several intentions from one source only the highest counts. Sources
+  from cluster peers are left out (no peering: no such identity exists),
+  as connect/intentions.py `match` leaves them out.
 - L4 intentions share one policy, `consul-intentions-layer4`, whose
   permission is "any". An intention with Permissions is L7 on an http
   service: one policy `consul-intentions-layer7-<i>` per intention, its
@@ -142,9 +144,11 @@ def http_filter(intentions: Iterable[Intention], *, default_allow: bool, trust_d
 def _intermediate(intentions: Iterable[Intention], is_http: bool) -> list[_Intention]:
     """Highest precedence first, one intention per source."""
     out: list[_Intention] = []
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, str]] = set()
     for ixn in sorted(intentions, key=match_order):
-        key = (ixn.source_peer, ixn.source_ns, ixn.source_name)
+        if ixn.source_peer:
+            continue  # no cluster peering here: nothing presents such an identity
+        key = (ixn.source_ns, ixn.source_name)
         if key in seen:
             continue
         seen.add(key)

@@ -167,6 +167,8 @@ class XDSServer:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the first request must carry node.id, the proxy's service ID",
             )
+        flavour = "delta" if isinstance(core, DeltaStream) else "state-of-the-world"
+        log.debug("xds: %s stream opened for proxy %s", flavour, proxy_id)
         try:
             await self._check(token, proxy_id)
         except UnknownProxy as err:
