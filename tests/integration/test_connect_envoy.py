@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -301,3 +302,12 @@ def test_runs_envoy_with_the_bootstrap_in_a_private_file(agent: Agent, tmp_path:
     assert bootstrap.dynamic_resources.ads_config.grpc_services[0].initial_metadata[0].value == (
         secret
     )
+
+
+def test_an_agent_whose_grpc_port_is_taken_does_not_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match=r"cannot listen for gRPC on 127\.0\.0\.1"):
+            start_agent(tmp_path, "-grpc-port", str(port))

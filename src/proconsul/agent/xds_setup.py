@@ -132,6 +132,8 @@ async def start_xds(agent: XdsAgent, hub: SnapshotHub) -> XdsHandle:
     listens = listens_from_config(agent.config)
     if not listens:
         return XdsHandle(None, hub)
+    # grpc's own event-loop chatter is not the agent's news, even at DEBUG.
+    logging.getLogger("grpc._cython.cygrpc").setLevel(logging.WARNING)
     server = XDSServer(hub, token_check(agent))
     await server.start(listens)
     for address, listen in zip(server.bound, listens, strict=True):

@@ -102,7 +102,8 @@ class XDSServer:
         self.counters = {"streams": 0, "active": 0, "responses": 0, "acks": 0, "nacks": 0}
 
     async def start(self, listens: Sequence[Listen]) -> None:
-        server = grpc.aio.server()
+        # No SO_REUSEPORT: a second agent on the same port must fail, not share it.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         for listen in listens:
             self.bound.append(_bind(server, listen))
@@ -300,10 +301,12 @@ def _bind(server: Any, listen: Listen) -> str:
                 require_client_auth=listen.tls.verify_incoming,
             )
             port = server.add_secure_port(listen.address, credentials)
-    except RuntimeError as err:
-        raise OSError(f"cannot listen for gRPC on {listen.address}: {err}") from None
+    except RuntimeError:
+        port = 0
     if not port:
-        raise OSError(f"cannot listen for gRPC on {listen.address}")
+        raise OSError(
+            f"cannot listen for gRPC on {listen.address}: the address is in use or not available"
+        )
     if listen.address.startswith("unix:"):
         return listen.address
     host = listen.address.rsplit(":", 1)[0]
