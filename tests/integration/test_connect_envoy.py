@@ -8,6 +8,7 @@ agent's xDS port, where the agent checks tokens as Consul does.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import json_format
 from tests.agent_process import AgentProcess, free_port, start_agent, wait_for
+
+from proconsul.tls.certs import LeafSpec, generate_ca, issue_leaf, load_ca
 
 MGMT = "0aa0c000-0000-4000-8000-0000000000e1"
 WEB_WRITER = "0aa0c000-0000-4000-8000-0000000000e2"
@@ -311,3 +315,61 @@ def test_an_agent_whose_grpc_port_is_taken_does_not_start(tmp_path: Path) -> Non
         port = taken.getsockname()[1]
         with pytest.raises(AssertionError, match=r"cannot listen for gRPC on 127\.0\.0\.1"):
             start_agent(tmp_path, "-grpc-port", str(port))
+
+
+def test_grpc_tls_port_serves_xds_and_the_bootstrap_uses_it(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    ca_pair = generate_ca(now=now)
+    server_pair = issue_leaf(
+        load_ca(ca_pair.cert_pem, ca_pair.key_pem),
+        LeafSpec(
+            common_name="server.dc1.consul",
+            valid_for=timedelta(days=1),
+            dns_names=("localhost",),
+            ip_addresses=(ipaddress.ip_address("127.0.0.1"),),
+        ),
+        now=now,
+    )
+    files = {"ca.pem": ca_pair.cert_pem, "cert.pem": server_pair.cert_pem}
+    files["key.pem"] = server_pair.key_pem
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    tls_port = free_port()
+    hcl = (
+        f"ports {{ grpc_tls = {tls_port} }} "
+        f'tls {{ grpc {{ cert_file = "{tmp_path / "cert.pem"}" '
+        f'key_file = "{tmp_path / "key.pem"}" }} }}'
+    )
+    process = start_agent(tmp_path, "-hcl", hcl)
+    try:
+        wait_for(lambda: process.get_json("/v1/status/leader"), deadline_s=20.0)
+        register(process, {"Name": "api", "ID": "api", "Port": 9090})
+        register(process, sidecar("api", 20000))
+        result = connect_envoy(
+            process, "-sidecar-for", "api", "-ca-file", str(tmp_path / "ca.pem"), "-bootstrap"
+        )
+        assert result.code == 0, result.err
+        (local_agent,) = strict_bootstrap(result.out).static_resources.clusters
+        address = local_agent.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
+        assert address.socket_address.port_value == tls_port  # the only xDS port: TLS
+        assert local_agent.transport_socket.name == "tls"
+
+        async def ghost() -> grpc.StatusCode:
+            credentials = grpc.ssl_channel_credentials(root_certificates=ca_pair.cert_pem.encode())
+            async with grpc.aio.secure_channel(f"127.0.0.1:{tls_port}", credentials) as channel:
+                call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(
+                    channel
+                ).DeltaAggregatedResources()
+                await call.write(
+                    discovery_pb2.DeltaDiscoveryRequest(
+                        node=base_pb2.Node(id="ghost"), type_url=LISTENER_TYPE
+                    )
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await asyncio.wait_for(call.read(), 15.0)
+                return err.value.code()
+
+        # Over TLS the agent answers, and knows no proxy called ghost.
+        assert asyncio.run(ghost()) == grpc.StatusCode.NOT_FOUND
+    finally:
+        process.stop()
