@@ -44,6 +44,7 @@ from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
+from proconsul.agent.xds_setup import XdsHandle, start_xds
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
@@ -71,6 +72,7 @@ from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCer
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
+from proconsul.xds.sources import SnapshotHub
 
 log = logging.getLogger("proconsul.agent")
 
@@ -144,6 +146,9 @@ class Agent:
         self.http_addresses: list[tuple[str, int]] = []
         self.dns: DnsHandle | None = None
         self.gossip: GossipHandle | None = None
+        # Proxy snapshots for the xDS server; the proxy view (proxycfg) publishes here.
+        self.proxy_snapshots = SnapshotHub()
+        self.xds: XdsHandle | None = None
 
     def _make_delegate(self) -> Delegate:
         if self.config.server:
@@ -198,6 +203,7 @@ class Agent:
         self.delegate.attach_gossip(self.gossip)
         await self.delegate.ready()
         self.dns = await start_dns(self)
+        self.xds = await start_xds(self, self.proxy_snapshots)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
             listener = await start_listener(self.http_app, host, port, self.config)
@@ -227,6 +233,8 @@ class Agent:
         self._listeners.clear()
         if self.dns is not None:
             await self.dns.close()
+        if self.xds is not None:
+            await self.xds.close()
         await self.leaf_certs.close()
         if self.gossip is not None:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.

@@ -54,6 +54,9 @@ class Agent(Protocol):
     def dns(self) -> Stats | None: ...
 
     @property
+    def xds(self) -> Stats | None: ...
+
+    @property
     def gossip(self) -> GossipMetrics | None: ...
 
 
@@ -197,6 +200,8 @@ def agent_stats(agent: Agent) -> dict[str, float]:
         stats["consul.state.blocking_queries"] = len(store.watches)
     if agent.dns is not None:
         stats.update(agent.dns.stats())
+    if agent.xds is not None:
+        stats.update(agent.xds.stats())
     if agent.gossip is not None:
         stats.update(agent.gossip.metrics())
     for name, count in agent.leaf_certs.stats().items():
