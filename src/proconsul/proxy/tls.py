@@ -1,0 +1,107 @@
+"""TLS contexts from the SDS secrets: the public listener's and each cluster's.
+
+Job: `TLSContexts` makes (and caches by content) the `ssl.SSLContext` a
+listener terminates mTLS with and the one a cluster connects with, and
+tells the peer's SPIFFE ID (`peer_uri`).
+
+Rules:
+- Server: our leaf, client certificates required and verified against the
+  roots (`CERT_REQUIRED`); no hostname check (SPIFFE IDs are checked by
+  RBAC). Client: our leaf, the roots, SNI set by the caller; the server's
+  URI SAN must be one of the cluster's SPIFFE IDs (`san_ok`).
+- Contexts are looked up per connection, so a new leaf or root bundle is
+  used by the next handshake; established connections keep theirs.
+- The private key reaches `ssl` through a 0600 temporary file removed at
+  once (the ssl module loads keys only from files).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from typing import Any
+
+from proconsul.proxy.config import ClientTLS, SecretConfig, ServerTLS
+
+
+class MissingSecret(LookupError):
+    pass
+
+
+def _load_chain(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    fd, path = tempfile.mkstemp(prefix="proxy-leaf-", suffix=".pem")  # 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(cert_pem if cert_pem.endswith("\n") else cert_pem + "\n")
+            handle.write(key_pem)
+        context.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+
+
+def peer_uris(ssl_object: Any) -> list[str]:
+    """The URI SANs of the peer's (verified) certificate."""
+    if ssl_object is None:
+        return []
+    cert = ssl_object.getpeercert()
+    if not cert:
+        return []
+    return [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
+
+
+def peer_uri(ssl_object: Any) -> str | None:
+    uris = peer_uris(ssl_object)
+    return uris[0] if uris else None
+
+
+class TLSContexts:
+    def __init__(self) -> None:
+        self.secrets: dict[str, SecretConfig] = {}
+        self._cache: dict[tuple[str, str, str, bool], ssl.SSLContext] = {}
+
+    def update(self, secrets: dict[str, SecretConfig]) -> None:
+        self.secrets = dict(secrets)
+        live = {(s.cert_pem, s.key_pem) for s in secrets.values() if s.cert_pem}
+        self._cache = {k: v for k, v in self._cache.items() if (k[0], k[1]) in live}
+
+    def _pair(self, leaf: str, roots: str) -> tuple[SecretConfig, SecretConfig]:
+        try:
+            return self.secrets[leaf], self.secrets[roots]
+        except KeyError as err:
+            raise MissingSecret(f"secret {err.args[0]} not received yet") from None
+
+    def server(self, tls: ServerTLS) -> ssl.SSLContext:
+        leaf, roots = self._pair(tls.leaf_secret, tls.roots_secret)
+        key = (leaf.cert_pem, leaf.key_pem, roots.roots_pem, True)
+        context = self._cache.get(key)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            _load_chain(context, leaf.cert_pem, leaf.key_pem)
+            context.load_verify_locations(cadata=roots.roots_pem)
+            context.verify_mode = (
+                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+            )
+            self._cache[key] = context
+        return context
+
+    def client(self, tls: ClientTLS) -> ssl.SSLContext:
+        leaf, roots = self._pair(tls.leaf_secret, tls.roots_secret)
+        key = (leaf.cert_pem, leaf.key_pem, roots.roots_pem, False)
+        context = self._cache.get(key)
+        if context is None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = False  # the SPIFFE ID is checked instead
+            context.verify_mode = ssl.CERT_REQUIRED
+            _load_chain(context, leaf.cert_pem, leaf.key_pem)
+            context.load_verify_locations(cadata=roots.roots_pem)
+            self._cache[key] = context
+        return context
+
+
+def san_ok(tls: ClientTLS, ssl_object: Any) -> bool:
+    if not tls.allowed_sans:
+        return True
+    return any(uri in tls.allowed_sans for uri in peer_uris(ssl_object))
