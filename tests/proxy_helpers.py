@@ -150,6 +150,7 @@ def api_snapshot(
     ixns: Sequence[Intention] = (),
     default_allow: bool = False,
     service: str = "api",
+    proxy_id: str = "",
 ) -> ProxySnapshot:
     snap = snapshot(
         ca,
@@ -160,4 +161,6 @@ def api_snapshot(
         ixns=ixns,
         default_allow=default_allow,
     )
+    if proxy_id:
+        snap = dataclasses.replace(snap, proxy=msgspec.structs.replace(snap.proxy, id=proxy_id))
     return on_loopback(snap, port)
