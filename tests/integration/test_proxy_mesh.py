@@ -1,7 +1,7 @@
 """The built-in sidecar proxy against the real ADS server, with real demo services.
 
-Two proxies run in-process (proxy/command.py `serve`, on the test's loop)
-as ADS clients of the agent's real `XDSServer`, fed hand-built
+Two proxies run in-process (proxy/command.py `serve`, on the test's uvloop
+loop, as in production) as ADS clients of the agent's real `XDSServer`, fed hand-built
 snapshots (a real mesh CA, leaves, intentions, chains). The demo services
 are real `proconsul demo service` processes. web -> web's sidecar (upstream
 listener, plaintext) -> mTLS -> api's sidecar (public listener) -> api.
@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 from cryptography import x509
 from tests.agent_process import wait_for_async
 from tests.integration.test_demo_service import Demo, start_demo
@@ -47,6 +48,17 @@ from tests.xds_helpers import (
 from proconsul.xds.snapshot import ProxySnapshot
 
 CA = mesh_ca()
+# The event_loop_policy override is deprecated in pytest-asyncio in favour of a
+# suite-wide hook; only this module wants uvloop, so it keeps the override.
+pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy"')
+
+
+@pytest.fixture(scope="module")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    """The proxy runs on uvloop (proxy/command.py); so do these tests."""
+    return uvloop.EventLoopPolicy()
+
+
 ALLOW_WEB = intentions("api", {"Name": "web", "Action": "allow"})
 DENY_WEB = intentions("api", {"Name": "web", "Action": "deny"})
 HTTP_API = entries({"Kind": "service-defaults", "Name": "api", "Protocol": "http"})

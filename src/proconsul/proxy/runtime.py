@@ -11,10 +11,11 @@ Rules:
   so a new version applies to new connections and requests at once and an
   established connection is never dropped by an update; a listener whose
   address changes is rebound.
-- TLS per connection with the context of that moment (`loop.start_tls`), so
-  a renewed leaf or new roots serve the next handshake. A failed handshake
-  (plaintext, no or foreign client certificate) is counted
-  (`ssl.connection_error`) and the connection dropped.
+- TLS by the loop (`create_server(ssl=...)`) with the listener's live
+  context (tls.py `ServerContext`): a renewed leaf or new roots serve the
+  next handshake; a removed root rebinds the listener (established
+  connections stay). A failed handshake (plaintext, no or a foreign client
+  certificate) is counted (`ssl.connection_error`).
 - `ready` after the first config has been applied.
 - Drain: stop listening, let in-flight HTTP requests finish (bounded by
   `grace_s`), then close every connection.
@@ -28,13 +29,14 @@ import logging
 import random
 import ssl
 import time
+import weakref
 from typing import Any
 
 from proconsul.proxy.config import ListenerConfig, ProxyConfig
 from proconsul.proxy.http import HttpDownstream, Pool
-from proconsul.proxy.stats import Stats
+from proconsul.proxy.stats import ListenerStats, Stats
 from proconsul.proxy.tcp import TcpDownstream
-from proconsul.proxy.tls import MissingSecret, TLSContexts, peer_uri
+from proconsul.proxy.tls import MissingSecret, ServerContext, TLSContexts, peer_uri
 from proconsul.proxy.upstream import Clusters
 
 log = logging.getLogger("proconsul.proxy")
@@ -42,55 +44,40 @@ log = logging.getLogger("proconsul.proxy")
 HANDSHAKE_TIMEOUT_S = 10.0
 
 
-class Acceptor(asyncio.Protocol):
-    """An accepted connection until it knows its real protocol."""
+def _handshake_lost(stats: ListenerStats, done: list[bool]) -> None:
+    if not done[0]:
+        stats.ssl_connection_error += 1
 
-    def __init__(self, runtime: Runtime, name: str) -> None:
+
+class Acceptor(asyncio.Protocol):
+    """An accepted connection (after its TLS handshake, if any) until it knows its
+    real protocol. With TLS, the loop makes it at accept time and calls
+    `connection_made` only after a good handshake; one that never got there
+    (plaintext, no or a foreign client certificate, a timeout) is counted as
+    `ssl.connection_error` when it is dropped."""
+
+    def __init__(self, runtime: Runtime, name: str, tls: bool) -> None:
         self.runtime = runtime
         self.name = name
         self.handler: asyncio.Protocol | None = None
-        self.early: list[bytes] = []
-        self.lost = False
+        if tls:
+            self._made = [False]
+            weakref.finalize(self, _handshake_lost, runtime.stats.listener(name), self._made)
 
     def connection_made(self, transport: Any) -> None:
         runtime = self.runtime
         listener = runtime.config.listeners.get(self.name)
         stats = runtime.stats.listener(self.name)
         stats.downstream_cx_total += 1
+        principal = None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._made[0] = True
+            principal = peer_uri(ssl_object)
         if listener is None:
             transport.abort()
             return
-        if listener.tls is None:
-            self._hand_off(listener, transport, None)
-            return
-        try:
-            context = runtime.tls.server(listener.tls)
-        except (MissingSecret, ssl.SSLError) as err:
-            log.warning("listener %s: no TLS context: %s", self.name, err)
-            transport.abort()
-            return
-        transport.pause_reading()
-        asyncio.get_running_loop().create_task(self._handshake(listener, transport, context))
-
-    async def _handshake(self, listener: ListenerConfig, transport: Any, context: Any) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            secure = await loop.start_tls(
-                transport,
-                self,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
-            self.runtime.stats.listener(self.name).ssl_connection_error += 1
-            transport.abort()
-            return
-        if secure is None or self.lost:
-            self.runtime.stats.listener(self.name).ssl_connection_error += 1
-            return
-        principal = peer_uri(secure.get_extra_info("ssl_object"))
-        self._hand_off(listener, secure, principal)
+        self._hand_off(listener, transport, principal)
 
     def _hand_off(self, listener: ListenerConfig, transport: Any, principal: str | None) -> None:
         runtime = self.runtime
@@ -110,21 +97,15 @@ class Acceptor(asyncio.Protocol):
         self.handler = handler
         transport.set_protocol(handler)
         handler.connection_made(transport)
-        for chunk in self.early:
-            handler.data_received(chunk)
-        self.early.clear()
 
     def data_received(self, data: bytes) -> None:
         if self.handler is not None:
             self.handler.data_received(data)
-        else:
-            self.early.append(data)
 
     def eof_received(self) -> bool | None:
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
         if self.handler is not None:
             self.handler.connection_lost(exc)
 
@@ -138,6 +119,7 @@ class Runtime:
         self.pool = Pool(self)
         self.rng = rng or random.Random()
         self.servers: dict[str, tuple[ListenerConfig, asyncio.Server]] = {}
+        self.contexts: dict[str, ServerContext] = {}
         self.connections: dict[str, set[Any]] = {}
         self.ready = False
         self.draining = False
@@ -159,43 +141,67 @@ class Runtime:
         self.tls.update(dict(config.secrets))
         self.clusters.apply(config)
         self.config = config
-        loop = asyncio.get_running_loop()
         for name in list(self.servers):
-            old, server = self.servers[name]
+            old = self.servers[name][0]
             new = config.listeners.get(name)
             if new is None or (new.host, new.port) != (old.host, old.port):
-                server.close()
-                del self.servers[name]
-                if new is None:
-                    self._close_connections(name)
+                self._unbind(name, close_connections=new is None)
         for name, listener in config.listeners.items():
+            context = self._context(name, listener)
+            if listener.tls is not None and context is None:
+                continue  # its secrets are not here (ready would not be set)
             if name in self.servers:
-                self.servers[name] = (listener, self.servers[name][1])
-                continue
-            if self.draining:
-                continue
-            try:
-                server = await loop.create_server(
-                    lambda n=name: Acceptor(self, n),  # type: ignore[misc]
-                    listener.host,
-                    listener.port,
-                    reuse_address=True,
-                    backlog=1024,
-                )
-            except OSError as err:
-                log.error(
-                    "listener %s: cannot listen on %s:%d: %s",
-                    name,
-                    listener.host,
-                    listener.port,
-                    err,
-                )
-                continue
-            self.servers[name] = (listener, server)
-            self.stats.listener(name)
-            log.info("listener %s on %s:%d", name, listener.host, listener.port)
+                if context is not None and context is not self.contexts.get(name):
+                    self._unbind(name, close_connections=False)  # a root was removed
+                else:
+                    self.servers[name] = (listener, self.servers[name][1])
+                    continue
+            if not self.draining:
+                await self._bind(name, listener, context)
         self.versions += 1
         self.ready = True
+
+    def _context(self, name: str, listener: ListenerConfig) -> ServerContext | None:
+        if listener.tls is None:
+            return None
+        try:
+            return self.tls.server(listener.tls, self.contexts.get(name))
+        except (MissingSecret, ssl.SSLError, ValueError) as err:
+            log.warning("listener %s: no TLS context: %s", name, err)
+            return None
+
+    async def _bind(
+        self, name: str, listener: ListenerConfig, context: ServerContext | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        tls = context is not None
+        try:
+            server = await loop.create_server(
+                lambda: Acceptor(self, name, tls),
+                listener.host,
+                listener.port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=context.context if context is not None else None,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if context is not None else None,
+            )
+        except OSError as err:
+            where = f"{listener.host}:{listener.port}"
+            log.error("listener %s: cannot listen on %s: %s", name, where, err)
+            return
+        self.servers[name] = (listener, server)
+        if context is not None:
+            self.contexts[name] = context
+        self.stats.listener(name)
+        log.info("listener %s on %s:%d", name, listener.host, listener.port)
+
+    def _unbind(self, name: str, *, close_connections: bool) -> None:
+        entry = self.servers.pop(name, None)
+        if entry is not None:
+            entry[1].close()
+        self.contexts.pop(name, None)
+        if close_connections:
+            self._close_connections(name)
 
     def _close_connections(self, name: str) -> None:
         for handler in list(self.connections.pop(name, set())):

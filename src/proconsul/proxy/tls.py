@@ -9,8 +9,11 @@ Rules:
   roots (`CERT_REQUIRED`); no hostname check (SPIFFE IDs are checked by
   RBAC). Client: our leaf, the roots, SNI set by the caller; the server's
   URI SAN must be one of the cluster's SPIFFE IDs (`san_ok`).
-- Contexts are looked up per connection, so a new leaf or root bundle is
-  used by the next handshake; established connections keep theirs.
+- A listener keeps one live server context (`ServerContext`): a new leaf is
+  loaded into it and new roots added to it, so the next handshake uses them
+  and established connections keep theirs. A root that goes away cannot be
+  taken out of a live context: the listener gets a new context and is
+  rebound (runtime.py). Client contexts are looked up per connection.
 - The private key reaches `ssl` through a 0600 temporary file removed at
   once (the ssl module loads keys only from files).
 """
@@ -55,10 +58,44 @@ def peer_uri(ssl_object: Any) -> str | None:
     return uris[0] if uris else None
 
 
+def pem_blocks(bundle: str) -> frozenset[str]:
+    marker = "-----END CERTIFICATE-----"
+    return frozenset(part.strip() + "\n" + marker for part in bundle.split(marker) if part.strip())
+
+
+class ServerContext:
+    """A listener's TLS context, updated in place as its secrets change."""
+
+    def __init__(self, leaf: SecretConfig, roots: SecretConfig, require_client_cert: bool) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+        _load_chain(context, leaf.cert_pem, leaf.key_pem)
+        context.load_verify_locations(cadata=roots.roots_pem)
+        self.context = context
+        self.require_client_cert = require_client_cert
+        self.leaf = (leaf.cert_pem, leaf.key_pem)
+        self.roots = pem_blocks(roots.roots_pem)
+
+    def refresh(self, leaf: SecretConfig, roots: SecretConfig) -> bool:
+        """Take new secrets in; False when that needs a new context (a root removed)."""
+        new_roots = pem_blocks(roots.roots_pem)
+        if not self.roots <= new_roots:
+            return False
+        if (leaf.cert_pem, leaf.key_pem) != self.leaf:
+            _load_chain(self.context, leaf.cert_pem, leaf.key_pem)
+            self.leaf = (leaf.cert_pem, leaf.key_pem)
+        added = new_roots - self.roots
+        if added:
+            self.context.load_verify_locations(cadata="".join(sorted(added)))
+            self.roots = new_roots
+        return True
+
+
 class TLSContexts:
     def __init__(self) -> None:
         self.secrets: dict[str, SecretConfig] = {}
-        self._cache: dict[tuple[str, str, str, bool], ssl.SSLContext] = {}
+        self._cache: dict[tuple[str, str, str], ssl.SSLContext] = {}
 
     def update(self, secrets: dict[str, SecretConfig]) -> None:
         self.secrets = dict(secrets)
@@ -71,24 +108,18 @@ class TLSContexts:
         except KeyError as err:
             raise MissingSecret(f"secret {err.args[0]} not received yet") from None
 
-    def server(self, tls: ServerTLS) -> ssl.SSLContext:
+    def server(self, tls: ServerTLS, current: ServerContext | None) -> ServerContext:
+        """The listener's context for these secrets: `current` updated in place, or a
+        new one (then the listener must be rebound with it)."""
         leaf, roots = self._pair(tls.leaf_secret, tls.roots_secret)
-        key = (leaf.cert_pem, leaf.key_pem, roots.roots_pem, True)
-        context = self._cache.get(key)
-        if context is None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            _load_chain(context, leaf.cert_pem, leaf.key_pem)
-            context.load_verify_locations(cadata=roots.roots_pem)
-            context.verify_mode = (
-                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-            )
-            self._cache[key] = context
-        return context
+        same_mode = current is not None and current.require_client_cert == tls.require_client_cert
+        if current is not None and same_mode and current.refresh(leaf, roots):
+            return current
+        return ServerContext(leaf, roots, tls.require_client_cert)
 
     def client(self, tls: ClientTLS) -> ssl.SSLContext:
         leaf, roots = self._pair(tls.leaf_secret, tls.roots_secret)
-        key = (leaf.cert_pem, leaf.key_pem, roots.roots_pem, False)
+        key = (leaf.cert_pem, leaf.key_pem, roots.roots_pem)
         context = self._cache.get(key)
         if context is None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
