@@ -212,6 +212,40 @@ def test_without_envoy_on_path_it_runs_the_builtin_proxy(agent: Agent, tmp_path:
     assert proc.stdout is not None and proc.stdout.read() == b""
 
 
+def test_connect_proxy_finds_the_sidecar_and_stops_on_sigterm(agent: Agent) -> None:
+    admin = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+    env = {**base, "CONSUL_HTTP_ADDR": agent.process.http_addr}
+    command = [sys.executable, "-m", "proconsul", "connect", "proxy"]
+    missing = subprocess.run(
+        [*command, "-sidecar-for", "nope"], capture_output=True, env=env, timeout=60, check=False
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.decode().strip() == "No sidecar proxy registered for nope"
+    proc = subprocess.Popen(
+        [
+            *command,
+            "-sidecar-for",
+            "api",
+            "-admin-bind",
+            f"127.0.0.1:{admin}",
+            "-log-level",
+            "warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert wait_for(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0], 20.0) == 503
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:

@@ -534,3 +534,57 @@ async def test_unsupported_resource_is_nacked_and_the_last_config_serves(
     await wait_for_async(lambda: world.api.runtime.stats.control["ads.nacks"] > nacks)
     assert (await fetch(world.upstream_url))[0] == 200
     assert world.mesh.server.stats()["nacks"] >= 1
+
+
+async def test_removed_listener_closes_with_its_connections(tcp_world: World) -> None:
+    world = tcp_world
+    kept = aiohttp.ClientSession()
+    try:
+        async with kept.get(world.upstream_url) as r:
+            assert r.status == 200
+        web_only = dataclasses.replace(web_snapshot(CA, world.ports), upstreams=())
+        world.mesh.publish(web_only)
+        await wait_for_async(lambda: len(world.web.runtime.servers) == 1)
+        assert (await fetch(world.upstream_url))[0] == -1  # nothing listens there now
+        with pytest.raises((aiohttp.ClientError, ConnectionError)):
+            async with kept.get(world.upstream_url) as r:  # the kept connection was closed
+                await r.read()
+    finally:
+        await kept.close()
+
+
+async def test_sigterm_drains_in_flight_requests(http_world: World) -> None:
+    """A request in flight when the stop comes is answered, not reset."""
+    world = http_world
+    # A slow web: its upstream is a socket that never answers, so web takes its
+    # upstream timeout (1s) to answer 500 through web's own sidecar.
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen()
+    slow = await start_demo(
+        "-name",
+        "slow",
+        "-upstream",
+        f"127.0.0.1:{black_hole.getsockname()[1]}",
+        "-upstream-timeout",
+        "1s",
+    )
+    world.extra.append(slow)
+    try:
+        world.publish_api(ALLOW_WEB)
+        world.mesh.publish(
+            api_snapshot(CA, world.ports.api_public, port_of(slow), protocol="http", ixns=ALLOW_WEB)
+        )
+        await wait_for_async_result(
+            lambda: fetch(world.upstream_url), lambda r: r[0] == 500 and '"slow"' in r[2]
+        )
+        in_flight = asyncio.get_running_loop().create_task(fetch(world.upstream_url))
+        await wait_for_async(lambda: world.api.runtime.in_flight > 0)
+        started = time.monotonic()
+        code = await world.api.close()
+        status, _, body = await in_flight
+        assert code == 0 and status == 500 and '"slow"' in body
+        assert time.monotonic() - started < 5
+        world.api = None  # type: ignore[assignment]
+    finally:
+        black_hole.close()
