@@ -588,3 +588,30 @@ async def test_sigterm_drains_in_flight_requests(http_world: World) -> None:
         world.api = None  # type: ignore[assignment]
     finally:
         black_hole.close()
+
+
+def raw_http(port: int, request: bytes, until: bytes) -> bytes:
+    """Send `request` on one plain connection; read until `until` has been seen."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        out = b""
+        while until not in out:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+async def test_head_and_expect_continue_through_the_pair(http_world: World) -> None:
+    loop = asyncio.get_running_loop()
+    port = http_world.ports.web_upstream
+    head = b"HEAD / HTTP/1.1\r\nhost: api\r\n\r\n"
+    get = b"GET /after HTTP/1.1\r\nhost: api\r\n\r\n"
+    both = await loop.run_in_executor(None, raw_http, port, head + get, b'"uri": "/after"')
+    first, _, rest = both.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and b"content-length:" in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200")  # no body after HEAD: the next answer follows
+    post = b"POST / HTTP/1.1\r\nhost: api\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+    interim = await loop.run_in_executor(None, raw_http, port, post, b"100 Continue\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 100 Continue")

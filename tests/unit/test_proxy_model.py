@@ -303,3 +303,15 @@ def test_a_success_resets_the_failure_count() -> None:
     balancer.report(a, True, 0.0)
     assert not balancer.report(a, False, 0.0)
     assert balancer.ejected_count(0.0) == 0
+
+
+def test_circuit_breaker_limits_from_the_cluster() -> None:
+    cluster = _cluster()
+    limited = ClusterConfig("c", 1.0, True, (), None, 2, 1, 1024, None)
+    assert Balancer(cluster, ()).may_connect()
+    balancer = Balancer(limited, (Endpoint("a", 1),))
+    balancer.connections = 2
+    assert not balancer.may_connect()
+    balancer.connections, balancer.pending = 0, 1
+    assert balancer.may_connect() and not balancer.may_queue()
+    assert Balancer(limited, ()).pick(0.0) is None  # no endpoint: no healthy upstream

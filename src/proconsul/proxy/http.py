@@ -59,6 +59,7 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"content-length",
         b"trailer",
+        b"expect",
     }
 )
 BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
@@ -118,11 +119,13 @@ class UpstreamHttp(asyncio.Protocol):
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self.reused = False
+        self.head = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def request(self, data: bytes) -> asyncio.Future[Response]:
+    def request(self, data: bytes, head: bool = False) -> asyncio.Future[Response]:
+        self.head = head
         self.response = Response()
         self.parser = httptools.HttpResponseParser(self)
         waiter = self.waiter = asyncio.get_running_loop().create_future()
@@ -139,7 +142,17 @@ class UpstreamHttp(asyncio.Protocol):
         self.response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.response.headers.clear()  # an interim answer (100 Continue): the next one counts
+            return
+        self.response.status = status
+        if self.head:  # no body follows, whatever the length says; not reused
+            self.response.keep_alive = False
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(self.response)
+            self.close()
 
     def on_body(self, body: bytes) -> None:
         self.response.body += body
@@ -148,6 +161,8 @@ class UpstreamHttp(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         response = self.response
+        if response.status == 0:
+            return  # the end of an interim answer
         response.status = self.parser.get_status_code()
         response.keep_alive = self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
@@ -257,17 +272,19 @@ def _serialize_response(
     body: bytes | bytearray,
     changes: HeaderChanges,
     keep_alive: bool,
+    head: bool = False,
 ) -> bytes:
     reason = REASONS.get(status, b"Unknown")
     parts: list[bytes | bytearray] = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
     dropped = changes.dropped
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in dropped:
+        if (lower in HOP_BY_HOP and not (head and lower == b"content-length")) or lower in dropped:
             continue
         parts += [name, b": ", value, b"\r\n"]
     parts.append(changes.lines)
-    parts.append(b"content-length: %d\r\n" % len(body))
+    if not head:
+        parts.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
@@ -319,6 +336,13 @@ class HttpDownstream(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        # We read the body before forwarding: ask a waiting client for it at once.
+        if self.parser.get_http_version() == "1.1":
+            for name, value in self.current.headers:
+                if name.lower() == b"expect" and value.lower() == b"100-continue":
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.current.body += body
@@ -401,6 +425,7 @@ class HttpDownstream(asyncio.Protocol):
         clusters = self.runtime.clusters
         cstats: ClusterStats = clusters.cluster_stats(leg.cluster)
         retry = route.retry
+        head = request.method == b"HEAD"
         tries = 1 + retry.num_retries
         failure = CONNECT_FAILED_TEXT
         status = 503
@@ -412,7 +437,7 @@ class HttpDownstream(asyncio.Protocol):
                     last = attempt == tries - 1
                     started = time.perf_counter()
                     try:
-                        response, conn = await self._exchange(leg.cluster, data)
+                        response, conn = await self._exchange(leg.cluster, data, head)
                     except UpstreamError as err:
                         status, failure = 503, _failure_text(err.kind)
                         retriable = err.kind == CONNECT_FAILURE and (
@@ -434,7 +459,12 @@ class HttpDownstream(asyncio.Protocol):
                     if retry.retries_status(response.status) and not last:
                         continue
                     reply = _serialize_response(
-                        response.status, response.headers, response.body, leg.response_headers, keep
+                        response.status,
+                        response.headers,
+                        response.body,
+                        leg.response_headers,
+                        keep,
+                        head,
                     )
                     return self._finish(request, response.status, reply, keep)
         except TimeoutError:
@@ -442,12 +472,14 @@ class HttpDownstream(asyncio.Protocol):
             return self._finish(request, 504, _local_reply(504, TIMEOUT_TEXT, keep), keep)
         return self._finish(request, status, _local_reply(status, failure, keep), keep)
 
-    async def _exchange(self, cluster: str, data: bytes) -> tuple[Response, UpstreamHttp]:
+    async def _exchange(
+        self, cluster: str, data: bytes, head: bool
+    ) -> tuple[Response, UpstreamHttp]:
         pool = self.runtime.pool
         for _ in range(2):
             conn = await pool.acquire(cluster)
             try:
-                response = await conn.request(data)
+                response = await conn.request(data, head)
             except UpstreamReset:
                 if conn.reused:
                     continue  # a kept-alive connection the server had closed: try a new one
