@@ -615,3 +615,16 @@ async def test_head_and_expect_continue_through_the_pair(http_world: World) -> N
     post = b"POST / HTTP/1.1\r\nhost: api\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
     interim = await loop.run_in_executor(None, raw_http, port, post, b"100 Continue\r\n\r\n")
     assert interim.startswith(b"HTTP/1.1 100 Continue")
+
+
+async def test_upstream_with_the_wrong_spiffe_id_is_not_trusted(http_world: World) -> None:
+    """api's sidecar presenting db's leaf (same CA) fails web's SAN check: 503, counted."""
+    world = http_world  # no request yet: web's first connection to api comes after the change
+    snap = world.publish_api(ALLOW_WEB)
+    applied = world.api.runtime.versions
+    world.mesh.publish(dataclasses.replace(snap, leaf=CA.issue("db")))
+    await wait_for_async(lambda: world.api.runtime.versions > applied)
+    status, _, body = await fetch(world.upstream_url)
+    assert status == 503 and "connection failure" in body
+    cluster = world.web.runtime.stats.clusters[f"api.default.dc1.internal.{TRUST_DOMAIN}"]
+    assert cluster.upstream_cx_connect_fail >= 1

@@ -16,6 +16,8 @@ Rules (Envoy's, for what our translator emits):
   connect failure) eject an endpoint for `base_ejection_s` times the number
   of times it has been ejected, unless that would eject more than
   `max_ejection_percent` (at least one endpoint may always be ejected).
+- Circuit breaker: `connections`, `pending` (connecting) and `requests` (HTTP
+  in flight) against the cluster's limits (Envoy's default 1024 each).
 - Pure apart from the caller's `now`: no clocks, sockets or randomness.
 """
 
@@ -43,6 +45,7 @@ class Balancer:
         self._next = 0
         self.connections = 0
         self.pending = 0
+        self.requests = 0  # HTTP requests in flight
         self.set_endpoints(endpoints)
 
     def set_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
@@ -101,6 +104,9 @@ class Balancer:
 
     def may_connect(self) -> bool:
         return self.connections < self.cluster.max_connections
+
+    def may_request(self) -> bool:
+        return self.requests < self.cluster.max_requests
 
     def may_queue(self) -> bool:
         return self.pending < self.cluster.max_pending

@@ -429,6 +429,12 @@ class HttpDownstream(asyncio.Protocol):
         tries = 1 + retry.num_retries
         failure = CONNECT_FAILED_TEXT
         status = 503
+        balancer = clusters.balancers.get(leg.cluster)
+        if balancer is not None and not balancer.may_request():
+            cstats.upstream_rq_pending_overflow += 1
+            return self._finish(request, 503, _local_reply(503, OVERFLOW_TEXT, keep), keep)
+        if balancer is not None:
+            balancer.requests += 1
         try:
             async with asyncio.timeout(route.timeout_s or None):
                 for attempt in range(tries):
@@ -470,6 +476,9 @@ class HttpDownstream(asyncio.Protocol):
         except TimeoutError:
             cstats.upstream_rq_timeout += 1
             return self._finish(request, 504, _local_reply(504, TIMEOUT_TEXT, keep), keep)
+        finally:
+            if balancer is not None:
+                balancer.requests -= 1
         return self._finish(request, status, _local_reply(status, failure, keep), keep)
 
     async def _exchange(

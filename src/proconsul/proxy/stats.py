@@ -104,6 +104,7 @@ class ClusterStats:
     upstream_cx_active: int = 0
     upstream_cx_connect_fail: int = 0
     upstream_cx_overflow: int = 0
+    upstream_rq_pending_overflow: int = 0
     upstream_rq_total: int = 0
     upstream_rq_retry: int = 0
     upstream_rq_timeout: int = 0
@@ -118,6 +119,7 @@ class ClusterStats:
             ("upstream_cx_active", self.upstream_cx_active),
             ("upstream_cx_connect_fail", self.upstream_cx_connect_fail),
             ("upstream_cx_overflow", self.upstream_cx_overflow),
+            ("upstream_rq_pending_overflow", self.upstream_rq_pending_overflow),
             ("upstream_rq_total", self.upstream_rq_total),
             ("upstream_rq_retry", self.upstream_rq_retry),
             ("upstream_rq_timeout", self.upstream_rq_timeout),
