@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import socket
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -628,3 +630,44 @@ async def test_upstream_with_the_wrong_spiffe_id_is_not_trusted(http_world: Worl
     assert status == 503 and "connection failure" in body
     cluster = world.web.runtime.stats.clusters[f"api.default.dc1.internal.{TRUST_DOMAIN}"]
     assert cluster.upstream_cx_connect_fail >= 1
+
+
+async def test_the_proxy_as_a_process_serves_and_stops_on_sigterm(http_world: World) -> None:
+    """`python -m proconsul.proxy` in place of api's in-process sidecar."""
+    world = http_world
+    await world.api.close()
+    world.api = None  # type: ignore[assignment]
+    admin = Ports.pick().api_public
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proconsul.proxy",
+        "-proxy-id",
+        "api-sidecar-proxy",
+        "-service",
+        "api",
+        "-grpc-addr",
+        world.mesh.address,
+        "-admin-bind",
+        f"127.0.0.1:{admin}",
+        "-log-level",
+        "warn",
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # Ready first: calls into a closed port would get api ejected from web's cluster.
+        ready = await wait_for_async_result(
+            lambda: fetch(f"http://127.0.0.1:{admin}/ready"), lambda r: r[0] == 200, 20
+        )
+        assert ready[2] == "LIVE\n"
+        status, _, body = await fetch(world.upstream_url)
+        assert status == 200 and '"name": "api"' in body
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        assert proc.stderr is not None
+        assert b"Traceback" not in await proc.stderr.read()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
