@@ -671,3 +671,32 @@ async def test_the_proxy_as_a_process_serves_and_stops_on_sigterm(http_world: Wo
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_root_rotation_applies_to_the_next_handshake(http_world: World) -> None:
+    world = http_world
+    loop = asyncio.get_running_loop()
+    port = world.ports.api_public
+    new_ca = mesh_ca(seed=3)
+
+    async def answer(ca: MeshCA) -> bytes:
+        return await loop.run_in_executor(None, raw_exchange, port, client_context(ca, "web"))
+
+    assert await answer(new_ca) == b""  # not trusted yet
+    snap = world.publish_api(ALLOW_WEB)
+    world.mesh.publish(dataclasses.replace(snap, roots=(CA.root, new_ca.root)))
+    await wait_for_async_result(lambda: answer(new_ca), lambda r: r.startswith(b"HTTP/1.1 200"))
+    assert (await answer(CA)).startswith(b"HTTP/1.1 200")  # both roots now
+    kept = aiohttp.ClientSession()  # an established mTLS connection web -> api
+    try:
+        async with kept.get(world.upstream_url) as r:
+            assert r.status == 200
+        # The old root goes: the listener is rebound with a fresh context.
+        rotated = dataclasses.replace(snap, roots=(new_ca.root,), leaf=new_ca.leaf("api"))
+        world.mesh.publish(rotated)
+        await wait_for_async_result(lambda: answer(CA), lambda r: r == b"")
+        assert (await answer(new_ca)).startswith(b"HTTP/1.1 200")
+        async with kept.get(world.upstream_url) as r:  # web's pooled connection stays
+            assert r.status == 200
+    finally:
+        await kept.close()
