@@ -31,11 +31,6 @@ from proconsul.connect.intentions import authorize_http
 from proconsul.proxy.ads_state import AdsState
 from proconsul.proxy.balancer import Balancer
 from proconsul.proxy.config import (
-    CLUSTER_TYPE,
-    ENDPOINT_TYPE,
-    LISTENER_TYPE,
-    ROUTE_TYPE,
-    SECRET_TYPE,
     TYPES,
     ClusterConfig,
     Endpoint,
@@ -45,7 +40,14 @@ from proconsul.proxy.config import (
 )
 from proconsul.proxy.matchers import RequestView
 from proconsul.proxy.rbac import compile_rbac
-from proconsul.xds.common import pack
+from proconsul.xds.common import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    pack,
+)
 from proconsul.xds.rbac import rbac_rules
 from proconsul.xds.translate import Resources, translate
 

@@ -29,15 +29,17 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 
 from proconsul.proxy.config import (
+    TYPES,
+    ProxyConfig,
+    Unsupported,
+    parse_resources,
+)
+from proconsul.xds.common import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
     LISTENER_TYPE,
     ROUTE_TYPE,
     SECRET_TYPE,
-    TYPES,
-    ProxyConfig,
-    Unsupported,
-    parse_resources,
 )
 
 BY_NAME_TYPES = (ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE)
@@ -72,16 +74,7 @@ class AdsState:
     def initial_requests(self) -> list[Any]:
         """A (re)connected stream's first requests; what we hold counts as held."""
         self.nonces.clear()
-        out = []
-        for type_url in TYPES:
-            names = self.config.wanted(type_url) if type_url in BY_NAME_TYPES else []
-            self.subscribed[type_url] = names
-            request = discovery_pb2.DiscoveryRequest(
-                type_url=type_url,
-                resource_names=names,
-                version_info=self.versions.get(type_url, ""),
-            )
-            out.append(request)
+        out = [self._request(type_url) for type_url in TYPES]
         out[0].node.CopyFrom(self.node())
         return out
 

@@ -41,13 +41,16 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from proconsul.proxy.matchers import Unsupported as Unsupported
 from proconsul.proxy.rbac import RBACRules, compile_rbac
 from proconsul.proxy.routing import RouteTable, compile_routes
+from proconsul.xds.common import (
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+    SECRET_TYPE,
+    TYPE_ORDER,
+)
 
-LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
-CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
+TYPES = TYPE_ORDER  # the order the server pushes in, and we subscribe in
 
 NETWORK_RBAC = "envoy.filters.network.rbac"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
