@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,36 @@ class Response:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.keep_alive = True
+
+
+class LazyHeaders(Mapping[str, str]):
+    """A request's headers by lower-case name (repeats joined with ','), decoded
+    only when a matcher first asks: most routes look at the path alone."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = {}
+            for name, value in self._raw:
+                key = name.decode("latin-1").lower()
+                text = value.decode("latin-1")
+                decoded[key] = f"{decoded[key]},{text}" if key in decoded else text
+        return decoded
+
+    def __getitem__(self, key: str) -> str:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 class UpstreamReset(Exception):
@@ -397,11 +428,7 @@ class HttpDownstream(asyncio.Protocol):
         url = httptools.parse_url(bytes(request.url))
         path = (url.path or b"/").decode("latin-1")
         query = (url.query or b"").decode("latin-1")
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        headers = LazyHeaders(request.headers)
         view = RequestView(request.method.decode("latin-1"), path, query, headers)
         if manager.rbac is not None:
             if not manager.rbac.allows(self.principal, view):
@@ -417,7 +444,7 @@ class HttpDownstream(asyncio.Protocol):
     async def _forward(
         self, request: Request, route: Route, path: str, query: str, keep: bool
     ) -> bool:
-        leg = route.pick(self.runtime.rng.random())
+        leg = route.legs[0] if len(route.legs) == 1 else route.pick(self.runtime.rng.random())
         target = rewrite_path(route, path)
         raw_path = (target + ("?" + query if query else "")).encode("latin-1")
         extra = self.xfcc
