@@ -700,3 +700,99 @@ async def test_root_rotation_applies_to_the_next_handshake(http_world: World) ->
             assert r.status == 200
     finally:
         await kept.close()
+
+
+async def failing_demo(world: World, name: str, black_hole: socket.socket) -> Demo:
+    """A demo whose upstream never answers: every GET is a 500 after 50ms."""
+    demo = await start_demo(
+        "-name",
+        name,
+        "-upstream",
+        f"127.0.0.1:{black_hole.getsockname()[1]}",
+        "-upstream-timeout",
+        "50ms",
+    )
+    world.extra.append(demo)
+    return demo
+
+
+async def test_retries_on_5xx_and_route_timeouts(http_world: World) -> None:
+    world = http_world
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen()
+    try:
+        failing = await failing_demo(world, "failing", black_hole)
+        router = entries(
+            {"Kind": "service-defaults", "Name": "api", "Protocol": "http"},
+            {
+                "Kind": "service-router",
+                "Name": "api",
+                "Routes": [
+                    {
+                        "Match": {"HTTP": {"PathPrefix": "/slow"}},
+                        "Destination": {"RequestTimeout": "20ms"},
+                    },
+                    {
+                        "Match": {"HTTP": {"PathPrefix": "/"}},
+                        "Destination": {"NumRetries": 2, "RetryOnStatusCodes": [500]},
+                    },
+                ],
+            },
+        )
+        world.mesh.publish(web_snapshot(CA, world.ports, chain=router))
+        world.mesh.publish(
+            api_snapshot(
+                CA, world.ports.api_public, port_of(failing), protocol="http", ixns=ALLOW_WEB
+            )
+        )
+        cluster = f"api.default.dc1.internal.{TRUST_DOMAIN}"
+        await wait_for_async_result(
+            lambda: fetch(world.upstream_url + "/slow"), lambda r: r[0] == 504
+        )
+        assert (await fetch(world.upstream_url + "/slow"))[2] == "upstream request timeout"
+        stats = world.web.runtime.stats.clusters[cluster]
+        retries = stats.upstream_rq_retry
+        status, _, body = await fetch(world.upstream_url + "/x")
+        assert status == 500 and '"failing"' in body
+        assert stats.upstream_rq_retry == retries + 2  # three tries in all
+    finally:
+        black_hole.close()
+
+
+async def test_outlier_ejection_on_consecutive_5xx(http_world: World) -> None:
+    world = http_world
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen()
+    try:
+        failing = await failing_demo(world, "failing", black_hole)
+        public2 = Ports.pick().api_public
+        world.mesh.publish(
+            api_snapshot(
+                CA,
+                public2,
+                port_of(failing),
+                protocol="http",
+                ixns=ALLOW_WEB,
+                proxy_id="failing-sidecar-proxy",
+            )
+        )
+        handle = await start_proxy(world.mesh, "failing-sidecar-proxy", "api")
+        world.handles.append(handle)
+        await both_ready(handle)
+        rows = [
+            instance("api", "127.0.0.1", world.ports.api_public, node="n1"),
+            instance("api", "127.0.0.1", public2, node="n2"),
+        ]
+        world.mesh.publish(
+            web_snapshot(CA, world.ports, chain=HTTP_API, endpoints={API_TARGET: rows})
+        )
+        cluster = f"api.default.dc1.internal.{TRUST_DOMAIN}"
+        await wait_for_async(lambda: len(world.web.runtime.clusters.balancers[cluster].states) == 2)
+        statuses = [(await fetch(world.upstream_url))[0] for _ in range(30)]
+        assert statuses.count(500) == 5  # the fifth 5xx in a row ejects it (Envoy's default)
+        assert statuses[-15:] == [200] * 15
+        assert world.web.runtime.stats.clusters[cluster].ejections == 1
+    finally:
+        black_hole.close()
