@@ -404,12 +404,12 @@ class HttpDownstream(asyncio.Protocol):
                 self.paused = False
                 self.transport.resume_reading()
             self.busy = True
-            self.runtime.in_flight += 1
+            self.runtime.request_started()
             try:
                 keep = await self._serve(request)
             finally:
                 self.busy = False
-                self.runtime.in_flight -= 1
+                self.runtime.request_done()
             if not keep:
                 self.close()
                 return

@@ -28,7 +28,6 @@ import contextlib
 import logging
 import random
 import ssl
-import time
 import weakref
 from typing import Any
 
@@ -124,9 +123,20 @@ class Runtime:
         self.ready = False
         self.draining = False
         self.in_flight = 0
+        self._idle = asyncio.Event()  # set while no HTTP request is in flight
+        self._idle.set()
         self.versions = 0
 
-    # connection bookkeeping (the proxies call these)
+    # request and connection bookkeeping (the proxies call these)
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+
+    def request_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
     def track(self, handler: Any) -> None:
         self.connections.setdefault(handler.listener, set()).add(handler)
 
@@ -219,9 +229,8 @@ class Runtime:
         self.draining = True
         for _, server in self.servers.values():
             server.close()
-        deadline = time.monotonic() + grace_s
-        while self.in_flight > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
         for name in list(self.connections):
             self._close_connections(name)
         self.pool.close_all()
