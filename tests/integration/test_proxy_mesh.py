@@ -796,3 +796,21 @@ async def test_outlier_ejection_on_consecutive_5xx(http_world: World) -> None:
         assert world.web.runtime.stats.clusters[cluster].ejections == 1
     finally:
         black_hole.close()
+
+
+def half_closed_exchange(port: int) -> bytes:
+    """An HTTP/1.0 request, then shutdown(SHUT_WR); everything until the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /half HTTP/1.0\r\nhost: api\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+async def test_tcp_half_close_keeps_the_answer(tcp_world: World) -> None:
+    loop = asyncio.get_running_loop()
+    answer = await loop.run_in_executor(None, half_closed_exchange, tcp_world.ports.web_upstream)
+    assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200"), answer[:80]
+    assert b'"uri": "/half"' in answer

@@ -11,7 +11,10 @@ Rules:
 - Flow control both ways: when one side's write buffer is full, the other
   side stops reading until it drains; bytes that arrive before the upstream
   is connected are held (reading paused meanwhile).
-- Either side closing closes the other after its pending bytes are written.
+- A half-close (EOF) is passed on where the other side's transport can
+  write one (plain TCP); a TLS side cannot, so the connection then stays
+  open until the other end closes. Either side closing closes the other
+  after its pending bytes are written.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ class TcpUpstream(asyncio.Protocol):
         self.down.send(data)
 
     def eof_received(self) -> bool | None:
-        return None  # close; connection_lost closes the downstream
+        # The upstream is done sending: pass the half-close on where the
+        # downstream can take one, else close (after what is buffered).
+        down = self.down.transport
+        if down is not None and not self.down.closed and down.can_write_eof():
+            down.write_eof()
+            return True
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.down.upstream_gone()
@@ -59,6 +68,7 @@ class TcpDownstream(asyncio.Protocol):
         self.held: list[bytes] = []
         self.closed = False
         self.released = False
+        self.eof_pending = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -82,6 +92,8 @@ class TcpDownstream(asyncio.Protocol):
         for chunk in self.held:
             transport.write(chunk)
         self.held.clear()
+        if self.eof_pending and transport.can_write_eof():
+            transport.write_eof()
         self.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -92,7 +104,13 @@ class TcpDownstream(asyncio.Protocol):
             self.held.append(data)
 
     def eof_received(self) -> bool | None:
-        return None
+        # The client is done sending; keep the connection for the answer.
+        upstream = self.upstream
+        if upstream is None or upstream.transport is None:
+            self.eof_pending = True
+        elif upstream.transport.can_write_eof():
+            upstream.transport.write_eof()
+        return True
 
     def send(self, data: bytes) -> None:
         if not self.closed:
