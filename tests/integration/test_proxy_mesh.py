@@ -814,3 +814,44 @@ async def test_tcp_half_close_keeps_the_answer(tcp_world: World) -> None:
     answer = await loop.run_in_executor(None, half_closed_exchange, tcp_world.ports.web_upstream)
     assert answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200"), answer[:80]
     assert b'"uri": "/half"' in answer
+
+
+class EchoHead(asyncio.Protocol):
+    """A local app that answers each request with the request's head as its body."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(head) + head
+            )
+
+
+async def test_public_listener_forwards_the_client_certificate(http_world: World) -> None:
+    world = http_world
+    server = await asyncio.get_running_loop().create_server(EchoHead, "127.0.0.1", 0)
+    try:
+        echo_port = server.sockets[0].getsockname()[1]
+        world.mesh.publish(
+            api_snapshot(CA, world.ports.api_public, echo_port, protocol="http", ixns=ALLOW_WEB)
+        )
+        loop = asyncio.get_running_loop()
+        context = client_context(CA, "web")
+
+        async def answer() -> bytes:
+            return await loop.run_in_executor(None, raw_exchange, world.ports.api_public, context)
+
+        reply = await wait_for_async_result(answer, lambda r: b"x-forwarded-client-cert" in r)
+        header = next(
+            line for line in reply.split(b"\r\n") if line.startswith(b"x-forwarded-client-cert")
+        ).decode()
+        spiffe = f"spiffe://{TRUST_DOMAIN}/ns/default/dc/dc1/svc"
+        assert f"By={spiffe}/api;Hash=" in header and header.endswith(f"URI={spiffe}/web")
+        assert 'Cert="-----BEGIN%20CERTIFICATE-----' in header and 'Subject="CN=web"' in header
+    finally:
+        server.close()

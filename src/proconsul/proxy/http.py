@@ -329,7 +329,9 @@ def _local_reply(status: int, text: bytes, keep_alive: bool) -> bytes:
 
 
 class HttpDownstream(asyncio.Protocol):
-    def __init__(self, runtime: RuntimeView, listener: str, principal: str | None) -> None:
+    def __init__(
+        self, runtime: RuntimeView, listener: str, principal: str | None, xfcc: str = ""
+    ) -> None:
         self.runtime = runtime
         self.listener = listener
         self.principal = principal
@@ -343,7 +345,7 @@ class HttpDownstream(asyncio.Protocol):
         self.paused = False
         self.busy = False
         # x-forwarded-client-cert, for the public listener's local app
-        self.xfcc = f"x-forwarded-client-cert: URI={principal}\r\n".encode() if principal else b""
+        self.xfcc = f"x-forwarded-client-cert: {xfcc}\r\n".encode() if xfcc else b""
 
     # parsing ------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:

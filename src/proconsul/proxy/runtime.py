@@ -35,7 +35,13 @@ from proconsul.proxy.config import ListenerConfig, ProxyConfig
 from proconsul.proxy.http import HttpDownstream, Pool
 from proconsul.proxy.stats import ListenerStats, Stats
 from proconsul.proxy.tcp import TcpDownstream
-from proconsul.proxy.tls import MissingSecret, ServerContext, TLSContexts, peer_uri
+from proconsul.proxy.tls import (
+    MissingSecret,
+    ServerContext,
+    TLSContexts,
+    client_cert_details,
+    peer_uri,
+)
 from proconsul.proxy.upstream import Clusters
 
 log = logging.getLogger("proconsul.proxy")
@@ -83,7 +89,11 @@ class Acceptor(asyncio.Protocol):
         stats = runtime.stats.listener(self.name)
         handler: asyncio.Protocol
         if listener.http is not None:
-            handler = HttpDownstream(runtime, self.name, principal)
+            xfcc = ""
+            ssl_object = transport.get_extra_info("ssl_object")
+            if listener.http.forward_client_cert and ssl_object is not None and listener.tls:
+                xfcc = client_cert_details(ssl_object, runtime.tls.leaf_uri(listener.tls))
+            handler = HttpDownstream(runtime, self.name, principal, xfcc)
         else:
             if listener.rbac is not None:
                 if not listener.rbac.allows(principal, None):

@@ -20,10 +20,14 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import ssl
 import tempfile
+import urllib.parse
 from typing import Any
+
+from cryptography import x509
 
 from proconsul.proxy.config import ClientTLS, SecretConfig, ServerTLS
 
@@ -51,6 +55,39 @@ def peer_uris(ssl_object: Any) -> list[str]:
     if not cert:
         return []
     return [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
+
+
+def leaf_uri(cert_pem: str) -> str:
+    """The first URI SAN of our own leaf (its SPIFFE ID), "" if none."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return ""
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else ""
+
+
+def client_cert_details(ssl_object: Any, by: str) -> str:
+    """Envoy's `x-forwarded-client-cert` element for a verified peer: By, Hash,
+    Cert, Subject, URI and DNS (the chain is not available from `ssl`)."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return ""
+    cert = ssl_object.getpeercert() or {}
+    subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
+    parts = [
+        f"By={by}" if by else "",
+        f"Hash={hashlib.sha256(der).hexdigest()}",
+        f'Cert="{urllib.parse.quote(ssl.DER_cert_to_PEM_cert(der), safe="")}"',
+        f'Subject="{subject}"',
+    ]
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI":
+            parts.append(f"URI={value}")
+        elif kind == "DNS":
+            parts.append(f"DNS={value}")
+    return ";".join(p for p in parts if p)
 
 
 def peer_uri(ssl_object: Any) -> str | None:
@@ -96,17 +133,29 @@ class TLSContexts:
     def __init__(self) -> None:
         self.secrets: dict[str, SecretConfig] = {}
         self._cache: dict[tuple[str, str, str], ssl.SSLContext] = {}
+        self._uris: dict[str, str] = {}
 
     def update(self, secrets: dict[str, SecretConfig]) -> None:
         self.secrets = dict(secrets)
         live = {(s.cert_pem, s.key_pem) for s in secrets.values() if s.cert_pem}
         self._cache = {k: v for k, v in self._cache.items() if (k[0], k[1]) in live}
+        self._uris = {pem: uri for pem, uri in self._uris.items() if any(pem == c for c, _ in live)}
 
     def _pair(self, leaf: str, roots: str) -> tuple[SecretConfig, SecretConfig]:
         try:
             return self.secrets[leaf], self.secrets[roots]
         except KeyError as err:
             raise MissingSecret(f"secret {err.args[0]} not received yet") from None
+
+    def leaf_uri(self, tls: ServerTLS) -> str:
+        """Our SPIFFE ID on this listener (parsed once per leaf)."""
+        leaf = self.secrets.get(tls.leaf_secret)
+        if leaf is None:
+            return ""
+        found = self._uris.get(leaf.cert_pem)
+        if found is None:
+            found = self._uris[leaf.cert_pem] = leaf_uri(leaf.cert_pem)
+        return found
 
     def server(self, tls: ServerTLS, current: ServerContext | None) -> ServerContext:
         """The listener's context for these secrets: `current` updated in place, or a
