@@ -20,7 +20,9 @@ Rules (Envoy's behaviour for what our translator emits):
 - Requests and responses are read whole (bounded by `MAX_BODY`) and sent
   with Content-Length; hop-by-hop headers are not forwarded. Requests on one
   connection are answered in order.
-- The public listener adds `x-forwarded-client-cert` with the caller's URI.
+- The public listener adds `x-forwarded-client-cert` for the caller as Envoy
+  does (By, Hash, Cert, Subject, URI, DNS; tls.py `client_cert_details`),
+  after any the caller sent.
 """
 
 from __future__ import annotations
