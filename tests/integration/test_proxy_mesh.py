@@ -855,3 +855,30 @@ async def test_public_listener_forwards_the_client_certificate(http_world: World
         assert 'Cert="-----BEGIN%20CERTIFICATE-----' in header and 'Subject="CN=web"' in header
     finally:
         server.close()
+
+
+async def test_connect_timeout_is_the_resolvers(tcp_world: World) -> None:
+    """An endpoint that takes the TCP connection but never answers TLS: a connect
+    failure after the resolver's ConnectTimeout, counted."""
+    world = tcp_world
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen()
+    try:
+        chain = entries({"Kind": "service-resolver", "Name": "api", "ConnectTimeout": "300ms"})
+        rows = {API_TARGET: [instance("api", "127.0.0.1", black_hole.getsockname()[1])]}
+        world.mesh.publish(web_snapshot(CA, world.ports, chain=chain, endpoints=rows))
+        cluster = f"api.default.dc1.internal.{TRUST_DOMAIN}"
+        await wait_for_async(
+            lambda: world.web.runtime.clusters.configs[cluster].connect_timeout_s == 0.3
+        )
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        request = b"GET / HTTP/1.1\r\nhost: api\r\n\r\n"
+        port = world.ports.web_upstream
+        closed = await loop.run_in_executor(None, raw_http, port, request, b"never")
+        assert closed == b""  # tcp: the connection is closed
+        assert 0.25 < time.monotonic() - started < 2.0
+        assert world.web.runtime.stats.clusters[cluster].upstream_cx_connect_fail == 1
+    finally:
+        black_hole.close()
