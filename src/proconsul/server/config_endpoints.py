@@ -39,9 +39,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.connect.config_entries import check_subset_filter, normalize, validate
+from proconsul.connect.config_entries import (
+    HTTP_PROTOCOLS,
+    check_subset_filter,
+    normalize,
+    service_protocol,
+    validate,
+)
 from proconsul.connect.discovery_chain import ChainEntries, ChainError, compile_chain
 from proconsul.connect.service_config import resolve_service_config
 from proconsul.rpc.errors import ErrorCode, RPCError
@@ -62,6 +70,7 @@ from proconsul.structs.config_entries import (
     MeshGatewayConfig,
     ProxyDefaults,
     ServiceDefaults,
+    ServiceIntentions,
     ServiceResolver,
     ServiceRouter,
     ServiceSplitter,
@@ -97,18 +106,22 @@ def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
             raise RPCError("Config entry name is required", ErrorCode.BAD_QUERY)
         return request
     try:
-        checked = validate(normalize(entry), check_filter=check_subset_filter)
+        checked = validate(
+            normalize(entry),
+            check_filter=check_subset_filter,
+            intentions_api=request.intentions_api,
+        )
     except ConfigEntryError as exc:
         raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
-    return ConfigEntryRequest(
-        op=request.op, entry=checked, cas_index=request.cas_index, datacenter=request.datacenter
-    )
+    return msgspec.structs.replace(request, entry=checked)
 
 
 def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str) -> None:
     """Every discovery chain the change could touch must still compile
     (Consul's validateProposedConfigEntryInGraph), or RPCError (BAD_QUERY)."""
     changed = request.entry
+    if isinstance(changed, ServiceIntentions) and request.op in ("upsert", "upsert-cas"):
+        check_l7_protocol(store, changed)
     if changed.kind not in CHAIN_KINDS:
         return
     key = (changed.kind, changed.name)
@@ -126,6 +139,25 @@ def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str)
             compile_chain(service, chain_entries, datacenter=datacenter, trust_domain="")
         except ChainError as exc:
             raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
+
+
+def check_l7_protocol(store: StateStore, entry: ServiceIntentions) -> None:
+    """Intentions with L7 Permissions need a destination that speaks an HTTP
+    protocol (Consul's check when the entry is written), or RPCError (BAD_QUERY)."""
+    if entry.name == "*" or not any(source.permissions for source in entry.sources):
+        return
+    defaults = store.config.get(SERVICE_DEFAULTS, entry.name)
+    proxy = store.config.get(PROXY_DEFAULTS, "global")
+    protocol = service_protocol(
+        defaults if isinstance(defaults, ServiceDefaults) else None,
+        proxy if isinstance(proxy, ProxyDefaults) else None,
+    )
+    if protocol not in HTTP_PROTOCOLS:
+        raise RPCError(
+            f'service "{entry.name}" has protocol "{protocol}", '
+            "which is incompatible with L7 intentions permissions",
+            ErrorCode.BAD_QUERY,
+        )
 
 
 # ----- reads --------------------------------------------------------------------

@@ -45,6 +45,8 @@ SERVICE_INTENTIONS = "service-intentions"
 SERVICE_ROUTER = "service-router"
 SERVICE_SPLITTER = "service-splitter"
 SERVICE_RESOLVER = "service-resolver"
+# How Go encodes a zero time.Time (an intention's CreatedAt when not set).
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class ConfigEntryError(ValueError):
@@ -450,7 +452,10 @@ class Intention(msgspec.Struct, rename=pascal):
     source_type: str = "consul"
     description: str = ""
     meta: dict[str, str] = {}
-    id: str = ""
+    id: str = ""  # the LegacyID of an intention made by the legacy create
+    # Go's zero time unless the legacy API set them, as Consul shows them.
+    created_at: str = GO_ZERO_TIME
+    updated_at: str = GO_ZERO_TIME
     create_index: int = 0
     modify_index: int = 0
 
