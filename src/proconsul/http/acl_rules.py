@@ -104,6 +104,8 @@ _CHECK_WRITE = in_handler(
     "service", "write", "on the check's service, node:write on this node for a node check"
 )
 
+_INTENTION_WRITE = in_handler("intention", "write", "on the intention's destination")
+
 # (method, canonical pattern) -> rule. Each entry follows the "ACL Required"
 # column of Consul's API page for that endpoint (agent, event, operator,
 # status, catalog, health, kv, acl).
@@ -150,6 +152,19 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/config/{kind}/{name}"): SERVER,
     ("GET", "/v1/discovery-chain/{service}"): SERVER,
     ("POST", "/v1/discovery-chain/{service}"): SERVER,
+    # Intentions: reads filtered or refused by the server endpoints
+    # (server/intention_endpoints.py); writes need intentions:write on the
+    # destination, checked in the handler (and again by the server).
+    ("GET", "/v1/connect/intentions"): SERVER,
+    ("POST", "/v1/connect/intentions"): _INTENTION_WRITE,
+    ("GET", "/v1/connect/intentions/exact"): SERVER,
+    ("PUT", "/v1/connect/intentions/exact"): _INTENTION_WRITE,
+    ("DELETE", "/v1/connect/intentions/exact"): _INTENTION_WRITE,
+    ("GET", "/v1/connect/intentions/match"): SERVER,
+    ("GET", "/v1/connect/intentions/check"): SERVER,
+    ("GET", "/v1/connect/intentions/{id}"): SERVER,
+    ("PUT", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
+    ("DELETE", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
     # 401 with ACLs off, else 404: nothing to protect.
     ("*", "/v1/acl/{tail}"): SERVER,
     # --- nothing required -------------------------------------------------------
@@ -188,6 +203,9 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/agent/check/warn/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/fail/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/update/{check_id}"): _CHECK_WRITE,
+    ("POST", "/v1/agent/connect/authorize"): in_handler(
+        "service", "write", "on the Target named in the body"
+    ),
     # Consul's docs: acl:write (with ACLs off the handler answers 401).
     ("PUT", "/v1/agent/token/{kind}"): require("acl", "write"),
     # --- events, keyring, operator ----------------------------------------------------

@@ -439,8 +439,8 @@ class Intention(msgspec.Struct, rename=pascal):
     """One source of a `service-intentions` entry seen as a legacy intention row:
     the shape of `/v1/connect/intentions` and the unit intentions match on."""
 
-    source_name: str
-    destination_name: str
+    source_name: str = ""  # a body may leave them to the URL (`PUT .../exact`)
+    destination_name: str = ""
     action: str = ""  # allow/deny; empty when permissions decide
     permissions: list[IntentionPermission] = []
     precedence: int = 0
