@@ -141,6 +141,19 @@ async def _read(request: web.Request, method: str, query: IntentionQuery) -> Rea
     return await agent_of(request).rpc_read(method, read)
 
 
+def _check_legacy_body(body: Intention) -> None:
+    """A legacy create's or update's body: names as Consul reads them, then
+    Consul's legacy validation (every problem listed)."""
+    if body.source_name:
+        body.source_name = _service_name(body.source_name, "source")
+    if body.destination_name:
+        body.destination_name = _service_name(body.destination_name, "destination")
+    try:
+        check_legacy(body)
+    except IntentionWriteError as exc:
+        raise HTTPError(exc.status, exc.message) from None
+
+
 async def _body(request: web.Request) -> Intention:
     # Consul's exact field names (SourceNS, DestinationName, ...): not respelled.
     return await decode_body(request, Intention, keys="as-is")
@@ -206,14 +219,7 @@ async def intention_create(request: web.Request) -> web.Response:
     body = await _body(request)
     if body.id:
         bad_request("ID must be empty when creating a new intention")
-    body.source_name = _service_name(body.source_name, "source") if body.source_name else ""
-    body.destination_name = (
-        _service_name(body.destination_name, "destination") if body.destination_name else ""
-    )
-    try:
-        check_legacy(body)
-    except IntentionWriteError as exc:
-        raise HTTPError(exc.status, exc.message) from None
+    _check_legacy_body(body)
     _may_write(request, body.destination_name)
     legacy_id = str(uuid.uuid4())
     source = source_of(body, legacy_id=legacy_id, now=_now())
@@ -298,14 +304,7 @@ async def intention_update(request: web.Request) -> web.Response:
     legacy_id, found = await _by_id(request)
     if found is None:
         raise HTTPError(500, f"Cannot modify non-existent intention: '{legacy_id}'")
-    body.source_name = _service_name(body.source_name, "source") if body.source_name else ""
-    body.destination_name = (
-        _service_name(body.destination_name, "destination") if body.destination_name else ""
-    )
-    try:
-        check_legacy(body)
-    except IntentionWriteError as exc:
-        raise HTTPError(exc.status, exc.message) from None
+    _check_legacy_body(body)
     destination = found.destination_name
     _may_write(request, destination)
     now = _now()
