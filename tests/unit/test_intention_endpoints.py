@@ -113,10 +113,12 @@ def test_get_exact_by_id_and_check() -> None:
         assert (await endpoints.write(command))[1] is True
         by_id = await endpoints.read("Intention.Get", query(id="id-7"))
         assert (by_id.value.source_name, by_id.value.destination_name) == ("web", "billing")
-        # The same entry through a config write: its legacy fields are refused.
-        with pytest.raises(RPCError) as err:
-            await endpoints.write(ConfigEntryRequest(op="upsert", entry=legacy))
-        assert err.value.message == "Sources[0].LegacyID must be omitted"
+        # The same entry through a config write: as in Consul, the legacy ID is dropped.
+        assert (await endpoints.write(ConfigEntryRequest(op="upsert", entry=legacy)))[1] is True
+        gone = await endpoints.read("Intention.Get", query(id="id-7"))
+        assert gone.value is None
+        by_name = await endpoints.read("Intention.Get", query(source="web", destination="billing"))
+        assert by_name.value is not None and by_name.value.id == ""
 
         async def allowed(source: str, destination: str) -> bool:
             q = query(source=source, destination=destination)

@@ -1,7 +1,7 @@
 """The intentions API's writes as changes to one service-intentions entry (pure):
-legacy create appends with an ID, upsert by name replaces in place and keeps a
-legacy ID, delete of the last source takes the entry, updates by ID, Consul's
-legacy validation texts, and config writes keeping legacy IDs."""
+legacy create appends with an ID, upsert by name replaces in place, delete of
+the last source takes the entry, updates by ID, Consul's legacy validation
+texts, and config writes dropping legacy IDs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from proconsul.connect.config_entries import normalize, validate
 from proconsul.connect.intention_writes import (
     UNCHANGED,
     IntentionWriteError,
-    carry_legacy,
     check_legacy,
     check_upsert_meta,
     create_legacy,
@@ -19,6 +18,7 @@ from proconsul.connect.intention_writes import (
     delete_by_name,
     multierror_text,
     source_of,
+    strip_legacy_ids,
     update_by_id,
     upsert,
 )
@@ -59,23 +59,27 @@ def test_legacy_create_appends_a_source_with_its_id_meta_and_times() -> None:
     assert str(err.value) == 'Sources[1] defines "web" more than once'
 
 
-def test_config_writes_must_omit_legacy_fields_the_intentions_api_may_set() -> None:
+def test_config_writes_drop_legacy_ids_and_refuse_legacy_meta() -> None:
     entry = create_legacy(None, "api", source_of(body("web"), legacy_id="id-1", now=NOW))
-    with pytest.raises(ConfigEntryError) as err:
-        validate(normalize(entry))
-    assert str(err.value) == "Sources[0].LegacyID must be omitted"
     validate(normalize(entry), intentions_api=True)
+    stripped = strip_legacy_ids(entry)
+    assert [(s.legacy_id, s.legacy_create_time) for s in stripped.sources] == [("", "")]
+    assert entry.sources[0].legacy_id == "id-1"  # a copy
+    validate(normalize(stripped))
+    with_meta = create_legacy(None, "api", source_of(body("web", meta={"a": "b"}), legacy_id="x"))
+    with pytest.raises(ConfigEntryError) as err:
+        validate(normalize(strip_legacy_ids(with_meta)))
+    assert str(err.value) == "Sources[0].LegacyMeta must be omitted"
 
 
-def test_upsert_replaces_by_name_keeping_a_legacy_id() -> None:
+def test_upsert_replaces_by_name_or_appends() -> None:
     legacy = source_of(body("web"), legacy_id="id-1", now=NOW)
     entry = ServiceIntentions(
         name="api", sources=[legacy, SourceIntention(name="db", action="deny")]
     )
-    changed = upsert(entry, "api", source_of(body("web", action="deny")), now=LATER)
+    changed = upsert(entry, "api", source_of(body("web", action="deny")))
     web = changed.sources[0]
-    assert (web.name, web.action, web.legacy_id) == ("web", "deny", "id-1")
-    assert (web.legacy_create_time, web.legacy_update_time) == (NOW, LATER)
+    assert (web.name, web.action, web.legacy_id) == ("web", "deny", "")
     assert [s.name for s in changed.sources] == ["web", "db"]
     appended = upsert(changed, "api", source_of(body("*")))
     assert [s.name for s in appended.sources] == ["web", "db", "*"]
@@ -146,19 +150,3 @@ def test_legacy_validation_lists_every_problem_as_go_does() -> None:
         ]
     )
     assert multierror_text(["x"]) == "1 error occurred:\n\t* x\n\n"
-
-
-def test_a_config_write_keeps_the_legacy_ids_of_its_sources() -> None:
-    previous = create_legacy(None, "api", source_of(body("web"), legacy_id="id-1", now=NOW))
-    written = ServiceIntentions(
-        name="api",
-        sources=[
-            SourceIntention(name="web", action="deny"),
-            SourceIntention(name="db", action="allow"),
-        ],
-    )
-    carry_legacy(previous, written)
-    assert [(s.name, s.legacy_id, s.legacy_create_time) for s in written.sources] == [
-        ("web", "id-1", NOW),
-        ("db", "", ""),
-    ]

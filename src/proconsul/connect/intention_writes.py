@@ -14,14 +14,14 @@ Rules (Consul 1.16):
   source fails the entry's validation (`Sources[1] defines "web" more than
   once`). Its body is first checked as Consul's legacy `Intention.Validate`
   does, every problem listed in Go's multierror form.
-- An upsert by name (`PUT .../exact`) replaces the source of that name or
-  appends it; a source that came from the legacy create keeps its ID, Meta
-  and creation time. Meta may not be set there: it belongs to the entry.
+- An upsert by name (`PUT .../exact`) replaces the source of that name
+  whole (a legacy ID it had is gone) or appends it. Meta may not be set
+  there: it belongs to the entry.
 - An update by ID replaces that source; its destination cannot change. A
   delete by ID or by name removes the source; the last one takes the entry.
-- A config write of an entry (`consul config write`) keeps the legacy fields
-  the stored sources of the same names had (`carry_legacy`), as Consul's
-  UpdateOver does.
+- A config write of an entry (`consul config write`) drops its sources'
+  LegacyID and times and refuses a LegacyMeta (`strip_legacy_ids`), as
+  Consul's normalize and validation do: only this API sets them.
 """
 
 from __future__ import annotations
@@ -167,22 +167,16 @@ def check_upsert_meta(entry: ServiceIntentions | None, meta: dict[str, str]) -> 
 
 
 def upsert(
-    entry: ServiceIntentions | None, destination: str, source: SourceIntention, now: str = ""
+    entry: ServiceIntentions | None, destination: str, source: SourceIntention
 ) -> ServiceIntentions:
-    """The upsert by name: the source of that name replaced, or appended. A
-    legacy intention it replaces keeps its ID, Meta and creation time."""
+    """The upsert by name: the source of that name replaced, whole (a legacy
+    intention it replaces loses its ID, as in Consul), or appended."""
     changed = _copy(entry, destination)
     at = _position(changed, source.name)
     if at is None:
         changed.sources.append(source)
-        return changed
-    old = changed.sources[at]
-    if old.legacy_id:
-        source.legacy_id = old.legacy_id
-        source.legacy_meta = old.legacy_meta
-        source.legacy_create_time = old.legacy_create_time
-        source.legacy_update_time = now or old.legacy_update_time
-    changed.sources[at] = source
+    else:
+        changed.sources[at] = source
     return changed
 
 
@@ -227,17 +221,13 @@ def delete_by_id(entry: ServiceIntentions | None, legacy_id: str) -> Change:
     return _without(entry, at)
 
 
-def carry_legacy(previous: ServiceIntentions | None, entry: ServiceIntentions) -> None:
-    """In place: a source written without legacy fields keeps those its
-    namesake had in `previous` (Consul's UpdateOver)."""
-    if previous is None:
-        return
-    old = {source.name: source for source in previous.sources if not source.peer}
-    for source in entry.sources:
-        before = old.get(source.name)
-        if source.peer or before is None or source.legacy_id or not before.legacy_id:
-            continue
-        source.legacy_id = before.legacy_id
-        source.legacy_meta = before.legacy_meta
-        source.legacy_create_time = before.legacy_create_time
-        source.legacy_update_time = before.legacy_update_time
+def strip_legacy_ids(entry: ServiceIntentions) -> ServiceIntentions:
+    """A config write's entry as Consul normalizes it: LegacyID and the legacy
+    times are dropped (so such a write ends a source's legacy ID); LegacyMeta
+    is kept for the validation to refuse, rather than lose it silently."""
+    if not any(s.legacy_id or s.legacy_create_time or s.legacy_update_time for s in entry.sources):
+        return entry
+    changed = copy.deepcopy(entry)
+    for source in changed.sources:
+        source.legacy_id = source.legacy_create_time = source.legacy_update_time = ""
+    return changed

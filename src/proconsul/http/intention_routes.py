@@ -243,11 +243,10 @@ async def intention_exact_put(request: web.Request) -> web.Response:
     body.source_name, body.destination_name, body.id = source_name, destination, ""
     _may_write(request, destination)
     source = source_of(body)
-    now = _now()
 
     def change(entry: ServiceIntentions | None) -> Change:
         check_upsert_meta(entry, body.meta)
-        return upsert(entry, destination, msgspec.structs.replace(source), now)
+        return upsert(entry, destination, source)
 
     await _modify(request, destination, change)
     return json_response(request, True)

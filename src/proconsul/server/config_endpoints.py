@@ -51,6 +51,7 @@ from proconsul.connect.config_entries import (
     validate,
 )
 from proconsul.connect.discovery_chain import ChainEntries, ChainError, compile_chain
+from proconsul.connect.intention_writes import strip_legacy_ids
 from proconsul.connect.service_config import resolve_service_config
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
@@ -105,6 +106,8 @@ def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
         if not entry.name:
             raise RPCError("Config entry name is required", ErrorCode.BAD_QUERY)
         return request
+    if isinstance(entry, ServiceIntentions) and not request.intentions_api:
+        entry = strip_legacy_ids(entry)
     try:
         checked = validate(
             normalize(entry),

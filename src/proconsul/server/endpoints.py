@@ -51,7 +51,6 @@ import msgspec
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.errors import ACLDenied
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.connect.intention_writes import carry_legacy
 from proconsul.connect.intentions import default_allow
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
@@ -96,7 +95,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
-from proconsul.structs.config_entries import Intention, ServiceIntentions
+from proconsul.structs.config_entries import Intention
 from proconsul.structs.filter import Filter, cached_filter
 from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.requests import (
@@ -322,12 +321,7 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
-            entry = command.entry
-            if isinstance(entry, ServiceIntentions) and not command.intentions_api:
-                # A config write keeps the legacy IDs its sources had (Consul's UpdateOver).
-                previous = self.store.config.get(entry.kind, entry.name)
-                if isinstance(previous, ServiceIntentions):
-                    carry_legacy(previous, entry)
+
         return await self.log.apply(command, token, self._authorize_write)
 
     def _authorize_write(self, command: Command, token: str) -> None:
