@@ -18,9 +18,10 @@ Rules:
   again after each change.
 - ACLs, as Consul 1.16 applies them: a row may be read with `intentions =
   "read"` on its source or on its destination; a list drops the others (and
-  says it filtered), a Get of one is a 403. A match needs intentions read on
-  every name asked; a check needs service:read on the destination (it tells
-  nothing about the intentions themselves). Writes go through the config
+  says it filtered), a Get of one is a 403 (a missing one is a 404 for
+  anyone). A match needs intentions read on every name asked; a check
+  needs service:read on the destination (it tells nothing about the
+  intentions themselves). Writes go through the config
   entry path and need `intentions = "write"` on the destination
   (server/config_endpoints.py).
 """
@@ -150,17 +151,13 @@ def precheck_read(method: str, request: ReadRequest, resolved: ResolvedToken) ->
         for name in query.names:
             if name and not authz.intention_read(name):
                 raise resolved.deny("intention", "read", name)
-    elif method == CHECK_METHOD:
-        if query.destination and not authz.service_read(query.destination):
-            raise resolved.deny("service", "read", query.destination)
-    elif method == GET_METHOD and not query.id:
-        readable = authz.intention_read(query.source) or authz.intention_read(query.destination)
-        if not readable:
-            raise resolved.deny("intention", "read", query.destination)
+    elif method == CHECK_METHOD and not authz.service_read(query.destination):
+        raise resolved.deny("service", "read", query.destination)
 
 
 def postcheck_read(method: str, resolved: ResolvedToken, value: Any) -> None:
-    """A Get by ID learns the intention's names only once read: 403 then."""
+    """A Get of an intention the token may not read is a 403, decided once it
+    is found (one that is not there is a 404 for anyone, as in Consul)."""
     if method != GET_METHOD or not isinstance(value, Intention):
         return
     if not can_read(resolved.authorizer, value):
