@@ -5,7 +5,8 @@ web api` prints `Created: web => api (allow)`), a second create of the pair
 failing with Consul's text, `-replace`, wildcard precedence seen through
 `/check` and `intention check`'s exit codes, deny first among equal
 precedences, list/get/match/delete output, `/v1/agent/connect/authorize`, and
-bad input (400s with Consul's texts). A second dev agent has ACLs on with
+bad input (400s with Consul's texts). A client agent joined to a server
+forwards the same reads and writes over RPC. A second dev agent has ACLs on with
 default deny: a token without `intentions = "write"` is refused (403), lists
 are filtered row by row with the filtered header, and with no matching
 intention the default policy denies.
@@ -18,10 +19,12 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.agent_process import AgentProcess, proconsul_cmd, start_agent
+from tests.agent_process import AgentProcess, free_port, proconsul_cmd, start_agent, wait_for
+from tests.gossip_agents import GossipPool
 
 MANAGEMENT = str(uuid.uuid4())
 ACL_HCL = (
@@ -160,6 +163,26 @@ def test_wildcard_precedence_and_deny_first(agent: AgentProcess) -> None:
     assert [row["SourceName"] for row in match["cache"]] == ["b", "a", "web"]
 
 
+def test_create_from_files_and_with_meta(agent: AgentProcess, tmp_path: Path) -> None:
+    as_json = tmp_path / "one.json"
+    as_json.write_text(
+        json.dumps({"SourceName": "cron", "DestinationName": "reports", "Action": "deny"})
+    )
+    as_hcl = tmp_path / "two.hcl"
+    as_hcl.write_text('SourceName = "mail"\nDestinationName = "reports"\nAction = "allow"\n')
+    created = run(agent, "create", "-file", str(as_json), str(as_hcl))
+    assert (created.returncode, created.stdout) == (
+        0,
+        "Created: cron => reports (deny)\nCreated: mail => reports (allow)\n",
+    )
+    tagged = run(agent, "create", "-meta", "owner=ops", "-meta", "tier=1", "ui", "reports")
+    assert tagged.returncode == 0, tagged.stderr
+    got = run(agent, "get", "ui", "reports").stdout.splitlines()
+    assert "Meta[owner]:  ops" in got and "Meta[tier]:   1" in got
+    missing = run(agent, "create", "-file", str(tmp_path / "nope.json"))
+    assert missing.returncode == 1 and "nope.json" in missing.stderr
+
+
 def test_agent_connect_authorize(agent: AgentProcess) -> None:
     assert run(agent, "create", "-allow", "frontend", "payments").returncode == 0
     assert run(agent, "create", "-deny", "*", "payments").returncode == 0
@@ -270,3 +293,27 @@ def test_acls_on_intentions(acl_agent: AgentProcess) -> None:
     body = {"Target": "api", "ClientCertURI": spiffe("web")}
     status, _, text = call(acl_agent, "POST", "/v1/agent/connect/authorize", body, reader)
     assert status == 403 and "lacks permission 'service:write' on \"api\"" in text
+
+
+def test_a_client_agent_forwards_intentions(tmp_path: Path) -> None:
+    pool = GossipPool(tmp_path, 2, base=233, server_first=True)
+    server, client = pool["n0"], pool["n1"]
+    server.args += ["-server-port", str(free_port(server.ip))]
+    try:
+        server_agent = pool.start(server, join=False)
+        client_agent = pool.start(client)
+        wait_for(lambda: call(client_agent, "GET", "/v1/connect/intentions")[0] == 200, 20)
+        created = run(client_agent, "create", "-deny", "web", "db")
+        assert (created.returncode, created.stdout) == (0, "Created: web => db (deny)\n")
+        checked = run(client_agent, "check", "web", "db")
+        assert (checked.returncode, checked.stdout) == (1, "Denied\n")
+        matched = json.loads(
+            call(client_agent, "GET", "/v1/connect/intentions/match?by=source&name=web")[2]
+        )
+        assert [(r["SourceName"], r["DestinationName"]) for r in matched["web"]] == [("web", "db")]
+        # The server holds it as a service-intentions entry of the destination.
+        status, _, text = call(server_agent, "GET", "/v1/config/service-intentions/db")
+        assert status == 200 and json.loads(text)["Sources"][0]["Name"] == "web"
+        assert authorize(client_agent, "db", "web")["Authorized"] is False
+    finally:
+        pool.stop_all()
