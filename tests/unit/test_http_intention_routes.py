@@ -121,3 +121,31 @@ async def test_bad_input_gets_consuls_texts() -> None:
         assert listed == []  # nothing bad was written
     finally:
         await client.close()
+
+
+async def test_authorize_matches_only_default_namespace_sources() -> None:
+    client, _ = await _client()
+    try:
+        put = await client.put(
+            "/v1/connect/intentions/exact?source=web&destination=api", json={"Action": "deny"}
+        )
+        assert put.status == 200, await put.text()
+
+        async def decide(namespace: str) -> Any:
+            uri = f"spiffe://td.consul/ns/{namespace}/dc/dc1/svc/web"
+            body = {"Target": "api", "ClientCertURI": uri}
+            response = await client.post("/v1/agent/connect/authorize", json=body)
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+        assert await decide("default") == {
+            "Authorized": False,
+            "Reason": "Matched L4 intention: default/web => default/api "
+            "(Precedence: 9, Action: DENY)",
+        }
+        assert await decide("other") == {
+            "Authorized": True,
+            "Reason": "Default behavior configured by ACLs",
+        }
+    finally:
+        await client.close()

@@ -338,6 +338,8 @@ async def agent_connect_authorize(request: web.Request) -> web.Response:
         request, MATCH_METHOD, IntentionQuery(match_by=MATCH_DESTINATION, names=[body.target])
     )
     rows: list[Intention] = response.value.get(body.target, [])
+    if client.namespace != "default":
+        rows = []  # every intention here is from the default namespace: none matches
     if client.partition != "default":
         reason = f'Mismatched partitions: "{client.partition}" != "default"'
         return json_response(request, AuthorizeResponse(False, reason))
