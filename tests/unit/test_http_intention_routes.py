@@ -143,6 +143,19 @@ async def test_authorize_matches_only_default_namespace_sources() -> None:
             "Reason": "Matched L4 intention: default/web => default/api "
             "(Precedence: 9, Action: DENY)",
         }
+        # Consul's JSON: empty fields (ID, Description, Meta, times) left out.
+        (row,) = await (await client.get("/v1/connect/intentions")).json()
+        assert row == {
+            "SourceName": "web",
+            "DestinationName": "api",
+            "Action": "deny",
+            "Precedence": 9,
+            "SourceNS": "default",
+            "DestinationNS": "default",
+            "SourceType": "consul",
+            "CreateIndex": row["CreateIndex"],
+            "ModifyIndex": row["ModifyIndex"],
+        }
         assert await decide("other") == {
             "Authorized": True,
             "Reason": "Default behavior configured by ACLs",

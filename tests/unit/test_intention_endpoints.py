@@ -95,6 +95,9 @@ def test_list_and_match_in_evaluation_order() -> None:
         ]
         filtered = await endpoints.read("Intention.List", query(filter_text='Action == "deny"'))
         assert [r.source_name for r in filtered.value] == ["*", "web"]
+        # Fields the JSON leaves out when empty are still there for a filter.
+        unnamed = await endpoints.read("Intention.List", query(filter_text='Description == ""'))
+        assert len(unnamed.value) == 4
 
     asyncio.run(body())
 

@@ -217,6 +217,8 @@ def intention_of(entry: ServiceIntentions, source: SourceIntention) -> Intention
         permissions=source.permissions,
         precedence=precedence(source.name, entry.name),
         source_peer=source.peer,
+        source_ns=DEFAULT_NAMESPACE,
+        destination_ns=DEFAULT_NAMESPACE,
         source_type=source.type or "consul",
         description=source.description,
         meta=dict(source.legacy_meta if legacy else entry.meta),
@@ -416,8 +418,8 @@ def matched_reason(ixn: Intention) -> str:
     """The `Reason` of `/v1/agent/connect/authorize` for a matching intention,
     as Consul 1.16 words it:
     `Matched L4 intention: default/web => default/api (Precedence: 9, Action: ALLOW)`."""
-    source = f"{ixn.source_ns}/{ixn.source_name}"
-    destination = f"{ixn.destination_ns}/{ixn.destination_name}"
+    source = f"{ixn.source_ns or DEFAULT_NAMESPACE}/{ixn.source_name}"
+    destination = f"{ixn.destination_ns or DEFAULT_NAMESPACE}/{ixn.destination_name}"
     if ixn.permissions:
         detail = f"Permissions: {len(ixn.permissions)}"
         layer = "L7"

@@ -70,6 +70,7 @@ from proconsul.server.config_endpoints import (
 from proconsul.server.intention_endpoints import LIST_METHOD as INTENTION_LIST
 from proconsul.server.intention_endpoints import (
     filter_intentions,
+    filter_view,
     intention_reads,
     postcheck_read,
 )
@@ -164,7 +165,11 @@ def query_filter(method: str, text: str) -> Filter:
 
 def apply_query_filter(method: str, text: str, rows: Any) -> Any:
     """The rows of `method`'s answer that pass `?filter=text` (see `query_filter`)."""
-    return query_filter(method, text).select(rows, msgspec.to_builtins(rows))
+    if method == INTENTION_LIST:
+        views: Any = [filter_view(row) for row in rows]
+    else:
+        views = msgspec.to_builtins(rows)
+    return query_filter(method, text).select(rows, views)
 
 
 def wait_with_jitter_s(requested_s: float, rng: random.Random) -> float:

@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.connect.intentions import check, intentions_of, match_by
@@ -133,6 +135,15 @@ def intention_reads(store: StateStore, default_allow: Callable[[], bool]) -> dic
         return keys, run
 
     return {LIST_METHOD: list_all, MATCH_METHOD: match, GET_METHOD: get, CHECK_METHOD: check_pair}
+
+
+_FIELDS = msgspec.structs.fields(Intention)
+
+
+def filter_view(ixn: Intention) -> dict[str, Any]:
+    """An intention as `?filter` sees it: every field, the empty ones the JSON
+    leaves out included (`Description == ""` holds for one without)."""
+    return {f.encode_name: msgspec.to_builtins(getattr(ixn, f.name)) for f in _FIELDS}
 
 
 # ----- ACLs ---------------------------------------------------------------------
