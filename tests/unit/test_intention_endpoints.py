@@ -203,5 +203,14 @@ def test_l7_permissions_need_an_http_destination() -> None:
             "Intention.Match", query(match_by="destination", names=["api"])
         )
         assert matched.value["api"][0].permissions[0].http.path_prefix == "/v1"
+        # Nor may the destination stop speaking http under it.
+        tcp = parse_config_entry({"Kind": "service-defaults", "Name": "api", "Protocol": "tcp"})
+        for command in (
+            ConfigEntryRequest(op="upsert", entry=tcp),
+            ConfigEntryRequest(op="delete", entry=tcp),
+        ):
+            with pytest.raises(RPCError) as err:
+                await endpoints.write(command)
+            assert err.value.message.startswith('service "api" has protocol "tcp"')
 
     asyncio.run(body())

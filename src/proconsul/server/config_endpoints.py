@@ -27,7 +27,8 @@ ACL rules (Consul 1.16, as its `consul config write` docs table them):
 
 Errors: an unknown kind, an entry that is not valid, or one that would break a
 discovery chain (a router for a tcp service, a split to a subset no resolver
-defines) is an `RPCError` with code BAD_QUERY (HTTP 400) and Consul's text.
+defines), or leave an intention with L7 permissions on a service that does
+not speak HTTP, is an `RPCError` with code BAD_QUERY (HTTP 400) and Consul's text.
 The graph check runs on the server that takes the write, against its store:
 unlike Consul's check inside the FSM, two racing writes on different servers
 can each pass it. A stored chain that does not compile fails its read (500),
@@ -36,7 +37,7 @@ as in Consul.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -121,18 +122,24 @@ def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
 
 def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str) -> None:
     """Every discovery chain the change could touch must still compile
-    (Consul's validateProposedConfigEntryInGraph), or RPCError (BAD_QUERY)."""
+    (Consul's validateProposedConfigEntryInGraph), and every intention with
+    L7 permissions must keep an HTTP destination; or RPCError (BAD_QUERY)."""
     changed = request.entry
-    if isinstance(changed, ServiceIntentions) and request.op in ("upsert", "upsert-cas"):
-        check_l7_protocol(store, changed)
+    deleting = request.op in ("delete", "delete-cas")
+    if isinstance(changed, ServiceIntentions) and not deleting:
+        check_l7_protocols(store.config.all(), [changed])
     if changed.kind not in CHAIN_KINDS:
         return
     key = (changed.kind, changed.name)
     entries = {(e.kind, e.name): e for e in store.config.all() if e.kind in CHAIN_KINDS}
-    if request.op in ("delete", "delete-cas"):
+    if deleting:
         entries.pop(key, None)
     else:
         entries[key] = changed
+    if changed.kind in (SERVICE_DEFAULTS, PROXY_DEFAULTS):
+        stored = store.config.of_kind(SERVICE_INTENTIONS)
+        intentions = [e for e in stored if isinstance(e, ServiceIntentions)]
+        check_l7_protocols(entries.values(), intentions)
     chain_entries = ChainEntries.of(entries.values())
     services = {name for kind, name in entries if kind != PROXY_DEFAULTS}
     if changed.kind != PROXY_DEFAULTS:
@@ -144,23 +151,25 @@ def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str)
             raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
 
 
-def check_l7_protocol(store: StateStore, entry: ServiceIntentions) -> None:
+def check_l7_protocols(
+    entries: Iterable[ConfigEntry], intentions: Iterable[ServiceIntentions]
+) -> None:
     """Intentions with L7 Permissions need a destination that speaks an HTTP
-    protocol (Consul's check when the entry is written), or RPCError (BAD_QUERY)."""
-    if entry.name == "*" or not any(source.permissions for source in entry.sources):
-        return
-    defaults = store.config.get(SERVICE_DEFAULTS, entry.name)
-    proxy = store.config.get(PROXY_DEFAULTS, "global")
-    protocol = service_protocol(
-        defaults if isinstance(defaults, ServiceDefaults) else None,
-        proxy if isinstance(proxy, ProxyDefaults) else None,
-    )
-    if protocol not in HTTP_PROTOCOLS:
-        raise RPCError(
-            f'service "{entry.name}" has protocol "{protocol}", '
-            "which is incompatible with L7 intentions permissions",
-            ErrorCode.BAD_QUERY,
-        )
+    protocol, as `entries` (service-defaults, proxy-defaults) set it: Consul's
+    check when either side is written. RPCError (BAD_QUERY) otherwise."""
+    entries = list(entries)
+    defaults = {e.name: e for e in entries if isinstance(e, ServiceDefaults)}
+    proxy = next((e for e in entries if isinstance(e, ProxyDefaults)), None)
+    for entry in intentions:
+        if entry.name == "*" or not any(source.permissions for source in entry.sources):
+            continue
+        protocol = service_protocol(defaults.get(entry.name), proxy)
+        if protocol not in HTTP_PROTOCOLS:
+            raise RPCError(
+                f'service "{entry.name}" has protocol "{protocol}", '
+                "which is incompatible with L7 intentions permissions",
+                ErrorCode.BAD_QUERY,
+            )
 
 
 # ----- reads --------------------------------------------------------------------
