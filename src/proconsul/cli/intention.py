@@ -230,7 +230,11 @@ def check(argv: list[str]) -> int:
         raise CliError("Error: command requires exactly two arguments: src and dst", 2)
     params = [("source", args[0]), ("destination", args[1])]
     try:
-        answer = client_from(values).get_json(f"{BASE}/check", params)
+        client = client_from(values)
+    except CliError as exc:
+        raise CliError(exc.message, 2) from None
+    try:
+        answer = client.get_json(f"{BASE}/check", params)
     except ApiError as exc:
         raise CliError(f"Error checking the connection: {exc}", 2) from None
     allowed = bool(answer and answer.get("Allowed"))
