@@ -302,3 +302,74 @@ kv_keys = st.one_of(
     st.sampled_from(["fuzz", "fuzz/a", "fuzz/", "", "/", "a//b", "%", "..", "x" * 600]),
     st.text(max_size=24),
 )
+
+ca_config = objects(
+    {
+        "Provider": st.sampled_from(["consul", "", "vault", "CONSUL"]),
+        "Config": objects(
+            {
+                "LeafCertTTL": st.one_of(durations, st.integers(-(2**70), 2**70)),
+                "IntermediateCertTTL": durations,
+                "RootCertTTL": durations,
+                "PrivateKeyType": st.sampled_from(["ec", "rsa", "dsa", ""]),
+                "PrivateKeyBits": st.one_of(st.integers(-5, 5000), st.text(max_size=5)),
+                "PrivateKey": st.sampled_from(["", "-----BEGIN EC PRIVATE KEY-----\nx\n", "k"]),
+                "RootCert": st.sampled_from(["", "-----BEGIN CERTIFICATE-----\nx\n", "c"]),
+                "SkipValidate": st.booleans(),
+            }
+        ),
+        "ForceWithoutCrossSigning": st.booleans(),
+    }
+)
+
+
+# ----- config entries (PUT /v1/config) ----------------------------------------------
+
+config_kinds = st.sampled_from(
+    [
+        "proxy-defaults",
+        "service-defaults",
+        "service-intentions",
+        "service-router",
+        "service-splitter",
+        "service-resolver",
+        "mesh",
+        "",
+    ]
+)
+filters = st.sampled_from(
+    ["Service.Meta.version == v1", "Service.Nope == 1", "((", "", 'Service.Tags contains "x"']
+)
+config_entries = objects(
+    {
+        "Kind": config_kinds,
+        "Name": names,
+        "Protocol": st.sampled_from(["http", "tcp", "grpc", "HTTP", "udp", ""]),
+        "Config": st.dictionaries(st.sampled_from(["protocol", "x"]), json_values, max_size=2),
+        "MeshGateway": objects({"Mode": st.sampled_from(["local", "remote", "bogus"])}),
+        "ConnectTimeout": durations,
+        "DefaultSubset": st.sampled_from(["v1", "v2", "", "Bad Name"]),
+        "Subsets": st.dictionaries(
+            st.sampled_from(["v1", "v2", "Bad Name", ""]), objects({"Filter": filters}), max_size=2
+        ),
+        "Splits": st.lists(
+            objects(
+                {
+                    "Weight": st.one_of(st.floats(allow_nan=True), st.integers(-10, 200)),
+                    "ServiceSubset": st.sampled_from(["v1", "v9", ""]),
+                    "Service": names,
+                }
+            ),
+            max_size=3,
+        ),
+        "Routes": st.lists(
+            objects({"Match": json_values, "Destination": objects({"Service": names})}),
+            max_size=2,
+        ),
+        "Sources": st.lists(
+            objects({"Name": names, "Action": st.sampled_from(["allow", "deny", "maybe"])}),
+            max_size=2,
+        ),
+        "Meta": string_maps,
+    }
+)

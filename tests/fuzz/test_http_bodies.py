@@ -1,7 +1,8 @@
 """Fuzzed request bodies on every HTTP route that decodes one.
 
 Catalog register and deregister, agent service and check register, check
-update, the keyring (install, use, remove), KV put with `?cas`/`?flags`, and
+update, the keyring (install, use, remove), KV put with `?cas`/`?flags`,
+config entries (`PUT /v1/config`, with `?cas`), and
 the ACL token, policy and role writes (on an agent with ACLs on, as the
 management token). The property is `Target.check`'s: a result or a 4xx with a
 message, never a hang, a 500 "Internal error" or a traceback in the log.
@@ -128,3 +129,17 @@ def test_acl_role_create(acl_target: Target, body: bytes) -> None:
 def test_acl_token_write(acl_target: Target, route: tuple[str, str], body: bytes) -> None:
     method, path = route
     check_body(acl_target, method, path, body)
+
+
+@FUZZ
+@given(body=fs.bodies(fs.config_entries), cas=st.one_of(st.none(), fs.uint_texts))
+def test_config_entry_write(target: Target, body: bytes, cas: str | None) -> None:
+    query = [] if cas is None else [("cas", cas)]
+    status, answer = target.check("PUT", "/v1/config", body, query)
+    if nesting_depth(body) > MAX_DEPTH:
+        assert status == 400, answer
+
+
+@given(body=fs.bodies(fs.ca_config))
+def test_ca_configuration(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/connect/ca/configuration", body)

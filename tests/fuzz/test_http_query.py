@@ -29,6 +29,8 @@ READS = st.sampled_from(
         "/v1/catalog/node/fuzz-node",
         "/v1/catalog/node-services/fuzz-node",
         "/v1/health/service/web",
+        "/v1/health/connect/web",
+        "/v1/catalog/connect/web",
         "/v1/health/checks/web",
         "/v1/health/node/fuzz-node",
         "/v1/health/state/any",
@@ -39,6 +41,9 @@ READS = st.sampled_from(
         "/v1/config/service-defaults",
         "/v1/config/service-defaults/web",
         "/v1/discovery-chain/web",
+        "/v1/connect/ca/configuration",
+        "/v1/agent/connect/ca/roots",
+        "/v1/agent/connect/ca/leaf/web",
     ]
 )
 

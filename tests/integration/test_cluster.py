@@ -70,11 +70,12 @@ def walkthrough_tls(certs: Path, leaf_cert_ttl: str = "") -> tuple[str, str]:
     """The walkthrough's server and client TLS config, with auto_encrypt.
 
     The signing CA for auto_encrypt is the agent CA (see agent/auto_encrypt.py);
-    a short `leaf_cert_ttl` makes clients renew within a test.
+    a short `leaf_cert_ttl` makes clients renew within a test (with Consul's
+    `skip_validate`, since a TTL under an hour is refused otherwise).
     """
     make_certs(certs)
     ca_file = certs / "consul-agent-ca.pem"
-    ttl = f' leaf_cert_ttl = "{leaf_cert_ttl}"' if leaf_cert_ttl else ""
+    ttl = f' leaf_cert_ttl = "{leaf_cert_ttl}" skip_validate = true' if leaf_cert_ttl else ""
     server = (
         "verify_incoming = true\nverify_outgoing = true\nverify_server_hostname = true\n"
         f'ca_file = "{ca_file}"\n'

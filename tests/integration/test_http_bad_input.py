@@ -30,6 +30,7 @@ BODY_ROUTES = [
     ("PUT", "/v1/operator/keyring"),
     ("POST", "/v1/operator/keyring"),
     ("DELETE", "/v1/operator/keyring"),
+    ("PUT", "/v1/config"),
 ]
 
 BLOCKING_READS = [

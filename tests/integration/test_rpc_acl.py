@@ -149,6 +149,12 @@ CASES: dict[str, Case] = {
     "KVS.Get": Case(DENIED, read("secret/x")),
     "KVS.List": Case(FILTERED, read("secret/")),
     "KVS.ListKeys": Case(FILTERED, read("secret/")),
+    "Catalog.ConnectServiceNodes": Case(FILTERED, read("web")),
+    "Health.ConnectServiceNodes": Case(FILTERED, read("web")),
+    "ConfigEntry.Get": Case(DENIED, read("web", kind="service-defaults")),
+    "ConfigEntry.List": Case(FILTERED, read(kind="service-defaults")),
+    "DiscoveryChain.Get": Case(DENIED, read("web")),
+    "ConfigEntry.ResolveServiceConfig": Case(DENIED, read("web", upstreams=["api"])),
     "Apply": Case(DENIED, apply(kv_set("secret/y"))),
     "ACL.Bootstrap": Case(
         DENIED, acl_call(), unknown_says="Permission denied: ACL bootstrap no longer allowed"

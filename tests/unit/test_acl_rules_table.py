@@ -101,6 +101,7 @@ def test_management_rules_allow_every_required_rule() -> None:
                 'acl = "write"\noperator = "write"\nkeyring = "write"\n'
                 'agent_prefix "" { policy = "write" }\n'
                 'node_prefix "" { policy = "write" }\n'
+                'service_prefix "" { policy = "write" }\n'
                 'event_prefix "" { policy = "write" }\n'
             )
         ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from proconsul.cli.api_client import CliError
-from proconsul.cli.config_entries import delete, entry_from_text
+from proconsul.cli.config_entries import delete, entry_from_text, write
 from proconsul.structs.config_entries import (
     ServiceDefaults,
     ServiceResolver,
@@ -114,3 +114,14 @@ def test_delete_flag_rules(
 ) -> None:
     assert delete(argv) == 1
     assert capsys.readouterr().err.strip() == message
+
+
+def test_write_of_a_missing_file_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert write(["no-such-file.hcl"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "Failed to load data: Failed to read file: open no-such-file.hcl: no such file or directory"
+    )
+    assert write([]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "Must provide exactly one positional argument to specify the config entry to write"
+    )

@@ -40,6 +40,22 @@ def plain() -> ServerEndpoints:
     return ServerEndpoints(store, LocalLog(FSM(store)), "dc1")
 
 
+async def acl_world() -> tuple[ServerEndpoints, ACLEndpoints]:
+    """Endpoints with ACLs on (default deny) and the management token MGMT."""
+    store = StateStore()
+    endpoints = ServerEndpoints(store, LocalLog(FSM(store)), "dc1")
+    resolver = ServerACLResolver(store, "dc1")
+    endpoints.acl = resolver
+    acl = ACLEndpoints(store, endpoints.log, "dc1", resolver=resolver)
+    await acl.establish(MGMT)
+    return endpoints, acl
+
+
+async def token_with(acl: ACLEndpoints, rules: str) -> ACLToken:
+    await acl.policy_set(ACLPolicy(name="p", rules=rules), caller=MGMT)
+    return await acl.token_create(ACLToken(policies=[ACLLink(name="p")]), caller=MGMT)
+
+
 def get(kind: str, name: str = "", token: str = "", **options: Any) -> ReadRequest:
     return ReadRequest(kind=kind, name=name, options=QueryOptions(token=token, **options))
 
@@ -177,16 +193,10 @@ DENIED = {
 @pytest.mark.parametrize(("rules", "which", "may_write", "may_read"), WRITE_TABLE)
 def test_acl_rules_per_kind(rules: str, which: str, may_write: bool, may_read: bool) -> None:
     async def body() -> None:
-        store = StateStore()
-        endpoints = ServerEndpoints(store, LocalLog(FSM(store)), "dc1")
-        resolver = ServerACLResolver(store, "dc1")
-        endpoints.acl = resolver
-        acl = ACLEndpoints(store, endpoints.log, "dc1", resolver=resolver)
-        await acl.establish(MGMT)
+        endpoints, acl = await acl_world()
         # Splitters need an HTTP protocol for their chain to compile.
         await endpoints.write(write("upsert", ENTRIES["proxy"]), MGMT)
-        await acl.policy_set(ACLPolicy(name="p", rules=RULES[rules]), caller=MGMT)
-        made = await acl.token_create(ACLToken(policies=[ACLLink(name="p")]), caller=MGMT)
+        made = await token_with(acl, RULES[rules])
         secret = made.secret_id
         raw = ENTRIES[which]
         if may_write:

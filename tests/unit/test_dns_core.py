@@ -62,6 +62,8 @@ def lookup(name: str, qtype: int = core.A, settings: DnsSettings = S) -> core.Lo
         ("_web._tcp.service.consul", core.SRV, core.ServiceLookup("web", "", "consul.")),
         ("_web._v1.service.dc1.consul", core.SRV, core.ServiceLookup("web", "v1", "consul.")),
         ("_web._tcp.consul", core.SRV, core.ServiceLookup("web", "", "consul.")),
+        ("api.connect.consul", core.A, core.ServiceLookup("api", "", "consul.", connect=True)),
+        ("api.connect.dc1.consul", core.SRV, core.ServiceLookup("api", "", "consul.", True)),
         ("n1.node.consul", core.A, core.NodeLookup("n1", "consul.")),
         ("n1.node.dc1.consul", core.AAAA, core.NodeLookup("n1", "consul.")),
         ("web.service.consul", core.SOA, core.NameserverLookup("consul.", core.SOA)),
@@ -74,6 +76,11 @@ def test_classify(name: str, qtype: int, expected: core.Lookup) -> None:
     assert lookup(name, qtype) == expected
 
 
+def test_connect_lookups_depend_on_the_connect_key() -> None:
+    assert core.watch_key(lookup("api.connect.consul")) == "connect:api"
+    assert core.watch_key(lookup("api.service.consul")) == "service:api"
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -82,6 +89,7 @@ def test_classify(name: str, qtype: int, expected: core.Lookup) -> None:
         "web.service.dc2.consul",  # no path to another datacenter
         "web.service.dc1.extra.consul",
         "web.query.consul",
+        "v1.api.connect.consul",  # .connect takes no tag
         "nothing.consul",
         "zz.addr.dc1.consul",
     ],

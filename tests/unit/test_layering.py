@@ -18,7 +18,9 @@ bodies. Why the order is this one:
   higher either.
 - `state` is the replicated store over the cores' rows.
 - Adapters: `rpc` (frames, TLS, the typed callers) and `checks` (the check
-  runners); `http` above them, since it answers an `RPCError` from a server.
+  runners); `http` above them, since it answers an `RPCError` from a server,
+  and `xds` (Envoy's configuration and the gRPC server that serves it) beside
+  `http`: both are the agent's faces to the outside.
 - `server` serves the endpoints, ACLs and Raft over `rpc` and `state`.
 - `agent` wires servers, clients, HTTP, DNS and gossip together.
 - `cli` and `demo` (the verbs) and `__main__` are the top.
@@ -43,7 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "acl", "connect", "dns", "gossip", "raft"),
     ("state",),
     ("rpc", "checks"),
-    ("http",),
+    ("http", "xds"),
     ("server",),
     ("agent",),
     ("cli", "demo", "__main__"),

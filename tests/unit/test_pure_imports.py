@@ -26,7 +26,23 @@ CORE_PACKAGES: dict[str, set[str]] = {
     "dns": {"server"},
     "connect": set(),
 }
-CORE_MODULES = ["checks/status.py", "checks/kinds.py", "server/autopilot.py"]
+CORE_MODULES = [
+    "checks/status.py",
+    "checks/kinds.py",
+    "checks/alias.py",
+    "server/autopilot.py",
+    # the xDS translator and protocol cores (xds/sources.py and xds/server.py are adapters)
+    "xds/snapshot.py",
+    "xds/common.py",
+    "xds/rbac.py",
+    "xds/secrets.py",
+    "xds/clusters.py",
+    "xds/routes.py",
+    "xds/listeners.py",
+    "xds/translate.py",
+    "xds/ads.py",
+    "xds/bootstrap.py",
+]
 
 
 def imported_top_level(path: Path) -> set[str]:

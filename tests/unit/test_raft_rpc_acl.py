@@ -57,9 +57,17 @@ from proconsul.structs.commands import (
     ApplyResult,
     CARootsSetRequest,
     Command,
+    ConfigEntryRequest,
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+)
+from proconsul.structs.config_entries import (
+    ServiceDefaults,
+    ServiceRoute,
+    ServiceRouter,
+    ServiceSplit,
+    ServiceSplitter,
 )
 from proconsul.structs.connect import CARoot
 from proconsul.structs.rpc import ApplyRequest, SignReply, SignRequest
@@ -398,3 +406,26 @@ async def test_ca_roots_are_never_forwarded_nor_written_through_apply() -> None:
     for endpoints, token in ((open_endpoints, ""), (world.endpoints, MGMT)):
         with pytest.raises(ACLDenied):
             await endpoints.write(ca_roots_command(), token)
+
+
+async def test_a_forwarded_config_entry_is_validated_and_vetted_again() -> None:
+    world = await make_world()
+    raft = RecordingRaft(world.endpoints)
+    # Skipped the first server's checks: refused here, nothing reaches the log.
+    bad = ServiceSplitter(name="web", splits=[ServiceSplit(weight=90)])
+    with pytest.raises(RPCError) as caught:
+        await forward(world, raft, ConfigEntryRequest(op="upsert", entry=bad), MGMT)
+    assert caught.value.code == ErrorCode.BAD_QUERY
+    assert caught.value.message == "the sum of all split weights must be 100, not 90.000000"
+    router = ServiceRouter(name="web", routes=[ServiceRoute()])
+    with pytest.raises(RPCError, match="does not permit advanced routing"):
+        await forward(world, raft, ConfigEntryRequest(op="upsert", entry=router), MGMT)
+    good = ConfigEntryRequest(op="upsert", entry=ServiceDefaults(name="web", protocol="HTTP"))
+    writer = await world.token(KV_WEB, "kv-web")
+    with pytest.raises(ACLDenied):
+        await forward(world, raft, good, writer)
+    assert raft.applied == []
+    _, result = decode_apply_response(await forward(world, raft, good, MGMT))
+    assert result is True
+    stored = world.store.config.get("service-defaults", "web")
+    assert isinstance(stored, ServiceDefaults) and stored.protocol == "http"  # normalized

@@ -9,6 +9,8 @@ import msgspec
 import pytest
 from tests.local_log import LocalLog
 
+from proconsul.connect.config_entries import parse_config_entry
+from proconsul.connect.discovery_chain import ChainEntries, compile_chain
 from proconsul.rpc import ErrorCode, PeerInfo, RPCError, codec
 from proconsul.server import rpc_handlers
 from proconsul.server.endpoints import ServerEndpoints
@@ -25,6 +27,7 @@ from proconsul.structs.commands import ApplyError
 from proconsul.structs.config_entries import Intention, IntentionHTTPPermission, IntentionPermission
 from proconsul.structs.intentions import IntentionCheckResponse
 from proconsul.structs.requests import QueryMeta, QueryOptions, ReadRequest, ReadResponse
+from proconsul.structs.service_config import ServiceConfigResponse, UpstreamServiceConfig
 
 
 def test_every_read_has_a_result_type() -> None:
@@ -73,6 +76,27 @@ def test_read_values_come_back_typed(method: str, value: Any) -> None:
     assert response.meta == QueryMeta(index=12, known_leader=False)
     assert response.value == value
     assert type(response.value) is type(value)
+
+
+def test_config_entry_reads_carry_durations() -> None:
+    resolver = parse_config_entry(
+        {"Kind": "service-resolver", "Name": "api", "ConnectTimeout": "7s"}
+    )
+    chain = compile_chain(
+        "api", ChainEntries.of([resolver]), datacenter="dc1", trust_domain="t.consul"
+    )
+    resolved = ServiceConfigResponse(
+        proxy_config={"protocol": "http"},
+        upstream_configs=[UpstreamServiceConfig("db", {"connect_timeout_ms": 5})],
+    )
+    for method, value in (
+        ("ConfigEntry.Get", resolver),
+        ("ConfigEntry.List", [resolver]),
+        ("DiscoveryChain.Get", chain),
+        ("ConfigEntry.ResolveServiceConfig", resolved),
+    ):
+        wire = codec.encode(ReadResponse(meta=QueryMeta(index=3), value=value))
+        assert codec.decode_read_response(method, wire).value == value, method
 
 
 def test_unknown_read_method_has_no_decoder() -> None:

@@ -8,17 +8,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from tests.local_log import LocalLog
+from tests.unit.test_config_endpoints import MGMT, acl_world, token_with
 
 from proconsul.acl.errors import ACLDenied
 from proconsul.connect.config_entries import parse_config_entry
 from proconsul.connect.service_config import merge_service_config, resolve_service_config
-from proconsul.server.acl_endpoints import ACLEndpoints
-from proconsul.server.acl_resolver import ServerACLResolver
-from proconsul.server.endpoints import ServerEndpoints
-from proconsul.state.fsm import FSM
-from proconsul.state.store import StateStore
-from proconsul.structs.acl import ACLLink, ACLPolicy, ACLToken
 from proconsul.structs.catalog import ConnectProxyConfig, Upstream
 from proconsul.structs.commands import ConfigEntryRequest
 from proconsul.structs.config_entries import (
@@ -26,7 +20,6 @@ from proconsul.structs.config_entries import (
     ExposePath,
     MeshGatewayConfig,
     ProxyDefaults,
-    ServiceDefaults,
 )
 from proconsul.structs.requests import QueryOptions, ReadRequest
 
@@ -168,17 +161,11 @@ def test_merge_keeps_what_the_registration_says() -> None:
 
 # ----- the server read ---------------------------------------------------------------
 
-MGMT = "11111111-1111-4111-8111-111111111111"
-
 
 def test_the_server_read_resolves_from_the_store_and_checks_service_read() -> None:
     async def body() -> None:
-        store = StateStore()
-        endpoints = ServerEndpoints(store, LocalLog(FSM(store)), "dc1")
-        resolver = ServerACLResolver(store, "dc1")
-        endpoints.acl = resolver
-        acl = ACLEndpoints(store, endpoints.log, "dc1", resolver=resolver)
-        await acl.establish(MGMT)
+        endpoints, acl = await acl_world()
+        store = endpoints.store
         for raw in (PROXY, WEB, API):
             request = ConfigEntryRequest(op="upsert", entry=parsed(raw))
             assert (await endpoints.write(request, MGMT))[1] is True
@@ -187,14 +174,9 @@ def test_the_server_read_resolves_from_the_store_and_checks_service_read() -> No
         assert response.value.proxy_config["protocol"] == "grpc"
         assert response.value.upstream_config("api")["protocol"] == "http2"
         assert response.meta.index == store.index("config-entries")
-        await acl.policy_set(
-            ACLPolicy(name="p", rules='service "api" { policy = "read" }'), caller=MGMT
-        )
-        made = await acl.token_create(ACLToken(policies=[ACLLink(name="p")]), caller=MGMT)
+        made = await token_with(acl, 'service "api" { policy = "read" }')
         read.options = QueryOptions(token=made.secret_id)
         with pytest.raises(ACLDenied, match="lacks permission 'service:read' on \"web\""):
             await endpoints.read("ConfigEntry.ResolveServiceConfig", read)
-        stored = store.config.get("service-defaults", "web")
-        assert isinstance(stored, ServiceDefaults)
 
     asyncio.run(body())

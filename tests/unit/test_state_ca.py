@@ -14,12 +14,17 @@ import pytest
 
 from proconsul.connect.ca import CAKeyPair, generate_root, root_row
 from proconsul.state import snapshot as snapshot_mod
-from proconsul.state.ca_tables import ROOTS_KEY
+from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY
 from proconsul.state.fsm import FSM, decode_command, encode_command
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import KVEntry
-from proconsul.structs.commands import ApplyError, CARootsSetRequest, KVSRequest
-from proconsul.structs.connect import CARoot
+from proconsul.structs.commands import (
+    ApplyError,
+    CAConfigSetRequest,
+    CARootsSetRequest,
+    KVSRequest,
+)
+from proconsul.structs.connect import CAConfiguration, CARoot
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 CLUSTER = "11111111-2222-3333-4444-555555555555"
@@ -217,3 +222,57 @@ def test_rows_are_caroot_structs() -> None:
     store = StateStore()
     FSM(store).apply(5, set_request(pair(1)))
     assert all(isinstance(r, CARoot) for r in store.ca.roots.values())
+
+
+# ----- the CA configuration (CAConfigSetRequest) -----------------------------------
+
+
+def config_request(
+    leaf_ttl: str, *, config_cas: int = 0, roots: CARootsSetRequest | None = None
+) -> CAConfigSetRequest:
+    command = CAConfigSetRequest(
+        config=CAConfiguration(config={"LeafCertTTL": leaf_ttl}), config_cas_index=config_cas
+    )
+    if roots is not None:
+        command.roots = roots.roots
+        command.cluster_id = roots.cluster_id
+        command.signing_keys = roots.signing_keys
+        command.cas_index = roots.cas_index
+    return command
+
+
+def test_config_and_roots_are_set_together_or_not_at_all() -> None:
+    store = StateStore()
+    fsm = FSM(store)
+    woken: list[str] = []
+    store.watches.subscribe([CONFIG_KEY], lambda: woken.append("config"))
+    assert fsm.apply(3, config_request("72h", roots=set_request(pair(1)))) is None
+    index, config = store.ca_config()
+    assert index == 3 and config is not None and config.config["LeafCertTTL"] == "72h"
+    assert (config.create_index, config.modify_index) == (3, 3) and woken == ["config"]
+    assert store.ca.roots_index() == 3
+    # A rotation whose roots CAS fails leaves the configuration alone too.
+    stale = config_request("2h", config_cas=3, roots=set_request(pair(1), pair(2), cas=1))
+    assert isinstance(fsm.apply(4, stale), ApplyError)
+    assert store.ca_config()[1].config["LeafCertTTL"] == "72h"  # type: ignore[union-attr]
+    # A configuration CAS on an old index is refused.
+    assert isinstance(fsm.apply(5, config_request("2h", config_cas=1)), ApplyError)
+    # The right indexes: both change at once.
+    rotate = config_request("2h", config_cas=3, roots=set_request(pair(1), pair(2), cas=3))
+    assert fsm.apply(6, rotate) is None
+    active = store.ca.active_root()
+    assert active is not None and store.ca.signing_key(active.id) == pair(2).key_pem
+    assert store.ca_config()[1].modify_index == 6  # type: ignore[union-attr]
+    # The same configuration again changes nothing and wakes no one.
+    woken.clear()
+    assert fsm.apply(7, config_request("2h", config_cas=6)) is None
+    assert woken == [] and store.ca_config()[0] == 6
+
+
+def test_config_survives_a_snapshot_and_hides_keys_in_reprs() -> None:
+    store = StateStore()
+    FSM(store).apply(3, config_request("72h", roots=set_request(pair(1))))
+    copy = StateStore()
+    copy.restore(store.snapshot())
+    assert copy.ca_config() == store.ca_config()
+    assert pair(1).key_pem not in repr(config_request("1h", roots=set_request(pair(1))))

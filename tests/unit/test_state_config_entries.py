@@ -185,3 +185,13 @@ def test_snapshot_bytes_from_before_config_entries_restore_empty() -> None:
     assert snapshot_mod.decode_snapshot(data).config_entries is None
     store.restore(data)
     assert store.config.all() == []
+
+
+def test_stored_rows_show_their_indexes_last_as_consul_does() -> None:
+    store = StateStore()
+    FSM(store).apply(5, req("upsert", {**WEB_HTTP, "Meta": {"team": "a"}}))
+    row = store.config.get("service-defaults", "web")
+    assert row is not None
+    shown = list(encode_config_entry(row))
+    assert shown[:2] == ["Kind", "Name"]
+    assert shown[-3:] == ["Meta", "CreateIndex", "ModifyIndex"]

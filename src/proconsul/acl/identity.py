@@ -34,8 +34,7 @@ from proconsul.structs.acl import (
     ACLServiceIdentity,
     ACLToken,
 )
-
-SIDECAR_PROXY_SUFFIX = "-sidecar-proxy"
+from proconsul.structs.catalog import SIDECAR_PROXY_SUFFIX
 
 
 @dataclass(frozen=True, slots=True)

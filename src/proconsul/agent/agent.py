@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from proconsul.acl.resolved import ResolvedToken
@@ -39,14 +40,18 @@ from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
 from proconsul.agent.http_listeners import HTTPListener, start_listener
+from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
-from proconsul.agent.service_def import CheckSpec, build_check, build_service
+from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
+from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
+from proconsul.agent.xds_setup import XdsHandle, start_xds
 from proconsul.checks.runner import CheckMonitor, CheckRunnerSet
 from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
 from proconsul.http.server import build_app
+from proconsul.server.connect_ca_rpc import CONFIG_SET_METHOD
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
@@ -63,20 +68,14 @@ from proconsul.structs.catalog import (
     NodeService,
 )
 from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
-from proconsul.structs.rpc import OperatorRequest
+from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
+from proconsul.xds.sources import SnapshotHub
 
 log = logging.getLogger("proconsul.agent")
 
-_NODE_MAINT_DEFAULT = (
-    "Maintenance mode is enabled for this node, but no reason was provided. "
-    "This is a default message."
-)
-_SERVICE_MAINT_DEFAULT = (
-    "Maintenance mode is enabled for this service, but no reason was provided. "
-    "This is a default message."
-)
 _REAP_INTERVAL_S = 1.0
 
 
@@ -108,6 +107,10 @@ class Agent:
             check_update_interval_s=float(config.check_update_interval),
         )
         self.sources = Sources()
+        # Sidecar ID -> its parent's ID, for the sidecars this agent expanded:
+        # removing the parent removes them (Consul's LocallyRegisteredAsSidecar).
+        self.sidecar_parents: dict[str, str] = {}
+        self._local_version = asyncio.Event()
         self.monitors: dict[str, CheckMonitor] = {}
         self.runners = CheckRunnerSet(rng=self.rng)
         acl = config.acl
@@ -117,6 +120,13 @@ class Agent:
             persist=acl.enable_token_persistence and not config.dev_mode,
         )
         self.delegate = self._make_delegate()
+        # The Connect CA view: roots and per-service leaves (agent/leaf_certs.py).
+        self.leaf_certs = LeafCerts(
+            datacenter=self.datacenter,
+            read=self.rpc_read,
+            call=self.delegate.call_raw,
+            rng=self.rng,
+        )
         self.acl = AgentACL(acl.enabled, self.node_name, self.tokens, lambda: self.delegate)
         self.anti_entropy = AntiEntropy(
             self.local,
@@ -126,7 +136,7 @@ class Agent:
             rng=self.rng,
             tokens=self.tokens,
         )
-        self.local.on_change = self.anti_entropy.trigger
+        self.local.on_change = self._local_changed
         self.http_app: web.Application | None = None
         self._listeners: list[HTTPListener] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,6 +146,9 @@ class Agent:
         self.http_addresses: list[tuple[str, int]] = []
         self.dns: DnsHandle | None = None
         self.gossip: GossipHandle | None = None
+        # Proxy snapshots for the xDS server; the proxy view (proxycfg) publishes here.
+        self.proxy_snapshots = SnapshotHub()
+        self.xds: XdsHandle | None = None
 
     def _make_delegate(self) -> Delegate:
         if self.config.server:
@@ -190,6 +203,7 @@ class Agent:
         self.delegate.attach_gossip(self.gossip)
         await self.delegate.ready()
         self.dns = await start_dns(self)
+        self.xds = await start_xds(self, self.proxy_snapshots)
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
             listener = await start_listener(self.http_app, host, port, self.config)
@@ -219,6 +233,9 @@ class Agent:
         self._listeners.clear()
         if self.dns is not None:
             await self.dns.close()
+        if self.xds is not None:
+            await self.xds.close()
+        await self.leaf_certs.close()
         if self.gossip is not None:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
             leave = self.config.leave_on_terminate
@@ -297,12 +314,39 @@ class Agent:
 
     # ----- services and checks ----------------------------------------------
 
+    def _local_changed(self) -> None:
+        """Every change of local state: sync it, refresh alias checks, wake `?hash` waiters."""
+        self.anti_entropy.trigger()
+        self.local.refresh_aliases(time.monotonic())
+        self._local_version.set()
+        self._local_version = asyncio.Event()
+
+    async def wait_local_change(self, timeout_s: float) -> bool:
+        """Wait for the next change of local services or checks; False on timeout."""
+        try:
+            await asyncio.wait_for(self._local_version.wait(), max(timeout_s, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    def _registrations(
+        self, definition: ServiceDefinition, config: RuntimeConfig, pending: list[Registration]
+    ) -> list[Registration]:
+        """The service and its expanded sidecar; sidecar ports avoid every local
+        service's and those of `pending` (registered in the same batch)."""
+        local = self.local.live_services()
+        local.update({r.service.id: r.service for r in pending})
+        ports = config.ports
+        port_range = (ports.sidecar_min_port, ports.sidecar_max_port)
+        return build_registrations(definition, self.node_name, local, port_range)
+
     def _apply_config_definitions(self, config: RuntimeConfig) -> None:
         """Make local services/checks from config match `config` (used at start and reload)."""
-        wanted_services: dict[str, tuple[NodeService, list[CheckSpec], str]] = {}
+        wanted_services: dict[str, Registration] = {}
         for definition in config.services:
-            service, specs, token = build_service(definition, self.node_name)
-            wanted_services[service.id] = (service, specs, token)
+            pending = list(wanted_services.values())
+            for registration in self._registrations(definition, config, pending):
+                wanted_services[registration.service.id] = registration
         wanted_checks: dict[str, CheckSpec] = {}
         for check_def in config.checks:
             spec = build_check(check_def, self.node_name)
@@ -320,14 +364,20 @@ class Agent:
             self._remove_service(service_id)
         for check_id in self.sources.checks - set(wanted_checks):
             self._remove_check(check_id)
-        for service, specs, token in wanted_services.values():
-            self._add_service(service, specs, token, replace_existing_checks=True)
+        for registration in wanted_services.values():
+            self._add_registration(registration, replace_existing_checks=True)
         for spec in wanted_checks.values():
             self._add_check(spec)
         self.sources.services = set(wanted_services)
         self.sources.checks = set(wanted_checks) | {
-            spec.row.check_id for _, specs, _ in wanted_services.values() for spec in specs
+            spec.row.check_id for r in wanted_services.values() for spec in r.checks
         }
+
+    def _add_registration(self, registration: Registration, replace_existing_checks: bool) -> None:
+        service = registration.service
+        self._add_service(service, registration.checks, registration.token, replace_existing_checks)
+        if registration.sidecar_for:
+            self.sidecar_parents[service.id] = registration.sidecar_for
 
     def _add_service(
         self,
@@ -383,12 +433,18 @@ class Agent:
         return self.local.remove_check(check_id)
 
     def _remove_service(self, service_id: str) -> bool:
+        """Remove a service, its checks and the sidecar this agent expanded for it."""
         for check_id, check in list(self.local.live_checks().items()):
             if check.service_id == service_id:
                 self._stop_monitor(check_id)
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
-        return self.local.remove_service(service_id)
+        self.sidecar_parents.pop(service_id, None)
+        removed = self.local.remove_service(service_id)
+        sidecar = sidecar_id(service_id)
+        if self.sidecar_parents.get(sidecar) == service_id:
+            self._remove_service(sidecar)
+        return removed
 
     def _report(self, check_id: str, status: str, output: str) -> None:
         self.local.update_check(check_id, status, output, time.monotonic())
@@ -464,6 +520,23 @@ class Agent:
         )
         return found
 
+    # The Connect CA: leaves and roots from the agent's view (agent/leaf_certs.py);
+    # the configuration through a server ("ConnectCA.ConfigurationSet").
+
+    async def connect_ca_leaf(
+        self, service: str, token: str, min_index: int = 0, wait_s: float = 0.0
+    ) -> IssuedCert:
+        return await self.leaf_certs.leaf(service, token, min_index, wait_s)
+
+    async def connect_ca_roots(
+        self, min_index: int = 0, wait_s: float = 0.0
+    ) -> tuple[int, IndexedCARoots]:
+        return await self.leaf_certs.roots(min_index, wait_s)
+
+    async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
+        payload = msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
+        await self.delegate.call_raw(CONFIG_SET_METHOD, payload, SIGN_TIMEOUT_S)
+
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
 
@@ -473,9 +546,9 @@ class Agent:
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool
     ) -> None:
-        service, specs, token = build_service(definition, self.node_name)
-        self.sources.services.discard(service.id)
-        self._add_service(service, specs, token, replace_existing_checks)
+        for registration in self._registrations(definition, self.config, []):
+            self.sources.services.discard(registration.service.id)
+            self._add_registration(registration, replace_existing_checks)
 
     async def deregister_service(self, service_id: str) -> bool:
         return self._remove_service(service_id)
@@ -510,21 +583,8 @@ class Agent:
         if not enable:
             self.local.remove_check(NODE_MAINT_CHECK_ID)
             return
-        self.local.add_check(
-            CheckSpec(
-                row=HealthCheck(
-                    node=self.node_name,
-                    check_id=NODE_MAINT_CHECK_ID,
-                    name="Node Maintenance Mode",
-                    status="critical",
-                    notes=reason or _NODE_MAINT_DEFAULT,
-                ),
-                definition=CheckDefinition(),
-                token="",
-            ),
-            time.monotonic(),
-            keep_status=False,
-        )
+        spec = maintenance_check(self.node_name, reason)
+        self.local.add_check(spec, time.monotonic(), keep_status=False)
 
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
         service = self.local.service(service_id)
@@ -534,24 +594,8 @@ class Agent:
         if not enable:
             self.local.remove_check(check_id)
             return True
-        self.local.add_check(
-            CheckSpec(
-                row=HealthCheck(
-                    node=self.node_name,
-                    check_id=check_id,
-                    name="Service Maintenance Mode",
-                    status="critical",
-                    notes=reason or _SERVICE_MAINT_DEFAULT,
-                    service_id=service_id,
-                    service_name=service.service,
-                    service_tags=list(service.tags),
-                ),
-                definition=CheckDefinition(),
-                token="",
-            ),
-            time.monotonic(),
-            keep_status=False,
-        )
+        spec = maintenance_check(self.node_name, reason, service)
+        self.local.add_check(spec, time.monotonic(), keep_status=False)
         return True
 
     async def reload(self) -> None:

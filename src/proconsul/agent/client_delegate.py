@@ -102,6 +102,11 @@ class ClientDelegate:
         data = await self.rpc.call_raw(method, msgspec.msgpack.encode(request))
         return decode_reply(ANY_DECODER, data, method)
 
+    async def call_raw(self, method: str, payload: bytes, timeout_s: float = 10.0) -> bytes:
+        """A server RPC (e.g. "ConnectCA.Sign"), answered by any server (which
+        routes it to the leader); the payload carries the caller's token."""
+        return await self.rpc.call_raw(method, payload, timeout_s)
+
     async def leader_address(self) -> str:
         found = await self.rpc.status("Status.Leader")
         return found if isinstance(found, str) else ""

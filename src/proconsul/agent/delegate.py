@@ -55,6 +55,12 @@ class Delegate(Protocol):
     async def operator_call(self, method: str, request: OperatorRequest) -> Any:
         """One `Operator.*` call (server/operator.py), answered by a server."""
 
+    async def call_raw(self, method: str, payload: bytes, timeout_s: float = 10.0) -> bytes:
+        """One server RPC by name with an encoded payload (the Connect CA's
+        "ConnectCA.Sign" and "ConnectCA.ConfigurationSet"): a server answers
+        it with its own handler, a client sends it to a server. The payload
+        carries the caller's token; the server that answers checks it."""
+
     async def leader_address(self) -> str: ...
 
     async def peer_addresses(self) -> list[str]: ...

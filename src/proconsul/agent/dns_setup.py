@@ -120,12 +120,13 @@ class AgentCatalog:
         return ReadRequest(name=name, tags=tags or [], options=options)
 
     async def service_nodes(
-        self, service: str, tag: str, settings: DnsSettings
+        self, service: str, tag: str, settings: DnsSettings, connect: bool = False
     ) -> tuple[str, list[CheckServiceNode]]:
         tags = [tag] if tag else []
         read = self.agent.rpc_read
+        method = "Health.ConnectServiceNodes" if connect else "Health.ServiceNodes"
         rows: list[CheckServiceNode] = (
-            await read("Health.ServiceNodes", self._request(settings, service, tags))
+            await read(method, self._request(settings, service, tags))
         ).value
         if rows:
             return service, rows
@@ -135,7 +136,7 @@ class AgentCatalog:
         for name in names:
             if name != service and name.lower() == service:
                 request = self._request(settings, name, tags)
-                return name, (await read("Health.ServiceNodes", request)).value
+                return name, (await read(method, request)).value
         return service, rows
 
     async def node(self, name: str, settings: DnsSettings) -> tuple[str, Node | None]:

@@ -42,6 +42,9 @@ class Agent(Protocol):
     delegate: Delegate
 
     @property
+    def leaf_certs(self) -> Stats: ...
+
+    @property
     def http_addresses(self) -> list[tuple[str, int]]: ...
 
     @property
@@ -49,6 +52,9 @@ class Agent(Protocol):
 
     @property
     def dns(self) -> Stats | None: ...
+
+    @property
+    def xds(self) -> Stats | None: ...
 
     @property
     def gossip(self) -> GossipMetrics | None: ...
@@ -194,7 +200,11 @@ def agent_stats(agent: Agent) -> dict[str, float]:
         stats["consul.state.blocking_queries"] = len(store.watches)
     if agent.dns is not None:
         stats.update(agent.dns.stats())
+    if agent.xds is not None:
+        stats.update(agent.xds.stats())
     if agent.gossip is not None:
         stats.update(agent.gossip.metrics())
+    for name, count in agent.leaf_certs.stats().items():
+        stats[f"consul.agent.connect.leaf.{name}"] = count
     stats.update(agent.delegate.stats())
     return stats

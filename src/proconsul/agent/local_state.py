@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from proconsul.agent.service_def import CheckSpec
+from proconsul.checks.alias import alias_status
 from proconsul.structs.catalog import HealthCheck, NodeService
 from proconsul.structs.definitions import CheckDefinition
 
@@ -86,6 +87,7 @@ class LocalState:
     checks: dict[str, LocalCheck] = field(default_factory=dict)
     node_in_sync: bool = False
     check_update_interval_s: float = 0.0
+    _refreshing_aliases: bool = False
 
     # ----- services ----------------------------------------------------------
 
@@ -190,6 +192,30 @@ class LocalState:
         entry.output_due_s = None
         self.on_change()
         return True
+
+    def refresh_aliases(self, now_s: float) -> None:
+        """Alias checks on local services follow those services' checks
+        (checks/alias.py). An alias of another node's service is left as it is."""
+        if self._refreshing_aliases:
+            return  # the updates below call on_change, which comes back here
+        self._refreshing_aliases = True
+        try:
+            entries = [e for e in self.checks.values() if not e.deleted]
+            for entry in entries:
+                definition = entry.definition
+                target = definition.alias_service
+                if not target or definition.alias_node not in ("", self.node_name):
+                    continue
+                status, output = alias_status(
+                    target,
+                    (e.check for e in entries if e is not entry),
+                    service_known=self.service(target) is not None,
+                    node=self.node_name,
+                )
+                if (status, output) != (entry.check.status, entry.check.output):
+                    self.update_check(entry.check.check_id, status, output, now_s)
+        finally:
+            self._refreshing_aliases = False
 
     def check_synced(self, entry: LocalCheck, sent: HealthCheck, now_s: float) -> None:
         """Record that the catalog accepted `sent` for `entry`.

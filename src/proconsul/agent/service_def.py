@@ -16,6 +16,9 @@ import msgspec
 
 from proconsul.checks.kinds import check_kind
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
+    NODE_MAINT_CHECK_ID,
+    SERVICE_MAINT_PREFIX,
     ConnectProxyConfig,
     HealthCheck,
     NodeService,
@@ -34,6 +37,73 @@ CHECK_STATUSES = ("passing", "warning", "critical")
 
 class DefinitionError(ValueError):
     """A definition Consul would refuse; the message is Consul's wording where it has one."""
+
+
+UPSTREAM_TYPES = ("service", "prepared_query")
+
+
+def multierror_text(problems: list[str]) -> str:
+    """Several refusals as Consul prints its multierror lists."""
+    head = "1 error occurred:" if len(problems) == 1 else f"{len(problems)} errors occurred:"
+    return head + "".join(f"\n\t* {problem}" for problem in problems) + "\n\n"
+
+
+def proxy_problems(service: NodeService) -> list[str]:
+    """Consul's validation of a connect-proxy registration, in its words."""
+    problems = []
+    proxy = service.proxy
+    destination = proxy.destination_service_name.strip()
+    if not destination:
+        problems.append("Proxy.DestinationServiceName must be non-empty for Connect proxy services")
+    elif destination == "*":
+        problems.append(
+            "Proxy.DestinationServiceName must not be a wildcard for Connect proxy services"
+        )
+    if service.port == 0:
+        problems.append("Port or SocketPath must be set for a Connect proxy")
+    if service.connect.native:
+        problems.append("A Proxy cannot also be Connect Native, only typical services")
+    seen_names: set[tuple[str, str, str]] = set()
+    seen_binds: set[str] = set()
+    for upstream in proxy.upstreams:
+        if upstream.destination_type not in UPSTREAM_TYPES:
+            problems.append(f'unknown upstream destination type: "{upstream.destination_type}"')
+            continue
+        if not upstream.destination_name:
+            problems.append("upstream destination name cannot be empty")
+            continue
+        if upstream.destination_name == "*":
+            problems.append("upstream destination name cannot be a wildcard")
+            continue
+        if upstream.local_bind_port == 0:
+            problems.append(
+                "upstream local bind port or local socket path must be defined and nonzero"
+            )
+            continue
+        key = (upstream.destination_type, upstream.datacenter, upstream.destination_name)
+        if key in seen_names:
+            problems.append(f"upstreams cannot contain duplicates of {_upstream_id(upstream)}")
+            continue
+        seen_names.add(key)
+        bind = f"{upstream.local_bind_address}:{upstream.local_bind_port}"
+        if bind in seen_binds:
+            problems.append(
+                "upstreams cannot contain duplicates by local bind address and port or "
+                f'unix path; "{bind}" is specified twice'
+            )
+            continue
+        seen_binds.add(bind)
+    return problems
+
+
+def _upstream_id(upstream: Upstream) -> str:
+    """Consul's UpstreamID text: `[type:]name[?dc=dc]`."""
+    text = upstream.destination_name
+    if upstream.destination_type == "prepared_query":
+        text = "prepared_query:" + text
+    if upstream.datacenter:
+        text += "?dc=" + upstream.datacenter
+    return text
 
 
 @dataclass
@@ -174,6 +244,10 @@ def build_service(
         if definition.connect
         else ServiceConnect(),
     )
+    if service.kind == CONNECT_PROXY_KIND:
+        problems = proxy_problems(service)
+        if problems:
+            raise DefinitionError(multierror_text(problems))
     check_defs = list(definition.checks)
     if definition.check is not None:
         check_defs.insert(0, definition.check)
@@ -193,3 +267,37 @@ def build_service(
             )
         )
     return service, specs, definition.token
+
+
+_NODE_MAINT_DEFAULT = (
+    "Maintenance mode is enabled for this node, but no reason was provided. "
+    "This is a default message."
+)
+_SERVICE_MAINT_DEFAULT = (
+    "Maintenance mode is enabled for this service, but no reason was provided. "
+    "This is a default message."
+)
+
+
+def maintenance_check(node: str, reason: str, service: NodeService | None = None) -> CheckSpec:
+    """The critical check of node (or, given `service`, service) maintenance mode."""
+    if service is None:
+        row = HealthCheck(
+            node=node,
+            check_id=NODE_MAINT_CHECK_ID,
+            name="Node Maintenance Mode",
+            status="critical",
+            notes=reason or _NODE_MAINT_DEFAULT,
+        )
+    else:
+        row = HealthCheck(
+            node=node,
+            check_id=SERVICE_MAINT_PREFIX + service.id,
+            name="Service Maintenance Mode",
+            status="critical",
+            notes=reason or _SERVICE_MAINT_DEFAULT,
+            service_id=service.id,
+            service_name=service.service,
+            service_tags=list(service.tags),
+        )
+    return CheckSpec(row=row, definition=CheckDefinition(), token="")

@@ -410,6 +410,13 @@ class ApiClient:
         return self.request("PUT", path, params, data).json()
 
 
+def uint64_flag(text: str) -> int:
+    """Go's Uint64 flag parsing (`-modify-index`, `-flags`): decimal, no sign, fits in 64 bits."""
+    if not text.isdigit() or int(text) >= 2**64:
+        raise ValueError("parse error")
+    return int(text)
+
+
 def client_from(values: Mapping[str, Any]) -> ApiClient:
     """The client for a verb's parsed flag values."""
     return ApiClient(load_config(values))

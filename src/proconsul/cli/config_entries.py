@@ -31,6 +31,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
     quote_path,
+    uint64_flag,
 )
 from proconsul.config.flags import FlagSet
 from proconsul.structs.config_entries import (
@@ -39,13 +40,6 @@ from proconsul.structs.config_entries import (
     decode_config_entry,
     encode_config_entry,
 )
-
-
-def _uint(text: str) -> int:
-    """Go's Uint64 flag parsing: decimal, no sign, fits in 64 bits."""
-    if not text.isdigit() or int(text) >= 2**64:
-        raise ValueError("parse error")
-    return int(text)
 
 
 def entry_from_text(text: str) -> ConfigEntry:
@@ -76,9 +70,10 @@ def _read_source(source: str) -> str:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise CliError(
-            f"Failed to load data: Failed to read file: {exc.strerror or exc}: {path}"
-        ) from None
+        reason = str(exc.strerror or exc)
+        # Go's wording: "open <path>: no such file or directory".
+        reason = reason[:1].lower() + reason[1:]
+        raise CliError(f"Failed to load data: Failed to read file: open {path}: {reason}") from None
 
 
 def _entry_path(kind: str, name: str = "") -> str:
@@ -99,7 +94,7 @@ def write(argv: list[str]) -> int:
     flags = FlagSet("config write")
     add_api_flags(flags)
     flags.boolean("cas", False, "Check-and-set: write only if -modify-index still matches.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the entry must have (with -cas).")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the entry must have (with -cas).")
     values, args = parse_args(flags, argv, max_args=1)
     if len(args) != 1:
         raise CliError(
@@ -137,7 +132,7 @@ def read(argv: list[str]) -> int:
         entry = client_from(values).get_json(_entry_path(kind, name))
     except ApiError as exc:
         raise CliError(f"Error reading config entry {kind}/{name}: {exc}") from None
-    print(json.dumps(entry, indent=4))
+    print(json.dumps(entry, indent=4, ensure_ascii=False))
     return 0
 
 
@@ -158,7 +153,7 @@ def list_entries(argv: list[str]) -> int:
 def delete(argv: list[str]) -> int:
     flags = _kind_flags("delete", name=True)
     flags.boolean("cas", False, "Check-and-set: delete only if -modify-index still matches.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the entry must have (with -cas).")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the entry must have (with -cas).")
     values, _ = parse_args(flags, argv, max_args=0)
     kind, name = _kind_and_name(values, name=True)
     if values["modify-index"] and not values["cas"]:

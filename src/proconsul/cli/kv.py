@@ -30,6 +30,7 @@ from proconsul.cli.api_client import (
     command,
     parse_args,
     quote_path,
+    uint64_flag,
     write_out,
 )
 from proconsul.config.flags import FlagSet
@@ -37,13 +38,6 @@ from proconsul.config.flags import FlagSet
 # Consul aligns `-detailed` with a tab writer padding cells by 6 past the
 # longest label ("CreateIndex"/"ModifyIndex"), so values start in column 17.
 _LABEL_WIDTH = len("CreateIndex") + 6
-
-
-def _uint(text: str) -> int:
-    """Go's Uint64 flag parsing: decimal, no sign, fits in 64 bits."""
-    if not text.isdigit() or int(text) >= 2**64:
-        raise ValueError("parse error")
-    return int(text)
 
 
 def _clean_key(key: str) -> str:
@@ -65,8 +59,8 @@ def put(argv: list[str]) -> int:
     flags.boolean("acquire", False, "Obtain a lock on the key (needs -session).")
     flags.boolean("base64", False, "Treat the data as base 64 encoded.")
     flags.boolean("cas", False, "Check-and-set: write only if -modify-index still matches.")
-    flags.custom("flags", _uint, 0, "Unsigned integer stored with the key.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the key must have (with -cas).")
+    flags.custom("flags", uint64_flag, 0, "Unsigned integer stored with the key.")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the key must have (with -cas).")
     flags.boolean("release", False, "Forfeit the lock on the key (needs -session).")
     flags.string("session", None, "Session ID for -acquire and -release.")
     values, args = parse_args(flags, argv, max_args=2, expected="1 or 2")
@@ -221,7 +215,7 @@ def delete(argv: list[str]) -> int:
     flags = FlagSet("kv delete")
     add_api_flags(flags)
     flags.boolean("cas", False, "Check-and-set: delete only if -modify-index still matches.")
-    flags.custom("modify-index", _uint, 0, "ModifyIndex the key must have (with -cas).")
+    flags.custom("modify-index", uint64_flag, 0, "ModifyIndex the key must have (with -cas).")
     flags.boolean("recurse", False, "Delete every key starting with the prefix.")
     values, args = parse_args(flags, argv, max_args=1)
     key = _clean_key(args[0] if args else "")

@@ -67,6 +67,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "token", "clone"): "proconsul.cli.acl_token:clone",
     ("acl", "token", "delete"): "proconsul.cli.acl_token:delete",
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
+    ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
 }
 
 

@@ -140,6 +140,9 @@ class ServiceLookup:
     service: str
     tag: str  # "" for no tag filter
     domain: str  # the domain the question used (primary or alt), for SRV targets
+    # `<service>.connect.<domain>`: the service's connect-capable instances
+    # (its proxies, with their addresses and ports) instead of the service's own.
+    connect: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,18 +272,20 @@ def classify(settings: DnsSettings, labels: tuple[str, ...], qtype: int, serial:
             tag = before[1][1:]
             return ServiceLookup(before[0][1:], "" if tag == "tcp" else tag, domain)
         return ServiceLookup(before[-1], ".".join(before[:-1]), domain)
+    if kind == "connect" and len(before) == 1:
+        return ServiceLookup(before[0], "", domain, connect=True)
     if kind == "node":
         return NodeLookup(".".join(before), domain)
     if kind == "addr" and len(before) == 1:
         return Fixed(_addr_answer(settings, before[0], qtype, domain, serial))
-    # .connect, .ingress, .virtual and prepared queries are not served yet.
+    # .ingress, .virtual and prepared queries are not served yet.
     return Fixed(not_found(settings, domain, serial))
 
 
 def watch_key(lookup: Lookup) -> str | None:
     """The state-store index key an answer to `lookup` depends on (None: nothing)."""
     if isinstance(lookup, ServiceLookup):
-        return f"service:{lookup.service}"
+        return f"{'connect' if lookup.connect else 'service'}:{lookup.service}"
     if isinstance(lookup, NodeLookup):
         return f"node:{lookup.node}"
     if isinstance(lookup, NameserverLookup):

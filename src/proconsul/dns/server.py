@@ -54,9 +54,10 @@ class CatalogReader(Protocol):
         changes whenever the DNS token or its rights may have changed."""
 
     async def service_nodes(
-        self, service: str, tag: str, settings: core.DnsSettings
+        self, service: str, tag: str, settings: core.DnsSettings, connect: bool = False
     ) -> tuple[str, list[CheckServiceNode]]:
-        """(the service's name as stored, its instances with their checks)."""
+        """(the service's name as stored, its instances with their checks); with
+        `connect`, the connect-capable instances for it (its proxies) instead."""
 
     async def node(self, name: str, settings: core.DnsSettings) -> tuple[str, Node | None]:
         """(the node's name as stored, the node or None)."""
@@ -412,8 +413,11 @@ class DnsServer:
         # What the catalog shows depends on the token's rights too.
         deps.append((ACL_DEP, reader.index(ACL_DEP)))
         if isinstance(lookup, core.ServiceLookup):
-            name, rows = await reader.service_nodes(lookup.service, lookup.tag, settings)
-            self._depend(deps, f"service:{name}", not rows)
+            name, rows = await reader.service_nodes(
+                lookup.service, lookup.tag, settings, lookup.connect
+            )
+            kind = "connect" if lookup.connect else "service"
+            self._depend(deps, f"{kind}:{name}", not rows)
             return core.answer_service(settings, lookup, qtype, rows, serial), deps
         if isinstance(lookup, core.NodeLookup):
             name, node = await reader.node(lookup.node, settings)
@@ -431,7 +435,7 @@ class DnsServer:
             deps.append((key, self.reader.index(key)))
         if missing:
             # A name that is absent may appear under another spelling of its case.
-            table = "services" if key.startswith("service:") else "nodes"
+            table = "nodes" if key.startswith("node:") else "services"
             deps.append((table, self.reader.index(table)))
 
     def _log_lookup_error(self, exc: Exception) -> None:

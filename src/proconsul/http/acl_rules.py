@@ -116,9 +116,11 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/catalog/nodes"): SERVER,
     ("GET", "/v1/catalog/services"): SERVER,
     ("GET", "/v1/catalog/service/{service}"): SERVER,
+    ("GET", "/v1/catalog/connect/{service}"): SERVER,
     ("GET", "/v1/catalog/node/{node}"): SERVER,
     ("GET", "/v1/catalog/node-services/{node}"): SERVER,
     ("GET", "/v1/health/service/{service}"): SERVER,
+    ("GET", "/v1/health/connect/{service}"): SERVER,
     ("GET", "/v1/health/node/{node}"): SERVER,
     ("GET", "/v1/health/checks/{service}"): SERVER,
     ("GET", "/v1/health/state/{state}"): SERVER,
@@ -165,6 +167,10 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/connect/intentions/{id}"): SERVER,
     ("PUT", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
     ("DELETE", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
+    # The server checks operator:write (Consul asks it for reading the
+    # configuration too, since 1.8.6).
+    ("GET", "/v1/connect/ca/configuration"): SERVER,
+    ("PUT", "/v1/connect/ca/configuration"): SERVER,
     # 401 with ACLs off, else 404: nothing to protect.
     ("*", "/v1/acl/{tail}"): SERVER,
     # --- nothing required -------------------------------------------------------
@@ -173,6 +179,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/status/peers"): NONE,
     # Consul's API page: "ACL Required: none" (the roots are public certificates).
     ("GET", "/v1/connect/ca/roots"): NONE,
+    ("GET", "/v1/agent/connect/ca/roots"): NONE,
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
     ("GET", "/ui/"): NONE,
@@ -206,6 +213,8 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("POST", "/v1/agent/connect/authorize"): in_handler(
         "service", "write", "on the Target named in the body"
     ),
+    # The leader checks it again when it signs the CSR.
+    ("GET", "/v1/agent/connect/ca/leaf/{service}"): require("service", "write", "service"),
     # Consul's docs: acl:write (with ACLs off the handler answers 401).
     ("PUT", "/v1/agent/token/{kind}"): require("acl", "write"),
     # --- events, keyring, operator ----------------------------------------------------

@@ -15,7 +15,9 @@ secret is never logged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from typing import Any, TypeVar
 
 import msgspec
@@ -36,9 +38,12 @@ from proconsul.http.common import (
     json_response,
     not_found,
     query_bool,
+    query_options,
     request_token,
 )
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
+    SIDECAR_PROXY_SUFFIX,
     ConnectProxyConfig,
     HealthCheck,
     NodeService,
@@ -50,15 +55,14 @@ from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.filter import cached_filter
 from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.naming import pascal
+from proconsul.structs.requests import DEFAULT_WAIT_S, MAX_WAIT_S
 
 T = TypeVar("T")
 
 log = logging.getLogger("proconsul.agent")
-CONNECT_PROXY = "connect-proxy"
-SIDECAR_SUFFIX = "-sidecar-proxy"
 
 
-class AgentService(msgspec.Struct, rename=pascal):
+class AgentService(msgspec.Struct, rename=pascal, omit_defaults=True):
     """A row of /v1/agent/services (Consul's api.AgentService)."""
 
     id: str
@@ -94,8 +98,6 @@ def agent_service(service: NodeService, datacenter: str, with_hash: bool = False
         connect=service.connect or None,
     )
     if with_hash:
-        import hashlib
-
         digest = hashlib.blake2b(msgspec.msgpack.encode(row), digest_size=8).hexdigest()
         row.content_hash = digest
     return row
@@ -132,13 +134,24 @@ async def agent_services(request: web.Request) -> web.Response:
 
 
 async def agent_service_get(request: web.Request) -> web.Response:
+    """One local service with its `ContentHash`. With `?hash=`, Consul's
+    hash-based blocking: answer once the hash differs or `?wait` (5m by
+    default, at most 10m) has passed."""
     agent = agent_of(request)
     service_id = request.match_info["service_id"]
-    service = agent.local_services().get(service_id)
-    if service is None:
-        not_found(f"unknown service ID: {service_id}")
-    authorize(request, "service", "read", service.service)
-    row = agent_service(service, agent.datacenter, with_hash=True)
+    wanted_hash = request.query.get("hash", "")
+    wait_s = query_options(request).max_query_time_s or DEFAULT_WAIT_S
+    deadline_s = time.monotonic() + min(wait_s, MAX_WAIT_S)
+    while True:
+        service = agent.local_services().get(service_id)
+        if service is None:
+            not_found(f"unknown service ID: {service_id}")
+        authorize(request, "service", "read", service.service)
+        row = agent_service(service, agent.datacenter, with_hash=True)
+        remaining_s = deadline_s - time.monotonic()
+        if not wanted_hash or row.content_hash != wanted_hash or remaining_s <= 0:
+            break
+        await agent.wait_local_change(remaining_s)
     response = json_response(request, row)
     response.headers["X-Consul-ContentHash"] = row.content_hash or ""
     return response
@@ -177,11 +190,11 @@ async def _vet_service_register(request: web.Request, definition: ServiceDefinit
     existing = agent_of(request).local_services().get(definition.id or definition.name)
     if existing is not None:
         authorize(request, "service", "write", existing.service)
-    if definition.kind == CONNECT_PROXY and definition.proxy is not None:
+    if definition.kind == CONNECT_PROXY_KIND and definition.proxy is not None:
         authorize(request, "service", "write", definition.proxy.destination_service_name)
     sidecar = definition.connect.sidecar_service if definition.connect else None
     if sidecar is not None:
-        name = sidecar.name or definition.name + SIDECAR_SUFFIX
+        name = sidecar.name or definition.name + SIDECAR_PROXY_SUFFIX
         await authorize_secret(request, sidecar.token, "service", "write", name)
         # A sidecar is a proxy for the service, so it must be allowed to act as it.
         await authorize_secret(request, sidecar.token, "service", "write", definition.name)

@@ -13,6 +13,7 @@ from proconsul.acl.resolved import ResolvedToken
 from proconsul.http.common import request_token
 from proconsul.structs.catalog import HealthCheck, NodeService
 from proconsul.structs.commands import ApplyResult, Command
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
@@ -88,9 +89,26 @@ class AgentAPI(Protocol):
 
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]: ...
 
+    async def connect_ca_leaf(
+        self, service: str, token: str, min_index: int = 0, wait_s: float = 0.0
+    ) -> IssuedCert:
+        """The agent's current leaf of `service`; blocks while its ModifyIndex is
+        not above `min_index` (agent/leaf_certs.py)."""
+
+    async def connect_ca_roots(
+        self, min_index: int = 0, wait_s: float = 0.0
+    ) -> tuple[int, IndexedCARoots]:
+        """The agent's view of the CA roots and its index (blocking like a read)."""
+
+    async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
+        """Write the CA configuration on the leader (it checks operator:write)."""
+
     def local_services(self) -> dict[str, NodeService]: ...
 
     def local_checks(self) -> dict[str, HealthCheck]: ...
+
+    async def wait_local_change(self, timeout_s: float) -> bool:
+        """Wait for the next change of local services or checks; False on timeout."""
 
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool

@@ -130,6 +130,10 @@ async def catalog_service(request: web.Request) -> web.Response:
     return await _read(request, "Catalog.ServiceNodes", request.match_info["service"])
 
 
+async def catalog_connect(request: web.Request) -> web.Response:
+    return await _read(request, "Catalog.ConnectServiceNodes", request.match_info["service"])
+
+
 async def catalog_node(request: web.Request) -> web.Response:
     response = await agent_of(request).rpc_read(
         "Catalog.NodeServices", _read_request(request, request.match_info["node"])
@@ -153,6 +157,10 @@ async def catalog_node_services(request: web.Request) -> web.Response:
 
 async def health_service(request: web.Request) -> web.Response:
     return await _read(request, "Health.ServiceNodes", request.match_info["service"])
+
+
+async def health_connect(request: web.Request) -> web.Response:
+    return await _read(request, "Health.ConnectServiceNodes", request.match_info["service"])
 
 
 async def health_node(request: web.Request) -> web.Response:
@@ -193,9 +201,11 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/v1/catalog/nodes", catalog_nodes)
     router.add_get("/v1/catalog/services", catalog_services)
     router.add_get("/v1/catalog/service/{service}", catalog_service)
+    router.add_get("/v1/catalog/connect/{service}", catalog_connect)
     router.add_get("/v1/catalog/node/{node}", catalog_node)
     router.add_get("/v1/catalog/node-services/{node}", catalog_node_services)
     router.add_get("/v1/health/service/{service}", health_service)
+    router.add_get("/v1/health/connect/{service}", health_connect)
     router.add_get("/v1/health/node/{node}", health_node)
     router.add_get("/v1/health/checks/{service}", health_checks)
     router.add_get("/v1/health/state/{state}", health_state)

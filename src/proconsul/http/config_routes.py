@@ -79,7 +79,7 @@ async def _write(request: web.Request, command: ConfigEntryRequest) -> Any:
 async def config_apply(request: web.Request) -> web.Response:
     op: ConfigEntryOp = "upsert"
     cas = 0
-    if "cas" in request.query:
+    if request.query.get("cas"):  # Consul: an empty ?cas= is no CAS
         op, cas = "upsert-cas", query_uint64(request, "cas")
     raw = await decode_body(request, dict[str, Any], keys="as-is")
     try:
@@ -113,7 +113,7 @@ async def config_delete(request: web.Request) -> web.Response:
     kind = _kind(request)
     op: ConfigEntryOp = "delete"
     cas = 0
-    if "cas" in request.query:
+    if request.query.get("cas"):
         op, cas = "delete-cas", query_uint64(request, "cas")
     entry = KINDS[kind](name=request.match_info["name"])
     result = await _write(request, ConfigEntryRequest(op=op, entry=entry, cas_index=cas))

@@ -46,7 +46,7 @@ from proconsul.structs.catalog import (
 )
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
 from proconsul.structs.config_entries import ConfigEntry, Intention
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.intentions import IntentionCheckResponse
@@ -69,7 +69,9 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Catalog.NodeServices": tuple[Node | None, list[NodeService]],
     "Catalog.ListServices": dict[str, list[str]],
     "Catalog.ServiceNodes": list[ServiceNode],
+    "Catalog.ConnectServiceNodes": list[ServiceNode],
     "Health.ServiceNodes": list[CheckServiceNode],
+    "Health.ConnectServiceNodes": list[CheckServiceNode],
     "Health.NodeChecks": list[HealthCheck],
     "Health.ServiceChecks": list[HealthCheck],
     "Health.ChecksInState": list[HealthCheck],
@@ -81,6 +83,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "ConfigEntry.List": list[ConfigEntry],
     "DiscoveryChain.Get": CompiledDiscoveryChain,
     "ConfigEntry.ResolveServiceConfig": ServiceConfigResponse,
+    "ConnectCA.ConfigurationGet": CAConfiguration | None,
     "Intention.List": list[Intention],
     "Intention.Match": dict[str, list[Intention]],
     "Intention.Get": Intention | None,

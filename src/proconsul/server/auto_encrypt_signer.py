@@ -11,8 +11,9 @@ root_cert, private_key } }` when both are given, else a built-in root of its
 own, which every server also trusts for incoming client certificates
 (`RootTrust`). Until the leader has done so the signer answers an error and
 the client asks again. Without `active_ca` (unit tests) the ca_config CA is
-used directly. `ca_config.leaf_cert_ttl` (default 72h, as Consul) is the
-validity.
+used directly. The CA configuration's LeafCertTTL (from `ca_config.leaf_cert_ttl`
+at first, then as `/v1/connect/ca/configuration` sets it; default 72h, as
+Consul) is the validity.
 
 The reply carries the roots along with the certificate, as Consul's does
 (its ConnectCARoots and ManualCARoots): the signing CA's root, then the CA
@@ -77,6 +78,7 @@ def signer_from_config(
     active_ca: ActiveCA | None = None,
     manual_roots: Sequence[str] = (),
     authorize: SignAuthorizer | None = None,
+    leaf_ttl_s: Callable[[], float] | None = None,
 ) -> Handler | None:
     """The "AutoEncrypt.Sign" handler; None when there is no `active_ca` and no
     CA key in `ca_config`.
@@ -84,7 +86,9 @@ def signer_from_config(
     `active_ca()` is asked on every request (servers pass the state's active
     root). `manual_roots`: the server's own CA bundle (its ca_file/ca_path PEM,
     e.g. `rpc.tls.load_ca_pem(...)`), sent to clients after the signing CA's root.
-    `authorize(token, node)` is called before signing (the server's ACL check)."""
+    `authorize(token, node)` is called before signing (the server's ACL check).
+    `leaf_ttl_s()`, when given, is the validity per request (servers pass the
+    replicated CA configuration's LeafCertTTL); else ca_config's."""
     if active_ca is None:
         root = ca_config.get("root_cert") or ca_config.get("RootCert")
         key = ca_config.get("private_key") or ca_config.get("PrivateKey")
@@ -102,7 +106,9 @@ def signer_from_config(
         active_ca = fixed_ca
     ttl = ca_config.get("leaf_cert_ttl") or ca_config.get("LeafCertTTL")
     ttl_s = float(parse_duration(str(ttl))) if ttl else DEFAULT_LEAF_TTL_S
-    return _sign_handler(active_ca, list(manual_roots), datacenter, domain, ttl_s, authorize)
+    return _sign_handler(
+        active_ca, list(manual_roots), datacenter, domain, leaf_ttl_s or (lambda: ttl_s), authorize
+    )
 
 
 def _sign_handler(
@@ -110,7 +116,7 @@ def _sign_handler(
     manual_roots: list[str],
     datacenter: str,
     domain: str,
-    ttl_s: float,
+    ttl_s: Callable[[], float],
     authorize: SignAuthorizer | None = None,
 ) -> Handler:
     decoder = msgspec.msgpack.Decoder(SignRequest)
@@ -134,7 +140,7 @@ def _sign_handler(
             public_key,
             datacenter=datacenter,
             domain=domain,
-            valid_for=timedelta(seconds=ttl_s),
+            valid_for=timedelta(seconds=ttl_s()),
             now=datetime.now(UTC),
         )
         roots = [root_pem, *(pem for pem in manual_roots if pem and pem != root_pem)]

@@ -5,7 +5,9 @@ Job:
   the state has no active root it records one through the log -- the root in
   `connect { ca_config { root_cert, private_key } }` when both are given,
   else a new built-in root (connect/ca.py) with a new cluster ID, as Consul's
-  built-in provider does on CA initialization. Either way signing then has
+  built-in provider does on CA initialization, together with the initial
+  CA configuration (`ca_config`'s leaf_cert_ttl and the rest, Consul's
+  defaults for what is missing) in one command. Either way signing then has
   one path: the active root in the replicated state.
 - `active_signing_ca(store)` is what the auto_encrypt signer asks per
   request; `trusted_roots_pem(store)` the roots a server trusts for incoming
@@ -43,10 +45,11 @@ from proconsul.connect.ca import (
     new_cluster_id,
     root_row,
 )
+from proconsul.connect.ca_config import PROVIDER_CONSUL, stored_config
 from proconsul.state.ca_tables import ROOTS_KEY
 from proconsul.state.store import StateStore
-from proconsul.structs.commands import ApplyError, ApplyResult, CARootsSetRequest, Command
-from proconsul.structs.connect import CARoot
+from proconsul.structs.commands import ApplyError, ApplyResult, CAConfigSetRequest, Command
+from proconsul.structs.connect import CAConfiguration, CARoot
 
 log = logging.getLogger("proconsul.agent")
 
@@ -95,8 +98,16 @@ async def ensure_ca_root(
     took its place (the caller retries on its next leadership round)."""
     tables = store.ca
     active = tables.active_root()
-    if active is not None and tables.has_signing_key(active.id):
+    have_root = active is not None and tables.has_signing_key(active.id)
+    config = tables.config or CAConfiguration(
+        provider=PROVIDER_CONSUL, config=stored_config(ca_config or {})
+    )
+    if have_root and tables.config is not None:
         return active
+    if have_root:
+        # A state from before the configuration was stored: record it alone.
+        await log_apply(CAConfigSetRequest(config=config, config_cas_index=0))
+        return tables.active_root()
     cluster_id = tables.cluster_id or new_cluster_id(rng)
     pair = configured_root(ca_config or {})
     source = "connect.ca_config"
@@ -111,7 +122,9 @@ async def ensure_ca_root(
         for root in tables.roots.values()
         if root.id != row.id
     ]
-    command = CARootsSetRequest(
+    command = CAConfigSetRequest(
+        config=config,
+        config_cas_index=tables.config_index(),
         roots=[*kept, row],
         cluster_id=cluster_id,
         signing_keys={row.id: pair.key_pem},

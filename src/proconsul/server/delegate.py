@@ -18,6 +18,10 @@ Rules:
   of them already has a Raft configuration (`Status.Peers` non-empty): then
   a cluster exists and this server waits for the leader's autopilot to add
   it, as Consul does. Raft state on disk means no bootstrap ever again.
+- The Connect CA's leader-only calls ("ConnectCA.Sign",
+  "ConnectCA.ConfigurationSet") are served by `ConnectCAEndpoints`
+  (server/connect_ca_rpc.py) through the `LeaderRouter`; the agent reaches
+  them with `call_raw`.
 - Leader duties (server/leader_duties.py) start on every gain of leadership:
   the own registration, the Connect CA root, the ACL rows and reaping,
   member reconcile and autopilot. This is the one place they are listed.
@@ -44,6 +48,7 @@ import msgspec
 
 from proconsul.acl.resolved import ResolvedToken
 from proconsul.acl.service import ACLService
+from proconsul.connect.ca_config import CAConfigError, settings
 from proconsul.gossip import GossipCore
 from proconsul.raft import Server
 from proconsul.rpc import Handler, PeerInfo, RPCClient
@@ -59,11 +64,13 @@ from proconsul.server.autopilot import SerfStatus
 from proconsul.server.autopilot_loop import AutopilotLoop, autopilot_config, server_members
 from proconsul.server.config_bootstrap import bootstrap_entries, write_bootstrap_entries
 from proconsul.server.connect_ca import (
+    CAInitError,
     RootTrust,
     active_signing_ca,
     configured_root,
     ensure_ca_root,
 )
+from proconsul.server.connect_ca_rpc import ConnectCAEndpoints, leaf_ttl
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_duties import LeaderDuties, LeaderDuty, every, once
 from proconsul.server.leader_router import LeaderRouter
@@ -208,6 +215,18 @@ class ServerDelegate:
         self.acl_api: ACLService | None = (
             RemoteACLEndpoints(self._call_here) if self.acl is not None else None
         )
+        try:
+            # A ca_config Consul would refuse stops the start (skip_validate allows it).
+            settings(config.connect.ca_config)
+        except CAConfigError as exc:
+            raise CAInitError(f"connect.ca_config: {exc}") from None
+        self.connect_ca = ConnectCAEndpoints(
+            self.store,
+            self.router,
+            config.datacenter,
+            resolve=self.endpoints.resolve,
+            leader_write=self.leader_write,
+        )
         self.signer: Handler | None = None
         self.ca_trust: RootTrust | None = None
         if config.auto_encrypt.allow_tls:
@@ -223,6 +242,7 @@ class ServerDelegate:
                 # Consul's ManualCARoots: clients trust what this server trusts.
                 manual_roots=[load_ca_pem(rpc_settings.ca_file, rpc_settings.ca_path)],
                 authorize=self._authorize_sign,
+                leaf_ttl_s=lambda: leaf_ttl(self.store.ca.config).total_seconds(),
             )
             if tls.server_context is not None:
                 # auto_encrypt clients present certificates from the Connect CA:
@@ -261,6 +281,7 @@ class ServerDelegate:
         self.handlers[STATUS_LEADER_METHOD] = self._status_leader
         self.handlers[STATUS_PEERS_METHOD] = self._status_peers
         self.handlers.update(self.operator.handlers())
+        self.handlers.update(self.connect_ca.handlers())
         if self.signer is not None:
             self.handlers[SIGN_METHOD] = self.signer
         if self.acl is not None:
@@ -384,6 +405,11 @@ class ServerDelegate:
     def acl_service(self) -> ACLService | None:
         return self.acl_api
 
+    async def call_raw(self, method: str, payload: bytes, timeout_s: float = 10.0) -> bytes:
+        """A server RPC (e.g. "ConnectCA.Sign") answered by this server's own
+        handler, which routes it to the leader and checks the token there."""
+        return await self._call_here(method, payload, timeout_s)
+
     async def _call_here(self, method: str, payload: bytes, timeout_s: float) -> bytes:
         """One of this server's RPC handlers, called in process."""
         return await self.handlers[method](payload, IN_PROCESS)
@@ -396,6 +422,8 @@ class ServerDelegate:
         stats = metrics_from_stats("consul.rpc", self.rpc.stats())
         stats.update(metrics_from_stats("consul.client.rpc", self.client.stats()))
         stats.update(self.duties.stats())
+        for name, value in self.connect_ca.stats().items():
+            stats[f"consul.connect.ca.{name}"] = value
         resolver = self.endpoints.acl
         if resolver is not None:
             for name, value in resolver.stats().items():

@@ -36,6 +36,10 @@ ACL rules (when `acl` is set; Consul's, as documented):
   even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
+- Connect reads ("Health.ConnectServiceNodes", "Catalog.ConnectServiceNodes":
+  the proxies and connect-native instances for a destination service) need
+  service:read on the destination, else they answer an empty list (as
+  Consul's do); their rows are then filtered like their plain counterparts'.
 - `local_read` skips the ACL check: for the agent's own bookkeeping reads.
 """
 
@@ -77,6 +81,7 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore, service_node
 from proconsul.structs.catalog import (
@@ -112,6 +117,11 @@ _FILTER_CACHE_MAX = 4096
 # Reads whose unfiltered result is the same object while the index stands
 # still (see `_health_service`): only those gain from the filtered cache.
 _STABLE_READS = frozenset({"Health.ServiceNodes"})
+# Connect reads and the plain reads whose ACL filter they share.
+CONNECT_READS = {
+    "Catalog.ConnectServiceNodes": "Catalog.ServiceNodes",
+    "Health.ConnectServiceNodes": "Health.ServiceNodes",
+}
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
     "Permission denied: only catalog, KV and config entry commands are written here"
@@ -139,7 +149,9 @@ class Log(Protocol):
 FILTER_SHAPES: dict[str, type] = {
     "Catalog.ListNodes": Node,
     "Catalog.ServiceNodes": ServiceNode,
+    "Catalog.ConnectServiceNodes": ServiceNode,
     "Health.ServiceNodes": CheckServiceNode,
+    "Health.ConnectServiceNodes": CheckServiceNode,
     "Health.NodeChecks": HealthCheck,
     "Health.ServiceChecks": HealthCheck,
     "Health.ChecksInState": HealthCheck,
@@ -246,7 +258,9 @@ class ServerEndpoints:
             "Catalog.NodeServices": self._catalog_node,
             "Catalog.ListServices": self._catalog_services,
             "Catalog.ServiceNodes": self._catalog_service,
+            "Catalog.ConnectServiceNodes": self._catalog_connect,
             "Health.ServiceNodes": self._health_service,
+            "Health.ConnectServiceNodes": self._health_connect,
             "Health.NodeChecks": self._health_node,
             "Health.ServiceChecks": self._health_checks,
             "Health.ChecksInState": self._health_state,
@@ -254,6 +268,7 @@ class ServerEndpoints:
             "KVS.List": self._kv_list,
             "KVS.ListKeys": self._kv_keys,
             "ConnectCA.Roots": self._connect_ca_roots,
+            "ConnectCA.ConfigurationGet": self._connect_ca_config,
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
@@ -296,6 +311,11 @@ class ServerEndpoints:
     def _filter(
         self, method: str, request: ReadRequest, resolved: ResolvedToken, value: Any
     ) -> tuple[Any, bool]:
+        plain = CONNECT_READS.get(method)
+        if plain is not None:
+            if not resolved.authorizer.service_read(request.name):
+                return [], False  # Consul answers empty, not 403
+            return filter_result(plain, resolved.authorizer, value)
         if method not in _STABLE_READS:
             return filter_result(method, resolved.authorizer, value)
         key = (
@@ -414,6 +434,31 @@ class ServerEndpoints:
 
         return (f"service:{req.name}", "services"), run
 
+    def _catalog_connect(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        def run() -> tuple[int, list[ServiceNode]]:
+            index, rows = self.store.catalog_service(req.name, connect=True)
+            return index, [
+                r
+                for r in rows
+                if _has_tags(r.service_tags, req.tags)
+                and all(r.node_meta.get(k) == v for k, v in req.node_meta.items())
+            ]
+
+        return (f"connect:{req.name}",), run
+
+    def _health_connect(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        def run() -> tuple[int, list[CheckServiceNode]]:
+            index, rows = self.store.health_service(req.name, connect=True)
+            return index, [
+                r
+                for r in rows
+                if _has_tags(r.service.tags, req.tags)
+                and _node_meta_matches(r.node, req.node_meta)
+                and (not req.passing_only or _all_passing(r.checks))
+            ]
+
+        return (f"connect:{req.name}",), run
+
     def _health_node(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return (f"node:{req.name}", "checks"), lambda: self.store.node_checks(req.name)
 
@@ -442,6 +487,9 @@ class ServerEndpoints:
     def _connect_ca_roots(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return [CA_ROOTS_KEY], self.store.ca_roots
 
+    def _connect_ca_config(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        return [CA_CONFIG_KEY], self.store.ca_config
+
     def _kv_get(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_get(req.name)
 
@@ -456,8 +504,11 @@ class ServerEndpoints:
 
 
 def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> None:
-    """Consul's up-front refusals: a single key, or a prefix that may not be listed."""
+    """Consul's up-front refusals: a single key, a prefix that may not be listed,
+    the CA configuration without operator:write (Consul's rule since 1.8.6)."""
     authz = resolved.authorizer
+    if method == "ConnectCA.ConfigurationGet" and not authz.operator_write():
+        raise resolved.deny("operator", "write")
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
     precheck_config_read(method, request, resolved)

@@ -20,7 +20,9 @@ Rules:
   trusted: a peer reaching port 8300 without a server certificate (when
   verify_incoming is off) is just another caller.
 - This is where a forwarded write is authorized, and the only place: the
-  forwarding server does not check it (server/leader_router.py).
+  forwarding server does not check it (server/leader_router.py). A forwarded
+  config entry is validated again here (kind, entry, discovery chains), as
+  the first server's checks are not trusted either.
 - The leader's own writes (`ServerDelegate.leader_write`: reconcile, its
   registration, the CA roots; ACL establish and reaping) apply locally and
   never come through here.
@@ -34,6 +36,7 @@ from proconsul.rpc.errors import NO_LEADER, ErrorCode, RPCError
 from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import bootstrap_denied, read_reset_index
+from proconsul.server.config_endpoints import check_config_request, check_graph
 from proconsul.server.endpoints import CALLER_COMMANDS, ServerEndpoints, vet_write
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
@@ -42,6 +45,7 @@ from proconsul.structs.commands import (
     ACLBootstrapRequest,
     ACLCommand,
     Command,
+    ConfigEntryRequest,
 )
 from proconsul.tls.agent import server_name
 
@@ -112,9 +116,13 @@ def raft_handlers(
         # One hop only: if leadership moved on meanwhile, the sender hears "not
         # the leader" and the write is the caller's to retry.
         request = decode_apply_request(payload, FORWARD_METHOD)
-        authorize_forwarded(endpoints, request.command, request.token, data_dir=data_dir)
+        command = request.command
+        if isinstance(command, ConfigEntryRequest):
+            command = check_config_request(command)
+            check_graph(endpoints.store, command, datacenter)
+        authorize_forwarded(endpoints, command, request.token, data_dir=data_dir)
         try:
-            return encode(await raft_log.apply(request.command))
+            return encode(await raft_log.apply(command))
         except NotLeaderError as exc:
             raise RPCError(str(exc) or NO_LEADER, ErrorCode.NOT_LEADER) from None
 

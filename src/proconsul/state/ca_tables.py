@@ -1,7 +1,8 @@
 """Connect CA tables of the state store: the roots, the cluster ID and the signing keys.
 
-Job: hold the replicated CA rows and apply `CARootsSetRequest` to them,
-stamping raft indexes and bumping the index key "connect-ca-roots".
+Job: hold the replicated CA rows and apply `CARootsSetRequest` and
+`CAConfigSetRequest` to them, stamping raft indexes and bumping the index
+keys "connect-ca-roots" and "connect-ca-config".
 
 Rules:
 - Only `fsm.apply` calls `set_roots`; it is deterministic (the root, its key
@@ -15,6 +16,10 @@ Rules:
   state, as Consul keeps it: replicated and snapshotted so any new leader can
   sign, but never part of a row, a read result, a repr or a log line.
 - A write that changes nothing but indexes bumps nothing.
+- The configuration (`CAConfiguration`) is check-and-set on its own index
+  (`config_cas_index`); a configuration write that carries roots (a rotation,
+  or the first initialization) applies both or neither, as Consul's
+  set-roots-config does.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from collections.abc import Callable
 
 import msgspec
 
-from proconsul.structs.commands import CARootsSetRequest
-from proconsul.structs.connect import CARoot, IndexedCARoots
+from proconsul.structs.commands import CAConfigSetRequest, CARootsSetRequest
+from proconsul.structs.connect import CAConfiguration, CARoot, IndexedCARoots
 
 ROOTS_KEY = "connect-ca-roots"
+CONFIG_KEY = "connect-ca-config"
 
 
 class CAStateError(Exception):
@@ -40,6 +46,7 @@ class CASnapshot(msgspec.Struct, array_like=True):
     cluster_id: str
     signing_keys: dict[str, str]
     index: int  # of the last change to the roots
+    config: CAConfiguration | None = None
 
     def __repr__(self) -> str:  # the keys must not reach a log through a repr
         return f"CASnapshot(roots={len(self.roots)}, cluster_id={self.cluster_id!r})"
@@ -58,6 +65,7 @@ class CATables:
         self.cluster_id = ""
         self._signing_keys: dict[str, str] = {}  # root id -> private key PEM
         self.index = 0  # of the last change to the roots: what CAS compares
+        self.config: CAConfiguration | None = None
 
     def __repr__(self) -> str:
         return f"CATables(roots={len(self.roots)}, cluster_id={self.cluster_id!r})"
@@ -70,13 +78,16 @@ class CATables:
             cluster_id=self.cluster_id,
             signing_keys=dict(self._signing_keys),
             index=self.index,
+            config=self.config,
         )
 
     def restore(self, snap: CASnapshot | None) -> None:
         """`None`: a snapshot from before the CA existed, which restores empty."""
         self.roots, self.cluster_id, self._signing_keys, self.index = {}, "", {}, 0
+        self.config = None
         if snap is None:
             return
+        self.config = snap.config
         self.roots = {root.id: root for root in snap.roots}
         self.cluster_id = snap.cluster_id
         self._signing_keys = {k: v for k, v in snap.signing_keys.items() if k in self.roots}
@@ -101,6 +112,14 @@ class CATables:
             return None
         key = self._signing_keys.get(root.id)
         return None if key is None else (root.root_cert, key)
+
+    def signing_key(self, root_id: str) -> str | None:
+        """The private key PEM of root `root_id` (leader-side signing and
+        cross-signing only; never shown)."""
+        return self._signing_keys.get(root_id)
+
+    def config_index(self) -> int:
+        return self.config.modify_index if self.config is not None else 0
 
     def has_signing_key(self, root_id: str) -> bool:
         return root_id in self._signing_keys
@@ -162,3 +181,32 @@ class CATables:
         self._signing_keys = keys
         self.index = index
         self._bump(index, ROOTS_KEY)
+
+    def set_config(self, index: int, request: CAConfigSetRequest) -> None:
+        """Apply a configuration, with its roots when it carries any (both or neither)."""
+        current = self.config_index()
+        if request.config_cas_index != current:
+            raise CAStateError(
+                f"CAS failed: the CA configuration is at index {current}, "
+                f"not {request.config_cas_index}"
+            )
+        if request.roots is not None:
+            self.set_roots(
+                index,
+                CARootsSetRequest(
+                    roots=request.roots,
+                    cluster_id=request.cluster_id,
+                    signing_keys=request.signing_keys,
+                    cas_index=request.cas_index,
+                ),
+            )
+        config = msgspec.structs.replace(request.config)
+        old = self.config
+        if old is not None and msgspec.structs.replace(
+            old, create_index=0, modify_index=0
+        ) == msgspec.structs.replace(config, create_index=0, modify_index=0):
+            return
+        config.create_index = old.create_index if old is not None else index
+        config.modify_index = index
+        self.config = config
+        self._bump(index, CONFIG_KEY)

@@ -24,6 +24,7 @@ from proconsul.structs.commands import (
     ACLCommand,
     ApplyError,
     ApplyResult,
+    CAConfigSetRequest,
     CARootsSetRequest,
     Command,
     ConfigEntryRequest,
@@ -89,6 +90,9 @@ class FSM:
                 return None
             if isinstance(command, ConfigEntryRequest):
                 return self.store.config.apply(index, command)
+            if isinstance(command, CAConfigSetRequest):
+                self.store.ca.set_config(index, command)
+                return None
             return ApplyError(f"unknown command type {type(command).__name__}")
         except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
             return ApplyError(str(exc))

@@ -10,12 +10,22 @@ Rules:
 
 Index keys: "nodes", "services", "checks", "kvs" (whole tables), "node:<name>",
 "service:<name>" (everything a health or catalog query on that name depends on,
-including the node rows and node-level checks of the nodes it runs on).
+including the node rows and node-level checks of the nodes it runs on), and
+"connect:<name>" (the same for the connect-capable instances of `name`: its
+proxies and its connect-native instances; every bump of "service:<p>" for
+such a proxy `p` bumps it too, see `_bump`).
+
+Connect index (`connect_instances`): destination name -> the instances a
+mesh client may dial for it, kept on every write so `/v1/health/connect/:name`
+never scans the catalog: proxies (kind connect-proxy) whose
+`Proxy.DestinationServiceName` is the name, and connect-native instances
+registered under the name.
 ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 "acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
 (ca_tables.py), with the key "connect-ca-roots". Config entries live in
 `self.config` (config_entry_tables.py), with the keys "config-entries" and
 "config-entries:<kind>".
+(ca_tables.py), with the keys "connect-ca-roots" and "connect-ca-config".
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -31,11 +41,12 @@ from collections.abc import Iterable
 import msgspec
 
 from proconsul.state.acl_tables import ACLTables
-from proconsul.state.ca_tables import ROOTS_KEY, CATables
+from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
+    CONNECT_PROXY_KIND,
     CheckServiceNode,
     HealthCheck,
     KVEntry,
@@ -44,7 +55,7 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.config_entries import ConfigEntry
-from proconsul.structs.connect import IndexedCARoots
+from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -54,6 +65,16 @@ _MAX_TOMBSTONES = 10_000
 
 class StateError(Exception):
     """A write the store refuses; the message is shown to the API caller."""
+
+
+def connect_destination(service: NodeService) -> str:
+    """The service `service` carries mesh traffic for ("" when none): a proxy's
+    destination, or its own name for a connect-native instance."""
+    if service.kind == CONNECT_PROXY_KIND:
+        return service.proxy.destination_service_name
+    if service.connect.native:
+        return service.service
+    return ""
 
 
 def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
@@ -68,6 +89,10 @@ class StateStore:
         self.nodes: dict[str, Node] = {}
         self.services: dict[str, dict[str, NodeService]] = {}  # node -> service id -> row
         self.instances: dict[str, dict[tuple[str, str], NodeService]] = {}  # name -> rows
+        # destination -> (node, id) -> connect-capable row (see the module docstring)
+        self.connect_instances: dict[str, dict[tuple[str, str], NodeService]] = {}
+        # "service:<proxy name>" -> {"connect:<destination>": how many rows link them}
+        self._connect_keys: dict[str, dict[str, int]] = {}
         self.checks: dict[str, dict[str, HealthCheck]] = {}  # node -> check id -> row
         self.kvs: dict[str, KVEntry] = {}
         self._kv_keys: list[str] = []  # sorted, for prefix scans
@@ -90,6 +115,45 @@ class StateStore:
         for key in keys:
             self.indexes[key] = index
             self._touched.add(key)
+            linked = self._connect_keys.get(key)
+            if linked:
+                # A proxy's row, checks or node changed: so did its destination's
+                # connect answer.
+                for connect_key in linked:
+                    self.indexes[connect_key] = index
+                    self._touched.add(connect_key)
+
+    def _link_connect(self, node_name: str, service: NodeService) -> str:
+        """Add `service` to the connect index; returns its "connect:" key ("" if none)."""
+        destination = connect_destination(service)
+        if not destination:
+            return ""
+        self.connect_instances.setdefault(destination, {})[(node_name, service.id)] = service
+        connect_key = f"connect:{destination}"
+        links = self._connect_keys.setdefault(f"service:{service.service}", {})
+        links[connect_key] = links.get(connect_key, 0) + 1
+        return connect_key
+
+    def _unlink_connect(self, index: int, node_name: str, service: NodeService) -> None:
+        destination = connect_destination(service)
+        if not destination:
+            return
+        rows = self.connect_instances.get(destination)
+        if rows is not None:
+            rows.pop((node_name, service.id), None)
+            if not rows:
+                del self.connect_instances[destination]
+        connect_key = f"connect:{destination}"
+        self._bump(index, connect_key)
+        service_key = f"service:{service.service}"
+        links = self._connect_keys.get(service_key, {})
+        count = links.get(connect_key, 0) - 1
+        if count > 0:
+            links[connect_key] = count
+        else:
+            links.pop(connect_key, None)
+            if not links:
+                self._connect_keys.pop(service_key, None)
 
     def _bump_node_services(self, index: int, node: str) -> None:
         """Node rows and node checks are part of every service query on that node."""
@@ -134,11 +198,14 @@ class StateStore:
         self.nodes = {node.node: node for node in body.nodes}
         self.services = {}
         self.instances = {}
+        self.connect_instances = {}
+        self._connect_keys = {}
         for row in body.services:
             service = row.service
             self.services.setdefault(row.node, {})[service.id] = service
-            # The same object in both maps, as apply_service leaves them.
+            # The same object in all maps, as apply_service leaves them.
             self.instances.setdefault(service.service, {})[(row.node, service.id)] = service
+            self._link_connect(row.node, service)
         self.checks = {}
         for check in body.checks:
             self.checks.setdefault(check.node, {})[check.check_id] = check
@@ -178,6 +245,7 @@ class StateStore:
             if _same(existing, service):
                 return
             service.create_index = existing.create_index
+            self._unlink_connect(index, node_name, existing)
             if existing.service != service.service:
                 self._drop_instance(index, node_name, existing)
         else:
@@ -185,6 +253,7 @@ class StateStore:
         service.modify_index = index
         node_services[service.id] = service
         self.instances.setdefault(service.service, {})[(node_name, service.id)] = service
+        self._link_connect(node_name, service)
         self._bump(index, "services", f"service:{service.service}", f"node:{node_name}")
         # Checks denormalise the service name and tags.
         for check in self.checks.get(node_name, {}).values():
@@ -257,6 +326,7 @@ class StateStore:
             if c.service_id == service_id
         ]:
             self.delete_check(index, node_name, check_id)
+        self._unlink_connect(index, node_name, service)
         self._drop_instance(index, node_name, service)
 
     def delete_node(self, index: int, node_name: str) -> None:
@@ -336,12 +406,26 @@ class StateStore:
         joined = [(self.nodes[node], rows[(node, sid)]) for node, sid in sorted(rows)]
         return index, joined
 
-    def catalog_service(self, name: str) -> tuple[int, list[ServiceNode]]:
-        index, joined = self.service_instances(name)
+    def connect_instances_of(self, destination: str) -> tuple[int, list[tuple[Node, NodeService]]]:
+        """The connect-capable instances for `destination` (its proxies and its
+        connect-native instances) joined with their nodes, sorted by node then ID."""
+        index = self._table_or(f"connect:{destination}", "services")
+        rows = self.connect_instances.get(destination, {})
+        joined = [(self.nodes[node], rows[(node, sid)]) for node, sid in sorted(rows)]
+        return index, joined
+
+    def catalog_service(self, name: str, connect: bool = False) -> tuple[int, list[ServiceNode]]:
+        """/v1/catalog/service/:name, or with `connect` /v1/catalog/connect/:name."""
+        found = self.connect_instances_of if connect else self.service_instances
+        index, joined = found(name)
         return index, [service_node(node, service) for node, service in joined]
 
-    def health_service(self, name: str) -> tuple[int, list[CheckServiceNode]]:
-        index, joined = self.service_instances(name)
+    def health_service(
+        self, name: str, connect: bool = False
+    ) -> tuple[int, list[CheckServiceNode]]:
+        """/v1/health/service/:name, or with `connect` /v1/health/connect/:name."""
+        found = self.connect_instances_of if connect else self.service_instances
+        index, joined = found(name)
         result = []
         for node, service in joined:
             checks = [
@@ -395,6 +479,10 @@ class StateStore:
 
     def config_entries_all(self) -> tuple[int, list[ConfigEntry]]:
         return self.index(ENTRIES_KEY), self.config.all()
+
+    def ca_config(self) -> tuple[int, CAConfiguration | None]:
+        """The CA configuration (no key material) and its index."""
+        return self.index(CONFIG_KEY), self.ca.config
 
     # ----- KV reads ----------------------------------------------------------
 

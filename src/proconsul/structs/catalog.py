@@ -20,6 +20,8 @@ SERF_CHECK_ID = "serfHealth"
 SERF_CHECK_NAME = "Serf Health Status"
 NODE_MAINT_CHECK_ID = "_node_maintenance"
 SERVICE_MAINT_PREFIX = "_service_maintenance:"
+CONNECT_PROXY_KIND = "connect-proxy"  # Kind of a mesh proxy instance
+SIDECAR_PROXY_SUFFIX = "-sidecar-proxy"  # a sidecar's ID and name: the parent's plus this
 
 
 class Weights(msgspec.Struct, rename=pascal):
@@ -47,7 +49,9 @@ class Upstream(msgspec.Struct, rename=pascal, omit_defaults=True):
     """One upstream of a connect proxy (Consul's structs.Upstream)."""
 
     destination_name: str = ""
-    destination_type: str = "service"
+    # The agent writes "service" when none is given, so JSON shows it as Consul's
+    # does; "" (a catalog registration that left it out) also means "service".
+    destination_type: str = ""
     destination_namespace: str = ""
     datacenter: str = ""
     local_bind_address: str = ""

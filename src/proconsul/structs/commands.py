@@ -14,7 +14,7 @@ import msgspec
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
-from proconsul.structs.connect import CARoot
+from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
 
 
@@ -98,7 +98,7 @@ ACLCommand = (
     | ACLRoleDeleteRequest
 )
 
-# ----- Connect CA (tag 11). The leader generates the root, its key and the
+# ----- Connect CA (tags 11 and 13). The leader generates the root, its key and the
 # cluster ID before the command enters the log, so apply stays deterministic.
 
 
@@ -140,6 +140,31 @@ class ConfigEntryRequest(msgspec.Struct, tag=12, tag_field="Type", rename=pascal
     intentions_api: bool = False
 
 
+# Tag 12 is taken by another command (config entries); do not reuse it.
+
+
+class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal):
+    """Set the CA configuration, and with it (a rotation, or the first
+    initialization) the roots, atomically, as Consul's set-roots-config does.
+    `config_cas_index` is the configuration's index the writer saw (0: none
+    yet); when `roots` is given, `cas_index` is the roots' index it saw.
+    `signing_keys` as in CARootsSetRequest: never log this command."""
+
+    config: CAConfiguration
+    config_cas_index: int = 0
+    roots: list[CARoot] | None = None
+    cluster_id: str = ""
+    signing_keys: dict[str, str] = {}
+    cas_index: int = 0
+
+    def __repr__(self) -> str:  # keep the keys out of any log line
+        ids = None if self.roots is None else [root.id for root in self.roots]
+        return (
+            f"CAConfigSetRequest(config={self.config!r}, roots={ids!r}, "
+            f"signing_keys=<{len(self.signing_keys)} redacted>)"
+        )
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -147,6 +172,7 @@ Command = (
     | ACLCommand
     | CARootsSetRequest
     | ConfigEntryRequest
+    | CAConfigSetRequest
 )
 
 

@@ -30,7 +30,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -70,16 +70,20 @@ class _Entry(
     omit_defaults=True,
     forbid_unknown_fields=True,
 ):
-    """Fields every kind has. `Kind` is the union's tag, so it is no field here."""
+    """Fields every kind has. `Kind` is the union's tag, so it is no field here.
+    Each kind ends with `Meta`, `CreateIndex` and `ModifyIndex`, declared in
+    the kind itself so that they come last in its JSON, as in
+    Consul's."""
 
     KIND: ClassVar[str] = ""
 
     name: str = ""
     namespace: str = ""
     partition: str = ""
-    meta: dict[str, str] = {}
-    create_index: int = 0
-    modify_index: int = 0
+    if TYPE_CHECKING:  # for the type checker only: every kind declares them, last
+        meta: dict[str, str] = {}
+        create_index: int = 0
+        modify_index: int = 0
 
     @property
     def kind(self) -> str:
@@ -164,6 +168,9 @@ class ProxyDefaults(_Entry, tag=PROXY_DEFAULTS):
     access_logs: AccessLogsConfig | None = None
     envoy_extensions: list[EnvoyExtension] = []
     failover_policy: dict[str, Any] | None = None
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 class UpstreamLimits(_Part):
@@ -224,6 +231,9 @@ class ServiceDefaults(_Entry, tag=SERVICE_DEFAULTS):
     local_request_timeout_ms: int = 0
     balance_inbound_connections: str = ""
     envoy_extensions: list[EnvoyExtension] = []
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 # ------------------------------------------------------- service-intentions
@@ -266,6 +276,9 @@ class ServiceIntentions(_Entry, tag=SERVICE_INTENTIONS):
 
     sources: list[SourceIntention] = []
     jwt: dict[str, Any] | None = msgspec.field(default=None, name="JWT")
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 # --------------------------------------------------------- service-router
@@ -317,6 +330,9 @@ class ServiceRouter(_Entry, tag=SERVICE_ROUTER):
     KIND: ClassVar[str] = SERVICE_ROUTER
 
     routes: list[ServiceRoute] = []
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 # ------------------------------------------------------- service-splitter
@@ -336,6 +352,9 @@ class ServiceSplitter(_Entry, tag=SERVICE_SPLITTER):
     KIND: ClassVar[str] = SERVICE_SPLITTER
 
     splits: list[ServiceSplit] = []
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 # ------------------------------------------------------- service-resolver
@@ -412,6 +431,9 @@ class ServiceResolver(_Entry, tag=SERVICE_RESOLVER):
     connect_timeout: Duration | None = None
     request_timeout: Duration | None = None
     load_balancer: LoadBalancer | None = None
+    meta: dict[str, str] = {}
+    create_index: int = 0
+    modify_index: int = 0
 
 
 ConfigEntry = (

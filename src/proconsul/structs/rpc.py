@@ -2,8 +2,9 @@
 
 Job: the request and reply structs that the calling side encodes and the
 serving side decodes ("Apply" and "Raft.Apply", "ACL.*", "Operator.*",
-"AutoEncrypt.Sign"); the reads' `ReadRequest`/`ReadResponse` are in
-structs/requests.py, which the HTTP layer shares.
+"AutoEncrypt.Sign", "ConnectCA.Sign", "ConnectCA.ConfigurationSet"); the
+reads' `ReadRequest`/`ReadResponse` are in structs/requests.py, which the
+HTTP layer shares.
 
 Rules:
 - msgpack via msgspec; agents of different versions meet on the wire, so a
@@ -17,6 +18,7 @@ import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.commands import Command
+from proconsul.structs.connect import CAConfiguration
 
 
 class ApplyRequest(msgspec.Struct):
@@ -69,3 +71,28 @@ class SignReply(msgspec.Struct):
 
     cert_pem: str
     root_pems: list[str]
+
+
+class CASignRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of "ConnectCA.Sign": a service's CSR, signed on the leader.
+
+    `service`, when set, is the service the caller asks for: the CSR's SPIFFE
+    ID must name exactly it. The token needs service:write on that service."""
+
+    csr: str  # PEM
+    token: str = ""  # the caller's secret ("" is the anonymous token)
+    datacenter: str = ""
+    service: str = ""
+
+    def __repr__(self) -> str:  # never the token
+        return f"CASignRequest(service={self.service!r}, datacenter={self.datacenter!r})"
+
+
+class CAConfigRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of "ConnectCA.ConfigurationSet" (operator:write)."""
+
+    config: CAConfiguration
+    token: str = ""
+
+    def __repr__(self) -> str:
+        return f"CAConfigRequest(config={self.config!r})"
