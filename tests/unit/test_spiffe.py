@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from proconsul.connect.spiffe import SpiffeError, SpiffeService, parse_cert_uri
+from proconsul.connect.ca import ServiceID
+from proconsul.connect.spiffe import SpiffeError, parse_cert_uri
 
 TD = "11111111-2222-4333-8444-555555555555.consul"
 
 
 def test_service_ids() -> None:
-    assert parse_cert_uri(f"spiffe://{TD}/ns/default/dc/dc1/svc/web") == SpiffeService(
+    assert parse_cert_uri(f"spiffe://{TD}/ns/default/dc/dc1/svc/web") == ServiceID(
         TD, "default", "dc1", "web"
-    )
-    assert parse_cert_uri(f"spiffe://{TD}/ap/part1/ns/team/dc/dc2/svc/api") == SpiffeService(
-        TD, "team", "dc2", "api", "part1"
     )
 
 

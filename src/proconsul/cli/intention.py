@@ -40,6 +40,7 @@ from proconsul.cli.api_client import (
     columnize,
     command,
     parse_args,
+    parse_json_or_hcl,
     quote_path,
 )
 from proconsul.config.flags import FlagSet
@@ -130,15 +131,9 @@ def _read_file(path: str) -> str:
 def intention_from_text(text: str) -> dict[str, Any]:
     """One intention from a file's JSON (or HCL) text."""
     try:
-        parsed: Any = json.loads(text)
-    except ValueError:
-        import hcl  # imported here: only -file pays for the parser
-
-        try:
-            parsed = hcl.loads(text)
-        # pyhcl reports bad input with several exception types; all mean the same.
-        except Exception as exc:
-            raise CliError(f"Error: {exc}") from None
+        parsed = parse_json_or_hcl(text)
+    except ValueError as exc:
+        raise CliError(f"Error: {exc}") from None
     if not isinstance(parsed, dict):
         raise CliError("Error: an intention file holds one JSON object")
     return parsed

@@ -340,9 +340,6 @@ async def agent_connect_authorize(request: web.Request) -> web.Response:
     rows: list[Intention] = response.value.get(body.target, [])
     if client.namespace != "default":
         rows = []  # every intention here is from the default namespace: none matches
-    if client.partition != "default":
-        reason = f'Mismatched partitions: "{client.partition}" != "default"'
-        return json_response(request, AuthorizeResponse(False, reason))
     allow_by_default = default_allow(
         resolved is not None, "allow" if resolved is None else resolved.authorizer.default_policy
     )
