@@ -182,14 +182,13 @@ async def _modify(
         if changed is UNCHANGED:
             return
         cas = 0 if stored is None else stored.modify_index
-        if changed is None:
-            command = ConfigEntryRequest(
-                op="delete-cas", entry=ServiceIntentions(name=destination), cas_index=cas
-            )
-        else:
-            assert isinstance(changed, ServiceIntentions)
+        if isinstance(changed, ServiceIntentions):
             command = ConfigEntryRequest(
                 op="upsert-cas", entry=changed, cas_index=cas, intentions_api=True
+            )
+        else:  # None: the last source is gone, and the entry goes with it
+            command = ConfigEntryRequest(
+                op="delete-cas", entry=ServiceIntentions(name=destination), cas_index=cas
             )
         _, result = await agent.rpc_write(command, token)
         if isinstance(result, ApplyError):
@@ -284,23 +283,23 @@ async def intention_check(request: web.Request) -> web.Response:
     return json_response(request, response.value, response.meta)
 
 
-async def _by_id(request: web.Request) -> tuple[str, Intention | None]:
+async def _by_id(request: web.Request) -> tuple[str, Intention | None, ReadResponse]:
     legacy_id = request.match_info["id"]
     response = await _read(request, GET_METHOD, IntentionQuery(id=legacy_id))
     found: Intention | None = response.value
-    return legacy_id, found
+    return legacy_id, found, response
 
 
 async def intention_get(request: web.Request) -> web.Response:
-    _, found = await _by_id(request)
+    _, found, response = await _by_id(request)
     if found is None:
         not_found(NOT_FOUND)
-    return json_response(request, found)
+    return json_response(request, found, response.meta)
 
 
 async def intention_update(request: web.Request) -> web.Response:
     body = await _body(request)
-    legacy_id, found = await _by_id(request)
+    legacy_id, found, _ = await _by_id(request)
     if found is None:
         raise HTTPError(500, f"Cannot modify non-existent intention: '{legacy_id}'")
     _check_legacy_body(body)
@@ -314,7 +313,7 @@ async def intention_update(request: web.Request) -> web.Response:
 
 
 async def intention_delete(request: web.Request) -> web.Response:
-    legacy_id, found = await _by_id(request)
+    legacy_id, found, _ = await _by_id(request)
     if found is None:
         raise HTTPError(500, f"Cannot delete non-existent intention: '{legacy_id}'")
     _may_write(request, found.destination_name)
