@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from tests.agent_process import AgentProcess, free_gossip_port, free_port, start_agent, wait_for
-from tests.integration.test_config_entries import BOOTSTRAP_HCL, call
+from tests.integration.test_config_entries import BOOTSTRAP_HCL, call, start_server
 from tests.unit.test_config_walkthrough import API_HCL, WEB_HCL
 
 DEADLINE_S = 20.0
@@ -235,28 +235,8 @@ def test_a_client_registers_before_its_server_answers(tmp_path: Path) -> None:
         assert call(client, "PUT", "/v1/agent/service/register", body)[0] == 200
         assert time.monotonic() - started < 10.0
         assert "Config" not in get(client, "/v1/agent/service/db-sidecar-proxy")["Proxy"]
-        server = start_agent(
-            tmp_path,
-            "-server",
-            "-bootstrap-expect",
-            "1",
-            "-node",
-            "central-server",
-            "-bind",
-            "127.0.0.1",
-            "-serf-lan-port",
-            str(serf_port),
-            "-server-port",
-            str(server_port),
-            "-data-dir",
-            str(tmp_path / "server-data"),
-            "-hcl",
-            "performance { raft_multiplier = 1 }",
-            "-hcl",
-            BOOTSTRAP_HCL,
-            dev=False,
-        )
-        # Once the server answers (its retry backs off up to 30 s), merged.
+        server = start_server(tmp_path, tmp_path / "server-data", serf_port, server_port)
+        # Merged once the server answers (the watch retries with a growing delay).
         proxy = wait_for(lambda: web_proxy(client).get("Config") and web_proxy(client), 60.0)
         assert proxy["Config"] == {"protocol": "http"}
         assert proxy["Upstreams"] == [{**WEB_UPSTREAM, "Config": {"protocol": "http"}}]

@@ -6,7 +6,7 @@ proxies registered directly), keep the user's own registration, watch the
 central config resolved for it, and hand the agent the merged registration
 to hold in local state. That merged row is what anti-entropy syncs to the
 catalog and what `/v1/agent/service/:id` shows (so its ContentHash moves
-when central config does).
+when central config does). DESIGN.md, "Sidecar registration and connect discovery".
 
 Rules (Consul 1.16's service manager, where it has one):
 - Only connect proxies are resolved; other services are registered as
