@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from tests.agent_process import AgentProcess, free_gossip_port, free_port, start_agent, wait_for
-from tests.integration.test_config_entries import BOOTSTRAP_HCL, call, start_server
+from tests.integration.test_config_entries_api import BOOTSTRAP_HCL, call, start_server
 from tests.unit.test_config_walkthrough import API_HCL, WEB_HCL
 
 DEADLINE_S = 20.0
