@@ -39,7 +39,6 @@ Rules (Consul 1.16's service manager, where it has one):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -233,9 +232,7 @@ class CentralConfig:
         tasks = [w.task for w in self._watches.values() if w.task is not None]
         for watch in self._watches.values():
             self._cancel(watch)
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     def _cancel(watch: _Watch) -> None:
