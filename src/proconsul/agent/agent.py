@@ -34,6 +34,7 @@ from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.central_config import CentralConfig
 from proconsul.agent.client_delegate import ClientDelegate
 from proconsul.agent.client_rpc import NoServersError
 from proconsul.agent.delegate import Delegate
@@ -137,6 +138,14 @@ class Agent:
             tokens=self.tokens,
         )
         self.local.on_change = self._local_changed
+        # Connect proxies merged with proxy-defaults/service-defaults (agent/central_config.py).
+        self.central = CentralConfig(
+            enabled=config.enable_central_service_config,
+            read=self.rpc_read,
+            on_merged=self._central_merged,
+            token_for=self.effective_token,
+            rng=self.rng,
+        )
         self.http_app: web.Application | None = None
         self._listeners: list[HTTPListener] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -202,6 +211,7 @@ class Agent:
         )
         self.delegate.attach_gossip(self.gossip)
         await self.delegate.ready()
+        self.central.start()
         self.dns = await start_dns(self)
         self.xds = await start_xds(self, self.proxy_snapshots)
         self.http_app = build_app(self, self.config.ui_config.enabled)
@@ -226,6 +236,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.central.close()
         await self.runners.close()
         self.monitors.clear()
         for listener in self._listeners:
@@ -321,6 +332,12 @@ class Agent:
         self._local_version.set()
         self._local_version = asyncio.Event()
 
+    def _central_merged(self, service_id: str, merged: NodeService) -> None:
+        """A proxy's central config changed: hold its newly merged registration."""
+        entry = self.local.services.get(service_id)
+        if entry is not None and not entry.deleted:
+            self.local.add_service(merged, entry.token)
+
     async def wait_local_change(self, timeout_s: float) -> bool:
         """Wait for the next change of local services or checks; False on timeout."""
         try:
@@ -395,7 +412,7 @@ class Agent:
                     and not check_id.startswith(SERVICE_MAINT_PREFIX)
                 ):
                     self._remove_check(check_id)
-        self.local.add_service(service, token)
+        self.local.add_service(self.central.track(service, token), token)
         for spec in specs:
             self._add_check(spec)
 
@@ -440,6 +457,7 @@ class Agent:
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
         self.sidecar_parents.pop(service_id, None)
+        self.central.forget(service_id)
         removed = self.local.remove_service(service_id)
         sidecar = sidecar_id(service_id)
         if self.sidecar_parents.get(sidecar) == service_id:
@@ -546,6 +564,10 @@ class Agent:
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool
     ) -> None:
+        # A proxy's first central config, briefly awaited; the registrations are
+        # built again afterwards, since local services (sidecar ports) may have moved.
+        first = self._registrations(definition, self.config, [])
+        await self.central.prime((r.service, r.token) for r in first)
         for registration in self._registrations(definition, self.config, []):
             self.sources.services.discard(registration.service.id)
             self._add_registration(registration, replace_existing_checks)
