@@ -242,3 +242,14 @@ def test_reset_forgets_every_answer() -> None:
 )
 def test_next_min_index(last: int, got: int, expected: int) -> None:
     assert next_min_index(last, got) == expected
+
+
+def test_complete_once_every_wanted_watch_answered() -> None:
+    inputs = ready(web_inputs())
+    assert not inputs.complete()  # the chain of api
+    inputs.store(WatchKey(CHAIN, "api"), chain())
+    assert not inputs.complete()  # api's instances, now that the chain names them
+    inputs.store(WatchKey(HEALTH, "api"), [])
+    assert inputs.complete()
+    inputs.drop(WatchKey(HEALTH, "api"))
+    assert not inputs.complete()

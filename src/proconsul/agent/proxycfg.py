@@ -27,7 +27,9 @@ Rules:
   jitter); each is logged once per change of error text, never with a token.
 - Publishing: a change is published at once after a quiet spell; bursts are
   coalesced to one snapshot per `COALESCE_S` (so no change waits longer than
-  that); an unchanged snapshot is not published again. The snapshot is built
+  that); an unchanged snapshot is not published again. The first snapshot
+  waits (at most `FIRST_SETTLE_S` after the view started) until every watch
+  answered, so Envoy does not start from a view without its upstreams. The snapshot is built
   once per change, never per xDS request.
 - A proxy that goes (deregistered, or no longer a connect-proxy) has its
   tasks cancelled and is forgotten by the hub, which ends its xDS streams.
@@ -67,6 +69,7 @@ log = logging.getLogger("proconsul.agent")
 
 CONNECT_PROXY = "connect-proxy"
 COALESCE_S = 0.05  # at most one snapshot per proxy this often; no change waits longer
+FIRST_SETTLE_S = 0.5  # the first snapshot waits at most this long for every watch's answer
 WATCH_WAIT_S = 300.0  # each blocking read's wait (Consul's default)
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
@@ -128,12 +131,14 @@ class ProxyView:
         self._dirty = asyncio.Event()
         self._published: ProxySnapshot | None = None
         self._publisher: asyncio.Task[None] | None = None
+        self._started_s = 0.0
 
     @property
     def proxy_id(self) -> str:
         return self.inputs.proxy.id
 
     def start(self) -> None:
+        self._started_s = asyncio.get_running_loop().time()
         self._publisher = asyncio.create_task(
             self._publish_loop(), name=f"proxycfg-{self.proxy_id}"
         )
@@ -289,6 +294,10 @@ class ProxyView:
             self._dirty.clear()
             snapshot = build_snapshot(self.inputs)
             if snapshot is None or snapshot == self._published:
+                continue
+            settle_s = self._started_s + FIRST_SETTLE_S - loop.time()
+            if self._published is None and settle_s > 0 and not self.inputs.complete():
+                loop.call_later(settle_s, self._dirty.set)  # look again then at the latest
                 continue
             self._published = snapshot
             self.deps.hub.publish(snapshot)

@@ -11,7 +11,9 @@ Rules:
 - A snapshot needs the roots (with a trust domain), the leaf, the
   intentions and the resolved service config; until then `build_snapshot`
   answers None. An upstream whose chain has not arrived is left out; a chain
-  target whose instances have not arrived has none.
+  target whose instances have not arrived has none. `complete()` says
+  whether every wanted watch has answered (the adapter holds the first
+  snapshot back a little for it, so Envoy's first view is whole).
 - The resolved central config is merged under the registration
   (`merge_service_config`: the registration wins), so the snapshot's proxy
   carries the protocol and upstream config Consul would give it.
@@ -78,6 +80,7 @@ class ProxyInputs:
     service_config: ServiceConfigResponse | None = None
     chains: dict[str, CompiledDiscoveryChain] = field(default_factory=dict)
     instances: dict[tuple[str, str], tuple[CheckServiceNode, ...]] = field(default_factory=dict)
+    delivered: set[WatchKey] = field(default_factory=set)  # watches that answered at least once
 
     @property
     def service(self) -> str:
@@ -114,10 +117,12 @@ class ProxyInputs:
             self.instances[where] = rows
         else:
             raise ValueError(f"unknown watch kind {key.kind!r}")
+        self.delivered.add(key)
         return changed
 
     def drop(self, key: WatchKey) -> None:
         """Forget what a watch that is no longer wanted delivered."""
+        self.delivered.discard(key)
         if key.kind == CHAIN:
             self.chains.pop(key.name, None)
         elif key.kind == HEALTH:
@@ -132,6 +137,12 @@ class ProxyInputs:
         self.roots = self.leaf = self.intention_entries = self.service_config = None
         self.chains.clear()
         self.instances.clear()
+        self.delivered.clear()
+
+    def complete(self) -> bool:
+        """Whether every watch the inputs call for has answered (chains and
+        instances included): the first snapshot waits a little for this."""
+        return wanted_watches(self) <= self.delivered
 
 
 def service_upstream_names(proxy: NodeService) -> list[str]:

@@ -1,0 +1,267 @@
+"""The agent's proxy view, end to end: a real agent feeds a gRPC client acting as Envoy.
+
+A dev agent with ACLs (default deny), gRPC on, and the walkthrough's
+`proxy-defaults` (protocol http) bootstrap entry. `api` and `web` register as
+the walkthrough's service files do, each with a sidecar, `web` with the
+upstream `api` on 8081, each with its service-identity token. The client
+subscribes for `web-sidecar-proxy` as Envoy does; nothing in the test
+publishes snapshots: they come from the agent's blocking watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from envoy.config.core.v3 import health_check_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from tests.ads_client import (
+    PROXY_ID,
+    SotwEnvoy,
+    expect_status,
+    node,
+    sotw_bring_up,
+)
+from tests.agent_process import AgentProcess, free_port, start_agent, wait_for, wait_for_async
+
+from proconsul.xds.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+
+MGMT = "0aa0c000-0000-4000-8000-0000000000f1"
+DEADLINE_S = 20.0
+CHANGE_S = 5.0  # a change reaches the client well within this (the view publishes within 50 ms)
+HCL = """
+acl {{
+  enabled = true
+  default_policy = "deny"
+  tokens {{ initial_management = "{mgmt}" agent = "{mgmt}" }}
+}}
+config_entries {{
+  bootstrap = [{{ kind = "proxy-defaults", name = "global", config {{ protocol = "http" }} }}]
+}}
+"""
+
+
+@dataclass
+class Mesh:
+    agent: AgentProcess
+    grpc_port: int
+    api_proxy_port: int
+    web_proxy_port: int
+    tokens: dict[str, str]
+
+    def call(self, method: str, path: str, body: Any = None, token: str = MGMT) -> Any:
+        status, _, raw = self.agent.request(method, path, body, headers={"X-Consul-Token": token})
+        assert status == 200, (method, path, status, raw)
+        return json.loads(raw) if raw else None
+
+    def metric(self, name: str) -> float:
+        gauges = self.call("GET", "/v1/agent/metrics")["Gauges"]
+        return next((float(g["Value"]) for g in gauges if g["Name"] == name), 0.0)
+
+
+def service_file(name: str, port: int, proxy_port: int, upstreams: list[Any]) -> dict[str, Any]:
+    """The walkthrough's service file with its `connect { sidecar_service { ... } }`."""
+    sidecar: dict[str, Any] = {
+        "Port": proxy_port,
+        "Check": {
+            "Name": "Connect Envoy Sidecar",
+            "TCP": f"127.0.0.1:{proxy_port}",
+            "Interval": "1s",
+            "Timeout": "1s",
+        },
+    }
+    if upstreams:
+        sidecar["Proxy"] = {"Upstreams": upstreams}
+    return {"Name": name, "ID": name, "Port": port, "Connect": {"SidecarService": sidecar}}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    tmp: Path = tmp_path_factory.mktemp("proxycfg")
+    grpc_port = free_port()
+    agent = start_agent(tmp, "-grpc-port", str(grpc_port), "-hcl", HCL.format(mgmt=MGMT))
+    try:
+        headers = {"X-Consul-Token": MGMT}
+        wait_for(
+            lambda: agent.request("GET", "/v1/acl/tokens", headers=headers)[0] == 200,
+            deadline_s=DEADLINE_S,
+        )
+        mesh = Mesh(agent, grpc_port, free_port(), free_port(), {})
+        for name in ("web", "api"):
+            token = mesh.call(
+                "PUT", "/v1/acl/token", {"ServiceIdentities": [{"ServiceName": name}]}
+            )
+            mesh.tokens[name] = token["SecretID"]
+        mesh.call(
+            "PUT",
+            "/v1/acl/policy",
+            {"Name": "read-all", "Rules": 'service_prefix "" { policy = "read" }'},
+        )
+        reader = mesh.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "read-all"}]})
+        mesh.tokens["reader"] = reader["SecretID"]
+        api = service_file("api", 9003, mesh.api_proxy_port, [])
+        mesh.call("PUT", "/v1/agent/service/register", api, mesh.tokens["api"])
+        upstream = {"DestinationName": "api", "LocalBindPort": 8081}
+        web = service_file("web", 9004, mesh.web_proxy_port, [upstream])
+        mesh.call("PUT", "/v1/agent/service/register", web, mesh.tokens["web"])
+        yield mesh
+    finally:
+        agent.stop()
+    assert "Traceback" not in agent.log_text()
+
+
+@pytest.fixture
+async def stub(mesh: Mesh) -> AsyncIterator[Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.grpc_port}") as channel:
+        yield ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+
+
+def open_envoy(stub: Any, token: str, proxy_id: str = PROXY_ID) -> SotwEnvoy:
+    return SotwEnvoy(
+        stub.StreamAggregatedResources(metadata=(("x-consul-token", token),)), proxy_id
+    )
+
+
+def api_cluster(clusters: dict[str, Any]) -> str:
+    (name,) = [n for n in clusters if n.startswith("api.default.dc1.internal.")]
+    return name
+
+
+def endpoint_states(assignment: Any) -> list[tuple[str, int, int]]:
+    return [
+        (
+            lb.endpoint.address.socket_address.address,
+            lb.endpoint.address.socket_address.port_value,
+            lb.health_status,
+        )
+        for group in assignment.endpoints
+        for lb in group.lb_endpoints
+    ]
+
+
+async def receive_type(envoy: SotwEnvoy, type_url: str) -> dict[str, Any]:
+    """The next response of `type_url` (others that come first are taken as they are)."""
+    async with asyncio.timeout(CHANGE_S):
+        while True:
+            got, resources = await envoy.receive(CHANGE_S)
+            if got == type_url:
+                return resources
+
+
+async def test_envoy_gets_every_resource_from_the_agents_view(mesh: Mesh, stub: Any) -> None:
+    envoy = open_envoy(stub, mesh.tokens["web"])
+    got = await sotw_bring_up(envoy)
+    listeners = got[LISTENER_TYPE]
+    public = f"public_listener:0.0.0.0:{mesh.web_proxy_port}"
+    assert sorted(listeners) == ["api:127.0.0.1:8081", public]
+    # mTLS on the public listener: a client certificate from the mesh CA is required.
+    chain = listeners[public].filter_chains[0]
+    context = tls_pb2.DownstreamTlsContext()
+    assert chain.transport_socket.typed_config.Unpack(context)
+    assert context.require_client_certificate.value
+    # proxy-defaults says http: an HTTP connection manager, and routes for api.
+    (manager,) = [f for f in chain.filters if f.name.endswith("http_connection_manager")]
+    hcm = hcm_pb2.HttpConnectionManager()
+    assert manager.typed_config.Unpack(hcm)
+    assert "local_app" in got[CLUSTER_TYPE]
+    cluster = api_cluster(got[CLUSTER_TYPE])
+    # api's sidecar check is critical while nothing listens on its port.
+    assert endpoint_states(got[ENDPOINT_TYPE][cluster]) == [
+        ("127.0.0.1", mesh.api_proxy_port, health_check_pb2.UNHEALTHY)
+    ]
+    secrets = got["type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"]
+    leaf = x509.load_pem_x509_certificate(
+        secrets["leaf:web"].tls_certificate.certificate_chain.inline_string.encode()
+    )
+    root = x509.load_pem_x509_certificate(
+        secrets["roots"].validation_context.trusted_ca.inline_string.encode()
+    )
+    leaf.verify_directly_issued_by(root)
+    uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    (uri,) = uris.get_values_for_type(x509.UniformResourceIdentifier)
+    assert uri.endswith("/ns/default/dc/dc1/svc/web")
+    await envoy.request(ROUTE_TYPE, ["api"])
+    routes = await receive_type(envoy, ROUTE_TYPE)
+    assert routes["api"].virtual_hosts[0].routes[0].route.cluster == cluster
+
+    # Something listens on api's sidecar port: its check passes, the endpoint turns healthy.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", mesh.api_proxy_port))
+        listener.listen()
+        async with asyncio.timeout(DEADLINE_S):
+            while True:
+                assignment = (await receive_type(envoy, ENDPOINT_TYPE))[cluster]
+                await envoy.request(ENDPOINT_TYPE, [cluster])  # ACK
+                states = endpoint_states(assignment)
+                if states == [("127.0.0.1", mesh.api_proxy_port, health_check_pb2.HEALTHY)]:
+                    break
+
+
+async def test_an_intention_change_is_a_new_listener_version_and_a_nack_keeps_the_old(
+    mesh: Mesh, stub: Any
+) -> None:
+    envoy = open_envoy(stub, mesh.tokens["web"])
+    await sotw_bring_up(envoy)
+    good = envoy.last[LISTENER_TYPE].version_info
+    public = f"public_listener:0.0.0.0:{mesh.web_proxy_port}"
+    entry = {
+        "Kind": "service-intentions",
+        "Name": "web",
+        "Sources": [{"Name": "api", "Action": "allow"}],
+    }
+    mesh.call("PUT", "/v1/config", entry)
+    listeners = await receive_type(envoy, LISTENER_TYPE)
+    changed = envoy.last[LISTENER_TYPE].version_info
+    assert changed != good
+    filters = [f.name for f in listeners[public].filter_chains[0].filters]
+    manager = hcm_pb2.HttpConnectionManager()
+    assert listeners[public].filter_chains[0].filters[-1].typed_config.Unpack(manager), filters
+    assert "envoy.filters.http.rbac" in [f.name for f in manager.http_filters]
+
+    # Envoy refuses it: the agent logs the detail and does not send it again.
+    nacks = mesh.metric("consul.xds.nacks")
+    await envoy.nack(LISTENER_TYPE, good, "Proto constraint validation failed: test")
+    await wait_for_async(lambda: mesh.metric("consul.xds.nacks") == nacks + 1, CHANGE_S, 0.05)
+    assert "Proto constraint validation failed: test" in mesh.agent.log_text()
+    # A real change of the intentions is sent.
+    entry["Sources"] = [{"Name": "api", "Action": "allow"}, {"Name": "db", "Action": "allow"}]
+    mesh.call("PUT", "/v1/config", entry)
+    await receive_type(envoy, LISTENER_TYPE)
+    assert envoy.last[LISTENER_TYPE].version_info not in (good, changed)
+
+
+async def test_a_token_without_service_write_is_refused(mesh: Mesh, stub: Any) -> None:
+    for token, code in (
+        (mesh.tokens["reader"], grpc.StatusCode.PERMISSION_DENIED),
+        (mesh.tokens["api"], grpc.StatusCode.PERMISSION_DENIED),
+        ("f0000000-0000-4000-8000-00000000dead", grpc.StatusCode.UNAUTHENTICATED),
+    ):
+        call = stub.StreamAggregatedResources(metadata=(("x-consul-token", token),))
+        await call.write(discovery_pb2.DiscoveryRequest(node=node(), type_url=LISTENER_TYPE))
+        details = await expect_status(call, code)
+        assert ("service:write" in details) or (details == "ACL not found")
+        assert token not in details
+
+
+async def test_deregistering_the_service_ends_its_stream(mesh: Mesh, stub: Any) -> None:
+    db = service_file("db", 9005, free_port(), [])
+    mesh.call("PUT", "/v1/agent/service/register", db, MGMT)
+    envoy = open_envoy(stub, MGMT, "db-sidecar-proxy")
+    await envoy.request(LISTENER_TYPE)
+    got, listeners = await envoy.receive(DEADLINE_S)
+    assert got == LISTENER_TYPE and any(n.startswith("public_listener:") for n in listeners)
+    mesh.call("PUT", "/v1/agent/service/deregister/db")
+    assert "deregistered" in await expect_status(envoy.call, grpc.StatusCode.ABORTED)
+    await wait_for_async(lambda: mesh.metric("consul.agent.proxycfg.proxies") == 2, CHANGE_S, 0.05)
