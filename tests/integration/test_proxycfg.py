@@ -1,11 +1,14 @@
 """The agent's proxy view, end to end: a real agent feeds a gRPC client acting as Envoy.
 
-A dev agent with ACLs (default deny), gRPC on, and the walkthrough's
-`proxy-defaults` (protocol http) bootstrap entry. `api` and `web` register as
-the walkthrough's service files do, each with a sidecar, `web` with the
-upstream `api` on 8081, each with its service-identity token. The client
-subscribes for `web-sidecar-proxy` as Envoy does; nothing in the test
-publishes snapshots: they come from the agent's blocking watches.
+Twice: on a dev agent, and on 1 server + 1 client with the walkthrough's TLS
+(verify_incoming, auto_encrypt) where the services live on the client. ACLs
+are on (default deny), gRPC on the agent with the services, and the
+walkthrough's `proxy-defaults` (protocol http) bootstrap entry on the server.
+`api` and `web` register as the walkthrough's service files do, each with a
+sidecar, `web` with the upstream `api` on 8081, each with its
+service-identity token. The client subscribes for `web-sidecar-proxy` as
+Envoy does; nothing in the test publishes snapshots: they come from the
+agent's blocking watches.
 """
 
 from __future__ import annotations
@@ -33,29 +36,40 @@ from tests.ads_client import (
     expect_status,
     node,
     sotw_bring_up,
+    typed,
 )
 from tests.agent_process import AgentProcess, free_port, start_agent, wait_for, wait_for_async
+from tests.gossip_agents import GossipPool
+from tests.integration.test_auto_encrypt_builtin_ca import make_certs, walkthrough_configs
 
 from proconsul.xds.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 
 MGMT = "0aa0c000-0000-4000-8000-0000000000f1"
 DEADLINE_S = 20.0
 CHANGE_S = 5.0  # a change reaches the client well within this (the view publishes within 50 ms)
-HCL = """
+BASE = 243  # the cluster's server and client: 127.0.0.243-244
+SERVER_ACL = f"""
 acl {{
   enabled = true
   default_policy = "deny"
-  tokens {{ initial_management = "{mgmt}" agent = "{mgmt}" }}
+  tokens {{ initial_management = "{MGMT}" agent = "{MGMT}" }}
 }}
-config_entries {{
-  bootstrap = [{{ kind = "proxy-defaults", name = "global", config {{ protocol = "http" }} }}]
-}}
+"""
+CLIENT_ACL = (
+    f'acl {{\n enabled = true\n default_policy = "deny"\n tokens {{ agent = "{MGMT}" }}\n}}\n'
+)
+# The walkthrough's server config adds this; its client config adds `ports { grpc = ... }`.
+PROXY_DEFAULTS = """
+config_entries {
+  bootstrap = [{ kind = "proxy-defaults", name = "global", config { protocol = "http" } }]
+}
 """
 
 
 @dataclass
 class Mesh:
-    agent: AgentProcess
+    agent: AgentProcess  # where the services and their sidecars are registered
+    node_ip: str  # that agent's address: where its proxies are found
     grpc_port: int
     api_proxy_port: int
     web_proxy_port: int
@@ -87,39 +101,84 @@ def service_file(name: str, port: int, proxy_port: int, upstreams: list[Any]) ->
     return {"Name": name, "ID": name, "Port": port, "Connect": {"SidecarService": sidecar}}
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    tmp: Path = tmp_path_factory.mktemp("proxycfg")
+def register_walkthrough(mesh: Mesh) -> None:
+    """Tokens, then the walkthrough's api and web with their sidecars."""
+    headers = {"X-Consul-Token": MGMT}
+    wait_for(
+        lambda: mesh.agent.request("GET", "/v1/acl/tokens", headers=headers)[0] == 200,
+        deadline_s=DEADLINE_S,
+    )
+    for name in ("web", "api"):
+        token = mesh.call("PUT", "/v1/acl/token", {"ServiceIdentities": [{"ServiceName": name}]})
+        mesh.tokens[name] = token["SecretID"]
+    rules = 'service_prefix "" { policy = "read" }'
+    mesh.call("PUT", "/v1/acl/policy", {"Name": "read-all", "Rules": rules})
+    reader = mesh.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "read-all"}]})
+    mesh.tokens["reader"] = reader["SecretID"]
+    api = service_file("api", 9003, mesh.api_proxy_port, [])
+    mesh.call("PUT", "/v1/agent/service/register", api, mesh.tokens["api"])
+    upstream = {"DestinationName": "api", "LocalBindPort": 8081}
+    web = service_file("web", 9004, mesh.web_proxy_port, [upstream])
+    mesh.call("PUT", "/v1/agent/service/register", web, mesh.tokens["web"])
+
+
+def dev_mesh(tmp: Path) -> tuple[Mesh, list[AgentProcess]]:
     grpc_port = free_port()
-    agent = start_agent(tmp, "-grpc-port", str(grpc_port), "-hcl", HCL.format(mgmt=MGMT))
+    hcl = SERVER_ACL + PROXY_DEFAULTS
+    agent = start_agent(tmp, "-grpc-port", str(grpc_port), "-hcl", hcl)
+    return Mesh(agent, "127.0.0.1", grpc_port, free_port(), free_port(), {}), [agent]
+
+
+def cluster_mesh(tmp: Path) -> tuple[Mesh, list[AgentProcess]]:
+    """1 server + 1 client with the walkthrough's TLS (auto_encrypt) and ACLs (default deny)."""
+    make_certs(tmp / "certs")
+    server_hcl, client_hcl = walkthrough_configs(tmp / "certs")
+    agents = GossipPool(tmp / "agents", 2, base=BASE)
+    server, client = agents["n0"], agents["n1"]
+    server.args += [
+        "-server",
+        "-bootstrap-expect",
+        "1",
+        "-server-port",
+        str(free_port(server.ip)),
+        "-hcl",
+        "performance { raft_multiplier = 1 }",
+        "-hcl",
+        server_hcl + SERVER_ACL + PROXY_DEFAULTS,
+    ]
+    grpc_port = free_port()
+    client.args += ["-hcl", client_hcl + CLIENT_ACL, "-grpc-port", str(grpc_port)]
+    started: list[AgentProcess] = []
     try:
-        headers = {"X-Consul-Token": MGMT}
+        started.append(agents.start(server))
+        wait_for(lambda: server.running.get_json("/v1/status/leader"), DEADLINE_S)
+        started.append(agents.start(client))
         wait_for(
-            lambda: agent.request("GET", "/v1/acl/tokens", headers=headers)[0] == 200,
-            deadline_s=DEADLINE_S,
+            lambda: "auto_encrypt: got a client certificate" in client.running.log_text(),
+            DEADLINE_S,
         )
-        mesh = Mesh(agent, grpc_port, free_port(), free_port(), {})
-        for name in ("web", "api"):
-            token = mesh.call(
-                "PUT", "/v1/acl/token", {"ServiceIdentities": [{"ServiceName": name}]}
-            )
-            mesh.tokens[name] = token["SecretID"]
-        mesh.call(
-            "PUT",
-            "/v1/acl/policy",
-            {"Name": "read-all", "Rules": 'service_prefix "" { policy = "read" }'},
-        )
-        reader = mesh.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "read-all"}]})
-        mesh.tokens["reader"] = reader["SecretID"]
-        api = service_file("api", 9003, mesh.api_proxy_port, [])
-        mesh.call("PUT", "/v1/agent/service/register", api, mesh.tokens["api"])
-        upstream = {"DestinationName": "api", "LocalBindPort": 8081}
-        web = service_file("web", 9004, mesh.web_proxy_port, [upstream])
-        mesh.call("PUT", "/v1/agent/service/register", web, mesh.tokens["web"])
-        yield mesh
+    except BaseException:
+        for agent in started:
+            agent.stop()
+        raise
+    mesh = Mesh(client.running, client.ip, grpc_port, free_port(), free_port(), {})
+    return mesh, started
+
+
+@pytest.fixture(scope="module", params=["dev", "cluster"])
+def mesh(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
+    tmp: Path = tmp_path_factory.mktemp(f"proxycfg-{request.param}")
+    found, agents = (dev_mesh if request.param == "dev" else cluster_mesh)(tmp)
+    try:
+        register_walkthrough(found)
+        yield found
     finally:
-        agent.stop()
-    assert "Traceback" not in agent.log_text()
+        for agent in reversed(agents):  # the client first: its watches need the server
+            agent.stop()
+    for agent in agents:
+        assert "Traceback" not in agent.log_text()
 
 
 @pytest.fixture
@@ -151,6 +210,21 @@ def endpoint_states(assignment: Any) -> list[tuple[str, int, int]]:
     ]
 
 
+async def wait_endpoints(
+    envoy: SotwEnvoy, cluster: str, wanted: list[tuple[str, int, int]]
+) -> None:
+    """Until the latest endpoints of `cluster` are `wanted` (each update ACKed)."""
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            latest = envoy.last[ENDPOINT_TYPE]
+            assignments = [typed(ENDPOINT_TYPE, r) for r in latest.resources]
+            found = {a.cluster_name: endpoint_states(a) for a in assignments}
+            if found.get(cluster) == wanted:
+                return
+            await receive_type(envoy, ENDPOINT_TYPE)
+            await envoy.request(ENDPOINT_TYPE, [cluster])  # ACK
+
+
 async def receive_type(envoy: SotwEnvoy, type_url: str) -> dict[str, Any]:
     """The next response of `type_url` (others that come first are taken as they are)."""
     async with asyncio.timeout(CHANGE_S):
@@ -177,10 +251,6 @@ async def test_envoy_gets_every_resource_from_the_agents_view(mesh: Mesh, stub: 
     assert manager.typed_config.Unpack(hcm)
     assert "local_app" in got[CLUSTER_TYPE]
     cluster = api_cluster(got[CLUSTER_TYPE])
-    # api's sidecar check is critical while nothing listens on its port.
-    assert endpoint_states(got[ENDPOINT_TYPE][cluster]) == [
-        ("127.0.0.1", mesh.api_proxy_port, health_check_pb2.UNHEALTHY)
-    ]
     secrets = got["type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"]
     leaf = x509.load_pem_x509_certificate(
         secrets["leaf:web"].tls_certificate.certificate_chain.inline_string.encode()
@@ -192,21 +262,18 @@ async def test_envoy_gets_every_resource_from_the_agents_view(mesh: Mesh, stub: 
     uris = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     (uri,) = uris.get_values_for_type(x509.UniformResourceIdentifier)
     assert uri.endswith("/ns/default/dc/dc1/svc/web")
-    await envoy.request(ROUTE_TYPE, ["api"])
-    routes = await receive_type(envoy, ROUTE_TYPE)
-    assert routes["api"].virtual_hosts[0].routes[0].route.cluster == cluster
-
-    # Something listens on api's sidecar port: its check passes, the endpoint turns healthy.
+    # api's proxy (once the agent synced it to the catalog), unhealthy while its
+    # sidecar check fails: nothing listens on its port.
+    api_proxy = (mesh.node_ip, mesh.api_proxy_port)
+    await wait_endpoints(envoy, cluster, [(*api_proxy, health_check_pb2.UNHEALTHY)])
+    # Something listens there: the check passes, the endpoint turns healthy.
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", mesh.api_proxy_port))
         listener.listen()
-        async with asyncio.timeout(DEADLINE_S):
-            while True:
-                assignment = (await receive_type(envoy, ENDPOINT_TYPE))[cluster]
-                await envoy.request(ENDPOINT_TYPE, [cluster])  # ACK
-                states = endpoint_states(assignment)
-                if states == [("127.0.0.1", mesh.api_proxy_port, health_check_pb2.HEALTHY)]:
-                    break
+        await wait_endpoints(envoy, cluster, [(*api_proxy, health_check_pb2.HEALTHY)])
+        await envoy.request(ROUTE_TYPE, ["api"])
+        routes = await receive_type(envoy, ROUTE_TYPE)
+    assert routes["api"].virtual_hosts[0].routes[0].route.cluster == cluster
 
 
 async def test_an_intention_change_is_a_new_listener_version_and_a_nack_keeps_the_old(

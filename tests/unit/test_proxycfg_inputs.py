@@ -253,3 +253,8 @@ def test_complete_once_every_wanted_watch_answered() -> None:
     assert inputs.complete()
     inputs.drop(WatchKey(HEALTH, "api"))
     assert not inputs.complete()
+
+
+def test_watch_labels_for_log_lines() -> None:
+    assert WatchKey(INTENTIONS).label() == "intentions"
+    assert WatchKey(HEALTH, "api", "dc2").label() == "health api dc2"

@@ -188,7 +188,7 @@ class ProxyView:
             self._cancel([key])
             self.inputs.drop(key)
         for key in sorted(wanted - set(self._watches)):
-            name = f"proxycfg-{self.proxy_id}-{key.kind}-{key.name}"
+            name = f"proxycfg {self.proxy_id} {key.label()}"
             self._watches[key] = asyncio.create_task(self._watch(key), name=name)
 
     def _deliver(self, key: WatchKey, value: object) -> None:
@@ -213,9 +213,8 @@ class ProxyView:
                 text = getattr(exc, "message", "") or str(exc) or type(exc).__name__
                 if text != last_error:
                     log.warning(
-                        "agent: proxycfg: watch %s %s of proxy %s failed: %s",
-                        key.kind,
-                        key.name,
+                        "agent: proxycfg: watch %s of proxy %s failed: %s",
+                        key.label(),
                         self.proxy_id,
                         text,
                     )
@@ -225,9 +224,8 @@ class ProxyView:
                 continue
             if last_error:
                 log.info(
-                    "agent: proxycfg: watch %s %s of proxy %s recovered",
-                    key.kind,
-                    key.name,
+                    "agent: proxycfg: watch %s of proxy %s recovered",
+                    key.label(),
                     self.proxy_id,
                 )
                 last_error = ""

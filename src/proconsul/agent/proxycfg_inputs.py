@@ -61,6 +61,10 @@ class WatchKey:
     datacenter: str = ""
     upstreams: tuple[str, ...] = ()
 
+    def label(self) -> str:
+        """How log lines name the watch: `roots`, `chain api`, `health api dc2`."""
+        return " ".join(part for part in (self.kind, self.name, self.datacenter) if part)
+
 
 def is_service_upstream(upstream: Upstream) -> bool:
     return upstream.destination_type in ("", "service")
