@@ -17,7 +17,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from tests.ads_client import (
     PROXY_ID,
+    DeltaEnvoy,
     SotwEnvoy,
+    delta_names,
     expect_status,
     node,
     sotw_bring_up,
@@ -74,6 +76,7 @@ class Mesh:
     api_proxy_port: int
     web_proxy_port: int
     tokens: dict[str, str]
+    web: dict[str, Any] = field(default_factory=dict)  # web's registration
 
     def call(self, method: str, path: str, body: Any = None, token: str = MGMT) -> Any:
         status, _, raw = self.agent.request(method, path, body, headers={"X-Consul-Token": token})
@@ -118,8 +121,8 @@ def register_walkthrough(mesh: Mesh) -> None:
     api = service_file("api", 9003, mesh.api_proxy_port, [])
     mesh.call("PUT", "/v1/agent/service/register", api, mesh.tokens["api"])
     upstream = {"DestinationName": "api", "LocalBindPort": 8081}
-    web = service_file("web", 9004, mesh.web_proxy_port, [upstream])
-    mesh.call("PUT", "/v1/agent/service/register", web, mesh.tokens["web"])
+    mesh.web = service_file("web", 9004, mesh.web_proxy_port, [upstream])
+    mesh.call("PUT", "/v1/agent/service/register", mesh.web, mesh.tokens["web"])
 
 
 def dev_mesh(tmp: Path) -> tuple[Mesh, list[AgentProcess]]:
@@ -322,13 +325,24 @@ async def test_a_token_without_service_write_is_refused(mesh: Mesh, stub: Any) -
         assert token not in details
 
 
-async def test_deregistering_the_service_ends_its_stream(mesh: Mesh, stub: Any) -> None:
-    db = service_file("db", 9005, free_port(), [])
-    mesh.call("PUT", "/v1/agent/service/register", db, MGMT)
-    envoy = open_envoy(stub, MGMT, "db-sidecar-proxy")
-    await envoy.request(LISTENER_TYPE)
-    got, listeners = await envoy.receive(DEADLINE_S)
-    assert got == LISTENER_TYPE and any(n.startswith("public_listener:") for n in listeners)
-    mesh.call("PUT", "/v1/agent/service/deregister/db")
+async def test_deregistering_web_ends_its_sidecars_stream(mesh: Mesh, stub: Any) -> None:
+    """Over delta ADS, as `connect envoy`'s bootstrap has Envoy speak."""
+
+    def delta(token: str) -> DeltaEnvoy:
+        metadata = (("x-consul-token", token),)
+        return DeltaEnvoy(stub.DeltaAggregatedResources(metadata=metadata))
+
+    public = f"public_listener:0.0.0.0:{mesh.web_proxy_port}"
+    envoy = delta(mesh.tokens["web"])
+    await envoy.send(LISTENER_TYPE)
+    response = await envoy.receive()
+    assert response.type_url == LISTENER_TYPE and public in delta_names(response)
+    mesh.call("PUT", "/v1/agent/service/deregister/web", token=mesh.tokens["web"])
     assert "deregistered" in await expect_status(envoy.call, grpc.StatusCode.ABORTED)
-    await wait_for_async(lambda: mesh.metric("consul.agent.proxycfg.proxies") == 2, CHANGE_S, 0.05)
+    await wait_for_async(lambda: mesh.metric("consul.agent.proxycfg.proxies") == 1, CHANGE_S, 0.05)
+    # Registered again, its sidecar is served again.
+    mesh.call("PUT", "/v1/agent/service/register", mesh.web, mesh.tokens["web"])
+    again = delta(mesh.tokens["web"])
+    await again.send(LISTENER_TYPE)
+    response = await again.receive()
+    assert response.type_url == LISTENER_TYPE and public in delta_names(response)
