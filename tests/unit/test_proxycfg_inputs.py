@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 from tests.xds_helpers import (
     DC,
@@ -31,7 +29,7 @@ from proconsul.connect.config_entries import parse_config_entry
 from proconsul.connect.discovery_chain import ChainEntries, compile_chain
 from proconsul.structs.catalog import Upstream
 from proconsul.structs.config_entries import ServiceIntentions
-from proconsul.structs.connect import IndexedCARoots, IssuedCert
+from proconsul.structs.connect import IndexedCARoots
 from proconsul.structs.service_config import ServiceConfigResponse, UpstreamServiceConfig
 
 CA = mesh_ca()
@@ -44,20 +42,6 @@ def web_inputs(*, acl: bool = False, policy: str = "allow", **proxy_config: obje
     proxy = sidecar("web", upstreams=[Upstream(destination_name="api", local_bind_port=8081)])
     proxy.proxy.config = dict(proxy_config)
     return ProxyInputs(proxy=proxy, datacenter=DC, acl_enabled=acl, default_policy=policy)
-
-
-def leaf(service: str = "web", index: int = 7) -> IssuedCert:
-    cert = CA.leaf(service)
-    now = datetime.now(UTC)
-    return IssuedCert(
-        serial_number="01",
-        cert_pem=cert.cert_pem,
-        private_key_pem=cert.key_pem,
-        service=service,
-        valid_after=now,
-        valid_before=now + timedelta(hours=72),
-        modify_index=index,
-    )
 
 
 ROOTS_VALUE = IndexedCARoots(active_root_id=CA.root.id, trust_domain=TRUST_DOMAIN, roots=[CA.root])
@@ -81,7 +65,7 @@ def chain(entries: ChainEntries | None = None, name: str = "api") -> object:
 
 def ready(inputs: ProxyInputs, config: ServiceConfigResponse | None = None) -> ProxyInputs:
     inputs.store(WatchKey(ROOTS), ROOTS_VALUE)
-    inputs.store(WatchKey(LEAF, "web"), leaf())
+    inputs.store(WatchKey(LEAF, "web"), CA.issued("web", 7))
     inputs.store(WatchKey(INTENTIONS), [])
     inputs.store(WatchKey(CONFIG, "web", upstreams=("api",)), config or ServiceConfigResponse())
     return inputs
@@ -91,7 +75,7 @@ def test_no_snapshot_until_roots_leaf_intentions_and_config_arrived() -> None:
     inputs = web_inputs()
     steps = [
         (WatchKey(ROOTS), ROOTS_VALUE),
-        (WatchKey(LEAF, "web"), leaf()),
+        (WatchKey(LEAF, "web"), CA.issued("web", 7)),
         (WatchKey(INTENTIONS), []),
         (WatchKey(CONFIG, "web", upstreams=("api",)), ServiceConfigResponse()),
     ]

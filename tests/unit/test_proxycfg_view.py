@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -46,19 +45,6 @@ READER = ResolvedToken(
 def chain_of(name: str, *raw: dict[str, Any]) -> Any:
     entries = ChainEntries.of(parse_config_entry(r) for r in raw)
     return compile_chain(name, entries, datacenter=DC, trust_domain=TRUST_DOMAIN)
-
-
-def issued(service: str) -> IssuedCert:
-    leaf = CA.leaf(service)
-    now = datetime.now(UTC)
-    return IssuedCert(
-        serial_number="01",
-        cert_pem=leaf.cert_pem,
-        private_key_pem=leaf.key_pem,
-        service=service,
-        valid_after=now,
-        valid_before=now + timedelta(hours=72),
-    )
 
 
 class FakeAgent:
@@ -146,7 +132,7 @@ class FakeAgent:
             active_root_id=CA.root.id, trust_domain=TRUST_DOMAIN, roots=[CA.root]
         )
         self.set("roots", "", roots)
-        self.set("leaf", "web", issued("web"))
+        self.set("leaf", "web", CA.issued("web"))
         self.set("ConfigEntry.List", "service-intentions", [])
         self.set("ConfigEntry.ResolveServiceConfig", "web", ServiceConfigResponse())
         self.set("DiscoveryChain.Get", "api", chain_of("api"))
