@@ -43,6 +43,7 @@ from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossi
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.proxycfg import CONNECT_PROXY, ProxyCfgDeps, ProxyConfigManager
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
 from proconsul.agent.xds_setup import XdsHandle, start_xds
@@ -158,6 +159,21 @@ class Agent:
         # Proxy snapshots for the xDS server; the proxy view (proxycfg) publishes here.
         self.proxy_snapshots = SnapshotHub()
         self.xds: XdsHandle | None = None
+        self.proxycfg = ProxyConfigManager(
+            ProxyCfgDeps(
+                datacenter=self.datacenter,
+                acl_enabled=acl.enabled,
+                default_policy=acl.default_policy,
+                hub=self.proxy_snapshots,
+                proxies=self.local_proxies,
+                wait_local_change=self.wait_local_change,
+                read=self.rpc_read,
+                roots=self.connect_ca_roots,
+                leaf=self.connect_ca_leaf,
+                resolve_token=self.resolve_token,
+            ),
+            rng=self.rng,
+        )
 
     def _make_delegate(self) -> Delegate:
         if self.config.server:
@@ -214,6 +230,7 @@ class Agent:
         self.central.start()
         self.dns = await start_dns(self)
         self.xds = await start_xds(self, self.proxy_snapshots)
+        self.proxycfg.start()
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
             listener = await start_listener(self.http_app, host, port, self.config)
@@ -246,6 +263,7 @@ class Agent:
             await self.dns.close()
         if self.xds is not None:
             await self.xds.close()
+        await self.proxycfg.close()
         await self.leaf_certs.close()
         if self.gossip is not None:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
@@ -557,6 +575,15 @@ class Agent:
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
+
+    def local_proxies(self) -> dict[str, tuple[NodeService, str]]:
+        """Local connect-proxies, each with the token its proxy view reads with:
+        the one it was registered with, else `default`, else anonymous."""
+        return {
+            service_id: (entry.service, self.effective_token(entry.token))
+            for service_id, entry in self.local.services.items()
+            if not entry.deleted and entry.service.kind == CONNECT_PROXY
+        }
 
     def local_checks(self) -> dict[str, HealthCheck]:
         return self.local.live_checks()
