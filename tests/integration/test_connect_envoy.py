@@ -436,5 +436,22 @@ def test_grpc_tls_port_serves_xds_and_the_bootstrap_uses_it(tmp_path: Path) -> N
 
         # Over TLS the agent answers, and knows no proxy called ghost.
         assert asyncio.run(ghost()) == grpc.StatusCode.NOT_FOUND
+        # The built-in proxy takes the same way: TLS to the agent, trusting -ca-file.
+        admin = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+        proxy = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "proconsul", "connect", "proxy", "-sidecar-for", "api"],
+                *["-ca-file", str(tmp_path / "ca.pem"), "-admin-bind", f"127.0.0.1:{admin}"],
+            ],
+            env={**base, "CONSUL_HTTP_ADDR": process.http_addr},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, 20.0)
+        finally:
+            proxy.send_signal(signal.SIGTERM)
+            assert proxy.wait(timeout=20) == 0
     finally:
         process.stop()
