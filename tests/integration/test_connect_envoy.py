@@ -455,3 +455,47 @@ def test_grpc_tls_port_serves_xds_and_the_bootstrap_uses_it(tmp_path: Path) -> N
             assert proxy.wait(timeout=20) == 0
     finally:
         process.stop()
+
+
+def test_builtin_proxy_sends_its_token_and_waits_out_a_refusal(acl_agent: Agent) -> None:
+    """A token that may not write api: the agent refuses the stream, the proxy
+    stays up, unready, and retries. The management token: ready. No token in
+    any log line."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+    env = {**base, "CONSUL_HTTP_ADDR": acl_agent.process.http_addr}
+    grpc_addr = f"127.0.0.1:{acl_agent.grpc_port}"
+    runs = [
+        # straight at the xDS port: no lookup that the weak token could not make
+        (
+            ["proconsul.proxy", "-proxy-id", "api-sidecar-proxy", "-grpc-addr", grpc_addr],
+            WEB_WRITER,
+        ),
+        (["proconsul", "connect", "proxy", "-sidecar-for", "api"], MGMT),
+    ]
+    for args, token in runs:
+        admin = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args, "-token", token, "-admin-bind", f"127.0.0.1:{admin}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            if token == MGMT:
+                wait_for(lambda a=admin: http_get(f"http://127.0.0.1:{a}/ready")[0] == 200, 20.0)
+            else:
+                wait_for(
+                    lambda a=admin: (
+                        b"ads.reconnects: 1" in http_get(f"http://127.0.0.1:{a}/stats")[2]
+                    ),
+                    20.0,
+                )
+                assert http_get(f"http://127.0.0.1:{admin}/ready")[0] == 503
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert token.encode() not in log
+        if token == WEB_WRITER:
+            assert b"PERMISSION_DENIED" in log
