@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from http import HTTPStatus
@@ -49,6 +50,8 @@ from proconsul.proxy.upstream import (
 
 if TYPE_CHECKING:
     from proconsul.proxy.config import Endpoint
+
+log = logging.getLogger("proconsul.proxy")
 
 MAX_BODY = 64 << 20
 MAX_QUEUED = 16  # pipelined requests held before reading pauses
@@ -411,6 +414,9 @@ class HttpDownstream(asyncio.Protocol):
             self.runtime.request_started()
             try:
                 keep = await self._serve(request)
+            except Exception:  # a bug must cost one connection, not the proxy
+                log.exception("listener %s: request failed", self.listener)
+                keep = self._finish(request, 500, _local_reply(500, b"", False), False)
             finally:
                 self.busy = False
                 self.runtime.request_done()

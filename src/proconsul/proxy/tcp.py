@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from proconsul.proxy.upstream import RuntimeView, UpstreamError
+
+log = logging.getLogger("proconsul.proxy")
 
 
 class TcpUpstream(asyncio.Protocol):
@@ -82,6 +85,10 @@ class TcpDownstream(asyncio.Protocol):
                 self.cluster, lambda: TcpUpstream(self)
             )
         except UpstreamError:
+            self.close()
+            return
+        except Exception:  # a bug must cost one connection, not the proxy
+            log.exception("listener %s: connecting upstream failed", self.listener)
             self.close()
             return
         if self.closed:
