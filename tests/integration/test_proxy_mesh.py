@@ -882,3 +882,15 @@ async def test_connect_timeout_is_the_resolvers(tcp_world: World) -> None:
         assert world.web.runtime.stats.clusters[cluster].upstream_cx_connect_fail == 1
     finally:
         black_hole.close()
+
+
+async def test_absolute_urls_and_garbage_requests(http_world: World) -> None:
+    loop = asyncio.get_running_loop()
+    port = http_world.ports.web_upstream
+    absolute = b"GET http://api/abs?x=1 HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n"
+    answer = await loop.run_in_executor(None, raw_http, port, absolute, b"never")
+    assert answer.startswith(b"HTTP/1.1 200") and b'"uri": "/abs?x=1"' in answer
+    garbage = await loop.run_in_executor(None, raw_http, port, b"\x00\x01 nonsense\r\n\r\n", b"x")
+    assert garbage.startswith(b"HTTP/1.1 400")
+    status, _, _ = await fetch(http_world.upstream_url)  # and the proxy serves on
+    assert status == 200

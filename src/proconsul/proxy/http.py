@@ -435,9 +435,17 @@ class HttpDownstream(asyncio.Protocol):
         keep = request.keep_alive and not self.runtime.draining
         if manager is None:
             return self._finish(request, 503, _local_reply(503, b"listener removed", False), False)
-        url = httptools.parse_url(bytes(request.url))
-        path = (url.path or b"/").decode("latin-1")
-        query = (url.query or b"").decode("latin-1")
+        raw_url = bytes(request.url)
+        if raw_url[:1] == b"/":  # origin form, nearly always: no parser needed
+            raw_path, _, raw_query = raw_url.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(raw_url)
+            except httptools.HttpParserInvalidURLError:
+                return self._finish(request, 400, _local_reply(400, b"", False), False)
+            raw_path, raw_query = url.path or b"/", url.query or b""
+        path = raw_path.decode("latin-1")
+        query = raw_query.decode("latin-1")
         headers = LazyHeaders(request.headers)
         view = RequestView(request.method.decode("latin-1"), path, query, headers)
         if manager.rbac is not None:
