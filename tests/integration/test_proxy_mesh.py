@@ -347,9 +347,17 @@ async def test_unhealthy_endpoint_gets_no_traffic(http_world: World) -> None:
 
 
 async def test_killed_endpoint_costs_nothing_with_retries(http_world: World) -> None:
-    """Connect failures are retried on the other endpoint, then the dead one is ejected."""
+    """A sidecar killed with -9 between requests costs none of them: connect
+    failures are retried on the other endpoint, then the dead one is ejected."""
     world = http_world
-    public2, handle2 = await second_api(world, "api-two")
+    demo = await start_demo("-name", "api-two")
+    world.extra.append(demo)
+    public2 = Ports.pick().api_public
+    snap = api_snapshot(
+        CA, public2, port_of(demo), protocol="http", ixns=ALLOW_WEB, proxy_id="two-sidecar-proxy"
+    )
+    world.mesh.publish(snap)
+    proc, _ = await proxy_process(world, "two-sidecar-proxy", "api")
     rows = [
         instance("api", "127.0.0.1", world.ports.api_public, node="n1"),
         instance("api", "127.0.0.1", public2, node="n2"),
@@ -372,8 +380,8 @@ async def test_killed_endpoint_costs_nothing_with_retries(http_world: World) -> 
         lambda: fetch_many(world.upstream_url, 6),
         lambda b: names_answering(b) == {"api", "api-two"},
     )
-    await handle2.close()  # api-two's sidecar is gone: connections to it are refused
-    world.handles.remove(handle2)
+    proc.kill()  # kill -9 of api-two's sidecar: its connections reset, new ones refused
+    await proc.wait()
     statuses = [status for status, _, _ in [await fetch(world.upstream_url) for _ in range(20)]]
     assert statuses == [200] * 20
     cluster = world.web.runtime.stats.clusters[f"api.default.dc1.internal.{TRUST_DOMAIN}"]
@@ -632,35 +640,38 @@ async def test_upstream_with_the_wrong_spiffe_id_is_not_trusted(http_world: Worl
     assert cluster.upstream_cx_connect_fail >= 1
 
 
+async def proxy_process(
+    world: World, proxy_id: str, service: str
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`python -m proconsul.proxy` for `proxy_id`, once its admin says it is ready
+    (calls into a port not yet bound would get it ejected from web's cluster)."""
+    admin = Ports.pick().api_public
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "proconsul.proxy", "-proxy-id", proxy_id, "-service", service],
+        *["-grpc-addr", world.mesh.address, "-admin-bind", f"127.0.0.1:{admin}"],
+        *["-log-level", "warn"],
+        stdin=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        ready = await wait_for_async_result(
+            lambda: fetch(f"http://127.0.0.1:{admin}/ready"), lambda r: r[0] == 200, 20
+        )
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert ready[2] == "LIVE\n"
+    return proc, admin
+
+
 async def test_the_proxy_as_a_process_serves_and_stops_on_sigterm(http_world: World) -> None:
     """`python -m proconsul.proxy` in place of api's in-process sidecar."""
     world = http_world
     await world.api.close()
     world.api = None  # type: ignore[assignment]
-    admin = Ports.pick().api_public
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proconsul.proxy",
-        "-proxy-id",
-        "api-sidecar-proxy",
-        "-service",
-        "api",
-        "-grpc-addr",
-        world.mesh.address,
-        "-admin-bind",
-        f"127.0.0.1:{admin}",
-        "-log-level",
-        "warn",
-        stdin=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc, _ = await proxy_process(world, "api-sidecar-proxy", "api")
     try:
-        # Ready first: calls into a closed port would get api ejected from web's cluster.
-        ready = await wait_for_async_result(
-            lambda: fetch(f"http://127.0.0.1:{admin}/ready"), lambda r: r[0] == 200, 20
-        )
-        assert ready[2] == "LIVE\n"
         status, _, body = await fetch(world.upstream_url)
         assert status == 200 and '"name": "api"' in body
         proc.send_signal(signal.SIGTERM)
