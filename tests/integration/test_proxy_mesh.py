@@ -80,6 +80,7 @@ class World:
     protocol: str
     extra: list[Any] = dataclasses.field(default_factory=list)
     handles: list[ProxyHandle] = dataclasses.field(default_factory=list)
+    processes: list[asyncio.subprocess.Process] = dataclasses.field(default_factory=list)
 
     @property
     def upstream_url(self) -> str:
@@ -122,6 +123,10 @@ async def stop_world(world: World) -> None:
     for handle in (world.web, world.api, *world.handles):
         if handle is not None:
             await handle.close()
+    for proc in world.processes:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     for demo in [world.api_demo, *world.extra]:
         await demo.stop()
     await world.mesh.stop()
@@ -653,14 +658,10 @@ async def proxy_process(
         stdin=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        ready = await wait_for_async_result(
-            lambda: fetch(f"http://127.0.0.1:{admin}/ready"), lambda r: r[0] == 200, 20
-        )
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
+    world.processes.append(proc)  # stop_world kills it if the test did not stop it
+    ready = await wait_for_async_result(
+        lambda: fetch(f"http://127.0.0.1:{admin}/ready"), lambda r: r[0] == 200, 20
+    )
     assert ready[2] == "LIVE\n"
     return proc, admin
 
