@@ -127,6 +127,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/kv/{key}"): SERVER,
     ("PUT", "/v1/kv/{key}"): SERVER,
     ("DELETE", "/v1/kv/{key}"): SERVER,
+    ("PUT", "/v1/txn"): SERVER,
     ("PUT", "/v1/acl/bootstrap"): SERVER,
     ("PUT", "/v1/acl/token"): SERVER,
     ("GET", "/v1/acl/token/self"): SERVER,

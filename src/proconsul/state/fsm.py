@@ -19,6 +19,7 @@ from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
 from proconsul.state.config_entry_tables import ConfigEntryStateError
 from proconsul.state.store import StateError, StateStore
+from proconsul.state.txn import apply_txn
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
     ACLCommand,
@@ -31,6 +32,7 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    TxnRequest,
 )
 from proconsul.structs.duration import dec_hook, enc_hook
 
@@ -93,6 +95,8 @@ class FSM:
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
                 return None
+            if isinstance(command, TxnRequest):
+                return apply_txn(self.store, index, command.ops)
             return ApplyError(f"unknown command type {type(command).__name__}")
         except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
             return ApplyError(str(exc))

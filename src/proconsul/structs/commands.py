@@ -16,6 +16,7 @@ from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
+from proconsul.structs.txn import TxnOp, TxnReply
 
 
 class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
@@ -165,6 +166,18 @@ class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal
         )
 
 
+# ----- Transactions (tag 16; tags 14-15 belong to sessions, 17-19 to the
+# operator and snapshot commands).
+
+
+class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
+    """Up to MAX_TXN_OPS operations applied all or nothing (state/txn.py).
+    Applying answers a `TxnReply`: results, or the errors that rolled it back."""
+
+    ops: list[TxnOp]
+    datacenter: str = ""
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -173,6 +186,7 @@ Command = (
     | CARootsSetRequest
     | ConfigEntryRequest
     | CAConfigSetRequest
+    | TxnRequest
 )
 
 
@@ -183,6 +197,7 @@ class ApplyError(msgspec.Struct, frozen=True):
 
 
 # What `fsm.apply` answers: KV writes true/false (a failed check-and-set is
-# false), other commands nil, a refused command an `ApplyError` (never raised,
-# so every replica reaches the same result). Travels back to RPC callers as is.
-ApplyResult = bool | None | ApplyError
+# false), a transaction its `TxnReply`, other commands nil, a refused command
+# an `ApplyError` (never raised, so every replica reaches the same result).
+# Travels back to RPC callers as is.
+ApplyResult = bool | None | ApplyError | TxnReply
