@@ -89,6 +89,10 @@ class AgentAPI(Protocol):
 
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]: ...
 
+    async def snapshot_save(self, token: str = "", stale: bool = False) -> tuple[int, bytes]: ...
+
+    async def snapshot_restore(self, archive: bytes, token: str = "") -> int: ...
+
     async def connect_ca_leaf(
         self, service: str, token: str, min_index: int = 0, wait_s: float = 0.0
     ) -> IssuedCert:

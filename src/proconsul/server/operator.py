@@ -43,9 +43,14 @@ from proconsul.server.autopilot_loop import (
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_log import RaftLog
+from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
+from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
+from proconsul.server.snapshot_calls import SnapshotCalls
 from proconsul.structs.rpc import OperatorRequest
 
-Access = Literal["read", "write"]
+# operator:read or operator:write; "management" is acl:write (Consul's
+# SnapshotAllowed), what the snapshot calls need.
+Access = Literal["read", "write", "management"]
 
 log = logging.getLogger("proconsul.agent")
 
@@ -61,6 +66,8 @@ OPERATOR_ACCESS: dict[str, Access] = {
     AUTOPILOT_HEALTH_METHOD: "read",
     AUTOPILOT_CONFIG_METHOD: "read",
     AUTOPILOT_STATE_METHOD: "read",
+    SNAPSHOT_SAVE_METHOD: "management",
+    SNAPSHOT_RESTORE_METHOD: "management",
 }
 
 
@@ -117,7 +124,10 @@ class ServerOperator:
 
     def __init__(self, server: OperatorHost) -> None:
         self.server = server
+        snapshots = SnapshotCalls(server)
         self._table: dict[str, Serve] = {
+            SNAPSHOT_SAVE_METHOD: snapshots.save,
+            SNAPSHOT_RESTORE_METHOD: snapshots.restore,
             RAFT_CONFIG_METHOD: self._raft_configuration,
             RAFT_REMOVE_METHOD: self._remove_peer,
             AUTOPILOT_HEALTH_METHOD: lambda r, c: self._leader_view(
@@ -159,6 +169,10 @@ class ServerOperator:
         if resolved is None:
             return
         authz = resolved.authorizer
+        if access == "management":
+            if not authz.acl_write():
+                raise resolved.deny("acl", "write")
+            return
         if not (authz.operator_write() if access == "write" else authz.operator_read()):
             raise resolved.deny("operator", access)
 

@@ -100,6 +100,7 @@ class StateStore:
         self._tombstone_floor = 0
         self.indexes: dict[str, int] = {}
         self.last_index = 0
+        self.restores = 0  # snapshots restored: a cache keyed on indexes keys on this too
         self.watches = WatchHub()
         self._touched: set[str] = set()
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
@@ -218,6 +219,7 @@ class StateStore:
         self.config.restore(body.config_entries)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
+        self.restores += 1
         self._touched = set()
         self.watches.notify_all()
 

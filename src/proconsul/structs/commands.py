@@ -178,6 +178,18 @@ class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
     datacenter: str = ""
 
 
+class SnapshotRestoreRequest(msgspec.Struct, tag=18, tag_field="Type", rename=pascal):
+    """Replace the whole state with a snapshot archive's (`PUT /v1/snapshot`).
+    The archive (state/snapshot_archive.py) was verified before it entered the
+    log, and applying verifies it again: a bad one is an ApplyError on every
+    server and changes nothing. Never log this command: it holds ACL secrets."""
+
+    archive: bytes
+
+    def __repr__(self) -> str:
+        return f"SnapshotRestoreRequest(<{len(self.archive)} bytes>)"
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -187,6 +199,7 @@ Command = (
     | ConfigEntryRequest
     | CAConfigSetRequest
     | TxnRequest
+    | SnapshotRestoreRequest
 )
 
 
