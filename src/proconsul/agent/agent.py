@@ -61,6 +61,7 @@ from proconsul.server.operator import (
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
+    RAFT_TRANSFER_METHOD,
 )
 from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
 from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
@@ -549,6 +550,12 @@ class Agent:
     async def autopilot_state(self, token: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await self.delegate.operator_call(
             AUTOPILOT_STATE_METHOD, OperatorRequest(token=token)
+        )
+        return found
+
+    async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = await self.delegate.operator_call(
+            RAFT_TRANSFER_METHOD, OperatorRequest(token=token, id=server_id)
         )
         return found
 

@@ -44,6 +44,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("keygen",): "proconsul.cli.keygen:run",
     ("operator", "raft", "list-peers"): "proconsul.cli.operator:list_peers",
     ("operator", "raft", "remove-peer"): "proconsul.cli.operator:remove_peer",
+    ("operator", "raft", "transfer-leader"): "proconsul.cli.operator:transfer_leader",
     ("operator", "autopilot", "get-config"): "proconsul.cli.operator:autopilot_get_config",
     ("operator", "autopilot", "state"): "proconsul.cli.operator:autopilot_state",
     ("snapshot", "save"): "proconsul.cli.snapshot:save",

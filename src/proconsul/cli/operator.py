@@ -73,6 +73,31 @@ def remove_peer(argv: list[str]) -> int:
     return 0
 
 
+# Consul's text, its spelling included.
+_TRANSFER_FAILED = "Error transfering leadership: Failed to transfer leadership"
+
+
+@command
+def transfer_leader(argv: list[str]) -> int:
+    flags = FlagSet("operator raft transfer-leader")
+    add_api_flags(flags, server_options=False)
+    flags.string("id", "", "The ID of the node to transfer leadership to.")
+    values, _ = parse_args(flags, argv, max_args=0)
+    params = [("id", values["id"])] if values["id"] else []
+    try:
+        found = (
+            client_from(values).request("POST", "/v1/operator/raft/transfer-leader", params).json()
+        )
+    except ApiError as exc:
+        raise CliError(
+            f"Error transfering leadership: Failed to transfer leadership {exc}"
+        ) from None
+    if not (isinstance(found, dict) and found.get("Success")):
+        raise CliError("Error transfering leadership: Failed to transfer leadership")
+    print("Success")
+    return 0
+
+
 @command
 def autopilot_get_config(argv: list[str]) -> int:
     flags = FlagSet("operator autopilot get-config")

@@ -227,6 +227,8 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/operator/keyring"): require("keyring", "write"),
     ("GET", "/v1/operator/raft/configuration"): require("operator", "read"),
     ("DELETE", "/v1/operator/raft/peer"): require("operator", "write"),
+    ("POST", "/v1/operator/raft/transfer-leader"): require("operator", "write"),
+    ("GET", "/v1/operator/usage"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/health"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/state"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/configuration"): require("operator", "read"),

@@ -3,7 +3,11 @@
 Routes: `GET /v1/operator/raft/configuration` (the committed Raft
 configuration: Servers with ID, Node, Address, Leader, ProtocolVersion,
 Voter; and Index), `DELETE /v1/operator/raft/peer?id=|?address=`,
-`GET /v1/operator/autopilot/health` (the leader's view: Healthy,
+`POST /v1/operator/raft/transfer-leader[?id=]` (`{"Success": true}` once
+another server leads; TimeoutNow in the Raft core),
+`GET /v1/operator/usage` (services, instances by kind and nodes of this
+datacenter, the read "Operator.Usage", blocking and consistency modes as any
+read), `GET /v1/operator/autopilot/health` (the leader's view: Healthy,
 FailureTolerance, Servers), `GET /v1/operator/autopilot/state` (the same
 facts in Consul's AutopilotState shape) and
 `GET /v1/operator/autopilot/configuration`.
@@ -23,7 +27,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from proconsul.http.api import agent_of, caller_token
-from proconsul.http.common import bad_request, json_response
+from proconsul.http.common import bad_request, json_response, query_options
+from proconsul.structs.requests import ReadRequest
 
 
 async def raft_configuration(request: web.Request) -> web.Response:
@@ -40,6 +45,37 @@ async def raft_remove_peer(request: web.Request) -> web.Response:
         )
     await agent_of(request).remove_raft_peer(server_id, address, caller_token(request))
     return web.Response(status=200)
+
+
+async def raft_transfer_leader(request: web.Request) -> web.Response:
+    server_id = request.query.get("id", "")
+    found = await agent_of(request).transfer_leader(server_id, caller_token(request))
+    return json_response(request, found)
+
+
+async def usage(request: web.Request) -> web.Response:
+    """Service and instance counts per datacenter, with the read's meta in the body
+    as Consul puts it (Index, LastContact, KnownLeader, ...)."""
+    options = query_options(request, caller_token(request))
+    response = await agent_of(request).rpc_read("Operator.Usage", ReadRequest(options=options))
+    meta = response.meta
+    body = {
+        "Usage": response.value,
+        "Index": meta.index,
+        "LastContact": meta.last_contact_ms,
+        "KnownLeader": meta.known_leader,
+        "ConsistencyLevel": _consistency(request),
+        "NotModified": False,
+        "Backend": 0,
+        "ResultsFilteredByACLs": False,
+    }
+    return json_response(request, body, meta)
+
+
+def _consistency(request: web.Request) -> str:
+    if "stale" in request.query:
+        return "stale"
+    return "consistent" if "consistent" in request.query else "leader"
 
 
 async def autopilot_health(request: web.Request) -> web.Response:
@@ -60,6 +96,8 @@ async def autopilot_configuration(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/operator/raft/configuration", raft_configuration)
     app.router.add_delete("/v1/operator/raft/peer", raft_remove_peer)
+    app.router.add_post("/v1/operator/raft/transfer-leader", raft_transfer_leader)
+    app.router.add_get("/v1/operator/usage", usage)
     app.router.add_get("/v1/operator/autopilot/health", autopilot_health)
     app.router.add_get("/v1/operator/autopilot/state", autopilot_state)
     app.router.add_get("/v1/operator/autopilot/configuration", autopilot_configuration)

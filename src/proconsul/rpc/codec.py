@@ -90,6 +90,7 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Get": Intention | None,
     "Intention.Check": IntentionCheckResponse,
     "Txn.Read": TxnReply,
+    "Operator.Usage": dict[str, Any],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

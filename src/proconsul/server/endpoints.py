@@ -132,6 +132,16 @@ CONNECT_READS = {
     "Catalog.ConnectServiceNodes": "Catalog.ServiceNodes",
     "Health.ConnectServiceNodes": "Health.ServiceNodes",
 }
+USAGE_READ = "Operator.Usage"
+# The instance kinds `/v1/operator/usage` counts under ConnectServiceInstances.
+CONNECT_KINDS = (
+    "api-gateway",
+    "connect-native",
+    "connect-proxy",
+    "ingress-gateway",
+    "mesh-gateway",
+    "terminating-gateway",
+)
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
     "Permission denied: only catalog, KV and config entry commands are written here"
@@ -289,6 +299,7 @@ class ServerEndpoints:
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
         self.reads[TXN_READ] = txn_read(store)
+        self.reads[USAGE_READ] = self._usage
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -523,6 +534,34 @@ class ServerEndpoints:
     def _connect_ca_config(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return [CA_CONFIG_KEY], self.store.ca_config
 
+    def _usage(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        """`/v1/operator/usage`: service and instance counts of this datacenter."""
+
+        def run() -> tuple[int, dict[str, Any]]:
+            store = self.store
+            kinds = dict.fromkeys(CONNECT_KINDS, 0)
+            instances = billable = 0
+            for name, rows in store.instances.items():
+                for service in rows.values():
+                    instances += 1
+                    if service.kind in kinds:
+                        kinds[service.kind] += 1
+                    elif service.connect.native:
+                        kinds["connect-native"] += 1
+                    if not service.kind and name != "consul":
+                        billable += 1
+            usage = {
+                "Services": len(store.instances),
+                "ServiceInstances": instances,
+                "ConnectServiceInstances": kinds,
+                "BillableServiceInstances": billable,
+                "Nodes": len(store.nodes),
+            }
+            index = max(store.index("services"), store.index("nodes"))
+            return index, {self.datacenter: usage}
+
+        return ("services", "nodes"), run
+
     def _kv_get(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_get(req.name)
 
@@ -542,6 +581,8 @@ def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> Non
     authz = resolved.authorizer
     if method == "ConnectCA.ConfigurationGet" and not authz.operator_write():
         raise resolved.deny("operator", "write")
+    if method == USAGE_READ and not authz.operator_read():
+        raise resolved.deny("operator", "read")
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
     precheck_config_read(method, request, resolved)

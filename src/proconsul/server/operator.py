@@ -10,14 +10,15 @@ RPC, so every agent answers these calls the same way.
 Rules:
 - Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
   `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
-  `operator:read`; `Operator.RaftRemovePeer` needs `operator:write`) carry the
+  `operator:read`; `Operator.RaftRemovePeer` and `Operator.RaftTransferLeader`
+  need `operator:write`; `Snapshot.*` a management token, acl:write) carry the
   caller's token in an `OperatorRequest` and are checked by this server's
   resolver when ACLs are on: an unknown secret is `ACLNotFound` ("ACL not
   found"), a missing right `ACLDenied` (Consul's Permission denied). The check
   runs once, on the server that answers: a follower forwards a leader-only
   call unchecked and the leader checks it. The in-process calls do not
   check: the agent's HTTP layer did (http/acl_rules.py).
-- Peer removal and autopilot health/state are the leader's: they go through
+- Peer removal, leadership transfer and autopilot health/state are the leader's: they go through
   the `LeaderRouter` (served on the leader, forwarded with the token from a
   follower). A dev agent is a lone voter: its own leader.
 """
@@ -56,6 +57,7 @@ log = logging.getLogger("proconsul.agent")
 
 RAFT_CONFIG_METHOD = "Operator.RaftGetConfiguration"
 RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
+RAFT_TRANSFER_METHOD = "Operator.RaftTransferLeader"
 AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
 AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
 AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
@@ -63,6 +65,7 @@ AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
 OPERATOR_ACCESS: dict[str, Access] = {
     RAFT_CONFIG_METHOD: "read",
     RAFT_REMOVE_METHOD: "write",
+    RAFT_TRANSFER_METHOD: "write",
     AUTOPILOT_HEALTH_METHOD: "read",
     AUTOPILOT_CONFIG_METHOD: "read",
     AUTOPILOT_STATE_METHOD: "read",
@@ -130,6 +133,7 @@ class ServerOperator:
             SNAPSHOT_RESTORE_METHOD: snapshots.restore,
             RAFT_CONFIG_METHOD: self._raft_configuration,
             RAFT_REMOVE_METHOD: self._remove_peer,
+            RAFT_TRANSFER_METHOD: self._transfer_leader,
             AUTOPILOT_HEALTH_METHOD: lambda r, c: self._leader_view(
                 AUTOPILOT_HEALTH_METHOD, health_json, r, c
             ),
@@ -228,6 +232,25 @@ class ServerOperator:
         payload = operator_payload(request.token, request.id, request.address)
         await self.server.router.call(RAFT_REMOVE_METHOD, payload, here)
         return True
+
+    async def _transfer_leader(self, request: OperatorRequest, check: Check) -> dict[str, Any]:
+        """Hand leadership to the voter `request.id` (default: the most caught-up
+        one) with TimeoutNow, on the leader; answers once another server leads.
+        Consul's reply: {"Success": true}."""
+        raft = self.server.raft
+
+        async def here() -> dict[str, Any]:
+            check()
+            new_leader = await raft.transfer_leadership(request.id or None)
+            log.info("agent: transferred Raft leadership to %s", new_leader)
+            return {"Success": True}
+
+        payload = operator_payload(request.token, request.id)
+        found = await self.server.router.call(RAFT_TRANSFER_METHOD, payload, here)
+        if isinstance(found, bytes):
+            decoded: dict[str, Any] = msgspec.msgpack.decode(found)
+            return decoded
+        return found
 
     # ----- autopilot ----------------------------------------------------------
 
