@@ -58,6 +58,7 @@ from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
     AUTOPILOT_HEALTH_METHOD,
+    AUTOPILOT_SET_METHOD,
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
@@ -552,6 +553,12 @@ class Agent:
             AUTOPILOT_STATE_METHOD, OperatorRequest(token=token)
         )
         return found
+
+    async def set_autopilot_configuration(
+        self, config: dict[str, Any], cas_index: int | None, token: str = ""
+    ) -> bool:
+        request = OperatorRequest(token=token, config=config, cas_index=cas_index)
+        return bool(await self.delegate.operator_call(AUTOPILOT_SET_METHOD, request))
 
     async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await self.delegate.operator_call(

@@ -47,6 +47,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("operator", "raft", "transfer-leader"): "proconsul.cli.operator:transfer_leader",
     ("operator", "autopilot", "get-config"): "proconsul.cli.operator:autopilot_get_config",
     ("operator", "autopilot", "state"): "proconsul.cli.operator:autopilot_state",
+    ("operator", "autopilot", "set-config"): "proconsul.cli.operator:autopilot_set_config",
     ("snapshot", "save"): "proconsul.cli.snapshot:save",
     ("snapshot", "restore"): "proconsul.cli.snapshot:restore",
     ("snapshot", "inspect"): "proconsul.cli.snapshot:inspect",

@@ -232,6 +232,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/operator/autopilot/health"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/state"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/configuration"): require("operator", "read"),
+    ("PUT", "/v1/operator/autopilot/configuration"): require("operator", "write"),
     # Consul's "management": SnapshotAllowed asks acl:write.
     ("GET", "/v1/snapshot"): require("acl", "write"),
     ("PUT", "/v1/snapshot"): require("acl", "write"),

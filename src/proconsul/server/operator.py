@@ -34,10 +34,12 @@ import msgspec
 from proconsul.gossip import GossipCore
 from proconsul.rpc import Handler, PeerInfo, RPCError
 from proconsul.rpc.codec import decode_payload
+from proconsul.rpc.errors import ErrorCode
 from proconsul.server.autopilot import AutopilotConfig, ClusterHealth
 from proconsul.server.autopilot_loop import (
     AutopilotLoop,
     config_json,
+    file_settings,
     health_json,
     state_json,
 )
@@ -47,6 +49,9 @@ from proconsul.server.raft_log import RaftLog
 from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
 from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
 from proconsul.server.snapshot_calls import SnapshotCalls
+from proconsul.structs.autopilot import AutopilotSettings
+from proconsul.structs.commands import AutopilotSetConfigRequest
+from proconsul.structs.duration import format_duration, parse_duration
 from proconsul.structs.rpc import OperatorRequest
 
 # operator:read or operator:write; "management" is acl:write (Consul's
@@ -60,6 +65,7 @@ RAFT_REMOVE_METHOD = "Operator.RaftRemovePeer"
 RAFT_TRANSFER_METHOD = "Operator.RaftTransferLeader"
 AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
 AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
+AUTOPILOT_SET_METHOD = "Operator.AutopilotSetConfiguration"
 AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
 # What each operator call needs of the caller's token.
 OPERATOR_ACCESS: dict[str, Access] = {
@@ -68,6 +74,7 @@ OPERATOR_ACCESS: dict[str, Access] = {
     RAFT_TRANSFER_METHOD: "write",
     AUTOPILOT_HEALTH_METHOD: "read",
     AUTOPILOT_CONFIG_METHOD: "read",
+    AUTOPILOT_SET_METHOD: "write",
     AUTOPILOT_STATE_METHOD: "read",
     SNAPSHOT_SAVE_METHOD: "management",
     SNAPSHOT_RESTORE_METHOD: "management",
@@ -90,6 +97,27 @@ def decode_operator_request(payload: bytes, method: str) -> OperatorRequest:
     """A nil payload is a request without a token (the anonymous token)."""
     found = decode_payload(_operator_decoder, payload, method)
     return OperatorRequest() if found is None else found
+
+
+def parse_settings(raw: dict[str, Any]) -> AutopilotSettings:
+    """Autopilot settings from an API body: durations as Go strings or
+    nanoseconds, each checked; anything else is BAD_QUERY (HTTP 400)."""
+    body = dict(raw)
+    try:
+        for key in ("LastContactThreshold", "ServerStabilizationTime"):
+            value = body.get(key, "0s")
+            seconds = value / 1e9 if isinstance(value, int | float) else parse_duration(str(value))
+            if seconds < 0:
+                raise ValueError(f"{key} must not be negative")
+            body[key] = format_duration(seconds)
+        body.pop("CreateIndex", None)
+        body.pop("ModifyIndex", None)
+        settings = msgspec.convert(body, AutopilotSettings)
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        raise RPCError(f"Request decode failed: {exc}", ErrorCode.BAD_QUERY) from None
+    if settings.max_trailing_logs < 0 or settings.min_quorum < 0:
+        raise RPCError("MaxTrailingLogs and MinQuorum must not be negative", ErrorCode.BAD_QUERY)
+    return settings
 
 
 class Pool(Protocol):
@@ -138,6 +166,7 @@ class ServerOperator:
                 AUTOPILOT_HEALTH_METHOD, health_json, r, c
             ),
             AUTOPILOT_CONFIG_METHOD: self._autopilot_configuration,
+            AUTOPILOT_SET_METHOD: self._set_autopilot_configuration,
             AUTOPILOT_STATE_METHOD: lambda r, c: self._leader_view(
                 AUTOPILOT_STATE_METHOD, state_json, r, c
             ),
@@ -280,4 +309,27 @@ class ServerOperator:
         self, request: OperatorRequest, check: Check
     ) -> dict[str, Any]:
         check()
-        return config_json(self.server.autopilot_config)
+        stored = self.server.endpoints.store.autopilot
+        return config_json(stored or file_settings(self.server.autopilot_config))
+
+    async def _set_autopilot_configuration(self, request: OperatorRequest, check: Check) -> bool:
+        """Write the settings through Raft, on the leader; with `cas_index` only
+        at that ModifyIndex. Answers whether they were written."""
+        settings = parse_settings(request.config)
+
+        async def here() -> bool:
+            check()
+            command = AutopilotSetConfigRequest(
+                config=settings,
+                cas=request.cas_index is not None,
+                cas_index=request.cas_index or 0,
+            )
+            _, result = await self.server.raft.apply(command)
+            return result is True
+
+        found = await self.server.router.call(
+            AUTOPILOT_SET_METHOD, msgspec.msgpack.encode(request), here
+        )
+        if isinstance(found, bytes):
+            return bool(msgspec.msgpack.decode(found))
+        return found

@@ -27,6 +27,7 @@ from proconsul.structs.commands import (
     ACLCommand,
     ApplyError,
     ApplyResult,
+    AutopilotSetConfigRequest,
     CAConfigSetRequest,
     CARootsSetRequest,
     Command,
@@ -100,6 +101,8 @@ class FSM:
                 return None
             if isinstance(command, TxnRequest):
                 return apply_txn(self.store, index, command.ops)
+            if isinstance(command, AutopilotSetConfigRequest):
+                return self.store.set_autopilot(index, command)
             if isinstance(command, SnapshotRestoreRequest):
                 return self._restore_archive(command)
             return ApplyError(f"unknown command type {type(command).__name__}")

@@ -45,6 +45,7 @@ from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import (
     CONNECT_PROXY_KIND,
     CheckServiceNode,
@@ -54,8 +55,11 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
+from proconsul.structs.commands import AutopilotSetConfigRequest
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+
+AUTOPILOT_KEY = "autopilot-config"
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -106,6 +110,8 @@ class StateStore:
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
+        # Set through the operator API ("autopilot-config"); None: each server's file.
+        self.autopilot: AutopilotSettings | None = None
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -190,6 +196,7 @@ class StateStore:
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
+            autopilot=self.autopilot,
         )
         return encode_snapshot(body)
 
@@ -217,11 +224,26 @@ class StateStore:
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
+        self.autopilot = body.autopilot
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self.restores += 1
         self._touched = set()
         self.watches.notify_all()
+
+    # ----- autopilot configuration ----------------------------------------------
+
+    def set_autopilot(self, index: int, req: AutopilotSetConfigRequest) -> bool:
+        """Store the autopilot configuration; with `cas`, only at `cas_index`."""
+        current = self.autopilot
+        if req.cas and req.cas_index != (0 if current is None else current.modify_index):
+            return False
+        created = index if current is None else current.create_index
+        self.autopilot = msgspec.structs.replace(
+            req.config, create_index=created, modify_index=index
+        )
+        self._bump(index, AUTOPILOT_KEY)
+        return True
 
     # ----- catalog writes ----------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Literal
 import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
@@ -178,6 +179,16 @@ class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
     datacenter: str = ""
 
 
+class AutopilotSetConfigRequest(msgspec.Struct, tag=17, tag_field="Type", rename=pascal):
+    """Replace the autopilot configuration (`PUT /v1/operator/autopilot/configuration`).
+    With `cas`, only when its ModifyIndex is `cas_index` (0: none stored yet).
+    Applying answers whether it was written."""
+
+    config: AutopilotSettings
+    cas: bool = False
+    cas_index: int = 0
+
+
 class SnapshotRestoreRequest(msgspec.Struct, tag=18, tag_field="Type", rename=pascal):
     """Replace the whole state with a snapshot archive's (`PUT /v1/snapshot`).
     The archive (state/snapshot_archive.py) was verified before it entered the
@@ -199,6 +210,7 @@ Command = (
     | ConfigEntryRequest
     | CAConfigSetRequest
     | TxnRequest
+    | AutopilotSetConfigRequest
     | SnapshotRestoreRequest
 )
 

@@ -61,7 +61,7 @@ class OperatorRequest(msgspec.Struct, omit_defaults=True):
     address: str = ""
     stale: bool = False  # Snapshot.Save: any server may answer
     data: bytes = b""  # Snapshot.Restore: the archive
-    cas_index: int | None = None  # Operator.AutopilotSetConfiguration: ?cas
+    cas_index: int | None = None  # Operator.AutopilotSetConfiguration: ?cas (None: no CAS)
     config: dict[str, Any] = {}  # Operator.AutopilotSetConfiguration: the new settings
 
     def __repr__(self) -> str:  # the token and the archive's ACL secrets stay out of logs
