@@ -207,6 +207,9 @@ class Sample:
     unknown_may_get: tuple[int, ...] = ()
     # The route's own 403 that every caller gets (bootstrap once done).
     always_403_prefix: str = ""
+    # The status of a refusal: 409 for a transaction, whose refused operations
+    # come back as its errors (Consul's Txn), else 403.
+    denied_status: int = 403
 
 
 def _victim_service(m: Matrix) -> None:
@@ -316,6 +319,17 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/operator/autopilot/state", "/v1/operator/autopilot/state", "read"),
     S("GET", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
       "read"),
+    S("PUT", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
+      "write", {"CleanupDeadServers": True, "LastContactThreshold": "200ms",
+                "MaxTrailingLogs": 250, "ServerStabilizationTime": "10s"}),
+    S("POST", "/v1/operator/raft/transfer-leader", "/v1/operator/raft/transfer-leader", "write"),
+    S("GET", "/v1/operator/usage", "/v1/operator/usage", "read"),
+    # snapshots: a management token (acl:write); a restore would replace the state
+    S("GET", "/v1/snapshot", "/v1/snapshot", "acl"),
+    S("PUT", "/v1/snapshot", "/v1/snapshot", "acl", b"x", destructive=True),
+    # transactions: each operation is checked; a refused one is an error of a 409
+    S("PUT", "/v1/txn", "/v1/txn", "write",
+      [{"KV": {"Verb": "set", "Key": "matrix/txn", "Value": "dg=="}}], denied_status=409),
     # the ACL API (enforced by the servers)
     S("PUT", "/v1/acl/bootstrap", "/v1/acl/bootstrap", "none",
       always_403_prefix="Permission denied: ACL bootstrap no longer allowed"),
@@ -367,7 +381,9 @@ def test_every_route_has_a_sample() -> None:
 # ----- the matrix -------------------------------------------------------------------------
 
 
-def _refused(status: int, text: str) -> bool:
+def _refused(status: int, text: str, denied_status: int = 403) -> bool:
+    if denied_status == 409:
+        return status == 409 and '"What":"Permission denied' in text
     return status == 403 and text.startswith("Permission denied")
 
 
@@ -392,8 +408,10 @@ def _judge(sample: Sample, caller: str, status: int, text: str) -> str | None:
     if sample.always_403_prefix:
         return None if status == 403 and text.startswith(sample.always_403_prefix) else "want 403"
     if _may(sample.needs, caller):
-        return "refused" if status == 403 else None
-    return None if _refused(status, text) else "want 403 Permission denied"
+        return "refused" if status in (403, sample.denied_status) else None
+    if _refused(status, text, sample.denied_status):
+        return None
+    return f"want {sample.denied_status} Permission denied"
 
 
 def _run(m: Matrix, sample: Sample, caller: str) -> tuple[int, str]:
