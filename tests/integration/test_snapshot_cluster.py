@@ -1,7 +1,8 @@
 """Snapshots on real servers: save a 3-server cluster with ACLs, wipe it, restore.
 
-Three servers (127.0.0.247-249, ACLs on, default deny) hold KV keys, a
-registered service and an ACL token. `proconsul snapshot save` through a
+Three servers (127.0.0.247-249, ACLs on, default deny) hold KV keys (two
+written by a transaction sent to a follower), a registered service and an
+ACL token. `proconsul snapshot save` through a
 follower writes the archive; `snapshot inspect` reads it offline. Every
 server is stopped and its data_dir wiped, a fresh cluster with the same
 config starts, and the archive is restored: refused without a management
@@ -83,9 +84,16 @@ def test_save_wipe_restore(tmp_path: Path) -> None:
             {"Name": "app-read", "Rules": 'key_prefix "app/" { policy = "read" }'},
         )
         ok(leader, "PUT", "/v1/acl/token", {"SecretID": READER, "Policies": [{"Name": "app-read"}]})
-        before = wait_for(lambda: kv_rows(leader) if len(kv_rows(leader)) == 20 else None, 10)
-
+        # A transaction through a follower: forwarded to the leader as one entry.
         follower = next(m for m in pool.members if m is not leader)
+        ops = [{"KV": {"Verb": "set", "Key": f"app/t{i}", "Value": "dA=="}} for i in range(2)]
+        written = json.loads(ok(follower, "PUT", "/v1/txn", ops))
+        assert [r["KV"]["Key"] for r in written["Results"]] == ["app/t0", "app/t1"]
+        reads = [{"KV": {"Verb": "get", "Key": "app/t1"}}]
+        read = json.loads(ok(follower, "PUT", "/v1/txn?consistent", reads))
+        assert read["Results"][0]["KV"]["Value"] == "dA=="
+        before = wait_for(lambda: kv_rows(leader) if len(kv_rows(leader)) == 22 else None, 10)
+
         status, _, _ = follower.running.request("GET", "/v1/snapshot")
         assert status == 403
         status, headers, raw = follower.running.request("GET", "/v1/snapshot", headers=HEADERS)
@@ -107,7 +115,7 @@ def test_save_wipe_restore(tmp_path: Path) -> None:
             for line in inspected.stdout.splitlines()
             if line.strip()
         }
-        assert lines["KVS"][0] == "20" and lines["ACLToken"][0] >= "3"
+        assert lines["KVS"][0] == "22" and int(lines["ACLToken"][0]) >= 3
         assert lines["Size"] == [str(backup.stat().st_size)]
 
         # Wipe every server and start a fresh cluster with the same config.
