@@ -48,7 +48,7 @@ from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
 from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
-from proconsul.server.snapshot_calls import SnapshotCalls
+from proconsul.server.snapshot_calls import SnapshotCalls, leader_answer
 from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.commands import AutopilotSetConfigRequest
 from proconsul.structs.duration import format_duration, parse_duration
@@ -275,11 +275,10 @@ class ServerOperator:
             return {"Success": True}
 
         payload = operator_payload(request.token, request.id)
-        found = await self.server.router.call(RAFT_TRANSFER_METHOD, payload, here)
-        if isinstance(found, bytes):
-            decoded: dict[str, Any] = msgspec.msgpack.decode(found)
-            return decoded
-        return found
+        answer: dict[str, Any] = leader_answer(
+            await self.server.router.call(RAFT_TRANSFER_METHOD, payload, here)
+        )
+        return answer
 
     # ----- autopilot ----------------------------------------------------------
 
@@ -300,10 +299,8 @@ class ServerOperator:
             return render(autopilot.current_health())
 
         found = await self.server.router.call(method, operator_payload(request.token), here)
-        if isinstance(found, bytes):
-            decoded: dict[str, Any] = msgspec.msgpack.decode(found)
-            return decoded
-        return found
+        answer: dict[str, Any] = leader_answer(found)
+        return answer
 
     async def _autopilot_configuration(
         self, request: OperatorRequest, check: Check
@@ -330,6 +327,4 @@ class ServerOperator:
         found = await self.server.router.call(
             AUTOPILOT_SET_METHOD, msgspec.msgpack.encode(request), here
         )
-        if isinstance(found, bytes):
-            return bool(msgspec.msgpack.decode(found))
-        return found
+        return bool(leader_answer(found))

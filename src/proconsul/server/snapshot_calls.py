@@ -63,12 +63,12 @@ def _payload(request: OperatorRequest) -> bytes:
     return msgspec.msgpack.encode(request)
 
 
-def _decoded(found: Any) -> dict[str, Any]:
+def leader_answer(found: Any) -> Any:
+    """What `LeaderRouter.call` gave back: the value served here, or the
+    leader's msgpack answer decoded."""
     if isinstance(found, bytes):
-        decoded: dict[str, Any] = msgspec.msgpack.decode(found)
-        return decoded
-    result: dict[str, Any] = found
-    return result
+        return msgspec.msgpack.decode(found)
+    return found
 
 
 async def verify_archive(archive: bytes) -> None:
@@ -97,7 +97,10 @@ class SnapshotCalls:
 
         if request.stale:
             return await here()
-        return _decoded(await self.host.router.call(SAVE_METHOD, _payload(request), here))
+        saved: dict[str, Any] = leader_answer(
+            await self.host.router.call(SAVE_METHOD, _payload(request), here)
+        )
+        return saved
 
     async def restore(self, request: OperatorRequest, check: Check) -> dict[str, Any]:
         await verify_archive(request.data)
@@ -110,4 +113,7 @@ class SnapshotCalls:
             log.info("agent: snapshot restored at index %d", index)
             return {"Index": index}
 
-        return _decoded(await self.host.router.call(RESTORE_METHOD, _payload(request), here))
+        restored: dict[str, Any] = leader_answer(
+            await self.host.router.call(RESTORE_METHOD, _payload(request), here)
+        )
+        return restored

@@ -81,7 +81,7 @@ def connect_destination(service: NodeService) -> str:
     return ""
 
 
-def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
+def same_row(a: msgspec.Struct, b: msgspec.Struct) -> bool:
     """Rows equal apart from their indexes."""
     return msgspec.structs.replace(a, create_index=0, modify_index=0) == msgspec.structs.replace(
         b, create_index=0, modify_index=0
@@ -250,7 +250,7 @@ class StateStore:
     def apply_node(self, index: int, node: Node) -> None:
         existing = self.nodes.get(node.node)
         if existing is not None:
-            if _same(existing, node):
+            if same_row(existing, node):
                 return
             node.create_index = existing.create_index
         else:
@@ -266,7 +266,7 @@ class StateStore:
         node_services = self.services.setdefault(node_name, {})
         existing = node_services.get(service.id)
         if existing is not None:
-            if _same(existing, service):
+            if same_row(existing, service):
                 return
             service.create_index = existing.create_index
             self._unlink_connect(index, node_name, existing)
@@ -315,7 +315,7 @@ class StateStore:
         node_checks = self.checks.setdefault(node_name, {})
         existing = node_checks.get(check.check_id)
         if existing is not None:
-            if _same(existing, check):
+            if same_row(existing, check):
                 return
             check.create_index = existing.create_index
             if existing.service_name and existing.service_name != check.service_name:

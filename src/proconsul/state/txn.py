@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from proconsul.state.store import StateStore
+from proconsul.state.store import StateStore, same_row
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 from proconsul.structs.txn import (
     KV_SESSION_VERBS,
@@ -41,12 +41,6 @@ from proconsul.structs.txn import (
 )
 
 SESSIONS_NOT_SUPPORTED = "sessions are not supported by this server yet"
-
-
-def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
-    return msgspec.structs.replace(a, create_index=0, modify_index=0) == msgspec.structs.replace(
-        b, create_index=0, modify_index=0
-    )
 
 
 def _service_id(service: NodeService) -> str:
@@ -113,7 +107,7 @@ class _Overlay:
 
 def _stamped(row: msgspec.Struct, existing: msgspec.Struct | None, index: int) -> msgspec.Struct:
     """`row` with the indexes the store would give it."""
-    if existing is not None and _same(existing, row):
+    if existing is not None and same_row(existing, row):
         return existing
     create = index if existing is None else existing.create_index  # type: ignore[attr-defined]
     return msgspec.structs.replace(row, create_index=create, modify_index=index)
