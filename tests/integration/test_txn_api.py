@@ -150,6 +150,12 @@ def test_catalog_ops(dev_agent: AgentProcess) -> None:
     assert reply["Errors"][0]["What"] == "service 'nope' on node 'txn-node' doesn't exist"
 
 
+def test_keys_in_any_case(dev_agent: AgentProcess) -> None:
+    ops = [{"kv": {"verb": "set", "key": "case/a", "value": b64("1")}}]
+    status, reply = txn(dev_agent, ops)
+    assert status == 200 and reply["Results"][0]["KV"]["Key"] == "case/a", reply
+
+
 def test_limit_and_malformed_operations(dev_agent: AgentProcess) -> None:
     status, body = txn(dev_agent, [kv("set", f"l/{i}", "v") for i in range(129)])
     assert status == 413 and body == "Transaction contains too many operations (129 > 128)"

@@ -136,7 +136,7 @@ def _reply_body(reply: TxnReply) -> dict[str, Any]:
 
 
 async def txn(request: web.Request) -> web.Response:
-    body = await decode_body(request, list[Any], keys="as-is")
+    body = await decode_body(request, list[Any])
     if len(body) > MAX_TXN_OPS:
         raise HTTPError(
             413, f"Transaction contains too many operations ({len(body)} > {MAX_TXN_OPS})"
