@@ -236,6 +236,9 @@ class Sample:
     denies: str = ""
     # An allowed caller gets 200 (the request is one that succeeds).
     served: bool = False
+    # The status of a refusal: 409 for a transaction, whose refused operations
+    # come back as its errors (Consul's Txn), else 403.
+    denied_status: int = 403
 
 
 def _victim_service(m: Matrix) -> None:
@@ -442,6 +445,17 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/operator/autopilot/state", "/v1/operator/autopilot/state", "read"),
     S("GET", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
       "read"),
+    S("PUT", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
+      "write", {"CleanupDeadServers": True, "LastContactThreshold": "200ms",
+                "MaxTrailingLogs": 250, "ServerStabilizationTime": "10s"}),
+    S("POST", "/v1/operator/raft/transfer-leader", "/v1/operator/raft/transfer-leader", "write"),
+    S("GET", "/v1/operator/usage", "/v1/operator/usage", "read"),
+    # snapshots: a management token (acl:write); a restore would replace the state
+    S("GET", "/v1/snapshot", "/v1/snapshot", "acl"),
+    S("PUT", "/v1/snapshot", "/v1/snapshot", "acl", b"x", destructive=True),
+    # transactions: each operation is checked; a refused one is an error of a 409
+    S("PUT", "/v1/txn", "/v1/txn", "write",
+      [{"KV": {"Verb": "set", "Key": "matrix/txn", "Value": "dg=="}}], denied_status=409),
     # the ACL API (enforced by the servers)
     S("PUT", "/v1/acl/bootstrap", "/v1/acl/bootstrap", "none",
       always_403_prefix="Permission denied: ACL bootstrap no longer allowed"),
@@ -493,7 +507,9 @@ def test_every_route_has_a_sample() -> None:
 # ----- the matrix -------------------------------------------------------------------------
 
 
-def _refused(status: int, text: str) -> bool:
+def _refused(status: int, text: str, denied_status: int = 403) -> bool:
+    if denied_status == 409:
+        return status == 409 and '"What":"Permission denied' in text
     return status == 403 and text.startswith("Permission denied")
 
 
@@ -518,11 +534,11 @@ def _judge(sample: Sample, caller: str, status: int, text: str) -> str | None:
     if sample.always_403_prefix:
         return None if status == 403 and text.startswith(sample.always_403_prefix) else "want 403"
     if _may(sample.needs, caller):
-        if status == 403:
+        if status in (403, sample.denied_status):
             return "refused"
         return "want 200" if sample.served and status != 200 else None
-    if not _refused(status, text):
-        return "want 403 Permission denied"
+    if not _refused(status, text, sample.denied_status):
+        return f"want {sample.denied_status} Permission denied"
     if sample.denies and (caller == "read" or sample.needs == "read"):
         return None if sample.denies in text else f"want the refusal to name {sample.denies}"
     return None

@@ -58,10 +58,14 @@ from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
     AUTOPILOT_HEALTH_METHOD,
+    AUTOPILOT_SET_METHOD,
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
+    RAFT_TRANSFER_METHOD,
 )
+from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
+from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -549,6 +553,32 @@ class Agent:
             AUTOPILOT_STATE_METHOD, OperatorRequest(token=token)
         )
         return found
+
+    async def set_autopilot_configuration(
+        self, config: dict[str, Any], cas_index: int | None, token: str = ""
+    ) -> bool:
+        request = OperatorRequest(token=token, config=config, cas_index=cas_index)
+        return bool(await self.delegate.operator_call(AUTOPILOT_SET_METHOD, request))
+
+    async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = await self.delegate.operator_call(
+            RAFT_TRANSFER_METHOD, OperatorRequest(token=token, id=server_id)
+        )
+        return found
+
+    async def snapshot_save(self, token: str = "", stale: bool = False) -> tuple[int, bytes]:
+        """A snapshot archive of the servers' state and its index (server/snapshot_calls.py)."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_SAVE_METHOD, OperatorRequest(token=token, stale=stale)
+        )
+        return int(found["Index"]), bytes(found["Archive"])
+
+    async def snapshot_restore(self, archive: bytes, token: str = "") -> int:
+        """Restore a snapshot archive on every server; the log index it took."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_RESTORE_METHOD, OperatorRequest(token=token, data=archive)
+        )
+        return int(found["Index"])
 
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await self.delegate.operator_call(
