@@ -70,10 +70,12 @@ from proconsul.structs.rpc import (
     ApplyRequest,
     CAConfigRequest,
     CASignRequest,
+    OperatorRequest,
     ResolveReply,
     SignReply,
     SignRequest,
 )
+from proconsul.structs.txn import TxnKVOp
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 MGMT = "0bc0c000-0000-4000-8000-00000000000a"
@@ -94,6 +96,7 @@ OWN = "own"  # answers the caller's own token only (the anonymous token for "")
 OPEN = "open"  # answers anyone, as in Consul
 PUBLIC = "public"  # anonymous is answered (Consul asks no right); unknown secrets refused
 SERVER_TRANSPORT = "server transport"  # Raft.Step: the Raft protocol itself, not called here
+TXN_REFUSED = "txn refused"  # answers with the refused operation as its error, nothing read
 
 
 def read(name: str = "", **fields: Any) -> Callable[[str], bytes]:
@@ -167,6 +170,16 @@ def leaf_sign(service: str, trust_domain: str = "any.consul") -> Callable[[str],
     return payload
 
 
+def operator_request(**fields: Any) -> Callable[[str], bytes]:
+    """An `Operator.*`/`Snapshot.*` payload with fields beyond `operator_payload`'s."""
+    return lambda token: msgspec.msgpack.encode(OperatorRequest(token=token, **fields))
+
+
+def txn_read(key: str) -> Callable[[str], bytes]:
+    """A read-only transaction: one KV get of `key`."""
+    return read(txn_ops=[TxnKVOp(verb="get", key=key)])
+
+
 def nil(token: str) -> bytes:
     return b"\xc0"
 
@@ -228,6 +241,17 @@ CASES: dict[str, Case] = {
     "Operator.ServerHealth": Case(DENIED, operator()),
     "Operator.AutopilotGetConfiguration": Case(DENIED, operator()),
     "Operator.AutopilotState": Case(DENIED, operator()),
+    # operator:write to move the leadership or change autopilot, operator:read for
+    # the usage counts, a management token for snapshots (acl:write, as Consul).
+    "Operator.RaftTransferLeader": Case(DENIED, operator()),
+    "Operator.AutopilotSetConfiguration": Case(
+        DENIED, operator_request(config={"CleanupDeadServers": False})
+    ),
+    "Operator.Usage": Case(DENIED, read()),
+    "Snapshot.Save": Case(DENIED, operator()),
+    "Snapshot.Restore": Case(DENIED, operator_request(data=b"not an archive")),
+    # Each operation of a transaction is checked: key:read on the key it gets.
+    "Txn.Read": Case(TXN_REFUSED, txn_read("secret/x")),
     SIGN_METHOD: Case(DENIED, sign()),
     # The intentions API (server/intention_endpoints.py): a row needs intentions
     # read on either end, a match on every name, a check service:read on the
@@ -357,6 +381,11 @@ def test_a_caller_without_a_valid_token_gets_nothing(server: Server, method: str
         assert empty(response.value), (method, response.value)
     elif case.expect == PUBLIC:
         decode_read_response(method, call(server, method, case.payload("")))
+    elif case.expect == TXN_REFUSED:
+        reply = decode_read_response(method, call(server, method, case.payload(""))).value
+        assert reply.results == [], (method, reply)
+        (error,) = reply.errors
+        assert error.what.startswith("Permission denied"), (method, error)
     else:
         assert case.expect == OWN
         data = call(server, method, case.payload(""))
