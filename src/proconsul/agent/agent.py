@@ -62,6 +62,7 @@ from proconsul.server.operator import (
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
 )
+from proconsul.server.session_endpoints import RENEW_METHOD, decode_renew_reply
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -73,7 +74,8 @@ from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
-from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
+from proconsul.structs.rpc import CAConfigRequest, OperatorRequest, SessionRenewRequest
+from proconsul.structs.session import Session
 from proconsul.xds.sources import SnapshotHub
 
 log = logging.getLogger("proconsul.agent")
@@ -572,6 +574,12 @@ class Agent:
     async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
         payload = msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
         await self.delegate.call_raw(CONFIG_SET_METHOD, payload, SIGN_TIMEOUT_S)
+
+    async def renew_session(self, session_id: str, token: str) -> list[Session]:
+        """ "Session.Renew" on the leader, which keeps the TTL timers."""
+        payload = msgspec.msgpack.encode(SessionRenewRequest(id=session_id, token=token))
+        data = await self.delegate.call_raw(RENEW_METHOD, payload, SIGN_TIMEOUT_S)
+        return decode_renew_reply(data)
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()

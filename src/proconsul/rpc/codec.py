@@ -59,6 +59,7 @@ from proconsul.structs.requests import (
 )
 from proconsul.structs.rpc import ApplyRequest
 from proconsul.structs.service_config import ServiceConfigResponse
+from proconsul.structs.session import Session
 
 APPLY_METHOD = "Apply"
 FORWARD_METHOD = "Raft.Apply"
@@ -88,6 +89,9 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Match": dict[str, list[Intention]],
     "Intention.Get": Intention | None,
     "Intention.Check": IntentionCheckResponse,
+    "Session.Get": list[Session],
+    "Session.List": list[Session],
+    "Session.NodeSessions": list[Session],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

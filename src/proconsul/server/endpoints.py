@@ -27,12 +27,13 @@ ACL rules (when `acl` is set; Consul's, as documented):
   (and on the old name when an instance is renamed), service:write for each
   service check and node:write for each node check; a deregister is allowed
   by node:write, else by service:write on the service the row belongs to;
-  KV set/cas/delete need key:write, a recursive delete write on the whole
-  prefix; config entries follow Consul's rules per kind
+  KV set/cas/delete and lock/unlock (acquire/release) need key:write, a
+  recursive delete write on the whole prefix; sessions session:write on
+  their node (server/session_rules.py); config entries follow Consul's rules per kind
   (server/config_endpoints.py), and are normalized and validated before the
   log (a bad one is a 400). ACL rows are never written through here, whatever
   the token: only `ACLEndpoints` writes them; nor is any other command but
-  catalog, KV and config entries (the CA roots are the leader's own write),
+  catalog, KV, session and config entries (the CA roots are the leader's own write),
   even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
@@ -81,6 +82,13 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.server.session_rules import (
+    SESSION_READS,
+    filter_sessions,
+    prepare_session_write,
+    session_reads,
+    vet_session,
+)
 from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore, service_node
@@ -100,6 +108,7 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    SessionRequest,
 )
 from proconsul.structs.config_entries import Intention
 from proconsul.structs.filter import Filter, cached_filter
@@ -124,10 +133,16 @@ CONNECT_READS = {
 }
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
-    "Permission denied: only catalog, KV and config entry commands are written here"
+    "Permission denied: only catalog, KV, session and config entry commands are written here"
 )
 # The commands a caller may have applied through `ServerEndpoints.write`.
-CALLER_COMMANDS = (RegisterRequest, DeregisterRequest, KVSRequest, ConfigEntryRequest)
+CALLER_COMMANDS = (
+    RegisterRequest,
+    DeregisterRequest,
+    KVSRequest,
+    ConfigEntryRequest,
+    SessionRequest,
+)
 
 
 # Raises an ACL refusal unless the holder of the token may have the command applied.
@@ -272,6 +287,7 @@ class ServerEndpoints:
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
+        self.reads.update(session_reads(store))
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -346,6 +362,8 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+        if isinstance(command, SessionRequest):
+            command = prepare_session_write(command)
 
         return await self.log.apply(command, token, self._authorize_write)
 
@@ -576,6 +594,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_entries(authz, value)
     if method == INTENTION_LIST:
         return filter_intentions(authz, value)
+    if method in SESSION_READS:
+        return filter_sessions(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
 
 
@@ -665,5 +685,7 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         _vet_kv(resolved, command)
     elif isinstance(command, ConfigEntryRequest):
         vet_config_write(resolved, command)
+    elif isinstance(command, SessionRequest):
+        vet_session(store, resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)
