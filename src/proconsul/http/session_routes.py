@@ -18,6 +18,7 @@ writes); bad input is a 400 with Consul's text (server/session_rules.py).
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -40,6 +41,7 @@ from proconsul.structs.requests import ReadRequest
 from proconsul.structs.session import (
     DEFAULT_LOCK_DELAY_NS,
     LOCK_DELAY_SECONDS_BELOW,
+    MAX_LOCK_DELAY_NS,
     ServiceCheck,
     Session,
 )
@@ -69,12 +71,18 @@ def lock_delay_ns(value: str | int | float | None) -> int:
         return DEFAULT_LOCK_DELAY_NS
     if isinstance(value, str):
         try:
-            return round(float(parse_duration(value)) * 1e9)
+            delay = round(float(parse_duration(value)) * 1e9)
         except ValueError as exc:
             bad_request(f"Request decode failed: {exc}")
+        if delay < 0:
+            bad_request(f"Request decode failed: invalid LockDelay {value!r}")
+        return min(delay, MAX_LOCK_DELAY_NS)
+    if not math.isfinite(value) or value < 0:
+        bad_request(f"Request decode failed: invalid LockDelay {value!r}")
+    # Longer than Consul's 60s cap is cut to it (here, before it can overflow).
     if value < LOCK_DELAY_SECONDS_BELOW:
-        return int(value * 1_000_000_000)
-    return int(value)
+        return min(int(value * 1_000_000_000), MAX_LOCK_DELAY_NS)
+    return min(int(value), MAX_LOCK_DELAY_NS)
 
 
 def session_from_body(body: SessionCreateBody, agent_node: str) -> Session:

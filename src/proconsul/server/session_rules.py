@@ -30,7 +30,12 @@ from proconsul.state.session_tables import SESSIONS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.commands import SessionRequest
 from proconsul.structs.requests import ReadRequest
-from proconsul.structs.session import Session, SessionError, validate_session
+from proconsul.structs.session import (
+    MAX_LOCK_DELAY_NS,
+    Session,
+    SessionError,
+    validate_session,
+)
 
 GET_METHOD = "Session.Get"
 LIST_METHOD = "Session.List"
@@ -73,9 +78,12 @@ def prepare_session_write(command: SessionRequest) -> SessionRequest:
         validate_session(session)
     except SessionError as exc:
         raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
-    if session.id:
-        return command
-    fresh = msgspec.structs.replace(session, id=str(uuid.uuid4()))
+    # Consul's cap on LockDelay; an ID unless the caller chose one.
+    fresh = msgspec.structs.replace(
+        session,
+        id=session.id or str(uuid.uuid4()),
+        lock_delay=min(session.lock_delay, MAX_LOCK_DELAY_NS),
+    )
     return msgspec.structs.replace(command, session=fresh)
 
 

@@ -86,5 +86,5 @@ def validate_session(session: Session) -> None:
     if session.behavior not in BEHAVIORS:
         raise SessionError(f"Invalid Behavior setting '{session.behavior}'")
     if session.lock_delay < 0:
-        raise SessionError("LockDelay must be positive")
+        raise SessionError("Invalid LockDelay: must not be negative")
     ttl_seconds(session.ttl)
