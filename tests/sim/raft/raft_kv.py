@@ -1,6 +1,7 @@
 """The tiny KV state machine the Raft simulator replicates.
 
-Commands are msgpack lists: ["put", key, value] or ["cas", key, expected, new].
+Commands are msgpack lists: ["put", key, value] or ["cas", key, expected, new]
+(a null `new` empties the key: a lock's release).
 Reads never enter the log; they go through read-index. The snapshot is the
 msgpack map itself, and `digest` is what the simulator compares across
 servers at equal applied indexes.
@@ -24,13 +25,13 @@ def put_command(key: str, value: int) -> bytes:
     return _enc.encode(["put", key, value])
 
 
-def cas_command(key: str, expected: int | None, new: int) -> bytes:
+def cas_command(key: str, expected: int | None, new: int | None) -> bytes:
     return _enc.encode(["cas", key, expected, new])
 
 
 class KV:
     def __init__(self) -> None:
-        self.data: dict[str, int] = {}
+        self.data: dict[str, int | None] = {}
         self.applied = 0
 
     def apply(self, entry: Entry) -> Any:
