@@ -79,9 +79,10 @@ async def kv_put(request: web.Request) -> web.Response:
     if "cas" in request.query:
         op = "cas"
         modify_index = query_uint64(request, "cas")
+    # As in Consul: acquire beats cas, and release beats both.
     if "acquire" in request.query:
         op, session = "lock", request.query["acquire"]
-    elif "release" in request.query:
+    if "release" in request.query:
         op, session = "unlock", request.query["release"]
     agent = agent_of(request)
     limit = agent.kv_max_value_size
