@@ -36,7 +36,7 @@ from proconsul.http.common import (
 from proconsul.structs.catalog import SERF_CHECK_ID
 from proconsul.structs.commands import ApplyError, SessionRequest
 from proconsul.structs.duration import parse_duration
-from proconsul.structs.naming import pascal
+from proconsul.structs.naming import pascal, shape_keys
 from proconsul.structs.requests import ReadRequest
 from proconsul.structs.session import (
     DEFAULT_LOCK_DELAY_NS,
@@ -104,6 +104,16 @@ def session_from_body(body: SessionCreateBody, agent_node: str) -> Session:
     )
 
 
+def _create_body(raw: dict[str, Any]) -> SessionCreateBody:
+    """Field names matched as Go's decoder matches them, whatever their case
+    (py-consul sends `lockdelay`, `ttl`, ...)."""
+    shaped, _ = shape_keys(raw, SessionCreateBody)
+    try:
+        return msgspec.convert(shaped, SessionCreateBody)
+    except (msgspec.ValidationError, ValueError) as exc:
+        bad_request(f"Request decode failed: {exc}")
+
+
 async def _write(request: web.Request, command: SessionRequest) -> Any:
     _, result = await agent_of(request).rpc_write(command, caller_token(request))
     if isinstance(result, ApplyError):
@@ -114,7 +124,7 @@ async def _write(request: web.Request, command: SessionRequest) -> Any:
 async def session_create(request: web.Request) -> web.Response:
     body = SessionCreateBody()
     if request.can_read_body and (await request.read()).strip():
-        body = await decode_body(request, SessionCreateBody)
+        body = _create_body(await decode_body(request, dict[str, Any], keys="as-is"))
     agent = agent_of(request)
     session = session_from_body(body, agent.node_name)
     # The ID is chosen here, before the log (a random UUID; the state refuses a
