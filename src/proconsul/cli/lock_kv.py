@@ -30,7 +30,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from proconsul.cli.api_client import ApiClient, ApiError, quote_path
@@ -241,7 +241,14 @@ class Semaphore:
             self.client.request("DELETE", _kv(self.lock_key), [("cas", str(modify_index))])
 
 
-def _monitor(get: Any, held: Any, stop: threading.Event, retries: int) -> None:
+def _monitor(
+    get: Callable[[int], tuple[Any, int]],
+    held: Callable[[Any], bool],
+    stop: threading.Event,
+    retries: int,
+) -> None:
+    """Blocking reads of the lock until `held` says it is no longer ours, or
+    more than `retries` reads in a row failed."""
     index = 0
     failures = 0
     while not stop.is_set():
