@@ -62,7 +62,11 @@ from proconsul.server.operator import (
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
 )
-from proconsul.server.session_endpoints import RENEW_METHOD, decode_renew_reply
+from proconsul.server.session_endpoints import (
+    RENEW_METHOD,
+    decode_renew_reply,
+    renew_payload,
+)
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -74,7 +78,7 @@ from proconsul.structs.commands import ApplyResult, Command, RegisterRequest
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
-from proconsul.structs.rpc import CAConfigRequest, OperatorRequest, SessionRenewRequest
+from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
 from proconsul.structs.session import Session
 from proconsul.xds.sources import SnapshotHub
 
@@ -577,7 +581,7 @@ class Agent:
 
     async def renew_session(self, session_id: str, token: str) -> list[Session]:
         """ "Session.Renew" on the leader, which keeps the TTL timers."""
-        payload = msgspec.msgpack.encode(SessionRenewRequest(id=session_id, token=token))
+        payload = renew_payload(session_id, token)
         data = await self.delegate.call_raw(RENEW_METHOD, payload, SIGN_TIMEOUT_S)
         return decode_renew_reply(data)
 

@@ -76,10 +76,10 @@ class SessionService:
 
     def renew(self, request: SessionRenewRequest) -> list[Session]:
         """On the leader: restart the session's TTL grace; [] when it is unknown."""
+        resolved = self.resolve(request.token)  # an unknown secret: ACL not found
         session = self.store.sessions.get(request.id)
         if session is None:
             return []
-        resolved = self.resolve(request.token)
         if resolved is not None and not resolved.authorizer.session_write(session.node):
             raise resolved.deny("session", "write", session.node)
         self.timers.renew(session, asyncio.get_running_loop().time())
@@ -105,6 +105,11 @@ class SessionService:
                 self.expired += 1
                 log.info("agent: session %s expired (TTL not renewed)", session_id)
             await asyncio.sleep(TTL_CHECK_INTERVAL_S)
+
+
+def renew_payload(session_id: str, token: str) -> bytes:
+    """The "Session.Renew" request for `session_id` on behalf of `token`."""
+    return msgspec.msgpack.encode(SessionRenewRequest(id=session_id, token=token))
 
 
 def decode_renew_reply(data: bytes) -> list[Session]:
