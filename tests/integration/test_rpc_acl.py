@@ -125,10 +125,6 @@ def sign(node: str = "client-1") -> Callable[[str], bytes]:
     return payload
 
 
-# The session the fixture makes on n0 (its ID is chosen by the agent).
-SESSION: dict[str, str] = {}
-
-
 def nil(token: str) -> bytes:
     return b"\xc0"
 
@@ -142,6 +138,8 @@ class Case:
 
 
 ANY_ID = str(uuid.UUID(int=7))
+# The session the fixture makes on n0 (its ID is chosen by the agent).
+SESSION: dict[str, str] = {}
 CASES: dict[str, Case] = {
     "Catalog.ListNodes": Case(FILTERED, read()),
     "Catalog.NodeServices": Case(FILTERED, read("n0")),
