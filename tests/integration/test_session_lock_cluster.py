@@ -165,6 +165,7 @@ def test_locks_semaphores_failures_and_ttl(tmp_path: Path) -> None:
         assert TTL_S <= lived <= 2 * TTL_S + 5, lived
         assert time.time() - created_at > 2 * TTL_S + 2
         assert server.running.get_json(f"/v1/session/info/{kept_id}")
+        assert pool.metric(server, "consul.session_ttl.expired") >= 1
         stop.set()
         watcher.join(5)
     finally:

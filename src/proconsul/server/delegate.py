@@ -429,6 +429,7 @@ class ServerDelegate:
         stats = metrics_from_stats("consul.rpc", self.rpc.stats())
         stats.update(metrics_from_stats("consul.client.rpc", self.client.stats()))
         stats.update(self.duties.stats())
+        stats.update(self.sessions.stats())
         for name, value in self.connect_ca.stats().items():
             stats[f"consul.connect.ca.{name}"] = value
         resolver = self.endpoints.acl

@@ -65,6 +65,14 @@ class SessionService:
     def handlers(self) -> dict[str, Handler]:
         return {RENEW_METHOD: self._handle_renew}
 
+    def stats(self) -> dict[str, float]:
+        """Consul's `consul.session_ttl.active` (TTL sessions this leader times),
+        and how many it destroyed for their TTL."""
+        return {
+            "consul.session_ttl.active": float(len(self.timers)),
+            "consul.session_ttl.expired": float(self.expired),
+        }
+
     async def _handle_renew(self, payload: bytes, peer: PeerInfo) -> bytes:
         request: SessionRenewRequest = decode_payload(_renew_decoder, payload, RENEW_METHOD)
 
