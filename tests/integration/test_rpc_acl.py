@@ -46,6 +46,7 @@ from proconsul.server.auto_encrypt_signer import SIGN_METHOD
 from proconsul.server.connect_ca_rpc import decode_issued
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import operator_payload
+from proconsul.server.session_endpoints import renew_payload
 from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME,
@@ -193,6 +194,8 @@ class Case:
 
 
 ANY_ID = str(uuid.UUID(int=7))
+# The session the fixture makes on n0 (its ID is chosen by the agent).
+SESSION: dict[str, str] = {}
 CASES: dict[str, Case] = {
     "Catalog.ListNodes": Case(FILTERED, read()),
     "Catalog.NodeServices": Case(FILTERED, read("n0")),
@@ -205,6 +208,12 @@ CASES: dict[str, Case] = {
     "KVS.Get": Case(DENIED, read("secret/x")),
     "KVS.List": Case(FILTERED, read("secret/")),
     "KVS.ListKeys": Case(FILTERED, read("secret/")),
+    # Sessions (server/session_rules.py): session:read on the node filters,
+    # renewing needs session:write on it.
+    "Session.Get": Case(FILTERED, lambda token: read(SESSION["id"])(token)),
+    "Session.List": Case(FILTERED, read()),
+    "Session.NodeSessions": Case(FILTERED, read("n0")),
+    "Session.Renew": Case(DENIED, lambda token: renew_payload(SESSION["id"], token)),
     "Catalog.ConnectServiceNodes": Case(FILTERED, read("web")),
     "Health.ConnectServiceNodes": Case(FILTERED, read("web")),
     "ConfigEntry.Get": Case(DENIED, read("web", kind="service-defaults")),
@@ -317,6 +326,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         found = Server(agent, f"{member.ip}:{port}")
         # The leader creates the initial management token once it leads.
         wait_for(lambda: found.call_http("GET", "/v1/acl/token/self", MGMT)[0] == 200, DEADLINE_S)
+        made = found.call_http("PUT", "/v1/session/create", MGMT, {"NodeChecks": []})
+        SESSION["id"] = made[1]["ID"]
         for secret, rules in (
             (NODE_WRITER, 'node "client-1" { policy = "write" }'),
             (NODE_READER, 'node_prefix "" { policy = "read" }'),

@@ -64,6 +64,11 @@ from proconsul.server.operator import (
     RAFT_REMOVE_METHOD,
     RAFT_TRANSFER_METHOD,
 )
+from proconsul.server.session_endpoints import (
+    RENEW_METHOD,
+    decode_renew_reply,
+    renew_payload,
+)
 from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
 from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
 from proconsul.state.store import StateStore
@@ -78,6 +83,7 @@ from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCer
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
+from proconsul.structs.session import Session
 from proconsul.xds.sources import SnapshotHub
 
 log = logging.getLogger("proconsul.agent")
@@ -602,6 +608,12 @@ class Agent:
     async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
         payload = msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
         await self.delegate.call_raw(CONFIG_SET_METHOD, payload, SIGN_TIMEOUT_S)
+
+    async def renew_session(self, session_id: str, token: str) -> list[Session]:
+        """ "Session.Renew" on the leader, which keeps the TTL timers."""
+        payload = renew_payload(session_id, token)
+        data = await self.delegate.call_raw(RENEW_METHOD, payload, SIGN_TIMEOUT_S)
+        return decode_renew_reply(data)
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()

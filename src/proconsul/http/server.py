@@ -50,6 +50,7 @@ from proconsul.http import (
     intention_routes,
     kv,
     operator_routes,
+    session_routes,
     snapshot_routes,
     txn,
 )
@@ -259,6 +260,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     app.on_shutdown.append(_cancel_reads)
     catalog.add_routes(app)
     kv.add_routes(app)
+    session_routes.add_routes(app)
     agent_routes.add_routes(app)
     gossip_routes.add_routes(app)
     acl_routes.add_routes(app)
