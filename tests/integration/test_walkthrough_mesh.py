@@ -138,9 +138,9 @@ WEB_FILE = """service {{
 
 
 class Mesh:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, base: int = BASE) -> None:
         self.tmp = tmp
-        self.pool = GossipPool(tmp / "agents", 3, base=BASE)
+        self.pool = GossipPool(tmp / "agents", 3, base=base)
         for member, name in zip(self.pool.members, (SERVER, CLIENT_1, CLIENT_2), strict=True):
             member.args[member.args.index(member.name)] = name
             member.name = name

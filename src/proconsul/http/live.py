@@ -112,11 +112,13 @@ def live_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[di
         if g0["Awareness"] != g1["Awareness"]:
             add("awareness", f"awareness {g0['Awareness']} -> {g1['Awareness']}")
     r0, r1 = before.get("Raft"), after.get("Raft")
+    names = {m.get("ID"): m["Name"] for m in (g1 or {}).get("Members", [])}
     if r0 is not None and r1 is not None:
         if r1["Term"] != r0["Term"]:
             add("election", f"term {r0['Term']} -> {r1['Term']}")
         if r1["Leader"] != r0["Leader"]:
-            add("leader", f"leader is now {r1['Leader'] or '(none)'}")
+            leader = names.get(r1["Leader"], r1["Leader"]) or "(none)"
+            add("leader", f"leader is now {leader}")
         if r1["Role"] != r0["Role"]:
             add("role", f"this server is now {r1['Role']}")
         seen = {e["Index"] for e in r0["RecentApplied"]}

@@ -25,6 +25,8 @@ export class LiveView extends View {
         const res = await fetch("/v1/agent/live", { headers, signal });
         if (!res.ok) throw new APIError(res.status, (await res.text()).trim());
         conn.textContent = "Connected: updates stream in as they happen.";
+        this.fresh = true;
+        this.connected = true;
         const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
         let buf = "";
         for (;;) {
@@ -42,7 +44,8 @@ export class LiveView extends View {
       } catch (err) {
         if (signal.aborted) return;
         conn.innerHTML = err.status ? errorBox(err) : `Disconnected (${esc(err.message)}); reconnecting…`;
-        this.note("disconnected", "stream lost; reconnecting");
+        if (this.connected) this.note("disconnected", "stream lost; reconnecting");
+        this.connected = false;
         await new Promise(r => setTimeout(r, err.status === 403 ? 5000 : 500));
       }
     }
@@ -59,6 +62,12 @@ export class LiveView extends View {
 
   show({ State: s, Events: events }) {
     for (const e of events) this.note(e.Kind, e.Text);
+    // Across a reconnect the agent cannot tell what changed: compare here.
+    if (this.fresh && s.Raft && this.lastTerm !== undefined && s.Raft.Term !== this.lastTerm) {
+      this.note("election", `term ${this.lastTerm} -> ${s.Raft.Term} (while disconnected)`);
+    }
+    this.fresh = false;
+    if (s.Raft) this.lastTerm = s.Raft.Term;
     const names = {};
     for (const m of s.Gossip?.Members || []) names[m.ID] = m.Name;
     const who = id => names[id] || id;
