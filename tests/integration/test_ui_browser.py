@@ -346,3 +346,22 @@ def test_7_live_page_shows_a_new_term_after_the_leader_dies(
     expect(page.locator('[data-raft="leader"]')).to_have_text(SERVER, timeout=SEE_S)
     expect(page.locator('.feed [data-kind="election"]').first).to_be_visible()
     page.screenshot(path=str(shots / "live-after-election.png"), full_page=True)
+
+
+def test_ui_off_is_404_and_on_serves_the_page(tmp_path: Path) -> None:
+    off = start_agent(tmp_path, "-hcl", "ui_config { enabled = false }")
+    on = start_agent(tmp_path, "-hcl", "ui_config { enabled = true }")
+    try:
+        for path in ("/ui/", "/ui/app.js", "/"):
+            assert off.request("GET", path)[0] == 404, path
+        status, headers, _ = on.request("GET", "/")
+        assert status == 301 and headers["Location"] == "/ui/"
+        status, _, page = on.request("GET", "/ui/")
+        assert status == 200 and b"<pc-router>" in page
+        status, headers, script = on.request("GET", "/ui/app.js")
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+        assert b"customElements.define" in script
+        assert on.request("GET", "/ui/../../pyproject.toml")[0] == 404
+    finally:
+        off.stop()
+        on.stop()
