@@ -88,7 +88,8 @@ async def ui_file(request: web.Request) -> web.Response:
 
 
 async def ui_redirect(request: web.Request) -> web.Response:
-    raise web.HTTPMovedPermanently("/ui/")
+    # Answered, not raised: the error middleware would turn a raised redirect into text.
+    return web.Response(status=301, headers={"Location": "/ui/"})
 
 
 def add_routes(app: web.Application, ui_enabled: bool) -> None:
