@@ -14,6 +14,7 @@ Routes:
 ACLs: the stream needs `agent:read` on this agent's node, the rule of
 `/v1/agent/self` and `/v1/agent/metrics`, which carry the same counters
 (Consul's closest analogue). The UI's files need nothing: they hold no data.
+How the UI is laid out: DESIGN.md, "The web UI".
 """
 
 from __future__ import annotations
