@@ -60,19 +60,9 @@ class UICluster(Mesh):
         with (self.config_dir(server) / "agent.hcl").open("a") as f:
             f.write("ui_config {\n  enabled = true\n}\n")
 
-    def start(self) -> None:
-        # As Mesh.start, with the server's API on one port so a page outlives a restart.
+    def start_server(self) -> None:
+        # The server's API stays on one port, so a page outlives a restart.
         self.restart_server()
-        for name in (CLIENT_1, CLIENT_2):
-            self.pool.start(self.pool[name])
-        for name in (CLIENT_1, CLIENT_2):
-            wait_for(
-                lambda n=name: (
-                    "auto_encrypt: got a client certificate"  # type: ignore[misc]
-                    in self.pool[n].running.log_text()
-                ),
-                30.0,
-            )
 
     def restart_server(self) -> None:
         member = self.pool[SERVER]
