@@ -476,6 +476,14 @@ SAMPLES: list[Sample] = [
     S("GET", "/", "/", "none"),
     S("GET", "/ui", "/ui", "none"),
     S("GET", "/ui/{path}", "/ui/app.js", "none"),
+    S(
+        "POST",
+        "/v1/internal/acl/authorize",
+        "/v1/internal/acl/authorize",
+        "none",
+        body=[{"Resource": "key", "Segment": "k", "Access": "read"}],
+        served=True,
+    ),
 ]  # fmt: skip
 
 

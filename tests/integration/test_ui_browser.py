@@ -53,6 +53,7 @@ class UICluster(Mesh):
         super().__init__(tmp, base=BASE)
         self.http_port = free_port()
         self.demos: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        self.read_only: str | None = None
 
     def configure(self) -> None:
         super().configure()
@@ -121,9 +122,12 @@ class UICluster(Mesh):
         urllib.request.urlopen(urllib.request.Request(f"{url}/{action}", method="POST"), timeout=5)
 
     def read_only_token(self) -> str:
-        self.call("PUT", "/v1/acl/policy", {"Name": "ui-read-only", "Rules": READ_ONLY_RULES})
-        made = self.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "ui-read-only"}]})
-        return str(made["SecretID"])
+        if self.read_only is None:
+            policy = {"Name": "ui-read-only", "Rules": READ_ONLY_RULES}
+            self.call("PUT", "/v1/acl/policy", policy)
+            made = self.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "ui-read-only"}]})
+            self.read_only = str(made["SecretID"])
+        return self.read_only
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +307,14 @@ def test_5_other_pages_and_phone_width(
 def test_6_read_only_token_is_refused_writes_with_the_permission_named(
     page: Any, cluster: UICluster
 ) -> None:
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
     login(page, cluster, cluster.read_only_token())
+    # No acl:read: the page says so and the ACL lists are never fetched.
+    expect(page.get_by_role("link", name="Access controls")).to_be_hidden()
+    page.goto(cluster.url + "#/acl")
+    expect(page.get_by_role("alert")).to_contain_text("'acl:read'")
+    assert not [url for url in asked if "/v1/acl/token" in url and "/self" not in url]
     page.get_by_role("link", name="Key/Value").click()
     page.get_by_label("Key").fill("ui-test/nope")
     page.get_by_role("button", name="Save").click()
@@ -336,6 +347,28 @@ def test_7_live_page_shows_a_new_term_after_the_leader_dies(
     expect(page.locator('[data-raft="leader"]')).to_have_text(SERVER, timeout=SEE_S)
     expect(page.locator('.feed [data-kind="election"]').first).to_be_visible()
     page.screenshot(path=str(shots / "live-after-election.png"), full_page=True)
+
+
+def test_authorize_answers_for_the_callers_own_token(cluster: UICluster) -> None:
+    server = cluster.pool[SERVER].running
+    checks = [
+        {"Resource": "acl", "Access": "read"},
+        {"Resource": "key", "Segment": "anything", "Access": "read"},
+        {"Resource": "key", "Segment": "anything", "Access": "write"},
+    ]
+    secret = cluster.read_only_token()
+    status, _, text = server.request(
+        "POST", "/v1/internal/acl/authorize", checks, headers={"X-Consul-Token": secret}
+    )
+    assert status == 200
+    assert [row["Allow"] for row in json.loads(text)] == [False, True, False]
+    answered = cluster.call("POST", "/v1/internal/acl/authorize", checks)
+    assert [row["Allow"] for row in answered] == [True, True, True]
+    bad = [{"Resource": "nonsense", "Access": "read"}]
+    status, _, text = server.request(
+        "POST", "/v1/internal/acl/authorize", bad, headers={"X-Consul-Token": MGMT}
+    )
+    assert (status, text) == (400, b"Invalid resource: 'nonsense'")
 
 
 def test_ui_off_is_404_and_on_serves_the_page(tmp_path: Path) -> None:

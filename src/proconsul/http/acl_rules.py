@@ -183,6 +183,8 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
     ("GET", "/ui/{path}"): NONE,
+    # Tells the caller what its own token may do (http/ui_routes.py).
+    ("POST", "/v1/internal/acl/authorize"): NONE,
     # --- the agent ----------------------------------------------------------------
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),

@@ -1,4 +1,4 @@
-"""`GET /v1/agent/live`: this agent's gossip and Raft, streamed, and the web UI's files.
+"""`GET /v1/agent/live`: this agent's gossip and Raft, streamed (the UI's Live page).
 
 Routes:
 - `GET /v1/agent/live` answers with Server-Sent Events (`text/event-stream`): one
@@ -7,22 +7,16 @@ Routes:
   and sends only when the picture changed, so a change shows within a second; a
   comment line every `KEEPALIVE_S` keeps proxies from closing a quiet stream.
   `?once` answers the current picture as plain JSON instead.
-- `GET /ui/` and `GET /ui/{path}` serve the UI's static files from the package
-  (`proconsul/ui/static`); `/` and `/ui` redirect to `/ui/`. Only registered
-  with `ui_config.enabled` (else 404).
 
 ACLs: the stream needs `agent:read` on this agent's node, the rule of
 `/v1/agent/self` and `/v1/agent/metrics`, which carry the same counters
-(Consul's closest analogue). The UI's files need nothing: they hold no data.
-How the UI is laid out: DESIGN.md, "The web UI".
+(Consul's closest analogue). How the UI is laid out: DESIGN.md, "The web UI".
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import mimetypes
-from pathlib import Path
 
 from aiohttp import web
 
@@ -32,8 +26,6 @@ from proconsul.http.live import live_events
 
 LOOK_INTERVAL_S = 0.2
 KEEPALIVE_S = 10.0
-UI_ROOT = Path(__file__).resolve().parent.parent / "ui" / "static"
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
 async def agent_live(request: web.Request) -> web.StreamResponse:
@@ -68,34 +60,5 @@ async def agent_live(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(LOOK_INTERVAL_S)
 
 
-def _ui_file(path: str) -> Path | None:
-    """The file under UI_ROOT that `path` names; None for anything else (no escapes)."""
-    target = (UI_ROOT / (path or "index.html")).resolve()
-    if not target.is_relative_to(UI_ROOT) or not target.is_file():
-        return None
-    return target
-
-
-async def ui_file(request: web.Request) -> web.Response:
-    target = _ui_file(request.match_info.get("path", ""))
-    if target is None:
-        raise web.HTTPNotFound()
-    kind = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0]
-    return web.Response(
-        body=target.read_bytes(),
-        content_type=kind or "application/octet-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
-
-
-async def ui_redirect(request: web.Request) -> web.Response:
-    # Answered, not raised: the error middleware would turn a raised redirect into text.
-    return web.Response(status=301, headers={"Location": "/ui/"})
-
-
-def add_routes(app: web.Application, ui_enabled: bool) -> None:
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/agent/live", agent_live)
-    if ui_enabled:
-        app.router.add_get("/ui/{path:.*}", ui_file)
-        app.router.add_get("/ui", ui_redirect)
-        app.router.add_get("/", ui_redirect)

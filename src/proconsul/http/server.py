@@ -51,6 +51,7 @@ from proconsul.http import (
     kv,
     live_routes,
     operator_routes,
+    ui_routes,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
@@ -253,7 +254,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
-    live_routes.add_routes(app, ui_enabled)
+    live_routes.add_routes(app)
+    ui_routes.add_routes(app, ui_enabled)
     check_routes(app)
     return app
 

@@ -56,3 +56,10 @@ export async function watch(path, onData, onError, signal) {
     }
   }
 }
+
+// What the current token may do: [{Resource, Segment, Access}] -> [bool], asked
+// before a page fetches anything it might not be allowed to read.
+export async function authorize(checks) {
+  const res = await request("POST", "/v1/internal/acl/authorize", checks);
+  return res.body.map(r => r.Allow);
+}

@@ -1,5 +1,6 @@
 // The shell: a hash router that puts one view element in <pc-router>; each
 // view holds its own watches and ends them when it is replaced.
+import { authorize } from "./api.js";
 import { ACLView, ConfigView, IntentionsView, KVView, LoginView, NodesView } from "./views.js";
 import { LiveView } from "./live.js";
 import { ServiceView, ServicesView } from "./services.js";
@@ -36,6 +37,17 @@ class Router extends HTMLElement {
       if (target === page) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     }
     if (focus) document.getElementById("main").focus();
+    showAllowedLinks();
   }
+}
+
+// Hide the links to pages the token may not read at all (asked again on each navigation,
+// so a new login shows at once).
+async function showAllowedLinks() {
+  const link = document.querySelector('header nav a[href="#/acl"]');
+  try {
+    const [acl] = await authorize([{ Resource: "acl", Access: "read" }]);
+    link.parentElement.hidden = !acl;
+  } catch { link.parentElement.hidden = false; }
 }
 customElements.define("pc-router", Router);

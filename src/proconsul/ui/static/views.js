@@ -1,5 +1,5 @@
 // Nodes, Key/Value, Intentions, Access controls, Config entries and Login.
-import { get, request, setToken, token, watch } from "./api.js";
+import { authorize, get, request, setToken, token, watch } from "./api.js";
 import { View, announce, badges, errorBox, esc, worst } from "./util.js";
 
 export class NodesView extends View {
@@ -170,7 +170,17 @@ export class IntentionsView extends View {
 }
 
 export class ACLView extends View {
-  start(signal) {
+  async start(signal) {
+    this.innerHTML = "<h1>Access controls</h1>";
+    let mayRead = false;
+    try { [mayRead] = await authorize([{ Resource: "acl", Access: "read" }]); }
+    catch (err) { this.innerHTML += errorBox(err); return; }
+    if (!mayRead) {
+      this.innerHTML += `<p class="error" role="alert">This token may not read tokens, policies or roles:
+        that needs the permission 'acl:read'.</p>`;
+      return;
+    }
+    if (signal.aborted) return;
     this.innerHTML = `<h1>Access controls</h1>
       <section aria-labelledby="tok-h"><h2 id="tok-h">Tokens</h2><div class="tokens">Loading…</div></section>
       <section aria-labelledby="pol-h"><h2 id="pol-h">Policies</h2><div class="policies">Loading…</div></section>
