@@ -301,6 +301,10 @@ def test_5_other_pages_and_phone_width(
     expect(small.locator('tr[data-service="api"]')).to_be_visible(timeout=SEE_S)
     assert small.evaluate("document.documentElement.scrollWidth") <= 390
     small.screenshot(path=str(shots / "services-phone.png"), full_page=True)
+    small.goto(cluster.url + "#/services/api")
+    expect(small.locator('line[data-edge="web->api"]')).to_have_count(1, timeout=SEE_S)
+    assert small.evaluate("document.documentElement.scrollWidth") <= 390
+    small.screenshot(path=str(shots / "service-api-phone.png"), full_page=True)
     phone.close()
 
 

@@ -37,11 +37,13 @@ export function topology(service, downstreams, upstreams, edges) {
   upstreams.forEach(n => parts.push(box(...pos["u:" + n], n)));
   parts.push(box(COL_X[1], midY, service, 'font-weight="bold"'));
   const described = edges.map(e => `${e.from} to ${e.to}: ${e.allowed ? "allowed" : "denied"}`).join("; ");
+  // Without upstreams the third column is left out, so phones draw it larger.
+  const width = upstreams.length ? WIDTH : COL_X[1] + BOX_W + 10;
   return `<svg role="img" aria-label="Topology of ${esc(service)}. ${esc(described || "No upstreams or downstreams")}"
-    viewBox="0 0 ${WIDTH} ${height}" width="${WIDTH}" height="${height}">
+    viewBox="0 0 ${width} ${height}" width="${width}" height="${height}">
     <defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7"
       orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#4a5360"/></marker></defs>
-    <text x="${COL_X[0]}" y="14" class="muted">downstreams</text><text x="${COL_X[2]}" y="14">upstreams</text>
+    <text x="${COL_X[0]}" y="14">downstreams</text>${upstreams.length ? `<text x="${COL_X[2]}" y="14">upstreams</text>` : ""}
     ${parts.join("\n")}</svg>`;
 }
 
