@@ -51,6 +51,9 @@ from proconsul.http import (
     kv,
     live_routes,
     operator_routes,
+    session_routes,
+    snapshot_routes,
+    txn,
     ui_routes,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
@@ -247,6 +250,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     app.on_shutdown.append(_cancel_reads)
     catalog.add_routes(app)
     kv.add_routes(app)
+    session_routes.add_routes(app)
     agent_routes.add_routes(app)
     gossip_routes.add_routes(app)
     acl_routes.add_routes(app)
@@ -254,6 +258,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
+    txn.add_routes(app)
+    snapshot_routes.add_routes(app)
     live_routes.add_routes(app)
     ui_routes.add_routes(app, ui_enabled)
     check_routes(app)
