@@ -146,6 +146,9 @@ class AgentAPI(Protocol):
 
     def metrics_json(self) -> dict[str, Any]: ...
 
+    def live_state(self) -> dict[str, Any]:
+        """This agent's gossip and Raft picture for /v1/agent/live (http/live.py)."""
+
     def metrics_prometheus(self) -> str: ...
 
 
