@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -213,6 +217,50 @@ def test_1_login_shows_api_and_web_passing(page: Any, cluster: UICluster, shots:
     check_page(page, shots, "services")
 
 
+class OpenRequests:
+    """The requests a page has open, to tell a view's long-lived connections."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.open: dict[Any, tuple[str, float]] = {}
+
+    def __enter__(self) -> OpenRequests:
+        self.page.on("request", self._start)
+        self.page.on("requestfinished", self._end)
+        self.page.on("requestfailed", self._end)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.page.remove_listener("request", self._start)
+        self.page.remove_listener("requestfinished", self._end)
+        self.page.remove_listener("requestfailed", self._end)
+
+    def _start(self, request: Any) -> None:
+        self.open[request] = (request.url, time.monotonic())
+
+    def _end(self, request: Any) -> None:
+        self.open.pop(request, None)
+
+    def long_lived(self, older_than_s: float = 1.0) -> list[str]:
+        """Paths of the requests open longer than a plain read takes."""
+        now = time.monotonic()
+        return sorted(
+            urllib.parse.urlsplit(url).path
+            for url, started in self.open.values()
+            if now - started > older_than_s
+        )
+
+    def hold_exactly(self, expected: list[str], timeout_s: float = 10.0) -> None:
+        """Wait until the long-lived requests are `expected`, then see them stay so."""
+        deadline = time.monotonic() + timeout_s
+        while self.long_lived() != expected:
+            assert time.monotonic() < deadline, f"open: {self.long_lived()}"
+            self.page.wait_for_timeout(100)  # lets Playwright deliver request events
+        for _ in range(10):  # and it stays so: no other read is held open
+            self.page.wait_for_timeout(200)
+            assert self.long_lived() == expected
+
+
 def test_2_api_turns_critical_without_a_reload(page: Any, cluster: UICluster, shots: Path) -> None:
     api = page.locator('tr[data-service="api"]')
     expect(api.locator('[data-health="passing"]')).to_be_visible(timeout=SEE_S)
@@ -220,11 +268,18 @@ def test_2_api_turns_critical_without_a_reload(page: Any, cluster: UICluster, sh
     cluster.switch("api", "fail")
     expect(api.locator('[data-health="critical"]')).to_have_text("1 critical", timeout=SEE_S)
     assert page.evaluate("window.__same_page") is True  # no reload happened
-    page.get_by_role("link", name="api", exact=True).click()
-    failing = page.locator('.instance tr:has([data-status="critical"]) pre')
-    expect(failing).to_contain_text("500", timeout=SEE_S)
+    with OpenRequests(page) as requests:
+        page.get_by_role("link", name="api", exact=True).click()
+        failing = page.locator('.instance tr:has([data-status="critical"]) pre')
+        expect(failing).to_contain_text("500", timeout=SEE_S)
+        expect(page.locator('line[data-edge="web->api"]')).to_have_count(1, timeout=SEE_S)
+        # Health, intentions and the catalog, all over one connection.
+        requests.hold_exactly(["/v1/agent/watch"])
     check_page(page, shots, "service-api")
     cluster.switch("api", "recover")
+    # The service page follows too, still without a reload.
+    expect(page.locator('.instance [data-status="passing"]')).to_have_count(1, timeout=SEE_S)
+    assert page.evaluate("window.__same_page") is True
 
 
 def test_3_kv_create_and_delete(page: Any, cluster: UICluster, shots: Path) -> None:
@@ -340,6 +395,10 @@ def test_7_live_page_shows_a_new_term_after_the_leader_dies(
     expect(term).to_be_visible(timeout=SEE_S)
     expect(page.locator('[data-raft="leader"]')).to_have_text(SERVER)
     expect(page.locator('tr[data-member="consul-client-1"] [data-state]')).to_have_text("alive")
+    # Lifeguard's awareness of every member, each as it published it in its tags.
+    for member in (SERVER, CLIENT_1, CLIENT_2):
+        score = page.locator(f'tr[data-member="{member}"] [data-awareness]')
+        expect(score).to_have_attribute("data-awareness", re.compile(r"^[0-9]+$"))
     before = int(term.inner_text())
     check_page(page, shots, "live")
     cluster.pool[SERVER].running.signal(signal.SIGKILL)
@@ -351,6 +410,73 @@ def test_7_live_page_shows_a_new_term_after_the_leader_dies(
     expect(page.locator('[data-raft="leader"]')).to_have_text(SERVER, timeout=SEE_S)
     expect(page.locator('.feed [data-kind="election"]').first).to_be_visible()
     page.screenshot(path=str(shots / "live-after-election.png"), full_page=True)
+
+
+class EventStream:
+    """A Server-Sent Events response read one `data:` message at a time."""
+
+    def __init__(self, agent: Any, path: str, token: str) -> None:
+        request = urllib.request.Request(agent.url + path, headers={"X-Consul-Token": token})
+        self.response = urllib.request.urlopen(request, timeout=SEE_S / 1000)
+
+    def next(self) -> Any:
+        while True:
+            line = self.response.readline()
+            assert line, "the stream ended"
+            if line.startswith(b"data: "):
+                return json.loads(line[6:])
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def test_8_a_client_agents_watch_stream_speaks_only_of_what_the_token_reads(
+    cluster: UICluster,
+) -> None:
+    rules = 'service "web" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
+    rules += 'key_prefix "marker/" { policy = "read" }\n'
+    cluster.call("PUT", "/v1/acl/policy", {"Name": "ui-web-only", "Rules": rules})
+    made = cluster.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "ui-web-only"}]})
+    server = cluster.pool[SERVER].running
+
+    def statuses() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for row in cluster.call("GET", "/v1/health/state/any"):
+            out.setdefault(row["ServiceName"] or row["Node"], set()).add(row["Status"])
+        return out
+
+    # Settled (the sidecars, with no proxy running, stay critical throughout).
+    wait_for(lambda: statuses()["api"] == statuses()["web"] == {"passing"}, 30.0)
+    paths = ["/v1/health/state/any", "/v1/kv/marker/?recurse=true", "/v1/acl/tokens"]
+    query = urllib.parse.urlencode([("path", p) for p in paths])
+    # On a client agent: every read goes to the server with the caller's token.
+    stream = EventStream(
+        cluster.pool[CLIENT_1].running, f"/v1/agent/watch?{query}", made["SecretID"]
+    )
+    try:
+        first = {event["Path"]: event for event in (stream.next() for _ in paths)}
+        assert set(first) == set(paths)  # one event per path when the stream opens
+        assert first["/v1/acl/tokens"]["Status"] == 403
+        assert "acl:read" in first["/v1/acl/tokens"]["Error"]
+        assert "Status" not in first["/v1/health/state/any"]
+        # api's health is not this token's to read: its change sends nothing
+        # (the marker key written after it is the next event).
+        cluster.switch("api", "fail")
+        wait_for(lambda: statuses()["api"] == {"critical"}, 30.0)
+        cluster.call("PUT", "/v1/kv/marker/a", "after api failed")
+        assert stream.next() == {"Path": "/v1/kv/marker/?recurse=true"}
+        # web's health is: its change is sent.
+        cluster.switch("web", "fail")
+        assert stream.next() == {"Path": "/v1/health/state/any"}
+    finally:
+        stream.close()
+        cluster.switch("api", "recover")
+        cluster.switch("web", "recover")
+        server.request("DELETE", "/v1/kv/marker/a", headers={"X-Consul-Token": MGMT})
+    status, _, text = server.request(
+        "GET", "/v1/agent/watch?path=/v1/agent/self", headers={"X-Consul-Token": MGMT}
+    )
+    assert (status, text) == (400, b"Cannot watch '/v1/agent/self'")
 
 
 def test_authorize_answers_for_the_callers_own_token(cluster: UICluster) -> None:

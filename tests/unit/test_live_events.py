@@ -52,3 +52,23 @@ def test_counters_that_grow_are_reported_once_each() -> None:
     after["Gossip"]["Counters"] = {"Probes": 5, "Refutations": 1}
     texts = [e["Text"] for e in live_events(before, after)]
     assert texts == ["probe x2", "refuted a suspicion of this node"]
+
+
+def test_each_members_awareness_is_shown_and_its_changes_named() -> None:
+    from proconsul.gossip.messages import State
+    from proconsul.http.live import gossip_part
+
+    class Member:
+        def __init__(self, name: str, tags: dict[str, str]) -> None:
+            self.name, self.tags, self.addr = name, tags, ("127.0.0.1", 8301)
+            self.state, self.incarnation = State.ALIVE, 1
+
+    members = [Member("s1", {"awareness": "1"}), Member("c1", {"awareness": "3"}), Member("x", {})]
+    part = gossip_part(members, {"awareness": 2.0}, own_name="s1")
+    # Our own score is read live (2), the others' as published; none published is None.
+    assert {m["Name"]: m["Awareness"] for m in part["Members"]} == {"c1": 3, "s1": 2, "x": None}
+    before = picture({"c1": "alive"})
+    after = picture({"c1": "alive"})
+    before["Gossip"]["Members"][0]["Awareness"] = 0
+    after["Gossip"]["Members"][0]["Awareness"] = 3
+    assert live_events(before, after) == [{"Kind": "awareness", "Text": "c1: awareness 0 -> 3"}]

@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
@@ -47,6 +48,7 @@ from proconsul.gossip import (
 )
 from proconsul.gossip import control as ctl
 from proconsul.gossip.keyring_file import KeyringStore, load_lan_keyring
+from proconsul.gossip.lifeguard import AWARENESS_TAG, awareness_publish_due
 from proconsul.gossip.messages import Address, MessageError
 from proconsul.gossip.transport import GossipTransport, StreamError
 from proconsul.structs.hostport import split_host_port
@@ -143,6 +145,12 @@ def member_json(member: Member, status: int) -> dict[str, Any]:
     }
 
 
+# How often our awareness score is compared with the one in our tags, and the
+# least time between two tag updates that publish it.
+AWARENESS_CHECK_S = 0.5
+AWARENESS_PUBLISH_MIN_INTERVAL_S = 2.0
+
+
 @dataclass(frozen=True)
 class PoolIdentity:
     """What the pool needs of its agent: who it is, and whom to tell what."""
@@ -200,8 +208,10 @@ class GossipHandle:
         identity = self.identity
         advertise: Address = (identity.advertise_addr, self.port)
         loop = asyncio.get_running_loop()
+        # Every member publishes its Lifeguard score (DESIGN.md, "The web UI").
+        tags = {**identity.tags, AWARENESS_TAG: "0"}
         self.core = GossipCore(
-            identity.node_name, advertise, identity.tags, self.params, random.Random(), loop.time()
+            identity.node_name, advertise, tags, self.params, random.Random(), loop.time()
         )
         self.transport = GossipTransport(
             self.core,
@@ -230,6 +240,29 @@ class GossipHandle:
                 raise ValueError("Failed to join: " + "; ".join(errors))
         if config.retry_join:
             self._spawn(self._retry_join(list(config.retry_join)), "retry-join")
+        self._spawn(self._publish_awareness(), "publish-awareness")
+
+    async def _publish_awareness(self) -> None:
+        """Keep our `awareness` tag near our Lifeguard score, at most one tag
+        update per `AWARENESS_PUBLISH_MIN_INTERVAL_S` (`awareness_publish_due`)."""
+        loop = asyncio.get_running_loop()
+        published, published_at = 0, float("-inf")
+        while True:
+            await asyncio.sleep(AWARENESS_CHECK_S)
+            core, transport = self.core, self.transport
+            if core is None or transport is None or self.left:
+                continue
+            score, now = core.awareness, loop.time()
+            if not awareness_publish_due(
+                score, published, published_at, now, AWARENESS_PUBLISH_MIN_INTERVAL_S
+            ):
+                continue
+            own = core.member(core.name)
+            if own is None:
+                continue
+            tags = {**own.tags, AWARENESS_TAG: str(score)}
+            transport.apply(functools.partial(core.update_meta, tags))
+            published, published_at = score, now
 
     def _spawn(self, coro: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coro, name=name))

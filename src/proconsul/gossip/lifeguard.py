@@ -3,7 +3,8 @@
 Job: `Awareness` is the local health multiplier (a member that misses acks and
 nacks, or is itself suspected, grows slower and more tolerant); `Suspicion`
 tracks one suspected member: when it was suspected, who independently
-confirmed it, and so when it will be declared dead.
+confirmed it, and so when it will be declared dead. `awareness_publish_due`
+is the rule for republishing one's own score in one's gossip tags.
 
 Rules: pure values driven by `now` passed in; the formulas live in `params`.
 """
@@ -11,6 +12,23 @@ Rules: pure values driven by `now` passed in; the formulas live in `params`.
 from __future__ import annotations
 
 from .params import suspicion_timeout
+
+# The member tag each agent publishes its own awareness score under, so every
+# agent can show every member's (each agent measures only its own).
+AWARENESS_TAG = "awareness"
+
+
+def awareness_publish_due(
+    score: int, published: int, published_at_s: float, now_s: float, min_interval_s: float
+) -> bool:
+    """Whether to publish `score` in our tags now.
+
+    Only a score that differs from the one published, and at most once per
+    `min_interval_s`: each publication is a tag update (an alive with a new
+    incarnation, gossiped to everyone), so a flapping score must not flood
+    gossip. A score that settles is published once the interval has passed.
+    """
+    return score != published and now_s - published_at_s >= min_interval_s
 
 
 class Awareness:

@@ -38,7 +38,7 @@ class ACLHost(Protocol):
         """None when ACLs are disabled."""
 
 
-def _acl(request: web.Request) -> ACLService:
+def acl_service(request: web.Request) -> ACLService:
     agent = agent_of(request)
     endpoints = agent.acl_endpoints() if isinstance(agent, ACLHost) else None
     if endpoints is None:
@@ -58,7 +58,7 @@ def _answer(request: web.Request, value: Any, index: int = 0) -> web.Response:
 
 
 async def bootstrap(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     token = await acl.bootstrap()
     body = api_dict(token)
     body = {"ID": token.secret_id, **body}
@@ -69,33 +69,33 @@ async def bootstrap(request: web.Request) -> web.Response:
 
 
 async def token_create(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     token = await decode_body(request, ACLToken)
     stored = await acl.token_create(token, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def token_read(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, token = await acl.token_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
 async def token_self(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, token = await acl.token_self(caller_token(request))
     return _answer(request, api_dict(token), index)
 
 
 async def token_update(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     token = await decode_body(request, ACLToken)
     stored = await acl.token_update(request.match_info["id"], token, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def token_clone(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     description = ""
     if (await request.read()).strip():
         description = (await decode_body(request, ACLToken)).description
@@ -106,13 +106,13 @@ async def token_clone(request: web.Request) -> web.Response:
 
 
 async def token_delete(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     await acl.token_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def token_list(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     query = request.query
     index, tokens = await acl.token_list(
         policy=query.get("policy", ""),
@@ -131,27 +131,27 @@ async def token_list(request: web.Request) -> web.Response:
 
 
 async def policy_create(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     policy = await decode_body(request, ACLPolicy)
     stored = await acl.policy_set(policy, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def policy_update(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     policy = await decode_body(request, ACLPolicy)
     stored = await acl.policy_set(policy, request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def policy_read(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, policy = await acl.policy_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(policy), index)
 
 
 async def policy_read_by_name(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, policy = await acl.policy_read_by_name(
         request.match_info["name"], caller=caller_token(request)
     )
@@ -159,13 +159,13 @@ async def policy_read_by_name(request: web.Request) -> web.Response:
 
 
 async def policy_delete(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     await acl.policy_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def policy_list(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, policies = await acl.policy_list(caller=caller_token(request))
     return _answer(request, [api_dict(policy_list_stub(p)) for p in policies], index)
 
@@ -174,27 +174,27 @@ async def policy_list(request: web.Request) -> web.Response:
 
 
 async def role_create(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     role = await decode_body(request, ACLRole)
     stored = await acl.role_set(role, caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def role_update(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     role = await decode_body(request, ACLRole)
     stored = await acl.role_set(role, request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(stored))
 
 
 async def role_read(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, role = await acl.role_read(request.match_info["id"], caller=caller_token(request))
     return _answer(request, api_dict(role), index)
 
 
 async def role_read_by_name(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, role = await acl.role_read_by_name(
         request.match_info["name"], caller=caller_token(request)
     )
@@ -202,13 +202,13 @@ async def role_read_by_name(request: web.Request) -> web.Response:
 
 
 async def role_delete(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     await acl.role_delete(request.match_info["id"], caller=caller_token(request))
     return _answer(request, True)
 
 
 async def role_list(request: web.Request) -> web.Response:
-    acl = _acl(request)
+    acl = acl_service(request)
     index, roles = await acl.role_list(
         policy=request.query.get("policy", ""), caller=caller_token(request)
     )
@@ -216,7 +216,7 @@ async def role_list(request: web.Request) -> web.Response:
 
 
 async def disabled_or_unknown(request: web.Request) -> web.Response:
-    _acl(request)
+    acl_service(request)
     raise web.HTTPNotFound()
 
 

@@ -196,6 +196,9 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/live"): require("agent", "read", AGENT_NODE),
+    # Each followed read is made with the caller's token and checked where the
+    # plain read is (http/watch_routes.py).
+    ("GET", "/v1/agent/watch"): SERVER,
     ("PUT", "/v1/agent/reload"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),

@@ -7,9 +7,11 @@ as events (`live_events`, pure: two dicts in, a list out).
 Rules:
 - Only what the cores already expose: member states from the gossip core, its
   counters (probes, failed probes, indirect probes, suspicions raised,
-  refutations), Lifeguard's awareness score of this agent (each agent knows
-  only its own), and the Raft status, the leader's progress books and the last
-  entries applied. Nothing here changes either core.
+  refutations), Lifeguard's awareness score of every member (each agent
+  measures only its own and publishes it in its gossip tags,
+  agent/gossip_setup.py; this agent's own is read live), and the Raft
+  status, the leader's progress books and the last entries applied. Nothing
+  here changes either core.
 - The picture is plain JSON (PascalCase keys as the rest of the API), small
   enough to send a few times a second; no secrets in it.
 - Events come from differences only, so a reconnecting viewer simply starts
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from proconsul.gossip.lifeguard import AWARENESS_TAG
 from proconsul.gossip.messages import State
 
 _STATE_NAMES = {
@@ -52,7 +55,14 @@ class LiveSource(Protocol):
         """The Raft part of the picture, or None on a client agent."""
 
 
-def gossip_part(members: list[Any], stats: dict[str, float]) -> dict[str, Any]:
+def member_awareness(tags: dict[str, str]) -> int | None:
+    """The awareness score a member published in its tags; None if it did not."""
+    text = tags.get(AWARENESS_TAG, "")
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def gossip_part(members: list[Any], stats: dict[str, float], own_name: str = "") -> dict[str, Any]:
+    own_score = int(stats.get("awareness", 0))
     rows = [
         {
             "Name": m.name,
@@ -61,18 +71,20 @@ def gossip_part(members: list[Any], stats: dict[str, float]) -> dict[str, Any]:
             "State": _STATE_NAMES.get(m.state, "unknown"),
             "Incarnation": m.incarnation,
             "Role": "server" if m.tags.get("role") == "consul" else "client",
+            # Our own score is read live; the others' as they last published it.
+            "Awareness": own_score if m.name == own_name else member_awareness(m.tags),
         }
         for m in sorted(members, key=lambda m: m.name)
     ]
     counters = {name: int(stats.get(key, 0)) for name, key in GOSSIP_COUNTERS.items()}
-    return {"Members": rows, "Awareness": int(stats.get("awareness", 0)), "Counters": counters}
+    return {"Members": rows, "Awareness": own_score, "Counters": counters}
 
 
 def live_state(source: LiveSource) -> dict[str, Any]:
     gossip = source.live_gossip()
     return {
         "Node": source.node_name,
-        "Gossip": gossip_part(*gossip) if gossip is not None else None,
+        "Gossip": gossip_part(*gossip, source.node_name) if gossip is not None else None,
         "Raft": source.live_raft(),
     }
 
@@ -109,8 +121,11 @@ def live_events(before: dict[str, Any] | None, after: dict[str, Any]) -> list[di
             delta = c1.get(name, 0) - c0.get(name, 0)
             if delta > 0:
                 add(label.split()[0], f"{label} x{delta}" if delta > 1 else label)
-        if g0["Awareness"] != g1["Awareness"]:
-            add("awareness", f"awareness {g0['Awareness']} -> {g1['Awareness']}")
+        for m in g1["Members"]:
+            prev = old.get(m["Name"])
+            was, now = (prev or {}).get("Awareness"), m.get("Awareness")
+            if was is not None and now is not None and was != now:
+                add("awareness", f"{m['Name']}: awareness {was} -> {now}")
     r0, r1 = before.get("Raft"), after.get("Raft")
     names = {m.get("ID"): m["Name"] for m in (g1 or {}).get("Members", [])}
     if r0 is not None and r1 is not None:

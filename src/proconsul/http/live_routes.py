@@ -28,10 +28,8 @@ LOOK_INTERVAL_S = 0.2
 KEEPALIVE_S = 10.0
 
 
-async def agent_live(request: web.Request) -> web.StreamResponse:
-    agent = agent_of(request)
-    if "once" in request.query:
-        return json_response(request, agent.live_state())
+async def open_event_stream(request: web.Request) -> web.StreamResponse:
+    """Start a Server-Sent Events answer (also `/v1/agent/watch`'s)."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -42,6 +40,14 @@ async def agent_live(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     # A viewer whose stream broke reconnects after half a second (EventSource).
     await response.write(b"retry: 500\n\n")
+    return response
+
+
+async def agent_live(request: web.Request) -> web.StreamResponse:
+    agent = agent_of(request)
+    if "once" in request.query:
+        return json_response(request, agent.live_state())
+    response = await open_event_stream(request)
     loop = asyncio.get_running_loop()
     before = None
     sent = ""

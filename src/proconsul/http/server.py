@@ -55,6 +55,7 @@ from proconsul.http import (
     snapshot_routes,
     txn,
     ui_routes,
+    watch_routes,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
@@ -261,6 +262,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     txn.add_routes(app)
     snapshot_routes.add_routes(app)
     live_routes.add_routes(app)
+    watch_routes.add_routes(app)
     ui_routes.add_routes(app, ui_enabled)
     check_routes(app)
     return app

@@ -1,5 +1,5 @@
-// The HTTP API client: the token from local storage on every request, blocking
-// queries for watches, and errors that keep Consul's message (a 403 names the
+// The HTTP API client: the token from local storage on every request, one
+// event stream per view for freshness, and errors that keep Consul's message (a 403 names the
 // missing permission).
 const TOKEN_KEY = "proconsul:token";
 
@@ -35,24 +35,53 @@ export async function request(method, path, body, signal) {
 
 export const get = (path, signal) => request("GET", path, undefined, signal).then(r => r.body);
 
-// A blocking query kept open until `signal` aborts: calls onData(body) on each
-// change and onError(err) on failures (then waits a little and goes on).
-export async function watch(path, onData, onError, signal) {
-  let index = 0;
-  const sep = path.includes("?") ? "&" : "?";
+// Open a Server-Sent Events stream (fetch, not EventSource, so the token goes in
+// a header) and call onData(object) for each `data:` message until it ends.
+export async function stream(path, onOpen, onData, signal) {
+  const res = await fetch(path, { headers: headers(), signal });
+  if (!res.ok) throw new APIError(res.status, (await res.text()).trim());
+  onOpen();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const chunk = buf.slice(0, cut); buf = buf.slice(cut + 2);
+      const data = chunk.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("");
+      if (data) onData(JSON.parse(data));
+    }
+  }
+  throw new Error("the stream ended");
+}
+
+// Follow the reads a view shows over one connection (GET /v1/agent/watch): the
+// agent says which paths changed for this token, and onChange(Set of paths)
+// reads them again with plain requests. Calls never overlap: changes that
+// arrive meanwhile are gathered for the next call. Every path counts as changed
+// when the stream (re)opens. A broken stream reopens after half a second.
+export async function follow(paths, onChange, onError, signal) {
+  const url = "/v1/agent/watch?" + paths.map(p => `path=${encodeURIComponent(p)}`).join("&");
+  let pending = new Set(), running = false;
+  const run = async () => {
+    if (running) return;
+    running = true;
+    while (pending.size && !signal.aborted) {
+      const batch = pending; pending = new Set();
+      try { await onChange(batch); } catch (err) { if (!signal.aborted) onError(err); }
+    }
+    running = false;
+  };
   while (!signal.aborted) {
     try {
-      const url = index ? `${path}${sep}index=${index}&wait=30s` : path;
-      const res = await request("GET", url, undefined, signal);
-      if (res.index < index) index = 0;        // the index went back: start over
-      else if (res.index === index) continue;  // the wait ended with no change
-      else index = res.index;
-      onData(res.body);
+      // A refused read comes as {Path, Status, Error}: reading it again shows the refusal.
+      await stream(url, () => {}, event => { pending.add(event.Path); run(); }, signal);
     } catch (err) {
       if (signal.aborted) return;
       onError(err);
-      index = 0;
-      await new Promise(r => setTimeout(r, err.status === 403 ? 5000 : 1000));
+      await new Promise(r => setTimeout(r, err.status === 403 ? 5000 : 500));
     }
   }
 }

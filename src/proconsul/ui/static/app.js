@@ -1,5 +1,5 @@
 // The shell: a hash router that puts one view element in <pc-router>; each
-// view holds its own watches and ends them when it is replaced.
+// view holds its own stream and ends it when it is replaced.
 import { authorize } from "./api.js";
 import { ACLView, ConfigView, IntentionsView, KVView, LoginView, NodesView } from "./views.js";
 import { LiveView } from "./live.js";

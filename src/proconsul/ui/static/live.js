@@ -1,7 +1,7 @@
 // Live: gossip and Raft under the hood, from the agent's event stream
-// (GET /v1/agent/live). fetch() rather than EventSource, so the token travels
-// in a header; a broken stream is opened again after half a second.
-import { APIError, token } from "./api.js";
+// (GET /v1/agent/live, read by api.js's `stream`); a broken stream is opened
+// again after half a second.
+import { stream } from "./api.js";
 import { View, errorBox, esc } from "./util.js";
 
 const FEED_MAX = 200;
@@ -21,26 +21,11 @@ export class LiveView extends View {
     const conn = this.querySelector(".conn");
     while (!signal.aborted) {
       try {
-        const headers = token() ? { "X-Consul-Token": token() } : {};
-        const res = await fetch("/v1/agent/live", { headers, signal });
-        if (!res.ok) throw new APIError(res.status, (await res.text()).trim());
-        conn.textContent = "Connected: updates stream in as they happen.";
-        this.fresh = true;
-        this.connected = true;
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value;
-          let cut;
-          while ((cut = buf.indexOf("\n\n")) >= 0) {
-            const chunk = buf.slice(0, cut); buf = buf.slice(cut + 2);
-            const data = chunk.split("\n").filter(l => l.startsWith("data: ")).map(l => l.slice(6)).join("");
-            if (data) this.show(JSON.parse(data));
-          }
-        }
-        throw new Error("the stream ended");
+        await stream("/v1/agent/live", () => {
+          conn.textContent = "Connected: updates stream in as they happen.";
+          this.fresh = true;
+          this.connected = true;
+        }, data => this.show(data), signal);
       } catch (err) {
         if (signal.aborted) return;
         conn.innerHTML = err.status ? errorBox(err) : `Disconnected (${esc(err.message)}); reconnecting…`;
@@ -92,13 +77,14 @@ export class LiveView extends View {
     if (!g) { gossip.innerHTML = "<p>No gossip pool.</p>"; return; }
     const c = g.Counters;
     gossip.innerHTML = `<p>Lifeguard awareness of ${esc(s.Node)}: <strong data-gossip="awareness">${g.Awareness}</strong>
-      (0 is healthy; higher stretches its probe timing). Probes ${c.Probes}, failed ${c.ProbeFailures},
+      (0 is healthy; higher stretches its probe timing; each member's, as it publishes it, is in the table). Probes ${c.Probes}, failed ${c.ProbeFailures},
       indirect ${c.IndirectProbes}, suspicions ${c.Suspicions}, refutations ${c.Refutations}.</p>
       <div class="table-wrap"><table><caption class="visually-hidden">Gossip members</caption>
       <thead><tr><th scope="col">Member</th><th scope="col">Address</th><th scope="col">Role</th>
-      <th scope="col">State</th><th scope="col">Incarnation</th></tr></thead>
+      <th scope="col">State</th><th scope="col">Incarnation</th><th scope="col">Awareness</th></tr></thead>
       <tbody>${g.Members.map(m => `<tr data-member="${esc(m.Name)}"><td>${esc(m.Name)}</td><td>${esc(m.Addr)}</td>
         <td>${esc(m.Role)}</td><td class="${m.State === "alive" ? "passing" : m.State === "suspect" ? "warning" : "critical"}"
-        data-state="${esc(m.State)}">${esc(m.State)}</td><td>${m.Incarnation}</td></tr>`).join("")}</tbody></table></div>`;
+        data-state="${esc(m.State)}">${esc(m.State)}</td><td>${m.Incarnation}</td>
+        <td data-awareness="${m.Awareness ?? ""}">${m.Awareness ?? "—"}</td></tr>`).join("")}</tbody></table></div>`;
   }
 }

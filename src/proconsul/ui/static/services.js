@@ -1,6 +1,6 @@
 // Services: the list (health counts, tags, kind) and a service's page
 // (instances and check outputs, tags and meta, topology, routing).
-import { get, watch } from "./api.js";
+import { follow, get } from "./api.js";
 import { chain, topology } from "./draw.js";
 import { View, badges, errorBox, esc, worst } from "./util.js";
 
@@ -10,13 +10,13 @@ export class ServicesView extends View {
   start(signal) {
     this.innerHTML = `<h1>Services</h1><div class="body" aria-live="polite">Loading…</div>`;
     const body = this.querySelector(".body");
-    // One blocking query over every check; the names and tags are read again
-    // only when it reports a change.
-    watch("/v1/health/state/any", async checks => {
+    // One stream for both reads; both are read again when either moves.
+    follow(["/v1/health/state/any", "/v1/catalog/services"], async () => {
       try {
-        const services = await get("/v1/catalog/services", signal);
+        const [checks, services] = await Promise.all([
+          get("/v1/health/state/any", signal), get("/v1/catalog/services", signal)]);
         body.innerHTML = this.render(services, checks);
-      } catch (err) { body.innerHTML = errorBox(err); }
+      } catch (err) { if (!signal.aborted) body.innerHTML = errorBox(err); }
     }, err => { body.innerHTML = errorBox(err); }, signal);
   }
 
@@ -73,13 +73,16 @@ export class ServiceView extends View {
       <section aria-labelledby="topo-h"><h2 id="topo-h">Topology</h2><div class="topology">Loading…</div></section>
       <section aria-labelledby="route-h"><h2 id="route-h">Routing</h2><div class="routing">Loading…</div></section>`;
     const instances = this.querySelector(".instances");
-    watch(`/v1/health/service/${encodeURIComponent(name)}`, rows => {
-      instances.innerHTML = this.renderInstances(rows);
+    const health = `/v1/health/service/${encodeURIComponent(name)}`;
+    // One stream for the page: its health, and what the topology is made of
+    // (registrations and intentions); each part is read again when its own moves.
+    follow([health, "/v1/connect/intentions", "/v1/catalog/services"], async changed => {
+      if (changed.has(health)) {
+        try { instances.innerHTML = this.renderInstances(await get(health, signal)); }
+        catch (err) { if (!signal.aborted) instances.innerHTML = errorBox(err); }
+      }
+      if (changed.size > (changed.has(health) ? 1 : 0)) await this.drawTopology(name, signal);
     }, err => { instances.innerHTML = errorBox(err); }, signal);
-    // Edges change with registrations and intentions: redraw on either.
-    const redraw = () => this.drawTopology(name, signal);
-    watch("/v1/config/service-intentions", redraw, redraw, signal);
-    watch("/v1/catalog/services", redraw, () => {}, signal);
   }
 
   renderInstances(rows) {

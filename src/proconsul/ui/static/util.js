@@ -26,7 +26,7 @@ export function badges(list) {
   return (list || []).map(t => `<span class="badge">${esc(t)}</span>`).join("");
 }
 
-// A base class for views: a view starts its watches in start() and every one
+// A base class for views: a view starts its stream in start() and it
 // stops with the AbortController when the view leaves the page.
 export class View extends HTMLElement {
   connectedCallback() {

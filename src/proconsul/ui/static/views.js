@@ -1,14 +1,15 @@
 // Nodes, Key/Value, Intentions, Access controls, Config entries and Login.
-import { authorize, get, request, setToken, token, watch } from "./api.js";
+import { authorize, follow, get, request, setToken, token } from "./api.js";
 import { View, announce, badges, errorBox, esc, worst } from "./util.js";
 
 export class NodesView extends View {
   start(signal) {
     this.innerHTML = `<h1>Nodes</h1><div class="body">Loading…</div>`;
     const body = this.querySelector(".body");
-    watch("/v1/catalog/nodes", async nodes => {
+    follow(["/v1/catalog/nodes", "/v1/health/state/any"], async () => {
       try {
-        const [members, checks] = await Promise.all([
+        const [nodes, members, checks] = await Promise.all([
+          get("/v1/catalog/nodes", signal),
           get("/v1/agent/members", signal).catch(() => []),
           get("/v1/health/state/any", signal),
         ]);
@@ -29,7 +30,7 @@ export class NodesView extends View {
           <thead><tr><th scope="col">Node</th><th scope="col">Address</th><th scope="col">Gossip</th>
           <th scope="col">Role</th><th scope="col">Checks</th><th scope="col">Services</th></tr></thead>
           <tbody>${rows.join("")}</tbody></table></div>`;
-      } catch (err) { body.innerHTML = errorBox(err); }
+      } catch (err) { if (!signal.aborted) body.innerHTML = errorBox(err); }
     }, err => { body.innerHTML = errorBox(err); }, signal);
   }
 }
@@ -75,11 +76,13 @@ export class KVView extends View {
         }
       } catch (err) { message.innerHTML = errorBox(err); }
     });
-    watch(`/v1/kv/${encodeKey(prefix)}?recurse=true`, rows => {
-      body.innerHTML = this.render(prefix, rows || []);
-    }, err => {
-      body.innerHTML = err.status === 404 ? this.render(prefix, []) : errorBox(err);
-    }, signal);
+    const path = `/v1/kv/${encodeKey(prefix)}?recurse=true`;
+    follow([path], async () => {
+      try { body.innerHTML = this.render(prefix, (await get(path, signal)) || []); }
+      catch (err) {
+        if (!signal.aborted) body.innerHTML = err.status === 404 ? this.render(prefix, []) : errorBox(err);
+      }
+    }, err => { body.innerHTML = errorBox(err); }, signal);
   }
 
   render(prefix, rows) {
@@ -149,7 +152,10 @@ export class IntentionsView extends View {
       } catch (err) { message.innerHTML = errorBox(err); }
       void action;
     });
-    watch("/v1/connect/intentions", rows => {
+    follow(["/v1/connect/intentions"], async () => {
+      let rows;
+      try { rows = await get("/v1/connect/intentions", signal); }
+      catch (err) { if (!signal.aborted) body.innerHTML = errorBox(err); return; }
       const sorted = [...(rows || [])].sort((a, b) => b.Precedence - a.Precedence);
       body.innerHTML = sorted.length ? `<div class="table-wrap"><table><caption class="visually-hidden">Intentions by precedence</caption>
         <thead><tr><th scope="col">Source</th><th scope="col">Destination</th><th scope="col">Action</th>
@@ -185,9 +191,9 @@ export class ACLView extends View {
       <section aria-labelledby="tok-h"><h2 id="tok-h">Tokens</h2><div class="tokens">Loading…</div></section>
       <section aria-labelledby="pol-h"><h2 id="pol-h">Policies</h2><div class="policies">Loading…</div></section>
       <section aria-labelledby="rol-h"><h2 id="rol-h">Roles</h2><div class="roles">Loading…</div></section>`;
-    const part = (path, sel, render) => watch(path, rows => {
-      this.querySelector(sel).innerHTML = render(rows || []);
-    }, err => { this.querySelector(sel).innerHTML = errorBox(err); }, signal);
+    // One stream for the three lists; each is read again when it changed.
+    const parts = {};
+    const part = (path, sel, render) => { parts[path] = { sel, render }; };
     part("/v1/acl/tokens", ".tokens", rows => table(["Accessor ID", "Description", "Policies", "Secret"],
       rows.map(t => [esc(t.AccessorID), esc(t.Description), badges((t.Policies || []).map(p => p.Name)),
         `<button type="button" class="secondary" data-reveal="${esc(t.AccessorID)}"
@@ -196,6 +202,13 @@ export class ACLView extends View {
       rows.map(p => [esc(p.Name), esc(p.Description), esc(p.ID)])));
     part("/v1/acl/roles", ".roles", rows => table(["Name", "Description", "Policies"],
       rows.map(r => [esc(r.Name), esc(r.Description), badges((r.Policies || []).map(p => p.Name))])));
+    follow(Object.keys(parts), async changed => {
+      await Promise.all([...changed].map(async path => {
+        const { sel, render } = parts[path];
+        try { this.querySelector(sel).innerHTML = render((await get(path, signal)) || []); }
+        catch (err) { if (!signal.aborted) this.querySelector(sel).innerHTML = errorBox(err); }
+      }));
+    }, err => { this.querySelector(".tokens").innerHTML = errorBox(err); }, signal);
     this.addEventListener("click", async ev => {
       const btn = ev.target.closest("button[data-reveal]");
       if (!btn) return;
@@ -225,7 +238,10 @@ export class ConfigView extends View {
       ${KINDS.map(k => `<li><a href="#/config/${k}" ${k === kind ? 'aria-current="page"' : ""}>${k}</a></li>`).join("")}
       </ul></nav><h2>${esc(kind)}</h2><div class="body">Loading…</div>`;
     const body = this.querySelector(".body");
-    watch(`/v1/config/${kind}`, rows => {
+    follow([`/v1/config/${kind}`], async () => {
+      let rows;
+      try { rows = await get(`/v1/config/${kind}`, signal); }
+      catch (err) { if (!signal.aborted) body.innerHTML = errorBox(err); return; }
       body.innerHTML = (rows || []).length ? (rows || []).map(e => `<details><summary>${esc(e.Name)}</summary>
         <pre>${esc(JSON.stringify(e, null, 2))}</pre></details>`).join("") : "<p>None of this kind.</p>";
     }, err => { body.innerHTML = errorBox(err); }, signal);
