@@ -250,6 +250,7 @@ CASES: dict[str, Case] = {
     "Operator.ServerHealth": Case(DENIED, operator()),
     "Operator.AutopilotGetConfiguration": Case(DENIED, operator()),
     "Operator.AutopilotState": Case(DENIED, operator()),
+    "Operator.RaftLive": Case(DENIED, operator()),
     # operator:write to move the leadership or change autopilot, operator:read for
     # the usage counts, a management token for snapshots (acl:write, as Consul).
     "Operator.RaftTransferLeader": Case(DENIED, operator()),

@@ -479,6 +479,30 @@ def test_8_a_client_agents_watch_stream_speaks_only_of_what_the_token_reads(
     assert (status, text) == (400, b"Cannot watch '/v1/agent/self'")
 
 
+def test_9_a_client_agents_live_view_has_the_servers_raft_and_every_awareness(
+    cluster: UICluster,
+) -> None:
+    client = cluster.pool[CLIENT_1].running
+    server_view = cluster.call("GET", "/v1/agent/live?once")
+    seen = cluster.call("GET", "/v1/agent/live?once", agent=CLIENT_1)
+    assert seen["RaftRemote"] is True and seen["Raft"]["Term"] == server_view["Raft"]["Term"]
+    assert seen["Raft"]["Leader"] == server_view["Raft"]["ID"]
+    awareness = {m["Name"]: m["Awareness"] for m in seen["Gossip"]["Members"]}
+    assert set(awareness) == {SERVER, CLIENT_1, CLIENT_2}
+    assert all(isinstance(score, int) for score in awareness.values())
+    # agent:read without operator:read: the client's own part, and why no Raft.
+    rules = 'agent_prefix "" { policy = "read" }\n'
+    cluster.call("PUT", "/v1/acl/policy", {"Name": "ui-agent-read", "Rules": rules})
+    made = cluster.call("PUT", "/v1/acl/token", {"Policies": [{"Name": "ui-agent-read"}]})
+    status, _, text = client.request(
+        "GET", "/v1/agent/live?once", headers={"X-Consul-Token": made["SecretID"]}
+    )
+    assert status == 200
+    body = json.loads(text)
+    assert body["Raft"] is None and "operator:read" in body["RaftError"]
+    assert body["Gossip"]["Members"]
+
+
 def test_authorize_answers_for_the_callers_own_token(cluster: UICluster) -> None:
     server = cluster.pool[SERVER].running
     checks = [

@@ -62,10 +62,11 @@ from proconsul.server.operator import (
     AUTOPILOT_SET_METHOD,
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
+    RAFT_LIVE_METHOD,
     RAFT_REMOVE_METHOD,
     RAFT_TRANSFER_METHOD,
+    raft_live_view,
 )
-from proconsul.server.raft_errors import RaftStoppedError
 from proconsul.server.session_endpoints import (
     RENEW_METHOD,
     decode_renew_reply,
@@ -544,37 +545,14 @@ class Agent:
         delegate = self.delegate
         if not isinstance(delegate, ServerDelegate):
             return None
-        raft = delegate.raft
-        try:
-            status = raft.status()
-        except RaftStoppedError:  # not started yet
-            return None
-        progress = raft.follower_progress()
-        return {
-            "ID": status.id,
-            "Role": status.role,
-            "Term": status.term,
-            "Leader": status.leader_id or "",
-            "LeaderAddress": status.leader_address or "",
-            "CommitIndex": status.commit_index,
-            "AppliedIndex": status.applied_index,
-            "LastIndex": status.last_index,
-            "Servers": [
-                {
-                    "ID": server.id,
-                    "Address": server.address,
-                    "Voter": server.voter,
-                    "MatchIndex": progress[server.id].match_index
-                    if server.id in progress
-                    else None,
-                }
-                for server in status.configuration.servers
-            ],
-            "RecentApplied": [
-                {"Index": index, "Term": term, "Type": kind}
-                for index, term, kind in raft.recent_applied
-            ],
-        }
+        return raft_live_view(delegate.raft)
+
+    async def servers_raft_view(self, token: str) -> dict[str, Any] | None:
+        """A server's Raft picture, asked over RPC (operator:read, checked there)."""
+        found: dict[str, Any] | None = await self.delegate.operator_call(
+            RAFT_LIVE_METHOD, OperatorRequest(token=token)
+        )
+        return found
 
     async def leader_address(self) -> str:
         return await self.delegate.leader_address()

@@ -149,6 +149,10 @@ class AgentAPI(Protocol):
     def live_state(self) -> dict[str, Any]:
         """This agent's gossip and Raft picture for /v1/agent/live (http/live.py)."""
 
+    async def servers_raft_view(self, token: str) -> dict[str, Any] | None:
+        """A server's Raft picture over RPC, for a client agent's live view
+        (the server checks operator:read)."""
+
     def metrics_prometheus(self) -> str: ...
 
 

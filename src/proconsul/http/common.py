@@ -22,6 +22,8 @@ import msgspec
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proconsul.acl.errors import ACLDenied, ACLError
+from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.structs.duration import dec_hook, enc_hook, parse_duration
 from proconsul.structs.naming import pascal_keys, snake_keys
 from proconsul.structs.requests import QueryMeta, QueryOptions
@@ -49,6 +51,29 @@ class HTTPError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+def error_answer(exc: Exception) -> tuple[int, str] | None:
+    """The status and text a request answers for `exc`, as http/server.py's
+    middleware maps a handler's errors, for code that reports an error inside
+    a stream it already started; None for an unexpected error."""
+    if isinstance(exc, HTTPError):
+        return exc.status, exc.message
+    if isinstance(exc, ACLDenied):
+        # Every ACL refusal, local or a server's (that one is an RPCError too).
+        return 403, exc.message
+    if isinstance(exc, ACLError):
+        # The ACL API's other failures: 400 bad input, 500 a write that failed.
+        return exc.status, exc.message
+    if isinstance(exc, RPCError):
+        # A bad ?filter is the caller's mistake: 400 (Consul says 500 there,
+        # which its own maintainers call a wart).
+        return (400 if exc.code == ErrorCode.BAD_QUERY else 500), exc.message
+    if isinstance(exc, ConnectionError | TimeoutError):
+        # No server reachable ("No known Consul servers"), a server's refusal
+        # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.
+        return 500, str(exc) or type(exc).__name__
+    return None
 
 
 def bad_request(message: str) -> NoReturn:

@@ -59,8 +59,8 @@ from proconsul.http import (
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
-from proconsul.http.common import HTTPError
-from proconsul.rpc.errors import ErrorCode, RPCError
+from proconsul.http.common import HTTPError, error_answer
+from proconsul.rpc.errors import RPCError
 
 log = logging.getLogger("proconsul.http")
 
@@ -165,20 +165,12 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
         response = _text(413, exc.text or "Request body too large")
     except web.HTTPException as exc:
         response = _text(exc.status, exc.text or exc.reason)
-    except ACLDenied as exc:
-        # Every ACL refusal, local or a server's (that one is an RPCError too).
-        response = _text(403, exc.message)
-    except ACLError as exc:
-        # The ACL API's other failures: 400 bad input, 500 a write that failed.
-        response = _text(exc.status, exc.message)
-    except RPCError as exc:
-        # A bad ?filter is the caller's mistake: 400 (Consul says 500 there,
-        # which its own maintainers call a wart).
-        response = _text(400 if exc.code == ErrorCode.BAD_QUERY else 500, exc.message)
-    except (ConnectionError, TimeoutError) as exc:
-        # No server reachable ("No known Consul servers"), a server's refusal
-        # ("No cluster leader", ...) or a call that ran out of time: Consul says 500.
-        response = _text(500, str(exc) or type(exc).__name__)
+    except (ACLDenied, ACLError, RPCError, ConnectionError, TimeoutError) as exc:
+        # ACL refusals (403), the ACL API's other failures, a server's errors and
+        # no server reachable: `error_answer` maps them, for streams too.
+        answer = error_answer(exc)
+        assert answer is not None
+        response = _text(*answer)
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         response = _text(500, "Internal error")

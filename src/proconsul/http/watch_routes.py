@@ -41,12 +41,10 @@ import msgspec
 from aiohttp import web
 from yarl import URL
 
-from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http.acl_routes import acl_service
 from proconsul.http.api import agent_of, caller_token
-from proconsul.http.common import HTTPError, bad_request, json_encoder
+from proconsul.http.common import bad_request, error_answer, json_encoder
 from proconsul.http.live_routes import open_event_stream
-from proconsul.rpc.errors import RPCError
 from proconsul.structs.intentions import IntentionQuery
 from proconsul.structs.requests import QueryOptions, ReadRequest
 
@@ -105,22 +103,6 @@ def parse_watch_path(path: str) -> WatchedRead | None:
     return None
 
 
-def refusal(exc: Exception) -> tuple[int, str] | None:
-    """The status and text a plain read answers for `exc` (as http/server.py's
-    middleware maps it), or None for an unexpected error."""
-    if isinstance(exc, HTTPError):
-        return exc.status, exc.message
-    if isinstance(exc, ACLDenied):
-        return 403, exc.message
-    if isinstance(exc, ACLError):
-        return exc.status, exc.message
-    if isinstance(exc, RPCError):
-        return 500, exc.message
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return 500, str(exc) or type(exc).__name__
-    return None
-
-
 def digest(value: Any) -> str:
     try:
         body = json_encoder.encode(value)
@@ -170,7 +152,7 @@ async def follow(path: str, read: Reader, send: Callable[[dict[str, Any]], None]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            answer = refusal(exc)
+            answer = error_answer(exc)
             if answer is None:
                 log.exception("watch: reading %s failed", path)
                 answer = (500, "Internal error")

@@ -9,7 +9,8 @@ RPC, so every agent answers these calls the same way.
 
 Rules:
 - Operator RPCs (`Operator.RaftGetConfiguration`, `Operator.ServerHealth`,
-  `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState` need
+  `Operator.AutopilotGetConfiguration`, `Operator.AutopilotState`, and
+  Proconsul's `Operator.RaftLive` for a client's live view) need
   `operator:read`; `Operator.RaftRemovePeer` and `Operator.RaftTransferLeader`
   need `operator:write`; `Snapshot.*` a management token, acl:write) carry the
   caller's token in an `OperatorRequest` and are checked by this server's
@@ -45,6 +46,7 @@ from proconsul.server.autopilot_loop import (
 )
 from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.leader_router import LeaderRouter
+from proconsul.server.raft_errors import RaftStoppedError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
 from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
@@ -67,6 +69,9 @@ AUTOPILOT_HEALTH_METHOD = "Operator.ServerHealth"
 AUTOPILOT_CONFIG_METHOD = "Operator.AutopilotGetConfiguration"
 AUTOPILOT_SET_METHOD = "Operator.AutopilotSetConfiguration"
 AUTOPILOT_STATE_METHOD = "Operator.AutopilotState"
+# Proconsul's own: the answering server's Raft picture for a client agent's
+# live view (`raft_live_view`; DESIGN.md, "The web UI").
+RAFT_LIVE_METHOD = "Operator.RaftLive"
 # What each operator call needs of the caller's token.
 OPERATOR_ACCESS: dict[str, Access] = {
     RAFT_CONFIG_METHOD: "read",
@@ -76,6 +81,7 @@ OPERATOR_ACCESS: dict[str, Access] = {
     AUTOPILOT_CONFIG_METHOD: "read",
     AUTOPILOT_SET_METHOD: "write",
     AUTOPILOT_STATE_METHOD: "read",
+    RAFT_LIVE_METHOD: "read",
     SNAPSHOT_SAVE_METHOD: "management",
     SNAPSHOT_RESTORE_METHOD: "management",
 }
@@ -150,6 +156,39 @@ class OperatorHost(Protocol):
     def gossip(self) -> Pool | None: ...
 
 
+def raft_live_view(raft: RaftLog) -> dict[str, Any] | None:
+    """A server's Raft as the live view shows it (http/live.py): status, the
+    leader's progress books and the last entries applied; None before it runs."""
+    try:
+        status = raft.status()
+    except RaftStoppedError:  # not started yet
+        return None
+    progress = raft.follower_progress()
+    return {
+        "ID": status.id,
+        "Role": status.role,
+        "Term": status.term,
+        "Leader": status.leader_id or "",
+        "LeaderAddress": status.leader_address or "",
+        "CommitIndex": status.commit_index,
+        "AppliedIndex": status.applied_index,
+        "LastIndex": status.last_index,
+        "Servers": [
+            {
+                "ID": server.id,
+                "Address": server.address,
+                "Voter": server.voter,
+                "MatchIndex": progress[server.id].match_index if server.id in progress else None,
+            }
+            for server in status.configuration.servers
+        ],
+        "RecentApplied": [
+            {"Index": index, "Term": term, "Type": kind}
+            for index, term, kind in raft.recent_applied
+        ],
+    }
+
+
 class ServerOperator:
     """One server's operator and autopilot calls; see the module docstring."""
 
@@ -160,6 +199,7 @@ class ServerOperator:
             SNAPSHOT_SAVE_METHOD: snapshots.save,
             SNAPSHOT_RESTORE_METHOD: snapshots.restore,
             RAFT_CONFIG_METHOD: self._raft_configuration,
+            RAFT_LIVE_METHOD: self._raft_live,
             RAFT_REMOVE_METHOD: self._remove_peer,
             RAFT_TRANSFER_METHOD: self._transfer_leader,
             AUTOPILOT_HEALTH_METHOD: lambda r, c: self._leader_view(
@@ -236,6 +276,11 @@ class ServerOperator:
             for server in configuration.servers
         ]
         return {"Servers": servers, "Index": index}
+
+    async def _raft_live(self, request: OperatorRequest, check: Check) -> dict[str, Any] | None:
+        """This server's Raft picture, for a client agent's `/v1/agent/live`."""
+        check()
+        return raft_live_view(self.server.raft)
 
     async def _remove_peer(self, request: OperatorRequest, check: Check) -> bool:
         """Remove a server from the Raft configuration by ID or address, on the

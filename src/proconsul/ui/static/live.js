@@ -58,11 +58,14 @@ export class LiveView extends View {
     const who = id => names[id] || id;
     const raft = this.querySelector(".raft");
     if (!s.Raft) {
-      raft.innerHTML = `<p>${esc(s.Node)} is a client agent: it runs no Raft. Open this page on a server.</p>`;
+      raft.innerHTML = `<p>${esc(s.Node)} is a client agent: it runs no Raft.
+        ${s.RaftError ? `Asking a server for its view was refused: ${esc(s.RaftError)}` : "Open this page on a server."}</p>`;
     } else {
       const r = s.Raft;
-      raft.innerHTML = `<dl class="raft-facts">
-        <dt>This server</dt><dd>${esc(who(r.ID))} (<span data-raft="role">${esc(r.Role)}</span>)</dd>
+      const seen = s.RaftRemote
+        ? `<p data-raft="remote">${esc(s.Node)} is a client agent: this is server ${esc(who(r.ID))}'s view, asked over RPC.</p>` : "";
+      raft.innerHTML = `${seen}<dl class="raft-facts">
+        <dt>${s.RaftRemote ? "Answering server" : "This server"}</dt><dd>${esc(who(r.ID))} (<span data-raft="role">${esc(r.Role)}</span>)</dd>
         <dt>Term</dt><dd data-raft="term">${r.Term}</dd>
         <dt>Leader</dt><dd data-raft="leader">${esc(r.Leader ? who(r.Leader) : "none")}</dd>
         <dt>Commit / applied / last index</dt><dd>${r.CommitIndex} / ${r.AppliedIndex} / ${r.LastIndex}</dd></dl>
