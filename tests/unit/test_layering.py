@@ -42,7 +42,7 @@ TOP = "proconsul"
 LAYERS: list[tuple[str, ...]] = [
     ("proconsul", "fileio"),
     ("structs", "tls"),
-    ("config", "acl", "connect", "dns", "gossip", "raft"),
+    ("config", "acl", "connect", "dns", "gossip", "raft", "query"),
     ("state",),
     ("rpc", "checks"),
     ("http", "xds"),

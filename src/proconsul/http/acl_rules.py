@@ -147,6 +147,15 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/acl/role/{id}"): SERVER,
     ("DELETE", "/v1/acl/role/{id}"): SERVER,
     ("GET", "/v1/acl/roles"): SERVER,
+    # Prepared queries: query rules and ownership, on the server
+    # (server/query_endpoints.py).
+    ("POST", "/v1/query"): SERVER,
+    ("GET", "/v1/query"): SERVER,
+    ("GET", "/v1/query/{id}"): SERVER,
+    ("PUT", "/v1/query/{id}"): SERVER,
+    ("DELETE", "/v1/query/{id}"): SERVER,
+    ("GET", "/v1/query/{id}/execute"): SERVER,
+    ("GET", "/v1/query/{id}/explain"): SERVER,
     # Config entries: per kind, on the server (server/config_endpoints.py).
     ("PUT", "/v1/config"): SERVER,
     ("GET", "/v1/config/{kind}"): SERVER,

@@ -50,6 +50,7 @@ from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.intentions import IntentionCheckResponse
+from proconsul.structs.prepared_query import ExecuteResponse, ExplainResponse, PreparedQuery
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -88,6 +89,10 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Match": dict[str, list[Intention]],
     "Intention.Get": Intention | None,
     "Intention.Check": IntentionCheckResponse,
+    "PreparedQuery.Get": list[PreparedQuery],
+    "PreparedQuery.List": list[PreparedQuery],
+    "PreparedQuery.Explain": ExplainResponse | None,
+    "PreparedQuery.Execute": ExecuteResponse | None,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

@@ -81,6 +81,16 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.server.query_endpoints import EXECUTE_METHOD as QUERY_EXECUTE
+from proconsul.server.query_endpoints import LIST_METHOD as QUERY_LIST
+from proconsul.server.query_endpoints import (
+    check_query_request,
+    filter_queries,
+    finish_execute,
+    query_reads,
+    vet_query_write,
+)
+from proconsul.server.query_endpoints import precheck_read as precheck_query_read
 from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore, service_node
@@ -99,6 +109,7 @@ from proconsul.structs.commands import (
     ConfigEntryRequest,
     DeregisterRequest,
     KVSRequest,
+    PreparedQueryRequest,
     RegisterRequest,
 )
 from proconsul.structs.config_entries import Intention
@@ -124,10 +135,16 @@ CONNECT_READS = {
 }
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
-    "Permission denied: only catalog, KV and config entry commands are written here"
+    "Permission denied: only catalog, KV, config entry and prepared query commands are written here"
 )
 # The commands a caller may have applied through `ServerEndpoints.write`.
-CALLER_COMMANDS = (RegisterRequest, DeregisterRequest, KVSRequest, ConfigEntryRequest)
+CALLER_COMMANDS = (
+    RegisterRequest,
+    DeregisterRequest,
+    KVSRequest,
+    ConfigEntryRequest,
+    PreparedQueryRequest,
+)
 
 
 # Raises an ACL refusal unless the holder of the token may have the command applied.
@@ -272,6 +289,7 @@ class ServerEndpoints:
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
+        self.reads.update(query_reads(store, datacenter, self.rng))
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -298,7 +316,10 @@ class ServerEndpoints:
             _precheck(method, request, resolved)
         index, value = await blocking_query(self.store, request.options, watch_keys, run, self.rng)
         filtered = False
-        if resolved is not None:
+        if method == QUERY_EXECUTE:
+            value, filtered = finish_execute(value, resolved, self.resolve, _health_rows_filter)
+        elif resolved is not None:
+            value = precheck_query_read(method, resolved, value)
             postcheck_read(method, resolved, value)
             value, filtered = self._filter(method, request, resolved, value)
         if request.options.filter and method not in _FILTERED_IN_READ:
@@ -346,6 +367,12 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+        if isinstance(command, PreparedQueryRequest):
+            check_query_request(command)
+            # The owner is whoever this server resolves the token to, never the caller's say.
+            resolved = self.resolve(token)
+            owner = "" if resolved is None else resolved.accessor_id
+            command = msgspec.structs.replace(command, owner=owner)
 
         return await self.log.apply(command, token, self._authorize_write)
 
@@ -576,7 +603,18 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_entries(authz, value)
     if method == INTENTION_LIST:
         return filter_intentions(authz, value)
-    return value, False  # KVS.Get: refused up front when not readable
+    if method == QUERY_LIST:
+        return filter_queries(authz, value)
+    return value, False
+
+
+def _health_rows_filter(
+    rows: list[CheckServiceNode], resolved: ResolvedToken
+) -> tuple[list[CheckServiceNode], bool]:
+    result: tuple[list[CheckServiceNode], bool] = filter_result(
+        "Health.ServiceNodes", resolved.authorizer, rows
+    )
+    return result  # KVS.Get: refused up front when not readable
 
 
 # ----- ACL vetting of writes -----------------------------------------------------
@@ -665,5 +703,7 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         _vet_kv(resolved, command)
     elif isinstance(command, ConfigEntryRequest):
         vet_config_write(resolved, command)
+    elif isinstance(command, PreparedQueryRequest):
+        vet_query_write(store, resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)

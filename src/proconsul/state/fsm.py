@@ -18,6 +18,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
 from proconsul.state.config_entry_tables import ConfigEntryStateError
+from proconsul.state.prepared_query_tables import PreparedQueryStateError
 from proconsul.state.store import StateError, StateStore
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
@@ -30,6 +31,7 @@ from proconsul.structs.commands import (
     ConfigEntryRequest,
     DeregisterRequest,
     KVSRequest,
+    PreparedQueryRequest,
     RegisterRequest,
 )
 from proconsul.structs.duration import dec_hook, enc_hook
@@ -93,8 +95,17 @@ class FSM:
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
                 return None
+            if isinstance(command, PreparedQueryRequest):
+                self.store.queries.apply(index, command)
+                return None
             return ApplyError(f"unknown command type {type(command).__name__}")
-        except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
+        except (
+            StateError,
+            ACLStateError,
+            CAStateError,
+            ConfigEntryStateError,
+            PreparedQueryStateError,
+        ) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1

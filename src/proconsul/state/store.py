@@ -43,6 +43,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
+from proconsul.state.prepared_query_tables import PreparedQueryTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.catalog import (
@@ -105,6 +106,7 @@ class StateStore:
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
+        self.queries = PreparedQueryTables(self._bump)  # prepared_query_tables.py
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -189,6 +191,7 @@ class StateStore:
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
+            prepared_queries=self.queries.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -216,6 +219,7 @@ class StateStore:
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
+        self.queries.restore(body.prepared_queries)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self._touched = set()

@@ -16,6 +16,7 @@ from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
+from proconsul.structs.prepared_query import PreparedQuery
 
 
 class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
@@ -165,6 +166,23 @@ class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal
         )
 
 
+# ----- Prepared queries (tag 20; 14-19 belong to sessions, transactions and operator).
+
+PreparedQueryOp = Literal["create", "update", "delete"]
+
+
+class PreparedQueryRequest(msgspec.Struct, tag=20, tag_field="Type", rename=pascal):
+    """Create, update or delete one prepared query (by `query.id`, chosen before
+    the log). The query was validated before it entered the log. `owner` is the
+    AccessorID of the token that created it (set by the server that took the
+    write, never by the caller): an unnamed query is changed only by its owner
+    or a management token."""
+
+    op: PreparedQueryOp
+    query: PreparedQuery
+    owner: str = ""
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -173,6 +191,7 @@ Command = (
     | CARootsSetRequest
     | ConfigEntryRequest
     | CAConfigSetRequest
+    | PreparedQueryRequest
 )
 
 

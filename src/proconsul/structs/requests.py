@@ -44,6 +44,11 @@ class ReadRequest(msgspec.Struct):
     upstreams: list[str] = []
     mesh_gateway_mode: str = ""
     intention: IntentionQuery = msgspec.field(default_factory=IntentionQuery)  # "Intention.*"
+    # "PreparedQuery.Execute": ?near= (a node, or "_agent": `source_node`, the
+    # agent that asked) and ?limit= (0: all).
+    near: str = ""
+    limit: int = 0
+    source_node: str = ""
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
 
