@@ -37,6 +37,7 @@ from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.central_config import CentralConfig
 from proconsul.agent.client_delegate import ClientDelegate
 from proconsul.agent.client_rpc import NoServersError
+from proconsul.agent.coordinate_sync import run_coordinate_sync
 from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
@@ -239,6 +240,20 @@ class Agent:
             log.info("agent: started HTTP server on %s", listener.display)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
+        gossip = self.gossip
+        self._tasks.append(
+            asyncio.create_task(
+                run_coordinate_sync(
+                    self.node_name,
+                    gossip.coordinate,
+                    gossip.member_count,
+                    self.rpc_write,
+                    lambda: self.tokens.agent,
+                    self.rng,
+                ),
+                name="coordinate-sync",
+            )
+        )
         for monitor in self.monitors.values():
             monitor.start()
         log.info(

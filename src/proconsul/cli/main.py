@@ -19,6 +19,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("reload",): "proconsul.cli.agent_verbs:reload",
     ("leave",): "proconsul.cli.agent_verbs:leave",
     ("members",): "proconsul.cli.agent_verbs:members",
+    ("rtt",): "proconsul.cli.rtt:run",
     ("join",): "proconsul.cli.gossip_verbs:join",
     ("force-leave",): "proconsul.cli.gossip_verbs:force_leave",
     ("event",): "proconsul.cli.gossip_verbs:event",

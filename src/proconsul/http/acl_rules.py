@@ -156,6 +156,13 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/query/{id}"): SERVER,
     ("GET", "/v1/query/{id}/execute"): SERVER,
     ("GET", "/v1/query/{id}/explain"): SERVER,
+    # Network coordinates: rows filtered by node:read, updates need node:write,
+    # on the server (server/coordinate_endpoints.py); the datacenter map names
+    # only this datacenter.
+    ("GET", "/v1/coordinate/nodes"): SERVER,
+    ("GET", "/v1/coordinate/node/{node}"): SERVER,
+    ("GET", "/v1/coordinate/datacenters"): NONE,
+    ("PUT", "/v1/coordinate/update"): SERVER,
     # Config entries: per kind, on the server (server/config_endpoints.py).
     ("PUT", "/v1/config"): SERVER,
     ("GET", "/v1/config/{kind}"): SERVER,

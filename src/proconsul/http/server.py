@@ -46,6 +46,7 @@ from proconsul.http import (
     catalog,
     config_routes,
     connect_routes,
+    coordinate_routes,
     gossip_routes,
     intention_routes,
     kv,
@@ -266,6 +267,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
     query_routes.add_routes(app)
+    coordinate_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

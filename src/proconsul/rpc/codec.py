@@ -47,6 +47,7 @@ from proconsul.structs.catalog import (
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
 from proconsul.structs.config_entries import ConfigEntry, Intention
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+from proconsul.structs.coordinate import CoordinateEntry
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.intentions import IntentionCheckResponse
@@ -93,6 +94,8 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "PreparedQuery.List": list[PreparedQuery],
     "PreparedQuery.Explain": ExplainResponse | None,
     "PreparedQuery.Execute": ExecuteResponse | None,
+    "Coordinate.ListNodes": list[CoordinateEntry],
+    "Coordinate.Node": list[CoordinateEntry],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

@@ -362,6 +362,7 @@ class ServerDelegate:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.endpoints.coordinates.close()
         await self.duties.stop()
         await self.rpc.close()
         await self.raft.close()

@@ -71,6 +71,17 @@ from proconsul.server.config_endpoints import (
 from proconsul.server.config_endpoints import (
     precheck_read as precheck_config_read,
 )
+from proconsul.server.coordinate_endpoints import LIST_METHOD as COORDINATE_LIST
+from proconsul.server.coordinate_endpoints import (
+    NEAR_READS,
+    CoordinateBatcher,
+    coordinate_reads,
+    distance_from,
+    filter_coordinates,
+    sort_by_distance,
+    vet_coordinate_update,
+)
+from proconsul.server.coordinate_endpoints import NODE_METHOD as COORDINATE_NODE
 from proconsul.server.intention_endpoints import LIST_METHOD as INTENTION_LIST
 from proconsul.server.intention_endpoints import (
     filter_intentions,
@@ -107,6 +118,7 @@ from proconsul.structs.commands import (
     ApplyResult,
     Command,
     ConfigEntryRequest,
+    CoordinateBatchUpdate,
     DeregisterRequest,
     KVSRequest,
     PreparedQueryRequest,
@@ -144,6 +156,7 @@ CALLER_COMMANDS = (
     KVSRequest,
     ConfigEntryRequest,
     PreparedQueryRequest,
+    CoordinateBatchUpdate,
 )
 
 
@@ -289,7 +302,12 @@ class ServerEndpoints:
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
-        self.reads.update(query_reads(store, datacenter, self.rng))
+        self.reads.update(
+            query_reads(store, datacenter, self.rng, lambda near: distance_from(store, near))
+        )
+        self.reads.update(coordinate_reads(store))
+        # Agents' coordinates, applied in batches (server/coordinate_endpoints.py).
+        self.coordinates = CoordinateBatcher(lambda command: self.log.apply(command))
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -322,6 +340,8 @@ class ServerEndpoints:
             value = precheck_query_read(method, resolved, value)
             postcheck_read(method, resolved, value)
             value, filtered = self._filter(method, request, resolved, value)
+        if request.near and method in NEAR_READS:
+            value = sort_by_distance(method, value, self.store, request.near)
         if request.options.filter and method not in _FILTERED_IN_READ:
             # After the ACL filter, so the filtered-by-ACLs header speaks of ACLs only.
             value = apply_query_filter(method, request.options.filter, value)
@@ -367,6 +387,13 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+        if isinstance(command, CoordinateBatchUpdate):
+            # Checked here, where it comes in; the batch is this server's own write.
+            resolved = self.resolve(token)
+            if resolved is not None:
+                vet_coordinate_update(resolved, command)
+            self.coordinates.submit(command.updates)
+            return 0, None
         if isinstance(command, PreparedQueryRequest):
             check_query_request(command)
             # The owner is whoever this server resolves the token to, never the caller's say.
@@ -605,6 +632,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_intentions(authz, value)
     if method == QUERY_LIST:
         return filter_queries(authz, value)
+    if method in (COORDINATE_LIST, COORDINATE_NODE):
+        return filter_coordinates(authz, value)
     return value, False
 
 
@@ -705,5 +734,7 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         vet_config_write(resolved, command)
     elif isinstance(command, PreparedQueryRequest):
         vet_query_write(store, resolved, command)
+    elif isinstance(command, CoordinateBatchUpdate):
+        vet_coordinate_update(resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)

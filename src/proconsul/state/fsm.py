@@ -29,6 +29,7 @@ from proconsul.structs.commands import (
     CARootsSetRequest,
     Command,
     ConfigEntryRequest,
+    CoordinateBatchUpdate,
     DeregisterRequest,
     KVSRequest,
     PreparedQueryRequest,
@@ -94,6 +95,9 @@ class FSM:
                 return self.store.config.apply(index, command)
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
+                return None
+            if isinstance(command, CoordinateBatchUpdate):
+                self.store.coordinates.apply(index, command, self.store.nodes)
                 return None
             if isinstance(command, PreparedQueryRequest):
                 self.store.queries.apply(index, command)

@@ -30,6 +30,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLSnapshot
 from proconsul.state.ca_tables import CASnapshot
 from proconsul.state.config_entry_tables import ConfigEntrySnapshot
+from proconsul.state.coordinate_tables import CoordinateSnapshot
 from proconsul.state.prepared_query_tables import PreparedQuerySnapshot
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 from proconsul.structs.duration import dec_hook, enc_hook
@@ -64,6 +65,8 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     config_entries: ConfigEntrySnapshot | None = None
     # Prepared queries (prepared_query_tables.py); None restores empty.
     prepared_queries: PreparedQuerySnapshot | None = None
+    # Network coordinates (coordinate_tables.py); None restores empty.
+    coordinates: CoordinateSnapshot | None = None
 
 
 class _Envelope(msgspec.Struct, array_like=True):

@@ -43,6 +43,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
+from proconsul.state.coordinate_tables import CoordinateTables
 from proconsul.state.prepared_query_tables import PreparedQueryTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
@@ -107,6 +108,7 @@ class StateStore:
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
         self.queries = PreparedQueryTables(self._bump)  # prepared_query_tables.py
+        self.coordinates = CoordinateTables(self._bump)  # coordinate_tables.py
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -192,6 +194,7 @@ class StateStore:
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
             prepared_queries=self.queries.snapshot(),
+            coordinates=self.coordinates.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -220,6 +223,7 @@ class StateStore:
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
         self.queries.restore(body.prepared_queries)
+        self.coordinates.restore(body.coordinates)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self._touched = set()
@@ -343,6 +347,7 @@ class StateStore:
         self.services.pop(node_name, None)
         self.checks.pop(node_name, None)
         del self.nodes[node_name]
+        self.coordinates.drop(index, node_name)
         self._bump(index, "nodes", f"node:{node_name}")
 
     # ----- KV writes ---------------------------------------------------------

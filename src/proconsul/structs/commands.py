@@ -15,6 +15,7 @@ from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
+from proconsul.structs.coordinate import CoordinateEntry
 from proconsul.structs.naming import pascal
 from proconsul.structs.prepared_query import PreparedQuery
 
@@ -183,6 +184,13 @@ class PreparedQueryRequest(msgspec.Struct, tag=20, tag_field="Type", rename=pasc
     owner: str = ""
 
 
+class CoordinateBatchUpdate(msgspec.Struct, tag=21, tag_field="Type", rename=pascal):
+    """Network coordinates of nodes, batched by a server (Consul's Coordinate.Update
+    batches). Entries for nodes the catalog does not hold are skipped."""
+
+    updates: list[CoordinateEntry]
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -192,6 +200,7 @@ Command = (
     | ConfigEntryRequest
     | CAConfigSetRequest
     | PreparedQueryRequest
+    | CoordinateBatchUpdate
 )
 
 
