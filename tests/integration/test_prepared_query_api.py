@@ -6,33 +6,20 @@ owned by their creator, tokens hidden from non-management readers)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any
 
 import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
 from tests.agent_process import AgentProcess, free_port
+from tests.integration.test_config_entries_api import call
 
 Factory = Callable[..., AgentProcess]
 MGMT = "4f3a1c2e-8d7b-4a6e-9c5d-0b1a2c3d4e5f"
 ACL_HCL = (
     f'acl {{ enabled = true default_policy = "deny" tokens {{ initial_management = "{MGMT}" }} }}'
 )
-
-
-def call(
-    agent: AgentProcess, method: str, path: str, body: Any = None, token: str = ""
-) -> tuple[int, Any]:
-    headers = {"X-Consul-Token": token} if token else {}
-    status, _, raw = agent.request(method, path, body, headers)
-    text = raw.decode()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
 
 
 def register(

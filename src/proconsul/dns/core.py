@@ -446,15 +446,29 @@ def answer_service(
     if not healthy:
         return not_found(settings, lookup.domain, serial)
     ttl = settings.service_ttl_for(lookup.service)
+    return _instances_answer(settings, lookup.domain, qtype, healthy, ttl, serial, shuffle=True)
+
+
+def _instances_answer(
+    settings: DnsSettings,
+    domain: str,
+    qtype: int,
+    rows: Sequence[CheckServiceNode],
+    ttl: int,
+    serial: int,
+    shuffle: bool,
+) -> Answer:
+    """Records for instances already chosen: SRV groups, or address groups
+    cut to `a_record_limit`; NODATA when none has a record of the type."""
     if qtype == SRV:
-        groups = _srv_groups(settings, healthy, lookup.domain, ttl)
+        groups = _srv_groups(settings, rows, domain, ttl)
         limit = 0
     else:
-        groups = _address_groups(settings, healthy, qtype, ttl)
+        groups = _address_groups(settings, rows, qtype, ttl)
         limit = settings.a_record_limit if qtype in (A, AAAA, ANY) else 0
     if not groups:
-        return not_found(settings, lookup.domain, serial, NOERROR)
-    return Answer(NOERROR, groups=tuple(groups), shuffle=True, answer_limit=limit)
+        return not_found(settings, domain, serial, NOERROR)
+    return Answer(NOERROR, groups=tuple(groups), shuffle=shuffle, answer_limit=limit)
 
 
 def answer_query(
@@ -476,15 +490,8 @@ def answer_query(
         # A bad TTL is refused when the query is written; keep the default if one slipped by.
         with contextlib.suppress(ValueError):
             ttl = int(parse_duration(ttl_text))
-    if qtype == SRV:
-        groups = _srv_groups(settings, rows, lookup.domain, ttl)
-        limit = 0
-    else:
-        groups = _address_groups(settings, rows, qtype, ttl)
-        limit = settings.a_record_limit if qtype in (A, AAAA, ANY) else 0
-    if not groups:
-        return not_found(settings, lookup.domain, serial, NOERROR)
-    return Answer(NOERROR, groups=tuple(groups), answer_limit=limit)
+    # In the query's order (it shuffled, or sorted by distance): not shuffled again.
+    return _instances_answer(settings, lookup.domain, qtype, rows, ttl, serial, shuffle=False)
 
 
 def answer_node(
