@@ -143,3 +143,11 @@ def test_config_entry_write(target: Target, body: bytes, cas: str | None) -> Non
 @given(body=fs.bodies(fs.ca_config))
 def test_ca_configuration(target: Target, body: bytes) -> None:
     check_body(target, "PUT", "/v1/connect/ca/configuration", body)
+
+
+@FUZZ
+@given(body=fs.bodies(fs.prepared_queries))
+def test_prepared_query_write(target: Target, body: bytes) -> None:
+    check_body(target, "POST", "/v1/query", body)
+    status, answer = target.check("GET", "/v1/query/fuzz-name/execute")
+    assert status in (200, 404), answer
