@@ -529,6 +529,9 @@ class Agent:
         if self.gossip is not None:
             found["Member"] = self.gossip.local_member()
             found["Stats"]["serf_lan"] = self.gossip.serf_stats()
+            coord = self.gossip.coordinate()
+            if coord is not None:
+                found["Coord"] = msgspec.to_builtins(coord)  # Consul's LAN coordinate
         return found
 
     def members(self) -> list[dict[str, Any]]:
