@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import consul
 import dns.message
 import dns.query
 import dns.rcode
@@ -211,3 +212,29 @@ def test_acl_rules(agent_factory: Factory) -> None:
     assert status == 200 and result["Nodes"] == []
     status, result = call(agent, "GET", f"/v1/query/{mine['ID']}/execute", token=team)
     assert [n["Node"]["Node"] for n in result["Nodes"]] == ["n1"]
+
+
+def test_py_consul_query_api(agent_factory: Factory) -> None:
+    """The real py-consul client (it sends lowercase keys and marks every
+    query a `name_prefix_match` template)."""
+    agent = agent_factory()
+    register(agent, "n1", "10.1.0.1", ["primary"], "passing")
+    register(agent, "n2", "10.1.0.2", ["secondary"], "passing")
+    client = consul.Consul(host="127.0.0.1", port=agent.http_port)
+    created = client.query.create(
+        "redis", name="pyq", tags=["primary"], ttl="10s", onlypassing=True
+    )
+    qid = created["ID"]
+    assert [q["ID"] for q in client.query.list()] == [qid]
+    (got,) = client.query.get(qid)
+    assert got["Name"] == "pyq" and got["Service"]["OnlyPassing"] is True
+    assert got["Template"]["Type"] == "name_prefix_match"
+    result = client.query.execute("pyq")
+    assert [n["Node"]["Node"] for n in result["Nodes"]] == ["n1"]
+    assert result["DNS"]["TTL"] == "10s"
+    assert client.query.explain("pyq-anything")["Query"]["ID"] == qid  # a template: the prefix
+    assert client.query.update(qid, "redis", name="pyq", tags=["secondary"]) is True
+    result = client.query.execute(qid, limit=5)
+    assert [n["Node"]["Node"] for n in result["Nodes"]] == ["n2"]
+    assert client.query.delete(qid) is True
+    assert client.query.list() == []

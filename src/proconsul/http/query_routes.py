@@ -15,6 +15,7 @@ Rules: a body that does not decode is a 400; a definition Consul refuses is a
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -29,7 +30,7 @@ from proconsul.http.common import (
     set_meta_headers,
 )
 from proconsul.structs.commands import PreparedQueryOp, PreparedQueryRequest
-from proconsul.structs.naming import pascal
+from proconsul.structs.naming import pascal, shape_keys
 from proconsul.structs.prepared_query import PreparedQuery
 from proconsul.structs.requests import ReadRequest, ReadResponse
 
@@ -61,8 +62,19 @@ def _request(request: web.Request, name: str = "") -> ReadRequest:
     return ReadRequest(name=name, options=query_options(request, caller_token(request)))
 
 
+async def _decode_query(request: web.Request) -> PreparedQuery:
+    """The body as Go decodes it: field names in any case (py-consul sends
+    `onlypassing`, `nearestn`), unknown fields ignored, meta keys as written."""
+    raw = await decode_body(request, dict[str, Any], keys="as-is")
+    shaped, _ = shape_keys(raw, PreparedQuery)
+    try:
+        return msgspec.convert(shaped, PreparedQuery)
+    except msgspec.ValidationError as exc:
+        bad_request(f"Request decode failed: {exc}")
+
+
 async def query_create(request: web.Request) -> web.Response:
-    query = await decode_body(request, PreparedQuery)
+    query = await _decode_query(request)
     query = msgspec.structs.replace(query, id=str(uuid.uuid4()), create_index=0, modify_index=0)
     await _write(request, "create", query)
     return json_response(request, CreatedQuery(query.id))
@@ -82,7 +94,7 @@ async def query_get(request: web.Request) -> web.Response:
 
 
 async def query_update(request: web.Request) -> web.Response:
-    query = await decode_body(request, PreparedQuery)
+    query = await _decode_query(request)
     query = msgspec.structs.replace(query, id=request.match_info["id"])
     await _write(request, "update", query)
     return web.Response(status=200)
