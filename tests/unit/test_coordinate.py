@@ -62,3 +62,11 @@ def test_ack_carries_the_coordinate_on_the_wire() -> None:
     assert m.decode(m.encode(m.Ack(8))) == m.Ack(8, None)
     as_json = msgspec.json.decode(msgspec.json.encode(coord))
     assert set(as_json) == {"Vec", "Error", "Adjustment", "Height"}
+
+
+def test_reaped_members_lose_their_samples() -> None:
+    client = CoordinateClient(random.Random(1))
+    client.update("a", new_coordinate(), 0.01)
+    client.update("b", new_coordinate(), 0.01)
+    client.keep_only({"b"})
+    assert list(client._samples) == ["b"]

@@ -21,7 +21,7 @@ from the caller's `random.Random`. Coordinates are frozen values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -111,6 +111,11 @@ class CoordinateClient:
     def forget(self, node: str) -> None:
         """A member left: drop its latency samples."""
         self._samples.pop(node, None)
+
+    def keep_only(self, members: Container[str]) -> None:
+        """Drop the samples of every node no longer a member (reaped)."""
+        for node in [name for name in self._samples if name not in members]:
+            del self._samples[node]
 
     def _filtered_rtt(self, node: str, rtt_s: float) -> float:
         samples = self._samples.setdefault(node, [])

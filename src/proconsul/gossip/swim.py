@@ -318,6 +318,7 @@ class GossipCore(MembershipState):
                 self._reconnect_tick()
             elif kind == T_REAP:
                 self._reap_tick()
+                self.coordinates.keep_only(self._table.by_name)
 
     def stats(self) -> dict[str, int]:
         out = super().stats()
