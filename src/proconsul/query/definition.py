@@ -7,7 +7,8 @@ Job:
 - `resolve_query` finds what an ID or a name asks for: the query with that ID,
   else the one with that exact name, else the `name_prefix_match` template
   whose name is the longest prefix of it (a template named "" is the
-  catch-all), rendered for that name.
+  catch-all), rendered for what was asked (the ID itself when found by ID, as
+  Consul renders it).
 - `render_template` fills `${name.full}`, `${name.prefix}`, `${name.suffix}`
   and `${match(N)}` (the template's regexp run over the full name; a group
   that did not match is "") into every string of the service block, and with
@@ -85,7 +86,7 @@ def render_template(query: PreparedQuery, name: str) -> PreparedQuery:
     if query.template.type != TEMPLATE_NAME_PREFIX_MATCH:
         return query
     prefix = query.name
-    suffix = name[len(prefix) :] if name.startswith(prefix) else ""
+    suffix = name.removeprefix(prefix)  # Go's TrimPrefix: unchanged when not a prefix
     groups: tuple[str, ...] = ()
     if query.template.regexp:
         found = re.search(query.template.regexp, name)
@@ -130,7 +131,7 @@ def resolve_query(queries: Iterable[PreparedQuery], id_or_name: str) -> Prepared
     rows = list(queries)
     for query in rows:
         if query.id == id_or_name:
-            return render_template(query, query.name)
+            return render_template(query, id_or_name)  # as Consul: a template by ID sees its ID
     for query in rows:
         if query.name and query.name == id_or_name:
             return render_template(query, id_or_name)
