@@ -25,7 +25,7 @@ from proconsul.http.common import (
     query_options,
     set_meta_headers,
 )
-from proconsul.structs.commands import CoordinateBatchUpdate
+from proconsul.structs.commands import ApplyError, CoordinateBatchUpdate
 from proconsul.structs.coordinate import CoordinateEntry
 from proconsul.structs.naming import pascal
 from proconsul.structs.requests import ReadRequest
@@ -68,7 +68,7 @@ async def coordinate_update(request: web.Request) -> web.Response:
         bad_request("invalid coordinate")
     command = CoordinateBatchUpdate(updates=[entry])
     _, result = await agent_of(request).rpc_write(command, caller_token(request))
-    if result is not None and not isinstance(result, bool):
+    if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)
     return web.Response(status=200)
 

@@ -29,7 +29,7 @@ from proconsul.http.common import (
     query_options,
     set_meta_headers,
 )
-from proconsul.structs.commands import PreparedQueryOp, PreparedQueryRequest
+from proconsul.structs.commands import ApplyError, PreparedQueryOp, PreparedQueryRequest
 from proconsul.structs.naming import pascal, shape_keys
 from proconsul.structs.prepared_query import PreparedQuery
 from proconsul.structs.requests import ReadRequest, ReadResponse
@@ -44,7 +44,7 @@ class CreatedQuery(msgspec.Struct, rename=pascal):
 async def _write(request: web.Request, op: PreparedQueryOp, query: PreparedQuery) -> None:
     command = PreparedQueryRequest(op=op, query=query)
     _, result = await agent_of(request).rpc_write(command, caller_token(request))
-    if result is not None and not isinstance(result, bool):
+    if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)
 
 

@@ -32,6 +32,8 @@ from proconsul.state.ca_tables import CASnapshot
 from proconsul.state.config_entry_tables import ConfigEntrySnapshot
 from proconsul.state.coordinate_tables import CoordinateSnapshot
 from proconsul.state.prepared_query_tables import PreparedQuerySnapshot
+from proconsul.state.session_tables import SessionSnapshot
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 from proconsul.structs.duration import dec_hook, enc_hook
 
@@ -67,6 +69,10 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     prepared_queries: PreparedQuerySnapshot | None = None
     # Network coordinates (coordinate_tables.py); None restores empty.
     coordinates: CoordinateSnapshot | None = None
+    # The autopilot configuration set through the API; None: the servers' files.
+    autopilot: AutopilotSettings | None = None
+    # Sessions and lock-delays (session_tables.py); None restores empty.
+    sessions: SessionSnapshot | None = None
 
 
 class _Envelope(msgspec.Struct, array_like=True):
