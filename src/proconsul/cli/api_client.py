@@ -70,11 +70,13 @@ class HelpRequested(Exception):
 
 
 def add_api_flags(flags: FlagSet, *, server_options: bool = True) -> None:
-    """Add Consul's API options to a verb's flags.
+    """Add Consul's common API options to a verb's flags.
 
-    `server_options` adds `-datacenter` and `-stale`; Consul offers them only on
-    verbs that read from the servers (kv, catalog), not on agent-local ones.
+    Every verb that talks to an agent takes all of them, as in Consul, so a
+    script written for one verb (`-datacenter us-west-1`) works with any other.
+    `server_options` is accepted from older call sites and changes nothing.
     """
+    del server_options
     flags.string(
         "http-addr",
         None,
@@ -92,9 +94,8 @@ def add_api_flags(flags: FlagSet, *, server_options: bool = True) -> None:
     flags.string("client-cert", None, "Client certificate for TLS. Also CONSUL_CLIENT_CERT.")
     flags.string("client-key", None, "Client key for TLS. Also CONSUL_CLIENT_KEY.")
     flags.string("tls-server-name", None, "SNI host name for TLS. Also CONSUL_TLS_SERVER_NAME.")
-    if server_options:
-        flags.string("datacenter", None, "Datacenter to query. Defaults to the agent's.")
-        flags.boolean("stale", False, "Let any server answer, not only the leader.")
+    flags.string("datacenter", None, "Datacenter to query. Defaults to the agent's.")
+    flags.boolean("stale", False, "Let any server answer, not only the leader.")
 
 
 # --------------------------------------------------------------------------- config

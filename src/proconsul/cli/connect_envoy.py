@@ -59,7 +59,7 @@ NO_ENVOY = (
 @command
 def run(argv: list[str]) -> int:
     flags = FlagSet("connect envoy")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("proxy-id", None, "The proxy's service ID on the local agent.")
     flags.string("sidecar-for", None, "The ID of the service this proxy is the sidecar of.")
     flags.string("admin-bind", DEFAULT_ADMIN_BIND, "host:port of Envoy's admin listener.")
