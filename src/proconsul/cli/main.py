@@ -62,6 +62,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "token", "delete"): "proconsul.cli.acl_token:delete",
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
+    ("doctor",): "proconsul.lab.doctor:run",
 }
 
 
