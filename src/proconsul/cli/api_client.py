@@ -177,6 +177,7 @@ class ClientConfig:
     client_cert: str | None = None
     client_key: str | None = None
     tls_server_name: str | None = None
+    timeout_s: float = REQUEST_TIMEOUT
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -340,12 +341,12 @@ class ApiClient:
     def _connection(self) -> http.client.HTTPConnection:
         ep = self.config.endpoint
         if ep.scheme == "unix":
-            return _UnixConnection(ep.host, REQUEST_TIMEOUT)
+            return _UnixConnection(ep.host, self.config.timeout_s)
         if ep.scheme == "https":
             assert self._context is not None
             name = self.config.tls_server_name or ep.host
-            return _TLSConnection(ep.host, ep.port, REQUEST_TIMEOUT, self._context, name)
-        return http.client.HTTPConnection(ep.host, ep.port, timeout=REQUEST_TIMEOUT)
+            return _TLSConnection(ep.host, ep.port, self.config.timeout_s, self._context, name)
+        return http.client.HTTPConnection(ep.host, ep.port, timeout=self.config.timeout_s)
 
     def path_with_query(
         self, method: str, path: str, params: Sequence[tuple[str, str]] = ()

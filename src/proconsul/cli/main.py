@@ -63,6 +63,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
     ("doctor",): "proconsul.lab.doctor:run",
+    ("lab",): "proconsul.lab.command:run",
 }
 
 
