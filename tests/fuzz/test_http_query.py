@@ -37,6 +37,7 @@ READS = st.sampled_from(
         "/v1/health/state/critical",
         "/v1/event/list",
         "/v1/connect/ca/roots",
+        "/v1/connect/intentions",
         "/v1/config/service-defaults",
         "/v1/config/service-defaults/web",
         "/v1/discovery-chain/web",

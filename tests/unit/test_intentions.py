@@ -305,3 +305,16 @@ def test_rows_carry_the_entry_fields() -> None:
         9,
     )
     assert row.description == "front door"
+
+
+def test_texts_of_l7_and_legacy_intentions() -> None:
+    permission = IntentionPermission(action="allow", http=IntentionHTTPPermission(path_prefix="/"))
+    l7 = Intention(source_name="web", destination_name="api", permissions=[permission] * 2)
+    assert describe(l7) == "web => api (2 permissions)"
+    assert (
+        describe(Intention("web", "api", permissions=[permission])) == "web => api (1 permission)"
+    )
+    legacy = Intention("web", "api", "deny", precedence=9, id="abc")
+    assert matched_reason(legacy) == (
+        "Matched L4 intention: default/web => default/api (ID: abc, Precedence: 9, Action: DENY)"
+    )

@@ -24,6 +24,8 @@ from proconsul.structs.catalog import (
     NodeService,
 )
 from proconsul.structs.commands import ApplyError
+from proconsul.structs.config_entries import Intention, IntentionHTTPPermission, IntentionPermission
+from proconsul.structs.intentions import IntentionCheckResponse
 from proconsul.structs.requests import QueryMeta, QueryOptions, ReadRequest, ReadResponse
 from proconsul.structs.service_config import ServiceConfigResponse, UpstreamServiceConfig
 
@@ -38,6 +40,14 @@ def test_every_read_has_a_result_type() -> None:
 NODE = Node(node="n1", address="10.0.0.1", meta={"rack": "a"}, create_index=3, modify_index=4)
 SERVICE = NodeService(service="web", id="web-1", tags=["v1"], port=80)
 CHECK = HealthCheck(node="n1", check_id="serfHealth", status="passing")
+INTENTION = Intention(
+    source_name="web",
+    destination_name="api",
+    permissions=[IntentionPermission(action="deny", http=IntentionHTTPPermission(path_exact="/x"))],
+    precedence=9,
+    id="abc",
+    meta={"k": "v"},
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +63,11 @@ CHECK = HealthCheck(node="n1", check_id="serfHealth", status="passing")
         ("KVS.Get", None),
         ("KVS.List", [KVEntry(key="a/b", value=None)]),
         ("KVS.ListKeys", ["a/", "b"]),
+        ("Intention.List", [INTENTION]),
+        ("Intention.Match", {"api": [INTENTION], "db": []}),
+        ("Intention.Get", INTENTION),
+        ("Intention.Get", None),
+        ("Intention.Check", IntentionCheckResponse(allowed=True)),
     ],
 )
 def test_read_values_come_back_typed(method: str, value: Any) -> None:

@@ -507,6 +507,27 @@ def command(func: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
     return wrapper
 
 
+# --------------------------------------------------------------------------- input
+
+
+def parse_json_or_hcl(text: str) -> Any:
+    """A file's JSON, else its HCL (as Consul's verbs take either); ValueError
+    with the parser's reason when it is neither."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    import hcl  # imported here: only verbs reading HCL pay for the parser
+
+    try:
+        return hcl.loads(text)
+    # pyhcl reports bad input with several exception types; all mean the same.
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------- output
 
 

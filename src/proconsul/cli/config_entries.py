@@ -30,6 +30,7 @@ from proconsul.cli.api_client import (
     client_from,
     command,
     parse_args,
+    parse_json_or_hcl,
     quote_path,
     uint64_flag,
 )
@@ -44,18 +45,10 @@ from proconsul.structs.config_entries import (
 
 def entry_from_text(text: str) -> ConfigEntry:
     """One config entry from HCL or JSON text, or CliError with Consul's wording."""
-    import hcl  # imported here: only this verb pays for the parser
-
     try:
-        parsed: Any = json.loads(text)
-    except ValueError:
-        try:
-            parsed = hcl.loads(text)
-        # pyhcl reports bad input with several exception types; all mean the same.
-        except Exception as exc:
-            raise CliError(f"Failed to decode config entry input: {exc}") from None
-    except RecursionError:
-        raise CliError("Failed to decode config entry input: nested too deeply") from None
+        parsed = parse_json_or_hcl(text)
+    except ValueError as exc:
+        raise CliError(f"Failed to decode config entry input: {exc}") from None
     try:
         return decode_config_entry(parsed)
     except ConfigEntryError as exc:

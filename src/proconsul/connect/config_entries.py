@@ -156,8 +156,15 @@ def normalize(entry: ConfigEntry) -> ConfigEntry:
 # ------------------------------------------------------------------- validate
 
 
-def validate(entry: ConfigEntry, *, check_filter: FilterCheck | None = None) -> ConfigEntry:
-    """`entry` itself when it is valid; else ConfigEntryError. Expects `normalize` first."""
+def validate(
+    entry: ConfigEntry,
+    *,
+    check_filter: FilterCheck | None = None,
+    intentions_api: bool = False,
+) -> ConfigEntry:
+    """`entry` itself when it is valid; else ConfigEntryError. Expects `normalize`
+    first. `intentions_api`: a write of the intentions API, whose sources may
+    carry the Legacy* fields."""
     _check_enterprise_meta(entry.namespace, entry.partition, "")
     if isinstance(entry, ProxyDefaults):
         _check_proxy_defaults(entry)
@@ -167,7 +174,7 @@ def validate(entry: ConfigEntry, *, check_filter: FilterCheck | None = None) -> 
     if isinstance(entry, ServiceDefaults):
         _check_service_defaults(entry)
     elif isinstance(entry, ServiceIntentions):
-        check_intentions(entry)
+        check_intentions(entry, legacy_fields_allowed=intentions_api)
     elif isinstance(entry, ServiceRouter):
         _check_router(entry)
     elif isinstance(entry, ServiceSplitter):

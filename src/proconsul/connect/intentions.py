@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from proconsul.structs.config_entries import (
+    GO_ZERO_TIME,
     ConfigEntryError,
     HTTPHeaderMatch,
     Intention,
     IntentionPermission,
     ServiceIntentions,
+    SourceIntention,
 )
 
 WILDCARD = "*"
@@ -94,8 +96,10 @@ def _check_name(name: str, field: str) -> None:
         _fail(f"{field}: wildcard character '*' cannot be used with partial values", field)
 
 
-def check_intentions(entry: ServiceIntentions) -> None:
-    """Raise ConfigEntryError, with Consul's text, for the first rule `entry` breaks."""
+def check_intentions(entry: ServiceIntentions, *, legacy_fields_allowed: bool = False) -> None:
+    """Raise ConfigEntryError, with Consul's text, for the first rule `entry` breaks.
+    The Legacy* fields of a source are refused unless the write comes from the
+    intentions API (`legacy_fields_allowed`), the one place that sets them."""
     _check_name(entry.name, "Name")
     if not entry.sources:
         _fail("At least one source is required", "Sources")
@@ -121,7 +125,7 @@ def check_intentions(entry: ServiceIntentions) -> None:
             ("LegacyUpdateTime", source.legacy_update_time),
         )
         for legacy, given in legacy_fields:
-            if given:
+            if given and not legacy_fields_allowed:
                 _fail(f"{at}.{legacy} must be omitted", f"{at}.{legacy}")
         if not source.permissions and source.action not in (ALLOW, DENY):
             _fail(f"{at}.Action must be set to 'allow' or 'deny'", f"{at}.Action")
@@ -201,25 +205,49 @@ def check_methods(methods: list[str], text: str, field: str) -> None:
 # ------------------------------------------------------------------ matching
 
 
+def intention_of(entry: ServiceIntentions, source: SourceIntention) -> Intention:
+    """One source of an entry as the legacy API shows it: an intention made by
+    the legacy create keeps its ID, Meta and times; any other shows the
+    entry's Meta, as Consul does."""
+    legacy = bool(source.legacy_id)
+    return Intention(
+        source_name=source.name,
+        destination_name=entry.name,
+        action=source.action,
+        permissions=source.permissions,
+        precedence=precedence(source.name, entry.name),
+        source_peer=source.peer,
+        source_ns=DEFAULT_NAMESPACE,
+        destination_ns=DEFAULT_NAMESPACE,
+        source_type=source.type or "consul",
+        description=source.description,
+        meta=dict(source.legacy_meta if legacy else entry.meta),
+        id=source.legacy_id,
+        created_at=source.legacy_create_time or GO_ZERO_TIME,
+        updated_at=source.legacy_update_time or GO_ZERO_TIME,
+        create_index=entry.create_index,
+        modify_index=entry.modify_index,
+    )
+
+
 def intentions_of(entries: Iterable[ServiceIntentions]) -> list[Intention]:
     """Every source of every entry as an Intention row, in match order."""
-    rows = [
-        Intention(
-            source_name=source.name,
-            destination_name=entry.name,
-            action=source.action,
-            permissions=source.permissions,
-            precedence=precedence(source.name, entry.name),
-            source_peer=source.peer,
-            source_type=source.type or "consul",
-            description=source.description,
-            meta=source.legacy_meta,
-            create_index=entry.create_index,
-            modify_index=entry.modify_index,
-        )
-        for entry in entries
-        for source in entry.sources
-    ]
+    rows = [intention_of(entry, source) for entry in entries for source in entry.sources]
+    return sorted(rows, key=match_order)
+
+
+def match_by(intentions: Iterable[Intention], by: str, name: str) -> list[Intention]:
+    """`/v1/connect/intentions/match`: the intentions whose `by` side ("source"
+    or "destination") is `name` or `*`, in the order they are evaluated.
+    Matching by source leaves out intentions from peers' services."""
+    if by == "source":
+        rows = [
+            ixn
+            for ixn in intentions
+            if not ixn.source_peer and _name_matches(ixn.source_name, name)
+        ]
+    else:
+        rows = [ixn for ixn in intentions if _name_matches(ixn.destination_name, name)]
     return sorted(rows, key=match_order)
 
 
@@ -368,9 +396,12 @@ def authorize_http(
 
 
 def describe(ixn: Intention) -> str:
-    """`web => api (allow)`, the form the intention CLI prints."""
-    action = ixn.action or "L7"
-    return f"{ixn.source_name} => {ixn.destination_name} ({action})"
+    """`web => api (allow)`, the form the intention CLI prints; an L7
+    intention shows its permissions instead: `web => api (2 permissions)`."""
+    count = len(ixn.permissions)
+    plural = "1 permission" if count == 1 else f"{count} permissions"
+    detail = plural if count else ixn.action
+    return f"{ixn.source_name} => {ixn.destination_name} ({detail})"
 
 
 def created_text(ixn: Intention) -> str:
@@ -387,8 +418,8 @@ def matched_reason(ixn: Intention) -> str:
     """The `Reason` of `/v1/agent/connect/authorize` for a matching intention,
     as Consul 1.16 words it:
     `Matched L4 intention: default/web => default/api (Precedence: 9, Action: ALLOW)`."""
-    source = f"{ixn.source_ns}/{ixn.source_name}"
-    destination = f"{ixn.destination_ns}/{ixn.destination_name}"
+    source = f"{ixn.source_ns or DEFAULT_NAMESPACE}/{ixn.source_name}"
+    destination = f"{ixn.destination_ns or DEFAULT_NAMESPACE}/{ixn.destination_name}"
     if ixn.permissions:
         detail = f"Permissions: {len(ixn.permissions)}"
         layer = "L7"
@@ -396,4 +427,5 @@ def matched_reason(ixn: Intention) -> str:
         detail = f"Action: {ixn.action.upper()}"
         layer = "L4"
     where = f"{source} => {destination}"
-    return f"Matched {layer} intention: {where} (Precedence: {ixn.precedence}, {detail})"
+    legacy_id = f"ID: {ixn.id}, " if ixn.id else ""
+    return f"Matched {layer} intention: {where} ({legacy_id}Precedence: {ixn.precedence}, {detail})"

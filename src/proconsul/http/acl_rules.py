@@ -104,6 +104,8 @@ _CHECK_WRITE = in_handler(
     "service", "write", "on the check's service, node:write on this node for a node check"
 )
 
+_INTENTION_WRITE = in_handler("intention", "write", "on the intention's destination")
+
 # (method, canonical pattern) -> rule. Each entry follows the "ACL Required"
 # column of Consul's API page for that endpoint (agent, event, operator,
 # status, catalog, health, kv, acl).
@@ -152,6 +154,19 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/config/{kind}/{name}"): SERVER,
     ("GET", "/v1/discovery-chain/{service}"): SERVER,
     ("POST", "/v1/discovery-chain/{service}"): SERVER,
+    # Intentions: reads filtered or refused by the server endpoints
+    # (server/intention_endpoints.py); writes need intentions:write on the
+    # destination, checked in the handler (and again by the server).
+    ("GET", "/v1/connect/intentions"): SERVER,
+    ("POST", "/v1/connect/intentions"): _INTENTION_WRITE,
+    ("GET", "/v1/connect/intentions/exact"): SERVER,
+    ("PUT", "/v1/connect/intentions/exact"): _INTENTION_WRITE,
+    ("DELETE", "/v1/connect/intentions/exact"): _INTENTION_WRITE,
+    ("GET", "/v1/connect/intentions/match"): SERVER,
+    ("GET", "/v1/connect/intentions/check"): SERVER,
+    ("GET", "/v1/connect/intentions/{id}"): SERVER,
+    ("PUT", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
+    ("DELETE", "/v1/connect/intentions/{id}"): _INTENTION_WRITE,
     # The server checks operator:write (Consul asks it for reading the
     # configuration too, since 1.8.6).
     ("GET", "/v1/connect/ca/configuration"): SERVER,
@@ -195,6 +210,9 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/agent/check/warn/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/fail/{check_id}"): _CHECK_WRITE,
     ("PUT", "/v1/agent/check/update/{check_id}"): _CHECK_WRITE,
+    ("POST", "/v1/agent/connect/authorize"): in_handler(
+        "service", "write", "on the Target named in the body"
+    ),
     # The leader checks it again when it signs the CSR.
     ("GET", "/v1/agent/connect/ca/leaf/{service}"): require("service", "write", "service"),
     # Consul's docs: acl:write (with ACLs off the handler answers 401).

@@ -47,6 +47,7 @@ from proconsul.http import (
     config_routes,
     connect_routes,
     gossip_routes,
+    intention_routes,
     kv,
     operator_routes,
 )
@@ -262,6 +263,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     operator_routes.add_routes(app)
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
+    intention_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

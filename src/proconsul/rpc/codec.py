@@ -45,10 +45,11 @@ from proconsul.structs.catalog import (
     ServiceNode,
 )
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
-from proconsul.structs.config_entries import ConfigEntry
+from proconsul.structs.config_entries import ConfigEntry, Intention
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
+from proconsul.structs.intentions import IntentionCheckResponse
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -83,6 +84,10 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "DiscoveryChain.Get": CompiledDiscoveryChain,
     "ConfigEntry.ResolveServiceConfig": ServiceConfigResponse,
     "ConnectCA.ConfigurationGet": CAConfiguration | None,
+    "Intention.List": list[Intention],
+    "Intention.Match": dict[str, list[Intention]],
+    "Intention.Get": Intention | None,
+    "Intention.Check": IntentionCheckResponse,
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

@@ -27,7 +27,8 @@ ACL rules (Consul 1.16, as its `consul config write` docs table them):
 
 Errors: an unknown kind, an entry that is not valid, or one that would break a
 discovery chain (a router for a tcp service, a split to a subset no resolver
-defines) is an `RPCError` with code BAD_QUERY (HTTP 400) and Consul's text.
+defines), or leave an intention with L7 permissions on a service that does
+not speak HTTP, is an `RPCError` with code BAD_QUERY (HTTP 400) and Consul's text.
 The graph check runs on the server that takes the write, against its store:
 unlike Consul's check inside the FSM, two racing writes on different servers
 can each pass it. A stored chain that does not compile fails its read (500),
@@ -36,13 +37,22 @@ as in Consul.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+import msgspec
 
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.resolved import ResolvedToken
-from proconsul.connect.config_entries import check_subset_filter, normalize, validate
+from proconsul.connect.config_entries import (
+    HTTP_PROTOCOLS,
+    check_subset_filter,
+    normalize,
+    service_protocol,
+    validate,
+)
 from proconsul.connect.discovery_chain import ChainEntries, ChainError, compile_chain
+from proconsul.connect.intention_writes import strip_legacy_ids
 from proconsul.connect.service_config import resolve_service_config
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
@@ -62,6 +72,7 @@ from proconsul.structs.config_entries import (
     MeshGatewayConfig,
     ProxyDefaults,
     ServiceDefaults,
+    ServiceIntentions,
     ServiceResolver,
     ServiceRouter,
     ServiceSplitter,
@@ -96,27 +107,39 @@ def check_config_request(request: ConfigEntryRequest) -> ConfigEntryRequest:
         if not entry.name:
             raise RPCError("Config entry name is required", ErrorCode.BAD_QUERY)
         return request
+    if isinstance(entry, ServiceIntentions) and not request.intentions_api:
+        entry = strip_legacy_ids(entry)
     try:
-        checked = validate(normalize(entry), check_filter=check_subset_filter)
+        checked = validate(
+            normalize(entry),
+            check_filter=check_subset_filter,
+            intentions_api=request.intentions_api,
+        )
     except ConfigEntryError as exc:
         raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
-    return ConfigEntryRequest(
-        op=request.op, entry=checked, cas_index=request.cas_index, datacenter=request.datacenter
-    )
+    return msgspec.structs.replace(request, entry=checked)
 
 
 def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str) -> None:
     """Every discovery chain the change could touch must still compile
-    (Consul's validateProposedConfigEntryInGraph), or RPCError (BAD_QUERY)."""
+    (Consul's validateProposedConfigEntryInGraph), and every intention with
+    L7 permissions must keep an HTTP destination; or RPCError (BAD_QUERY)."""
     changed = request.entry
+    deleting = request.op in ("delete", "delete-cas")
+    if isinstance(changed, ServiceIntentions) and not deleting:
+        check_l7_protocols(store.config.all(), [changed])
     if changed.kind not in CHAIN_KINDS:
         return
     key = (changed.kind, changed.name)
     entries = {(e.kind, e.name): e for e in store.config.all() if e.kind in CHAIN_KINDS}
-    if request.op in ("delete", "delete-cas"):
+    if deleting:
         entries.pop(key, None)
     else:
         entries[key] = changed
+    if changed.kind in (SERVICE_DEFAULTS, PROXY_DEFAULTS):
+        stored = store.config.of_kind(SERVICE_INTENTIONS)
+        intentions = [e for e in stored if isinstance(e, ServiceIntentions)]
+        check_l7_protocols(entries.values(), intentions)
     chain_entries = ChainEntries.of(entries.values())
     services = {name for kind, name in entries if kind != PROXY_DEFAULTS}
     if changed.kind != PROXY_DEFAULTS:
@@ -126,6 +149,27 @@ def check_graph(store: StateStore, request: ConfigEntryRequest, datacenter: str)
             compile_chain(service, chain_entries, datacenter=datacenter, trust_domain="")
         except ChainError as exc:
             raise RPCError(str(exc), ErrorCode.BAD_QUERY) from None
+
+
+def check_l7_protocols(
+    entries: Iterable[ConfigEntry], intentions: Iterable[ServiceIntentions]
+) -> None:
+    """Intentions with L7 Permissions need a destination that speaks an HTTP
+    protocol, as `entries` (service-defaults, proxy-defaults) set it: Consul's
+    check when either side is written. RPCError (BAD_QUERY) otherwise."""
+    entries = list(entries)
+    defaults = {e.name: e for e in entries if isinstance(e, ServiceDefaults)}
+    proxy = next((e for e in entries if isinstance(e, ProxyDefaults)), None)
+    for entry in intentions:
+        if entry.name == "*" or not any(source.permissions for source in entry.sources):
+            continue
+        protocol = service_protocol(defaults.get(entry.name), proxy)
+        if protocol not in HTTP_PROTOCOLS:
+            raise RPCError(
+                f'service "{entry.name}" has protocol "{protocol}", '
+                "which is incompatible with L7 intentions permissions",
+                ErrorCode.BAD_QUERY,
+            )
 
 
 # ----- reads --------------------------------------------------------------------

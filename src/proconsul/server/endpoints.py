@@ -14,7 +14,8 @@ ACL rules (when `acl` is set; Consul's, as documented):
 - Reads are filtered row by row: nodes need node:read, services and service
   instances service:read (instances also node:read on their node), checks
   node:read plus service:read when they belong to a service, KV entries and
-  keys key:read. Dropped rows set `results_filtered_by_acls`. A single KV key
+  keys key:read, intentions `intentions = "read"` on either end
+  (server/intention_endpoints.py). Dropped rows set `results_filtered_by_acls`. A single KV key
   the token may not read is a 403, and so is a recursive or keys read of a
   prefix it may not list when `enable_key_list_policy` is on.
   A filtered result is cached per (request, accessor) while both the source
@@ -54,6 +55,7 @@ import msgspec
 from proconsul.acl.authorizer import Authorizer
 from proconsul.acl.errors import ACLDenied
 from proconsul.acl.resolved import ResolvedToken
+from proconsul.connect.intentions import default_allow
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.acl_resolver import ServerACLResolver
 from proconsul.server.config_endpoints import (
@@ -68,6 +70,16 @@ from proconsul.server.config_endpoints import (
 )
 from proconsul.server.config_endpoints import (
     precheck_read as precheck_config_read,
+)
+from proconsul.server.intention_endpoints import LIST_METHOD as INTENTION_LIST
+from proconsul.server.intention_endpoints import (
+    filter_intentions,
+    filter_view,
+    intention_reads,
+    postcheck_read,
+)
+from proconsul.server.intention_endpoints import (
+    precheck_read as precheck_intention_read,
 )
 from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
@@ -89,6 +101,7 @@ from proconsul.structs.commands import (
     KVSRequest,
     RegisterRequest,
 )
+from proconsul.structs.config_entries import Intention
 from proconsul.structs.filter import Filter, cached_filter
 from proconsul.structs.filter_syntax import FilterError
 from proconsul.structs.requests import (
@@ -145,6 +158,7 @@ FILTER_SHAPES: dict[str, type] = {
     # Consul filters the instances (ServiceNode rows) and then lists names and
     # tags: done inside the read (`_catalog_services`), not on its answer.
     "Catalog.ListServices": ServiceNode,
+    INTENTION_LIST: Intention,
 }
 _FILTERED_IN_READ = frozenset({"Catalog.ListServices"})
 
@@ -163,7 +177,11 @@ def query_filter(method: str, text: str) -> Filter:
 
 def apply_query_filter(method: str, text: str, rows: Any) -> Any:
     """The rows of `method`'s answer that pass `?filter=text` (see `query_filter`)."""
-    return query_filter(method, text).select(rows, msgspec.to_builtins(rows))
+    if method == INTENTION_LIST:
+        views: Any = [filter_view(row) for row in rows]
+    else:
+        views = msgspec.to_builtins(rows)
+    return query_filter(method, text).select(rows, views)
 
 
 def wait_with_jitter_s(requested_s: float, rng: random.Random) -> float:
@@ -253,6 +271,11 @@ class ServerEndpoints:
             "ConnectCA.ConfigurationGet": self._connect_ca_config,
         }
         self.reads.update(config_reads(store, datacenter))
+        self.reads.update(intention_reads(store, self._intention_default_allow))
+
+    def _intention_default_allow(self) -> bool:
+        acl = self.acl
+        return default_allow(acl is not None, "allow" if acl is None else acl.default_policy)
 
     def resolve(self, secret: str) -> ResolvedToken | None:
         """The caller's rights (None: ACLs off); an unknown secret raises ACLNotFound."""
@@ -276,6 +299,7 @@ class ServerEndpoints:
         index, value = await blocking_query(self.store, request.options, watch_keys, run, self.rng)
         filtered = False
         if resolved is not None:
+            postcheck_read(method, resolved, value)
             value, filtered = self._filter(method, request, resolved, value)
         if request.options.filter and method not in _FILTERED_IN_READ:
             # After the ACL filter, so the filtered-by-ACLs header speaks of ACLs only.
@@ -322,6 +346,7 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+
         return await self.log.apply(command, token, self._authorize_write)
 
     def _authorize_write(self, command: Command, token: str) -> None:
@@ -487,6 +512,7 @@ def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> Non
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
     precheck_config_read(method, request, resolved)
+    precheck_intention_read(method, request, resolved)
     listing = method in ("KVS.List", "KVS.ListKeys")
     if listing and authz.enable_key_list_policy and not authz.key_list(request.name):
         raise resolved.deny("key", "list", request.name)
@@ -548,6 +574,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return _keep(value, authz.key_read)
     if method == CONFIG_LIST:
         return filter_entries(authz, value)
+    if method == INTENTION_LIST:
+        return filter_intentions(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
 
 

@@ -135,6 +135,9 @@ class ConfigEntryRequest(msgspec.Struct, tag=12, tag_field="Type", rename=pascal
     entry: ConfigEntry
     cas_index: int = 0
     datacenter: str = ""
+    # Written by the intentions API (/v1/connect/intentions): its sources may
+    # carry the Legacy* fields (ID, Meta, times), which a config write must omit.
+    intentions_api: bool = False
 
 
 # Tag 12 is taken by another command (config entries); do not reuse it.

@@ -45,6 +45,8 @@ SERVICE_INTENTIONS = "service-intentions"
 SERVICE_ROUTER = "service-router"
 SERVICE_SPLITTER = "service-splitter"
 SERVICE_RESOLVER = "service-resolver"
+# How Go encodes a zero time.Time (an intention's CreatedAt when not set).
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class ConfigEntryError(ValueError):
@@ -455,24 +457,33 @@ KINDS: dict[str, type[ConfigEntry]] = {
 }
 
 
-class Intention(msgspec.Struct, rename=pascal):
+class Intention(msgspec.Struct, rename=pascal, omit_defaults=True):
     """One source of a `service-intentions` entry seen as a legacy intention row:
-    the shape of `/v1/connect/intentions` and the unit intentions match on."""
+    the shape of `/v1/connect/intentions` and the unit intentions match on.
 
-    source_name: str
-    destination_name: str
+    Empty fields are left out of the JSON, as Consul's are (`ID` of an
+    intention not made by the legacy create, `Description`, `Meta`, zero
+    times, the open-source edition's partitions); rows made from an entry
+    (connect/intentions.py) always carry their names, namespaces and type.
+    """
+
+    source_name: str = ""  # a body may leave them to the URL (`PUT .../exact`)
+    destination_name: str = ""
     action: str = ""  # allow/deny; empty when permissions decide
     permissions: list[IntentionPermission] = []
     precedence: int = 0
-    source_ns: str = msgspec.field(default="default", name="SourceNS")
-    destination_ns: str = msgspec.field(default="default", name="DestinationNS")
-    source_partition: str = "default"
-    destination_partition: str = "default"
+    source_ns: str = msgspec.field(default="", name="SourceNS")
+    destination_ns: str = msgspec.field(default="", name="DestinationNS")
+    source_partition: str = ""
+    destination_partition: str = ""
     source_peer: str = ""
-    source_type: str = "consul"
+    source_type: str = ""
     description: str = ""
     meta: dict[str, str] = {}
-    id: str = ""
+    id: str = ""  # the LegacyID of an intention made by the legacy create
+    # Go's zero time unless the legacy API set them.
+    created_at: str = GO_ZERO_TIME
+    updated_at: str = GO_ZERO_TIME
     create_index: int = 0
     modify_index: int = 0
 

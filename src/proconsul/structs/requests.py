@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from proconsul.structs.intentions import IntentionQuery
+
 # Consul's blocking query wait (`?wait`): 5 minutes unless asked, at most 10.
 # Servers add up to 1/16 of jitter; callers size their timeouts to outlast it.
 DEFAULT_WAIT_S = 300.0
@@ -41,6 +43,7 @@ class ReadRequest(msgspec.Struct):
     # names) and its registration's mesh gateway mode.
     upstreams: list[str] = []
     mesh_gateway_mode: str = ""
+    intention: IntentionQuery = msgspec.field(default_factory=IntentionQuery)  # "Intention.*"
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
 
