@@ -28,6 +28,12 @@ TLS_STEP = "secure.tls"
 ACL_CONFIG_STEP = "mark.acl-in-configs"
 TOKENS_IN_CONFIG_STEP = "mark.tokens-in-configs"
 MESH_CONFIG_STEP = "mark.mesh-in-configs"
+# Once the sidecars run, web calls api through its upstream (127.0.0.1:8081).
+SIDECARS_STEP = "mesh.sidecars"
+
+
+def web_via_mesh(lab: Lab) -> bool:
+    return SIDECARS_STEP in lab.state.done
 
 
 def client(lab: Lab, node: Node, *, token: str | None = None) -> ApiClient:

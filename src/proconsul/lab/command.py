@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--hosts", required=True, help="A,B,C,D: servers 1-2, clients 1-2")
     export.add_argument("--out", required=True)
     breaker = with_dir("break", "break one concept on purpose")
-    breaker.add_argument("scenario", choices=[*scenarios.SCENARIOS, *scenarios.MESH_SCENARIOS])
+    breaker.add_argument("scenario", choices=list(scenarios.SCENARIOS))
     breaker.add_argument("target", nargs="*")
     with_dir("heal", "undo what `lab break` did")
     explain = with_dir("explain", "why can or can't a service reach another")
@@ -149,18 +149,20 @@ def lab_up(args: argparse.Namespace, out: TextIO) -> int:
         lab.state.fast = args.fast
         lab.root.mkdir(parents=True, exist_ok=True)
         lab.save()
-    wanted = args.stage or "mesh"
-    missing = up.mesh_missing() if wanted == "mesh" else []
-    stage = "secure" if missing else wanted
+    stage = args.stage or "mesh"
     start = time.monotonic()
-    if not run_steps(Context(lab, out), up.all_steps(stage)):
+    result = run_steps(Context(lab, out), up.all_steps(stage))
+    if not result.ok:
         return 1
-    lab.state.note(f"lab up through {stage}")
+    reached = stage
+    if result.missing:
+        reached = "secure" if stage == "mesh" else stage
+    lab.state.note(f"lab up through {reached}")
     lab.save()
-    summary(lab, out, stage, time.monotonic() - start)
-    if missing:
-        out.write(f"\nmesh stage not run: this build lacks {', '.join(missing)}.\n")
-        return 1 if args.stage == "mesh" else 0
+    summary(lab, out, reached, time.monotonic() - start)
+    if result.missing:
+        out.write(f"\nThe {stage} stage stopped early: this build lacks {result.missing}.\n")
+        return 1 if args.stage else 0
     return 0
 
 
@@ -173,9 +175,7 @@ def lab_steps(args: argparse.Namespace, out: TextIO) -> int:
         mark = "✓" if step.id in lab.state.done else " "
         out.write(f"{mark} {number:2d}. [{step.stage}] {step.title}\n      {step.command}\n")
     if args.stage == "mesh" and up.mesh_missing():
-        out.write(
-            f"   mesh steps: not in this build yet (missing {', '.join(up.mesh_missing())})\n"
-        )
+        out.write(f"   (not in this build yet: {', '.join(up.mesh_missing())})\n")
     return 0
 
 
@@ -279,10 +279,6 @@ def _private(path: Path, text: str) -> None:
 def lab_break(args: argparse.Namespace, out: TextIO) -> int:
     lab = _load(args.dir, out)
     if lab is None:
-        return 1
-    if args.scenario in scenarios.MESH_SCENARIOS:
-        missing = up.mesh_missing() or ["the mesh stage in this lab"]
-        out.write(f"{args.scenario} needs the mesh stage: missing {', '.join(missing)}\n")
         return 1
     try:
         scenarios.SCENARIOS[args.scenario](lab, out, list(args.target))

@@ -147,7 +147,6 @@ def agent_config(
     lines.append(f"\n# Service mesh\nports {{\n  grpc = {GRPC_PORT}\n}}")
     if mesh and node.server:
         lines.append(
-            "connect {\n  enabled = true\n}\n"
             "config_entries {\n  bootstrap = [\n    {\n"
             '      kind = "proxy-defaults"\n      name = "global"\n'
             '      config {\n        protocol = "http"\n      }\n    }\n  ]\n}'
@@ -272,6 +271,10 @@ def scripts(nodes: list[Node]) -> dict[str, str]:
             f'proconsul acl token create -description "{description}" -service-identity {name}\n'
         )
     out["service_tokens.sh"] = services
+    out["intentions.sh"] = (
+        _HEADER.format(what="Creates an intention to permit communication from WEB to API.")
+        + "proconsul intention create -allow web api\n"
+    )
     return out
 
 
@@ -322,14 +325,26 @@ def demo_unit(name: str, place: Place, env: dict[str, str]) -> str:
     )
 
 
-def sidecar_unit(name: str, place: Place, http_addr: str) -> str:
+def sidecar_args(name: str, host: Node, token_file: str) -> list[str]:
+    """`connect envoy` for `name`'s sidecar, its admin port on the node's own address."""
+    return [
+        "connect",
+        "envoy",
+        f"-sidecar-for={name}",
+        f"-http-addr={host.http_addr}",
+        f"-token-file={token_file}",
+        f"-admin-bind={host.address}:19000",
+    ]
+
+
+def sidecar_unit(name: str, place: Place, host: Node) -> str:
+    args = " ".join(sidecar_args(name, host, f"{place.root}/secrets/{name}.token"))
     return (
         "[Unit]\n"
         f'Description="Sidecar proxy for {name}"\n'
         "After=network-online.target\n\n"
         "[Service]\n"
-        f"ExecStart={place.proconsul} connect envoy -sidecar-for={name} "
-        f"-http-addr={http_addr} -token-file={place.root}/secrets/{name}.token\n"
+        f"ExecStart={place.proconsul} {args}\n"
         "Restart=on-failure\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 
@@ -338,6 +353,6 @@ def units(nodes: list[Node], place: Place, *, mesh: bool) -> dict[str, str]:
     out = {f"consul-{node.name}.service": agent_unit(node.name, place) for node in nodes}
     for name, host in SERVICE_HOSTS.items():
         out[f"{name}.service"] = demo_unit(name, place, demo_environment(name, nodes, mesh=mesh))
-        http_addr = next(n for n in nodes if n.name == host).http_addr
-        out[f"{name}-sidecar.service"] = sidecar_unit(name, place, http_addr)
+        node = next(n for n in nodes if n.name == host)
+        out[f"{name}-sidecar.service"] = sidecar_unit(name, place, node)
     return out

@@ -47,6 +47,8 @@ class Step:
     command: str
     action: Callable[[Context], None]
     always: bool = False
+    # What this build lacks for the step (one line), or None: checked first.
+    needs: Callable[[], str | None] | None = None
 
 
 @dataclass
@@ -112,8 +114,18 @@ def explain_logs(lab: Lab, nodes: Sequence[str], limit: int = 8) -> list[str]:
     return lines
 
 
-def run_steps(ctx: Context, steps: Sequence[Step]) -> bool:
-    """Run `steps` in order; on a failure print why and return False."""
+@dataclass(frozen=True)
+class RunResult:
+    ok: bool
+    missing: str = ""  # set when the run stopped before a step this build cannot do
+
+
+def run_steps(ctx: Context, steps: Sequence[Step]) -> RunResult:
+    """Run `steps` in order; on a failure print why and return not ok.
+
+    A step whose `needs` names something missing stops the run there (ok, with
+    `missing` set): what came before stands, nothing after it is pretended.
+    """
     out = ctx.out
     total = len(steps)
     for number, step in enumerate(steps, 1):
@@ -121,6 +133,10 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> bool:
         if step.id in ctx.lab.state.done and not step.always:
             out.write(f"· {tag} {step.stage}: {step.title} (done before)\n")
             continue
+        missing = step.needs() if step.needs else None
+        if missing:
+            out.write(f"■ {tag} {step.stage}: {step.title} — not in this build: {missing}\n")
+            return RunResult(True, missing)
         out.write(f"▶ {tag} {step.stage}: {step.title} — {step.command}\n")
         out.flush()
         start = time.monotonic()
@@ -138,10 +154,10 @@ def run_steps(ctx: Context, steps: Sequence[Step]) -> bool:
                 out.write("  node logs:\n" + "\n".join(logs) + "\n")
             ctx.lab.state.note(f"step failed: {step.title}")
             ctx.lab.save()
-            return False
+            return RunResult(False)
         if step.id not in ctx.lab.state.done:
             ctx.lab.state.done.append(step.id)
         ctx.lab.save()
         out.write(f"✓ {tag} {step.title} ({time.monotonic() - start:.1f}s)\n")
         out.flush()
-    return True
+    return RunResult(True)

@@ -294,6 +294,54 @@ def expire_cert(lab: Lab, out: TextIO, _: list[str]) -> None:
     )
 
 
+def _needs_intention(lab: Lab, what: str) -> None:
+    if "mesh.intention" not in lab.state.done:
+        raise ScenarioError(f"{what} needs the mesh stage's intention: `proconsul lab up`")
+
+
+def _sidecar_note(lab: Lab) -> str:
+    if cluster.running(lab, "web-sidecar"):
+        return ""
+    return " (no sidecar runs in this build yet, so no request crosses the mesh to refuse)"
+
+
+def deny_intention(lab: Lab, out: TextIO, _: list[str]) -> None:
+    _needs_intention(lab, "deny-intention")
+    _cli(lab, "intention", "create", "-deny", "-replace", "web", "api")
+    lab.state.broken["deny-intention"] = "web => api"
+    _report(
+        out,
+        "replaced the intention web => api with a deny (intention create -deny -replace)",
+        "`proconsul intention check web api` says Denied; `curl` on web shows api's call "
+        "refused by api's sidecar" + _sidecar_note(lab),
+        "`proconsul lab heal` allows web => api again",
+    )
+
+
+def revoke_token(lab: Lab, out: TextIO, args: list[str]) -> None:
+    name = args[0] if args else "web"
+    if name not in SERVICE_HOSTS:
+        raise ScenarioError(f"revoke-token takes a service: {', '.join(SERVICE_HOSTS)}")
+    _needs_secure(lab, "revoke-token")
+    secret = lab.secret(name)
+    if not secret:
+        raise ScenarioError(f"{name} has no token yet")
+    host = lab.node(SERVICE_HOSTS[name])
+    me = cluster.client(lab, host, token=secret).get_json("/v1/acl/token/self")
+    accessor = me["AccessorID"]
+    cluster.client(lab, host).request("DELETE", f"/v1/acl/token/{accessor}")
+    lab.state.broken["revoke-token"] = name
+    _report(
+        out,
+        f"deleted {name}'s service token (AccessorID {accessor}); its secret stays in the "
+        "service file and the sidecar's unit, now naming nothing",
+        f"logs/{host.name}.log: 'blocked by ACLs ... ACL not found' on the agent's next sync "
+        f"of {name} (about a minute; `proconsul reload -http-addr {host.http_addr}` forces "
+        "one); its sidecar's xDS stream is refused (UNAUTHENTICATED)" + _sidecar_note(lab),
+        f"`proconsul lab heal` makes a new token for {name} and puts it in the service file",
+    )
+
+
 SCENARIOS: dict[str, Callable[[Lab, TextIO, list[str]], None]] = {
     "kill-leader": kill_leader,
     "partition": partition,
@@ -301,8 +349,9 @@ SCENARIOS: dict[str, Callable[[Lab, TextIO, list[str]], None]] = {
     "fail-api": fail_api,
     "rotate-gossip-key": rotate_gossip_key,
     "expire-cert": expire_cert,
+    "revoke-token": revoke_token,
+    "deny-intention": deny_intention,
 }
-MESH_SCENARIOS = ("revoke-token", "deny-intention")
 
 
 def heal(lab: Lab, out: TextIO) -> int:
@@ -321,6 +370,30 @@ def heal(lab: Lab, out: TextIO) -> int:
         elif scenario == "fail-api":
             _demo_call(lab, "api", "/health/recover")
             out.write("healed fail-api: api's /health passes again\n")
+        elif scenario == "deny-intention":
+            _cli(lab, "intention", "create", "-allow", "-replace", "web", "api")
+            out.write("healed deny-intention: web => api is allowed again\n")
+        elif scenario == "revoke-token":
+            created = _cli(
+                lab,
+                "acl",
+                "token",
+                "create",
+                "-description",
+                f"Token for {target.upper()}",
+                "-service-identity",
+                target,
+            )
+            lab.set_secret(target, cluster.secret_ids(created)[f"Token for {target.upper()}"])
+            cluster.write_service_files(lab, mesh=cluster.MESH_CONFIG_STEP in lab.state.done)
+            cluster.client(lab, lab.node(SERVICE_HOSTS[target])).request("PUT", "/v1/agent/reload")
+            sidecar = f"{target}-sidecar"
+            if cluster.running(lab, sidecar):
+                cluster.stop_process(lab, sidecar)
+                out.write(
+                    f"  ({sidecar} stopped: `proconsul lab up` starts it with the new token)\n"
+                )
+            out.write(f"healed revoke-token: {target} has a new token in its service file\n")
         elif scenario == "expire-cert":
             cluster.write_configs(lab)
             cluster.stop_process(lab, target)

@@ -12,6 +12,8 @@ Rules:
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 import socket
 from collections.abc import Callable
@@ -27,9 +29,10 @@ from proconsul.lab.layout import (
     NODES,
     SERVERS,
     SERVICE_HOSTS,
+    SERVICE_PORT,
     Lab,
 )
-from proconsul.lab.render import env_script, scripts, units
+from proconsul.lab.render import env_script, scripts, sidecar_args, units
 from proconsul.lab.runner import Context, Step, StepFailed
 
 LEADER_DEADLINE_S = 60.0
@@ -51,8 +54,7 @@ def write_files(ctx: Context) -> None:
     }.items():
         write_file_atomic(lab.scripts / name, text.encode(), 0o755)
     (lab.root / "systemd").mkdir(exist_ok=True)
-    mesh = cluster.MESH_CONFIG_STEP in lab.state.done
-    for name, text in units(lab.nodes, place, mesh=mesh).items():
+    for name, text in units(lab.nodes, place, mesh=cluster.web_via_mesh(lab)).items():
         write_file_atomic(lab.root / "systemd" / name, text.encode())
     cluster.write_configs(lab)
 
@@ -152,9 +154,8 @@ def wait_services(ctx: Context) -> None:
 
 
 def ensure_demos(ctx: Context) -> None:
-    mesh = cluster.MESH_CONFIG_STEP in ctx.lab.state.done
     for name in SERVICE_HOSTS:
-        cluster.start_demo(ctx.lab, name, mesh=mesh)
+        cluster.start_demo(ctx.lab, name, mesh=cluster.web_via_mesh(ctx.lab))
 
 
 def discovery_steps() -> list[Step]:
@@ -364,42 +365,164 @@ def secure_steps() -> list[Step]:
 # --------------------------------------------------------------------------- mesh
 
 
+def sidecar_missing() -> str | None:
+    """Why this build cannot run a sidecar proxy, in one line; None when it can."""
+    if ("connect", "proxy") in VERBS or shutil.which("envoy") is not None:
+        return None
+    return "a sidecar proxy (no built-in `proconsul connect proxy` yet, no `envoy` on PATH)"
+
+
 def mesh_missing() -> list[str]:
-    """What this build lacks for the mesh stage, in a user's words; empty when it is all there."""
+    """What this build lacks for the whole mesh stage; empty when it is all there."""
     missing = []
     if ("intention", "create") not in VERBS:
         missing.append("`proconsul intention create`")
-    if ("connect", "proxy") not in VERBS and shutil.which("envoy") is None:
-        missing.append(
-            "a sidecar proxy (no built-in `proconsul connect proxy`, no `envoy` on PATH)"
-        )
+    sidecar = sidecar_missing()
+    if sidecar:
+        missing.append(sidecar)
     return missing
 
 
+def _intention_missing() -> str | None:
+    return None if ("intention", "create") in VERBS else "`proconsul intention create`"
+
+
+def sidecar_command(name: str, lab: Lab) -> list[str]:
+    host = lab.node(SERVICE_HOSTS[name])
+    args = sidecar_args(name, host, str(lab.secret_path(name)))
+    if ("connect", "proxy") in VERBS:  # the built-in proxy takes the same flags
+        args = ["connect", "proxy", *[a for a in args[2:] if not a.startswith("-admin-bind")]]
+    return procs.proconsul_argv(*args)
+
+
+def sidecars_passing(lab: Lab) -> bool:
+    for name in SERVICE_HOSTS:
+        _, rows = cluster.first_answer(lab, f"/v1/health/service/{name}-sidecar-proxy?passing")
+        if not rows:
+            return False
+    return True
+
+
+def web_reaches_api(lab: Lab) -> bool:
+    host = lab.node(SERVICE_HOSTS["web"])
+    conn = http.client.HTTPConnection(host.address, SERVICE_PORT, timeout=3.0)
+    try:
+        conn.request("GET", "/")
+        body = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    calls = body.get("upstream_calls") or {}
+    return any(call.get("name") == "api" and call.get("code") == 200 for call in calls.values())
+
+
 def mesh_steps() -> list[Step]:
-    """The mesh stage's steps; only offered when `mesh_missing()` is empty."""
+    """The mesh stage: each step says what it needs, so a build without it stops there."""
 
     def configs(ctx: Context) -> None:
         cluster.mark(ctx.lab, cluster.MESH_CONFIG_STEP)
         write_files(ctx)
         cluster.write_service_files(ctx.lab, mesh=True)
         restart_agents(ctx, everyone=True)
+        wait_services(ctx)
+
+    def proxy_defaults(ctx: Context) -> None:
+        def written() -> bool:
+            _, entry = cluster.first_answer(ctx.lab, "/v1/config/proxy-defaults/global")
+            return bool(entry) and (entry.get("Config") or {}).get("protocol") == "http"
+
+        ctx.wait("proxy-defaults global (protocol http)", written, 30.0, nodes=SERVERS)
+
+    def intention(ctx: Context) -> None:
+        cluster.run_script(ctx.lab, "intentions.sh", "mesh.intention")
+
+    def sidecars(ctx: Context) -> None:
+        for name in SERVICE_HOSTS:
+            key = f"{name}-sidecar"
+            if not cluster.running(ctx.lab, key):
+                ctx.lab.state.pids[key] = procs.start(
+                    sidecar_command(name, ctx.lab), ctx.lab.log_file(key)
+                )
+                ctx.lab.save()
+        ctx.wait(
+            "both sidecars passing",
+            lambda: sidecars_passing(ctx.lab),
+            HEALTH_DEADLINE_S,
+            nodes=["api-sidecar", "web-sidecar", *SERVICE_HOSTS.values()],
+        )
+        if not cluster.web_via_mesh(ctx.lab):  # web now calls api through its upstream
+            cluster.mark(ctx.lab, cluster.SIDECARS_STEP)
+            cluster.stop_process(ctx.lab, "web")
+            cluster.start_demo(ctx.lab, "web", mesh=True)
+            write_files(ctx)
+
+    def traffic(ctx: Context) -> None:
+        ctx.wait(
+            "web -> api through the mesh",
+            lambda: web_reaches_api(ctx.lab),
+            30.0,
+            nodes=["web", "web-sidecar", "api-sidecar"],
+        )
 
     return [
         Step(
-            "mesh.configs-written",
+            "mesh.configs",
             "mesh",
-            "connect, ports.grpc and proxy-defaults bootstrap; sidecars",
+            "ports.grpc, proxy-defaults bootstrap and the sidecar registrations",
             "configs/<node>/consul.hcl (config_entries.bootstrap); {api,web}.hcl (connect)",
             configs,
         ),
+        Step(
+            "mesh.proxy-defaults",
+            "mesh",
+            "check proxy-defaults took effect",
+            "proconsul config read -kind proxy-defaults -name global",
+            proxy_defaults,
+        ),
+        Step(
+            "mesh.intention",
+            "mesh",
+            "allow web to call api",
+            "scripts/intentions.sh",
+            intention,
+            needs=_intention_missing,
+        ),
+        Step(
+            cluster.SIDECARS_STEP,
+            "mesh",
+            "start the sidecars",
+            "proconsul connect envoy -sidecar-for=api|web (systemd/*-sidecar.service)",
+            sidecars,
+            always=True,
+            needs=sidecar_missing,
+        ),
+        Step(
+            "mesh.traffic",
+            "mesh",
+            "web calls api through the mesh",
+            f"curl http://<consul-client-2>:{SERVICE_PORT}",
+            traffic,
+            needs=sidecar_missing,
+        ),
     ]
+
+
+def ready_step(stage: str) -> Step:
+    """Every run, done steps or not: the services pass again before anything else."""
+    return Step(
+        f"{stage}.ready",
+        stage,
+        "api and web passing",
+        "curl /v1/health/service/api?passing",
+        wait_services,
+        always=True,
+    )
 
 
 def all_steps(stage: str) -> list[Step]:
     steps = discovery_steps()
     if stage in ("secure", "mesh"):
         steps += secure_steps()
-    if stage == "mesh" and not mesh_missing():
+    steps.append(ready_step("secure" if stage == "mesh" else stage))
+    if stage == "mesh":
         steps += mesh_steps()
     return steps
