@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 from tests.agent_process import proconsul_cmd, wait_for
 
-from proconsul.lab import procs
+from proconsul.lab import procs, up
 from proconsul.lab.command import LAB_PORTS
 from proconsul.lab.layout import nodes_from
-from proconsul.lab.up import dns_answer
 
 FIRST = "127.0.0.246"
 NODES = nodes_from(FIRST)
@@ -60,6 +59,24 @@ def our_processes(directory: Path) -> list[int]:
     return found
 
 
+def cli_env(directory: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CONSUL_HTTP_ADDR": f"http://{FIRST}:8500",
+        "CONSUL_HTTP_TOKEN_FILE": str(directory / "secrets" / "bootstrap.token"),
+    }
+
+
+def check_intention(directory: Path) -> str:
+    done = subprocess.run(
+        proconsul_cmd("intention", "check", "web", "api"),
+        capture_output=True,
+        text=True,
+        env=cli_env(directory),
+    )
+    return done.stdout.strip()
+
+
 def listeners() -> list[str]:
     return [
         f"{n.address}:{p}" for n in NODES for p in LAB_PORTS if procs.listening(n.address, p, 0.2)
@@ -84,7 +101,7 @@ def api_passing_on(directory: Path) -> bool:
 def test_lab_end_to_end(lab_dir: Path) -> None:
     first = ["--first-address", FIRST, "--check-interval", "1s", "--fast"]
     out = lab(lab_dir, "up", "--stage", "discovery", *first)
-    assert "✓ [ 6/6] resolve api.service.consul" in out
+    assert re.search(r"^✓ \[ *\d+/7\] resolve api.service.consul \(", out, re.M), out
     doctor = subprocess.run(
         proconsul_cmd("doctor", str(lab_dir / "configs")), capture_output=True, text=True
     )
@@ -125,7 +142,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     # kill-leader: two servers have no quorum alone; DNS still answers (stale reads).
     out = lab(lab_dir, "break", "kill-leader")
     assert out.startswith("did:   killed the Raft leader") and "heal:" in out
-    assert dns_answer(NODES[2].address, "api.service.consul") == [NODES[2].address]
+    assert up.dns_answer(NODES[2].address, "api.service.consul") == [NODES[2].address]
     lab(lab_dir, "heal")
     wait_for(lambda: "Raft: leader consul-server" in status(lab_dir), DEADLINE_S)
 
@@ -141,7 +158,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
 
     # kill-client: api's node fails, api goes critical and DNS stops answering it.
     lab(lab_dir, "break", "kill-client")
-    wait_for(lambda: dns_answer(NODES[0].address, "api.service.consul") == [], DEADLINE_S)
+    wait_for(lambda: up.dns_answer(NODES[0].address, "api.service.consul") == [], DEADLINE_S)
     lab(lab_dir, "heal")
     wait_for(lambda: api_passing_on(lab_dir), DEADLINE_S)
 
@@ -151,7 +168,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
         lambda: re.search(r"^  api\s+consul-client-1\s+critical$", status(lab_dir), re.M),
         DEADLINE_S,
     )
-    assert dns_answer(NODES[2].address, "api.service.consul") == []
+    assert up.dns_answer(NODES[2].address, "api.service.consul") == []
     lab(lab_dir, "heal")
     wait_for(lambda: api_passing_on(lab_dir), DEADLINE_S)
 
@@ -178,6 +195,42 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     lab(lab_dir, "heal")
     wait_for(lambda: len(re.findall(r"gossip: alive", status(lab_dir))) == 4, DEADLINE_S)
     assert "Broken on purpose" not in status(lab_dir)
+
+    # The mesh stage: everything up to the sidecar proxy this build may lack.
+    done = subprocess.run(
+        proconsul_cmd("lab", "up", "--dir", str(lab_dir)),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "✓ [22/24] allow web to call api" in done.stdout, done.stdout
+    if up.sidecar_missing():
+        assert "■ [23/24] mesh: start the sidecars — not in this build" in done.stdout
+        assert "The mesh stage stopped early" in done.stdout
+    assert re.search(r"^  web => api \(allow\)$", status(lab_dir), re.M)
+    lab(lab_dir, "break", "deny-intention")
+    assert check_intention(lab_dir) == "Denied"
+    lab(lab_dir, "heal")
+    assert check_intention(lab_dir) == "Allowed"
+    out = lab(lab_dir, "break", "revoke-token", "web")
+    assert "deleted web's service token" in out
+    web_host = NODES[3]
+    subprocess.run(
+        proconsul_cmd("reload", "-http-addr", web_host.address + ":8500"),
+        check=True,
+        capture_output=True,
+        env=cli_env(lab_dir),
+    )
+    client_log = lab_dir / "logs" / "consul-client-2.log"
+    wait_for(lambda: "ACL not found" in client_log.read_text(), DEADLINE_S)
+    lab(lab_dir, "heal")
+    wait_for(
+        lambda: re.search(r"^  web\s+consul-client-2\s+passing$", status(lab_dir), re.M), DEADLINE_S
+    )
+
+    for log in (lab_dir / "logs").glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.name
 
     out = lab(lab_dir, "down")
     assert "lab stopped" in out
