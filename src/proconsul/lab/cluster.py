@@ -16,7 +16,7 @@ from typing import Any
 
 from proconsul.cli.api_client import ApiClient, ApiError, ClientConfig, parse_address
 from proconsul.fileio import write_private_file
-from proconsul.lab import procs
+from proconsul.lab import netns, procs
 from proconsul.lab.layout import SERVICE_HOSTS, Lab, Node
 from proconsul.lab.render import Place, Security, agent_config, demo_environment, service_file
 from proconsul.lab.runner import StepFailed
@@ -93,7 +93,14 @@ def write_configs(lab: Lab) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         lab.data_dir(node.name).mkdir(parents=True, exist_ok=True)
         text = agent_config(
-            node, lab.nodes, lab_place(lab), security(lab, node), mesh=mesh, fast=lab.state.fast
+            node,
+            lab.nodes,
+            lab_place(lab),
+            security(lab, node),
+            mesh=mesh,
+            fast=lab.state.fast,
+            # Agents start together: one that missed the servers retries soon, not in 30 s.
+            retry_interval="2s",
         )
         write_private_file(directory / "consul.hcl", text.encode())
 
@@ -111,6 +118,14 @@ def agent_argv(lab: Lab, node: str) -> list[str]:
     return procs.proconsul_argv("agent", f"-config-dir={lab.config_dir(node)}")
 
 
+def on_node(lab: Lab, node: str, argv: list[str]) -> list[str]:
+    """`argv` as run on `node`: inside its namespace under --isolation netns."""
+    if lab.state.isolation != "netns":
+        return argv
+    index = [n.name for n in lab.nodes].index(node)
+    return [*netns.exec_prefix(lab.state.netns_tag, index), *argv]
+
+
 def running(lab: Lab, name: str) -> bool:
     pid = lab.state.pids.get(name)
     return pid is not None and procs.is_ours(pid)
@@ -119,7 +134,9 @@ def running(lab: Lab, name: str) -> bool:
 def start_agent(lab: Lab, node: str) -> None:
     if running(lab, node):
         return
-    lab.state.pids[node] = procs.start(agent_argv(lab, node), lab.log_file(node))
+    lab.state.pids[node] = procs.start(
+        on_node(lab, node, agent_argv(lab, node)), lab.log_file(node)
+    )
     lab.save()
 
 
@@ -134,9 +151,8 @@ def start_demo(lab: Lab, name: str, *, mesh: bool) -> None:
     if running(lab, name):
         return
     env = demo_environment(name, lab.nodes, mesh=mesh)
-    lab.state.pids[name] = procs.start(
-        procs.proconsul_argv("demo", "service"), lab.log_file(name), env
-    )
+    argv = on_node(lab, SERVICE_HOSTS[name], procs.proconsul_argv("demo", "service"))
+    lab.state.pids[name] = procs.start(argv, lab.log_file(name), env)
     lab.save()
 
 

@@ -18,7 +18,7 @@ from typing import TextIO
 from proconsul.cli.api_client import ApiError
 from proconsul.cli.keygen import new_key
 from proconsul.fileio import write_private_file
-from proconsul.lab import cluster, procs, scenarios, up
+from proconsul.lab import cluster, netns, procs, scenarios, up
 from proconsul.lab.layout import (
     DEFAULT_FIRST_ADDRESS,
     DNS_PORT,
@@ -130,10 +130,8 @@ def summary(lab: Lab, out: TextIO, stage: str, spent_s: float) -> None:
 
 def lab_up(args: argparse.Namespace, out: TextIO) -> int:
     lab = Lab(Path(args.dir))
-    if args.isolation == "netns":
-        out.write(
-            "--isolation netns is not built yet; the lab runs on loopback addresses (the default)\n"
-        )
+    if args.isolation == "netns" and netns.unavailable():
+        out.write(f"--isolation netns: {netns.unavailable()}; the default is loopback addresses\n")
         return 1
     if args.fresh and lab.exists():
         lab.load()
@@ -145,6 +143,10 @@ def lab_up(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"Reusing the lab in {lab.root} (use --fresh to start over)\n")
     else:
         lab.state.first_address = args.first_address
+        lab.state.isolation = args.isolation
+        if args.isolation == "netns":
+            lab.state.netns_tag = netns.new_tag()
+            lab.state.first_address = f"{netns.free_prefix()}.1"
         lab.state.check_interval = args.check_interval
         lab.state.fast = args.fast
         lab.root.mkdir(parents=True, exist_ok=True)
@@ -190,6 +192,9 @@ def _stop_all(lab: Lab, out: TextIO) -> None:
             out.write(f"stopped {name} (pid {pid})\n")
         lab.state.pids.pop(name, None)
     lab.state.broken.clear()
+    if lab.state.isolation == "netns":
+        netns.teardown(lab.state.netns_tag, len(lab.nodes))
+        out.write("removed the lab's namespaces and bridge\n")
     lab.save()
 
 
@@ -210,10 +215,13 @@ def lab_down(args: argparse.Namespace, out: TextIO) -> int:
     lab.state.note("lab down")
     lab.save()
     deadline = time.monotonic() + PORTS_FREE_DEADLINE_S
-    left = listeners(lab.nodes)
+    # Under netns the namespaces are gone with their sockets; their addresses
+    # are no longer this machine's, so there is nothing to probe.
+    probed = lab.nodes if lab.state.isolation == "loopback" else []
+    left = listeners(probed)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = listeners(lab.nodes)
+        left = listeners(probed)
     if left:
         out.write(f"still listening (not started by this lab?): {', '.join(left)}\n")
         return 1

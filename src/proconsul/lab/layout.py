@@ -72,6 +72,7 @@ class LabState:
 
     first_address: str = DEFAULT_FIRST_ADDRESS
     isolation: str = "loopback"
+    netns_tag: str = ""  # names the namespaces and bridge under --isolation netns
     check_interval: str = "2s"
     fast: bool = False  # lab-only gossip profile: failures seen in about a second
     done: list[str] = field(default_factory=list)  # step ids, in order

@@ -80,6 +80,7 @@ def agent_config(
     mesh: bool = False,
     fast: bool = False,
     client_addr: str | None = None,
+    retry_interval: str = "",
 ) -> str:
     """One node's agent config in the walkthrough's HCL."""
     servers = [n.address for n in nodes if n.server]
@@ -91,6 +92,7 @@ def agent_config(
         f'bind_addr = "{node.address}"',
         f'client_addr = "{client_addr or node.address}"',
         f"retry_join = {_hcl_list(servers)}",
+        *([f'retry_interval = "{retry_interval}"'] if retry_interval else []),
         'log_level = "INFO"',
         "ui_config {\n  enabled = true\n}",
         "performance {\n  raft_multiplier = 1\n}",

@@ -21,7 +21,7 @@ from typing import TextIO
 from proconsul import tls
 from proconsul.cli.api_client import ApiError
 from proconsul.fileio import write_private_file
-from proconsul.lab import cluster, procs
+from proconsul.lab import cluster, netns, procs
 from proconsul.lab.layout import (
     CLIENTS,
     DATACENTER,
@@ -169,8 +169,22 @@ def partition(lab: Lab, out: TextIO, args: list[str]) -> None:
         names = ", ".join(n.name for n in lab.nodes)
         raise ScenarioError(f"partition needs a node: one of {names}")
     name = args[0]
-    if lab.state.isolation != "loopback":
-        raise ScenarioError("partition under netns is not implemented in this lab yet")
+    if lab.state.isolation == "netns":
+        index = [n.name for n in lab.nodes].index(name)
+        netns.cut(lab.state.netns_tag, index)
+        lab.state.broken["partition"] = name
+        _report(
+            out,
+            f"cut {name}'s link: its port on the lab bridge "
+            f"({netns.bridge_port(lab.state.netns_tag, index)}) is down, so its packets are "
+            "dropped as when a cable is pulled (netns isolation)",
+            f"`proconsul lab status`: the others mark {name} failed after the gossip "
+            "suspicion timeout"
+            + ("; if it led, a new leader is elected" if name in SERVERS else "")
+            + f"; {name} itself, unreachable from here too, still runs",
+            "`proconsul lab heal` brings the link back up and it rejoins",
+        )
+        return
     pid = _pid(lab, name)
     procs.signal_pid(pid, signal.SIGSTOP)
     lab.state.broken["partition"] = name
@@ -362,6 +376,9 @@ def heal(lab: Lab, out: TextIO) -> int:
         if scenario in ("kill-leader", "kill-client"):
             cluster.start_agent(lab, target)
             out.write(f"healed {scenario}: started {target} again\n")
+        elif scenario == "partition" and lab.state.isolation == "netns":
+            netns.restore(lab.state.netns_tag, [n.name for n in lab.nodes].index(target))
+            out.write(f"healed partition: {target}'s link is up again\n")
         elif scenario == "partition":
             pid = lab.state.pids.get(target)
             if pid is not None:

@@ -23,7 +23,7 @@ import dnslib
 from proconsul.cli.api_client import ApiError
 from proconsul.cli.main import VERBS
 from proconsul.fileio import write_file_atomic
-from proconsul.lab import cluster, procs
+from proconsul.lab import cluster, netns, procs
 from proconsul.lab.layout import (
     DNS_PORT,
     NODES,
@@ -40,6 +40,16 @@ HEALTH_DEADLINE_S = 90.0
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def network(ctx: Context) -> None:
+    """Loopback needs nothing; netns makes the bridge and namespaces if they are gone."""
+    lab = ctx.lab
+    if lab.state.isolation == "netns":
+        try:
+            netns.setup(lab.state.netns_tag, [n.address for n in lab.nodes])
+        except netns.NetnsError as exc:
+            raise StepFailed("could not make the lab network", str(exc)) from None
 
 
 def write_files(ctx: Context) -> None:
@@ -166,6 +176,14 @@ def discovery_steps() -> list[Step]:
         reload_clients(ctx)
 
     return [
+        Step(
+            "discovery.network",
+            "discovery",
+            "the nodes' network",
+            "127.0.0.x addresses, or `ip netns add` and a bridge under --isolation netns",
+            network,
+            always=True,
+        ),
         Step(
             "discovery.files",
             "discovery",
@@ -439,9 +457,8 @@ def mesh_steps() -> list[Step]:
         for name in SERVICE_HOSTS:
             key = f"{name}-sidecar"
             if not cluster.running(ctx.lab, key):
-                ctx.lab.state.pids[key] = procs.start(
-                    sidecar_command(name, ctx.lab), ctx.lab.log_file(key)
-                )
+                argv = cluster.on_node(ctx.lab, SERVICE_HOSTS[name], sidecar_command(name, ctx.lab))
+                ctx.lab.state.pids[key] = procs.start(argv, ctx.lab.log_file(key))
                 ctx.lab.save()
         ctx.wait(
             "both sidecars passing",
