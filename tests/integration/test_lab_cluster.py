@@ -47,6 +47,11 @@ def status(directory: Path) -> str:
     return lab(directory, "status")
 
 
+def explain(directory: Path) -> str:
+    """`lab explain web api`: exit 1 whenever something is ✗ (always here: no sidecars run)."""
+    return lab(directory, "explain", "web", "api", check=False)
+
+
 def our_processes(directory: Path) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -144,6 +149,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     out = lab(lab_dir, "break", "kill-leader")
     assert out.startswith("did:   killed the Raft leader") and "heal:" in out
     assert up.dns_answer(NODES[2].address, "api.service.consul") == [NODES[2].address]
+    assert "✗ cluster: no Raft leader" in explain(lab_dir)
     lab(lab_dir, "heal")
     wait_for(lambda: "Raft: leader consul-server" in status(lab_dir), DEADLINE_S)
 
@@ -154,12 +160,17 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
         lambda: re.search(r"consul-client-2 .* gossip: failed .*frozen", status(lab_dir)),
         DEADLINE_S,
     )
+    wait_for(lambda: "✗ catalog: no healthy web instance" in explain(lab_dir), DEADLINE_S)
     lab(lab_dir, "heal")
     wait_for(lambda: len(re.findall(r"gossip: alive", status(lab_dir))) == 4, DEADLINE_S)
 
     # kill-client: api's node fails, api goes critical and DNS stops answering it.
     lab(lab_dir, "break", "kill-client")
-    wait_for(lambda: up.dns_answer(NODES[0].address, "api.service.consul") == [], DEADLINE_S)
+    wait_for(lambda: up.dns_answer(NODES[3].address, "api.service.consul") == [], DEADLINE_S)
+    wait_for(
+        lambda: "✗ catalog: no healthy api instance (consul-client-1" in explain(lab_dir),
+        DEADLINE_S,
+    )
     lab(lab_dir, "heal")
     wait_for(lambda: api_passing_on(lab_dir), DEADLINE_S)
 
@@ -170,6 +181,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
         DEADLINE_S,
     )
     assert up.dns_answer(NODES[2].address, "api.service.consul") == []
+    wait_for(lambda: "Check API health 8080 critical" in explain(lab_dir), DEADLINE_S)
     lab(lab_dir, "heal")
     wait_for(lambda: api_passing_on(lab_dir), DEADLINE_S)
 
@@ -193,6 +205,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
         ),
         DEADLINE_S,
     )
+    assert "✗ agent TLS: consul-server-2's cert_file expired" in explain(lab_dir)
     lab(lab_dir, "heal")
     wait_for(lambda: len(re.findall(r"gossip: alive", status(lab_dir))) == 4, DEADLINE_S)
     assert "Broken on purpose" not in status(lab_dir)
@@ -214,6 +227,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     assert re.search(r"^  web => api \(allow\)$", status(lab_dir), re.M)
     lab(lab_dir, "break", "deny-intention")
     assert check_intention(lab_dir) == "Denied"
+    assert "✗ intentions: denied by intention web => api (deny, precedence 9)" in explain(lab_dir)
     lab(lab_dir, "heal")
     assert check_intention(lab_dir) == "Allowed"
     out = lab(lab_dir, "break", "revoke-token", "web")
@@ -227,6 +241,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     )
     client_log = lab_dir / "logs" / "consul-client-2.log"
     wait_for(lambda: "ACL not found" in client_log.read_text(), DEADLINE_S)
+    assert "✗ tokens: web's sidecar token is refused" in explain(lab_dir)
     lab(lab_dir, "heal")
     wait_for(
         lambda: re.search(r"^  web\s+consul-client-2\s+passing$", status(lab_dir), re.M), DEADLINE_S

@@ -70,6 +70,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
     ("doctor",): "proconsul.lab.doctor:run",
     ("lab",): "proconsul.lab.command:run",
+    ("troubleshoot",): "proconsul.lab.explain:troubleshoot",
 }
 
 

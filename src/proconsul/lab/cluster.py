@@ -36,11 +36,13 @@ def web_via_mesh(lab: Lab) -> bool:
     return SIDECARS_STEP in lab.state.done
 
 
-def client(lab: Lab, node: Node, *, token: str | None = None) -> ApiClient:
+def client(lab: Lab, node: Node, *, token: str | None = None, stale: bool = False) -> ApiClient:
+    """`stale` lets any server answer reads, so they work (and do not wait) without a leader."""
     return ApiClient(
         ClientConfig(
             endpoint=parse_address(node.http_addr),
             token=token if token is not None else lab.secret("bootstrap"),
+            stale=stale,
             timeout_s=HTTP_TIMEOUT_S,
         )
     )

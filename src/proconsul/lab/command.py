@@ -9,6 +9,7 @@ why), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import shutil
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import TextIO
 from proconsul.cli.api_client import ApiError
 from proconsul.cli.keygen import new_key
 from proconsul.fileio import write_private_file
-from proconsul.lab import cluster, netns, procs, scenarios, up
+from proconsul.lab import cluster, doctor, explain, netns, procs, scenarios, up
 from proconsul.lab.layout import (
     DEFAULT_FIRST_ADDRESS,
     DNS_PORT,
@@ -299,12 +300,53 @@ def lab_break(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def lab_explain(args: argparse.Namespace, out: TextIO) -> int:
-    missing = up.mesh_missing()
-    out.write(
-        f"explain {args.source} {args.destination}: needs the mesh "
-        f"(missing {', '.join(missing) if missing else 'the explain checks'}); not built yet\n"
+    lab = _load(args.dir, out)
+    if lab is None:
+        return 1
+    node = next(
+        (n for n in lab.nodes if cluster.running(lab, n.name) and not _frozen(lab, n.name)),
+        lab.nodes[0],
     )
-    return 1
+    tokens = {s: t for s in (args.source, args.destination) if (t := lab.secret(s))}
+    probe = explain.Probe(
+        cluster.client(lab, node, stale=True),
+        tokens,
+        [lambda: _leader(lab), lambda: _agent_certs(lab)],
+    )
+    found = explain.checks(probe, args.source, args.destination)
+    out.write(explain.render(found) + "\n")
+    return 0 if all(c.ok for c in found) else 1
+
+
+def _frozen(lab: Lab, name: str) -> bool:
+    pid = lab.state.pids.get(name)
+    return pid is not None and procs.is_stopped(pid)
+
+
+def _leader(lab: Lab) -> explain.Check:
+    leader = scenarios.leader_node(lab)
+    if leader is None:
+        return explain.Check(
+            False,
+            "cluster",
+            "no Raft leader: reads may be stale and no write (intention, token) can happen",
+            "bring the servers back (`proconsul lab heal`); two servers tolerate no failure",
+        )
+    return explain.Check(True, "cluster", f"{leader.name} leads")
+
+
+def _agent_certs(lab: Lab) -> explain.Check:
+    now = dt.datetime.now(dt.UTC)
+    for node in doctor.read_nodes(lab.root / "configs"):
+        for key, not_after in node.cert_expiry.items():
+            if not_after <= now:
+                return explain.Check(
+                    False,
+                    "agent TLS",
+                    f"{node.name}'s {key} expired {not_after:%F %T} UTC: its peers refuse it",
+                    "issue a new certificate and restart the agent (`proconsul lab heal`)",
+                )
+    return explain.Check(True, "agent TLS", "every agent certificate in the configs is in date")
 
 
 def run(argv: list[str], out: TextIO | None = None) -> int:
@@ -319,8 +361,6 @@ def run(argv: list[str], out: TextIO | None = None) -> int:
         return lab_steps(args, out)
     if args.verb == "export":
         return lab_export(args, out)
-    if args.verb == "explain":
-        return lab_explain(args, out)
     lab = _load(args.dir, out)
     if lab is None:
         return 1
@@ -330,4 +370,6 @@ def run(argv: list[str], out: TextIO | None = None) -> int:
         return lab_down(args, out)
     if args.verb == "break":
         return lab_break(args, out)
+    if args.verb == "explain":
+        return lab_explain(args, out)
     return scenarios.heal(lab, out)
