@@ -236,6 +236,17 @@ def discovery_steps() -> list[Step]:
 # --------------------------------------------------------------------------- secure
 
 
+def save_tokens(ctx: Context, script: str, step_id: str, wanted: dict[str, str]) -> None:
+    """Run a token script; keep each wanted token (by its description) in secrets/<name>."""
+    out = cluster.run_script(ctx.lab, script, step_id)
+    secrets = cluster.secret_ids(out)
+    for name, description in wanted.items():
+        token = secrets.get(description)
+        if not token:
+            raise StepFailed(f"no token printed for {name}", out)
+        ctx.lab.set_secret(name, token)
+
+
 def secure_steps() -> list[Step]:
     def gossip_key(ctx: Context) -> None:
         out = cluster.run_script(ctx.lab, "gossip_keygen.sh", "secure.gossip-key")
@@ -262,13 +273,8 @@ def secure_steps() -> list[Step]:
         ctx.lab.set_secret("bootstrap", token)
 
     def agent_tokens(ctx: Context) -> None:
-        out = cluster.run_script(ctx.lab, "agent_tokens.sh", "secure.agent-tokens")
-        secrets = cluster.secret_ids(out)
-        for name in NODES:
-            token = secrets.get(f"{name} agent token")
-            if not token:
-                raise StepFailed(f"no token printed for {name}", out)
-            ctx.lab.set_secret(name, token)
+        wanted = {name: f"{name} agent token" for name in NODES}
+        save_tokens(ctx, "agent_tokens.sh", "secure.agent-tokens", wanted)
 
     def tokens_in_configs(ctx: Context) -> None:
         cluster.mark(ctx.lab, cluster.TOKENS_IN_CONFIG_STEP)
@@ -276,13 +282,8 @@ def secure_steps() -> list[Step]:
         restart_agents(ctx, everyone=True)
 
     def service_tokens(ctx: Context) -> None:
-        out = cluster.run_script(ctx.lab, "service_tokens.sh", "secure.service-tokens")
-        secrets = cluster.secret_ids(out)
-        for name in SERVICE_HOSTS:
-            token = secrets.get(f"Token for {name.upper()}")
-            if not token:
-                raise StepFailed(f"no token printed for {name}", out)
-            ctx.lab.set_secret(name, token)
+        wanted = {name: f"Token for {name.upper()}" for name in SERVICE_HOSTS}
+        save_tokens(ctx, "service_tokens.sh", "secure.service-tokens", wanted)
         cluster.write_service_files(ctx.lab, mesh=False)
         reload_clients(ctx)
 
