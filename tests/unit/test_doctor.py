@@ -99,7 +99,7 @@ ROWS = [
         "no-verify-server-hostname",
         ("verify_server_hostname = true", ""),
         0o600,
-        "tls.internal_rpc.verify_server_hostname",
+        "verify_server_hostname",
     ),
     ("acl-off", ("enabled = true", "enabled = false"), 0o600, "acl.enabled"),
     (

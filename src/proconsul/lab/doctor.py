@@ -58,12 +58,12 @@ class NodeConfig:
     secret_files: dict[str, str] = field(default_factory=dict)  # file -> key it holds
     cert_expiry: dict[str, dt.datetime] = field(default_factory=dict)  # key -> not_after
 
-    def get(self, *keys: str) -> tuple[str, Any]:
-        """The first of `keys` that is set, and its value; else (keys[0], None)."""
+    def get(self, *keys: str, unset: str = "") -> tuple[str, Any]:
+        """The first of `keys` that is set, and its value; else (`unset` or keys[0], None)."""
         for key in keys:
             if key in self.values:
                 return key, self.values[key]
-        return keys[0], None
+        return unset or keys[0], None
 
     def where(self, key: str) -> str:
         return self.origin.get(key, NOT_SET)
@@ -103,7 +103,10 @@ def _node_findings(node: NodeConfig, now: dt.datetime) -> Iterator[Finding]:
                 )
     if server:
         key, value = node.get(
-            "tls.internal_rpc.verify_incoming", "tls.defaults.verify_incoming", "verify_incoming"
+            "tls.internal_rpc.verify_incoming",
+            "tls.defaults.verify_incoming",
+            "verify_incoming",
+            unset="verify_incoming",  # the walkthrough's spelling
         )
         if not _truthy(value):
             yield finding(
@@ -116,6 +119,7 @@ def _node_findings(node: NodeConfig, now: dt.datetime) -> Iterator[Finding]:
         "tls.internal_rpc.verify_server_hostname",
         "tls.defaults.verify_server_hostname",
         "verify_server_hostname",
+        unset="verify_server_hostname",
     )
     if not _truthy(value):
         yield finding(
