@@ -27,7 +27,7 @@ from proconsul.structs.catalog import (
     Weights,
 )
 from proconsul.structs.config_entries import Intention, ServiceIntentions
-from proconsul.structs.connect import CARoot
+from proconsul.structs.connect import CARoot, IssuedCert
 from proconsul.tls.certs import LeafSpec, issue_leaf, load_ca
 from proconsul.xds.snapshot import (
     LeafCert,
@@ -63,6 +63,20 @@ class MeshCA:
         )
         pair = issue_leaf(ca, spec, now=datetime.now(UTC))
         return LeafCert(pair.cert_pem, pair.key_pem)
+
+    def issued(self, service: str, index: int = 0) -> IssuedCert:
+        """The service's leaf as the agent's CA view hands it out (`IssuedCert`)."""
+        leaf = self.leaf(service)
+        now = datetime.now(UTC)
+        return IssuedCert(
+            serial_number="01",
+            cert_pem=leaf.cert_pem,
+            private_key_pem=leaf.key_pem,
+            service=service,
+            valid_after=now,
+            valid_before=now + timedelta(hours=72),
+            modify_index=index,
+        )
 
 
 def mesh_ca(seed: int = 1) -> MeshCA:

@@ -13,6 +13,12 @@ a sample fails here), each caller asks once:
 - the write token may read and write, but not manage ACLs;
 - the management token is never refused.
 
+A refusal of a Connect, config entry or intentions route must name the
+permission Consul asks there ('intention:write' on "web"), and an allowed
+caller must be served. Tokens narrowed to one service then show the rules
+follow the names: config entries per kind, intentions read on either end,
+a check on the destination, authorize and leaf on the target.
+
 List endpoints must say `X-Consul-Results-Filtered-By-ACLs: true` to the
 partial token and nothing to a token that sees everything. Then the agent
 tokens: `/v1/agent/token/default` set through the API survives a restart
@@ -22,6 +28,7 @@ Last, no secret used here appears in any agent log.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -40,12 +47,14 @@ from proconsul.http.api import AgentAPI
 from proconsul.http.server import build_app
 
 NODE = "acl-node"
+# A client certificate URI for /v1/agent/connect/authorize (the trust domain is not checked there).
+DB_URI = "spiffe://11111111-2222-3333-4444-555555555555.consul/ns/default/dc/dc1/svc/db"
 ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
 FILTERED = "X-Consul-Results-Filtered-By-ACLs"
 KEY = "pPE2JQXsqSd/1RAHnbI7OYmvsSv5PxyhdwNH4fLMtbs="  # a valid 32-byte gossip key
 ALL_RULES = """agent_prefix "" {{ policy = "{p}" }}
 node_prefix "" {{ policy = "{p}" }}
-service_prefix "" {{ policy = "{p}" }}
+service_prefix "" {{ policy = "{p}" intentions = "{p}" }}
 key_prefix "" {{ policy = "{p}" }}
 event_prefix "" {{ policy = "{p}" }}
 operator = "{p}"
@@ -174,6 +183,19 @@ def _seed(m: Matrix) -> None:
         m.ok("PUT", f"/v1/event/fire/{name}", b"x")
     for key in ("pub/a", "priv/b"):
         m.ok("PUT", f"/v1/kv/{key}", b"v")
+    # Config entries of three kinds with their three rules, and intentions: db -> web (a
+    # legacy one, with an ID), api -> web, and api <-> db.
+    m.ok("PUT", "/v1/config", {"Kind": "proxy-defaults", "Name": "global"})
+    for name in ("web", "db"):
+        m.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": name, "Protocol": "tcp"})
+    created = m.ok(
+        "POST",
+        "/v1/connect/intentions",
+        {"SourceName": "db", "DestinationName": "web", "Action": "allow"},
+    )
+    m.ok("PUT", "/v1/connect/intentions/exact?source=api&destination=db", {"Action": "deny"})
+    m.ok("PUT", "/v1/connect/intentions/exact?source=db&destination=api", {"Action": "allow"})
+    m.ok("PUT", "/v1/connect/intentions/exact?source=api&destination=web", {"Action": "deny"})
     role = m.ok("PUT", "/v1/acl/role", {"Name": "matrix-role"})
     policy = m.ok("PUT", "/v1/acl/policy", {"Name": "matrix-policy", "Rules": ""})
     m.values.update(
@@ -181,6 +203,7 @@ def _seed(m: Matrix) -> None:
         role_id=str(role["ID"]),
         policy_id=str(policy["ID"]),
         node=NODE,
+        intention_id=str(created["ID"]),
     )
     # Wait until anti-entropy put the local services into the catalog.
     wait_for(lambda: "web" in m.ok("GET", "/v1/catalog/services"), 10.0)
@@ -207,6 +230,15 @@ class Sample:
     unknown_may_get: tuple[int, ...] = ()
     # The route's own 403 that every caller gets (bootstrap once done).
     always_403_prefix: str = ""
+    # The permission a refusal names ('service:write' on "web"): checked for the
+    # read caller of a write sample and for the callers without a token of a read one,
+    # so the sample says which rule the route needs, not only its level.
+    denies: str = ""
+    # An allowed caller gets 200 (the request is one that succeeds).
+    served: bool = False
+    # The status of a refusal: 409 for a transaction, whose refused operations
+    # come back as its errors (Consul's Txn), else 403.
+    denied_status: int = 403
 
 
 def _victim_service(m: Matrix) -> None:
@@ -240,7 +272,44 @@ def _kv_victim(m: Matrix) -> None:
     m.ok("PUT", "/v1/kv/matrix/victim", b"v")
 
 
+def _victim_entries(m: Matrix) -> None:
+    """One entry of each kind to delete: proxy-defaults, service-defaults and
+    service-intentions, all but the first named "victim"."""
+    m.ok("PUT", "/v1/config", {"Kind": "proxy-defaults", "Name": "global"})
+    m.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "victim"})
+    m.ok(
+        "PUT",
+        "/v1/config",
+        {"Kind": "service-intentions", "Name": "victim",
+         "Sources": [{"Name": "db", "Action": "allow"}]},
+    )  # fmt: skip
+
+
+def _victim_intention(m: Matrix) -> None:
+    """An intention to web from a new source: by name for /exact, by ID for /{id}."""
+    source = f"victim-{uuid.uuid4().hex[:8]}"
+    created = m.ok(
+        "POST",
+        "/v1/connect/intentions",
+        {"SourceName": source, "DestinationName": "web", "Action": "allow"},
+    )
+    m.values.update(victim_source=source, victim_intention=str(created["ID"]))
+
+
 S = Sample
+
+
+def _on(permission: str, name: str | None = None) -> str:
+    """How a refusal names what was lacking: 'service:write' on "web"."""
+    return f"'{permission}'" + (f' on "{name}"' if name is not None else "")
+
+
+# A sample an allowed caller must be served by (200), not only not refused.
+C = functools.partial(Sample, served=True)
+WEB_READ = _on("service:read", "web")
+WEB_WRITE = _on("service:write", "web")
+WEB_INTENTIONS_READ = _on("intention:read", "web")
+WEB_INTENTIONS_WRITE = _on("intention:write", "web")
 SAMPLES: list[Sample] = [
     # catalog and health (enforced by the servers)
     S("PUT", "/v1/catalog/register", "/v1/catalog/register", "write",
@@ -263,11 +332,71 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/connect/ca/roots", "/v1/connect/ca/roots", "none"),
     # the Connect CA: operator:write for the configuration (read too, as Consul),
     # service:write for a leaf, nothing for the agent's roots
-    S("GET", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write"),
-    S("PUT", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write",
-      {"Provider": "consul", "Config": {"LeafCertTTL": "72h"}}),
+    C("GET", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write",
+      denies=_on("operator:write")),
+    C("PUT", "/v1/connect/ca/configuration", "/v1/connect/ca/configuration", "write",
+      {"Provider": "consul", "Config": {"LeafCertTTL": "72h"}}, denies=_on("operator:write")),
     S("GET", "/v1/agent/connect/ca/roots", "/v1/agent/connect/ca/roots", "none"),
-    S("GET", "/v1/agent/connect/ca/leaf/{service}", "/v1/agent/connect/ca/leaf/web", "write"),
+    C("GET", "/v1/agent/connect/ca/leaf/{service}", "/v1/agent/connect/ca/leaf/web", "write",
+      denies=WEB_WRITE),
+    C("POST", "/v1/agent/connect/authorize", "/v1/agent/connect/authorize", "write",
+      {"Target": "web", "ClientCertURI": DB_URI}, denies=WEB_WRITE),
+    # config entries, per kind (server/config_endpoints.py): proxy-defaults is anyone's
+    # to read and operator:write to write; service-* service:read/write on the name;
+    # service-intentions intentions read/write on the destination
+    C("PUT", "/v1/config", "/v1/config", "write",
+      {"Kind": "proxy-defaults", "Name": "global"}, denies=_on("operator:write")),
+    C("PUT", "/v1/config", "/v1/config", "write",
+      {"Kind": "service-defaults", "Name": "web", "Protocol": "tcp"}, denies=WEB_WRITE),
+    C("PUT", "/v1/config", "/v1/config", "write",
+      {"Kind": "service-intentions", "Name": "matrix-dest",
+       "Sources": [{"Name": "matrix-src", "Action": "allow"}]},
+      denies=_on("intention:write", "matrix-dest")),
+    C("GET", "/v1/config/{kind}/{name}", "/v1/config/proxy-defaults/global", "none"),
+    C("GET", "/v1/config/{kind}/{name}", "/v1/config/service-defaults/web", "read",
+      denies=WEB_READ),
+    C("GET", "/v1/config/{kind}/{name}", "/v1/config/service-intentions/web", "read",
+      denies=WEB_INTENTIONS_READ),
+    C("GET", "/v1/config/{kind}", "/v1/config/proxy-defaults", "list"),
+    C("GET", "/v1/config/{kind}", "/v1/config/service-defaults", "list"),
+    C("GET", "/v1/config/{kind}", "/v1/config/service-intentions", "list"),
+    C("DELETE", "/v1/config/{kind}/{name}", "/v1/config/proxy-defaults/global", "write",
+      setup=_victim_entries, denies=_on("operator:write")),
+    C("DELETE", "/v1/config/{kind}/{name}", "/v1/config/service-defaults/victim", "write",
+      setup=_victim_entries, denies=_on("service:write", "victim")),
+    C("DELETE", "/v1/config/{kind}/{name}", "/v1/config/service-intentions/victim", "write",
+      setup=_victim_entries, denies=_on("intention:write", "victim")),
+    C("GET", "/v1/discovery-chain/{service}", "/v1/discovery-chain/web", "read",
+      denies=WEB_READ),
+    C("POST", "/v1/discovery-chain/{service}", "/v1/discovery-chain/web", "read", {},
+      denies=WEB_READ),
+    # the intentions API: a row is read with intentions read on either end, lists
+    # filter, a check needs service:read on the destination, writes need
+    # intentions write on the destination
+    C("GET", "/v1/connect/intentions", "/v1/connect/intentions", "list"),
+    C("POST", "/v1/connect/intentions", "/v1/connect/intentions", "write",
+      {"SourceName": "m-{caller}", "DestinationName": "web", "Action": "allow"},
+      denies=WEB_INTENTIONS_WRITE),
+    C("GET", "/v1/connect/intentions/exact",
+      "/v1/connect/intentions/exact?source=db&destination=web", "read", denies=WEB_INTENTIONS_READ),
+    C("PUT", "/v1/connect/intentions/exact",
+      "/v1/connect/intentions/exact?source=x-{caller}&destination=web", "write",
+      {"Action": "deny"}, denies=WEB_INTENTIONS_WRITE),
+    C("DELETE", "/v1/connect/intentions/exact",
+      "/v1/connect/intentions/exact?source={victim_source}&destination=web", "write",
+      setup=_victim_intention, denies=WEB_INTENTIONS_WRITE),
+    C("GET", "/v1/connect/intentions/match",
+      "/v1/connect/intentions/match?by=destination&name=web", "read",
+      denies=WEB_INTENTIONS_READ),
+    C("GET", "/v1/connect/intentions/check",
+      "/v1/connect/intentions/check?source=db&destination=web", "read", denies=WEB_READ),
+    C("GET", "/v1/connect/intentions/{id}", "/v1/connect/intentions/{intention_id}", "read",
+      denies=WEB_INTENTIONS_READ),
+    C("PUT", "/v1/connect/intentions/{id}", "/v1/connect/intentions/{victim_intention}", "write",
+      {"SourceName": "{victim_source}", "DestinationName": "web", "Action": "deny"},
+      setup=_victim_intention, denies=WEB_INTENTIONS_WRITE),
+    C("DELETE", "/v1/connect/intentions/{id}", "/v1/connect/intentions/{victim_intention}",
+      "write", setup=_victim_intention, denies=WEB_INTENTIONS_WRITE),
     S("GET", "/v1/status/peers", "/v1/status/peers", "none"),
     # KV
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),
@@ -316,6 +445,17 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/operator/autopilot/state", "/v1/operator/autopilot/state", "read"),
     S("GET", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
       "read"),
+    S("PUT", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
+      "write", {"CleanupDeadServers": True, "LastContactThreshold": "200ms",
+                "MaxTrailingLogs": 250, "ServerStabilizationTime": "10s"}),
+    S("POST", "/v1/operator/raft/transfer-leader", "/v1/operator/raft/transfer-leader", "write"),
+    S("GET", "/v1/operator/usage", "/v1/operator/usage", "read"),
+    # snapshots: a management token (acl:write); a restore would replace the state
+    S("GET", "/v1/snapshot", "/v1/snapshot", "acl"),
+    S("PUT", "/v1/snapshot", "/v1/snapshot", "acl", b"x", destructive=True),
+    # transactions: each operation is checked; a refused one is an error of a 409
+    S("PUT", "/v1/txn", "/v1/txn", "write",
+      [{"KV": {"Verb": "set", "Key": "matrix/txn", "Value": "dg=="}}], denied_status=409),
     # the ACL API (enforced by the servers)
     S("PUT", "/v1/acl/bootstrap", "/v1/acl/bootstrap", "none",
       always_403_prefix="Permission denied: ACL bootstrap no longer allowed"),
@@ -367,7 +507,9 @@ def test_every_route_has_a_sample() -> None:
 # ----- the matrix -------------------------------------------------------------------------
 
 
-def _refused(status: int, text: str) -> bool:
+def _refused(status: int, text: str, denied_status: int = 403) -> bool:
+    if denied_status == 409:
+        return status == 409 and '"What":"Permission denied' in text
     return status == 403 and text.startswith("Permission denied")
 
 
@@ -392,8 +534,14 @@ def _judge(sample: Sample, caller: str, status: int, text: str) -> str | None:
     if sample.always_403_prefix:
         return None if status == 403 and text.startswith(sample.always_403_prefix) else "want 403"
     if _may(sample.needs, caller):
-        return "refused" if status == 403 else None
-    return None if _refused(status, text) else "want 403 Permission denied"
+        if status in (403, sample.denied_status):
+            return "refused"
+        return "want 200" if sample.served and status != 200 else None
+    if not _refused(status, text, sample.denied_status):
+        return f"want {sample.denied_status} Permission denied"
+    if sample.denies and (caller == "read" or sample.needs == "read"):
+        return None if sample.denies in text else f"want the refusal to name {sample.denies}"
+    return None
 
 
 def _run(m: Matrix, sample: Sample, caller: str) -> tuple[int, str]:
@@ -418,9 +566,9 @@ def test_matrix(matrix: Matrix) -> None:
             status, text = _run(matrix, sample, caller)
             wrong = _judge(sample, caller, status, text)
             if wrong is not None:
-                problems.append(
-                    f"{sample.method} {sample.path} as {caller}: {status} {text[:100]!r} ({wrong})"
-                )
+                kind = sample.body.get("Kind") if isinstance(sample.body, dict) else None
+                what = f"{sample.method} {sample.path}" + (f" ({kind})" if kind else "")
+                problems.append(f"{what} as {caller}: {status} {text[:160]!r} ({wrong})")
             if status == 200 and caller == "unknown":
                 problems.append(f"{sample.method} {sample.path}: 200 to an unknown secret")
     assert problems == [], "\n" + "\n".join(problems)
@@ -460,6 +608,106 @@ def test_register_needs_write_on_the_sidecar_and_the_destination(matrix: Matrix)
     assert status == 403 and "service:write" in text, (status, text)
 
 
+def _denied(matrix: Matrix, caller: str, method: str, path: str, body: Any = None) -> str:
+    """The permission a refusal names ('service:write' on "db"); fails on any other answer."""
+    status, _, text = matrix.call(method, path, caller, body)
+    assert status == 403 and " lacks permission " in text, (method, path, status, text)
+    return text.split(" lacks permission ", 1)[1]
+
+
+def _served(matrix: Matrix, caller: str, method: str, path: str, body: Any = None) -> Any:
+    status, _, text = matrix.call(method, path, caller, body)
+    assert status == 200, (method, path, status, text)
+    return json.loads(text) if text.strip() else None
+
+
+def _caller(matrix: Matrix, name: str, rules: str) -> str:
+    """A caller whose token has exactly `rules` (made once per module)."""
+    if name not in matrix.secrets:
+        matrix.secrets[name] = matrix.make_token(rules, name)[0]
+    return name
+
+
+def test_config_entry_rules_follow_the_kind_and_name(matrix: Matrix) -> None:
+    """A token with service:write on web only (Consul's config entry ACL table)."""
+    who = _caller(matrix, "web-writer", 'service "web" { policy = "write" }')
+    entry = {"Kind": "service-defaults", "Name": "web", "Protocol": "tcp"}
+    assert _served(matrix, who, "PUT", "/v1/config", entry) is True
+    assert _denied(matrix, who, "PUT", "/v1/config", {**entry, "Name": "db"}) == _on(
+        "service:write", "db"
+    )
+    proxy = {"Kind": "proxy-defaults", "Name": "global"}
+    assert _denied(matrix, who, "PUT", "/v1/config", proxy) == _on("operator:write")
+    # service write grants reading the service's intentions, not writing them
+    sources = [{"Name": "db", "Action": "allow"}]
+    intentions = {"Kind": "service-intentions", "Name": "web", "Sources": sources}
+    assert _denied(matrix, who, "PUT", "/v1/config", intentions) == _on("intention:write", "web")
+    assert _served(matrix, who, "GET", "/v1/config/service-intentions/web")["Name"] == "web"
+    assert _denied(matrix, who, "GET", "/v1/config/service-defaults/db") == _on(
+        "service:read", "db"
+    )
+    # a resolver that sends web's traffic to db also needs service:read on db
+    resolver = {"Kind": "service-resolver", "Name": "web", "Redirect": {"Service": "db"}}
+    assert _denied(matrix, who, "PUT", "/v1/config", resolver) == _on("service:read", "db")
+    assert _denied(matrix, who, "GET", "/v1/discovery-chain/db") == _on("service:read", "db")
+    listed = _served(matrix, who, "GET", "/v1/config/service-defaults")
+    assert [e["Name"] for e in listed] == ["web"]
+
+
+def test_intention_reads_need_either_end_and_check_the_destination(matrix: Matrix) -> None:
+    """A token that reads service db (and so db's intentions) and nothing else."""
+    who = _caller(matrix, "db-reader", 'service "db" { policy = "read" }')
+    found = _served(matrix, who, "GET", "/v1/connect/intentions/exact?source=db&destination=web")
+    assert (found["SourceName"], found["DestinationName"]) == ("db", "web")
+    assert _served(matrix, who, "GET", f"/v1/connect/intentions/{matrix.values['intention_id']}")
+    path = "/v1/connect/intentions/match?by=destination&name=web"
+    assert _denied(matrix, who, "GET", path) == _on("intention:read", "web")
+    by_source = _served(matrix, who, "GET", "/v1/connect/intentions/match?by=source&name=db")
+    assert sorted(i["DestinationName"] for i in by_source["db"]) == ["api", "web"]
+    # a check tells only allowed or not: service:read on the destination, whatever the source
+    path = "/v1/connect/intentions/check?source=db&destination=web"
+    assert _denied(matrix, who, "GET", path) == _on("service:read", "web")
+    path = "/v1/connect/intentions/check?source=api&destination=db"
+    assert _served(matrix, who, "GET", path) == {"Allowed": False}
+    status, headers, text = matrix.call("GET", "/v1/connect/intentions", who)
+    rows = json.loads(text)
+    assert status == 200 and headers.get(FILTERED) == "true", (status, headers)
+    assert sorted((r["SourceName"], r["DestinationName"]) for r in rows) == [
+        ("api", "db"),
+        ("db", "api"),
+        ("db", "web"),
+    ]
+
+
+def test_intention_writes_need_intentions_write_on_the_destination(matrix: Matrix) -> None:
+    rules = 'service_prefix "" { policy = "read" }\n'
+    rules += 'service "web" { policy = "read" intentions = "write" }'
+    who = _caller(matrix, "web-intentions", rules)
+    path = "/v1/connect/intentions/exact?source=ixn-src&destination=web"
+    assert _served(matrix, who, "PUT", path, {"Action": "allow"}) is True
+    path = "/v1/connect/intentions/exact?source=web&destination=db"
+    assert _denied(matrix, who, "PUT", path, {"Action": "allow"}) == _on("intention:write", "db")
+    body = {"SourceName": "web", "DestinationName": "db", "Action": "allow"}
+    assert _denied(matrix, who, "POST", "/v1/connect/intentions", body) == _on(
+        "intention:write", "db"
+    )
+    path = "/v1/connect/intentions/exact?source=ixn-src&destination=web"
+    assert _served(matrix, who, "DELETE", path) is True
+
+
+def test_authorize_and_leaf_need_service_write_on_the_target(matrix: Matrix) -> None:
+    who = _caller(matrix, "web-writer", 'service "web" { policy = "write" }')
+    body = {"Target": "web", "ClientCertURI": DB_URI}
+    answer = _served(matrix, who, "POST", "/v1/agent/connect/authorize", body)
+    assert answer["Authorized"] is True and "default/db => default/web" in answer["Reason"]
+    body = {"Target": "db", "ClientCertURI": DB_URI}
+    assert _denied(matrix, who, "POST", "/v1/agent/connect/authorize", body) == _on(
+        "service:write", "db"
+    )
+    assert _served(matrix, who, "GET", "/v1/agent/connect/ca/leaf/web")["Service"] == "web"
+    assert _denied(matrix, who, "GET", "/v1/agent/connect/ca/leaf/db") == _on("service:write", "db")
+
+
 # ----- filtered lists ---------------------------------------------------------------------
 
 LISTS = [
@@ -471,6 +719,9 @@ LISTS = [
     "/v1/catalog/nodes",
     "/v1/health/state/any",
     "/v1/kv/?recurse",
+    "/v1/config/service-defaults",
+    "/v1/config/service-intentions",
+    "/v1/connect/intentions",
 ]
 
 

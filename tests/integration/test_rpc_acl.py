@@ -9,6 +9,10 @@ such a caller must get: refused with ACL_DENIED ("ACL not found" for the
 unknown secret), filtered data only, its own (anonymous) token only, or one of
 the documented open methods (Status.*, and Raft.Step, which is the Raft
 transport between servers and is not exercised here).
+Tokens narrowed to one service or to operator read/write then show which
+rule each Connect method asks: intentions read on either end of a row (a
+match on every name), service:read on a check's destination, operator:write
+for the CA configuration, service:write on the service a leaf's CSR names.
 `test_cases_cover_every_registered_method` starts a server agent in-process
 with the same configuration and fails when it registers a method `CASES` does
 not know, so a new method cannot arrive without a decision.
@@ -33,11 +37,13 @@ from tests.gossip_agents import GossipPool
 from proconsul.agent.agent import Agent
 from proconsul.config.agent_args import parse_agent_args
 from proconsul.config.loader import load_config
+from proconsul.connect.ca import leaf_csr
 from proconsul.rpc import ErrorCode, RPCClient, RPCError
 from proconsul.rpc.acl_codec import encode_call
 from proconsul.rpc.codec import decode_read_response
 from proconsul.rpc.testing import make_pki
 from proconsul.server.auto_encrypt_signer import SIGN_METHOD
+from proconsul.server.connect_ca_rpc import decode_issued
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import operator_payload
 from proconsul.structs.acl import (
@@ -56,13 +62,27 @@ from proconsul.structs.commands import (
     Command,
     KVSRequest,
 )
+from proconsul.structs.connect import CAConfiguration
+from proconsul.structs.intentions import IntentionQuery
 from proconsul.structs.requests import QueryOptions, ReadRequest
-from proconsul.structs.rpc import ACLCall, ApplyRequest, ResolveReply, SignReply, SignRequest
+from proconsul.structs.rpc import (
+    ACLCall,
+    ApplyRequest,
+    CAConfigRequest,
+    CASignRequest,
+    ResolveReply,
+    SignReply,
+    SignRequest,
+)
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 MGMT = "0bc0c000-0000-4000-8000-00000000000a"
 NODE_WRITER = "0bc0c000-0000-4000-8000-00000000000b"
 NODE_READER = "0bc0c000-0000-4000-8000-00000000000c"
+WEB_READER = "0bc0c000-0000-4000-8000-00000000000d"
+WEB_WRITER = "0bc0c000-0000-4000-8000-00000000000e"
+OPERATOR_READER = "0bc0c000-0000-4000-8000-00000000000f"
+OPERATOR_WRITER = "0bc0c000-0000-4000-8000-000000000010"
 UNKNOWN = "0bc0c000-0000-4000-8000-0000000000ff"
 CHOSEN = "0bc0c000-0000-4000-8000-0000000000ee"
 CALL_S = 10.0
@@ -120,6 +140,29 @@ def sign(node: str = "client-1") -> Callable[[str], bytes]:
         return msgspec.msgpack.encode(
             SignRequest(public_key_pem=public.decode(), node=node, token=token)
         )
+
+    return payload
+
+
+def ixn(**fields: Any) -> Callable[[str], bytes]:
+    """An "Intention.*" read of `fields` (an IntentionQuery)."""
+    return read(intention=IntentionQuery(**fields))
+
+
+def ca_config_set(token: str) -> bytes:
+    config = CAConfiguration(config={"LeafCertTTL": "24h"})  # not the one in force
+    return msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
+
+
+def leaf_sign(service: str, trust_domain: str = "any.consul") -> Callable[[str], bytes]:
+    """A "ConnectCA.Sign" of a fresh key's CSR for `service` (the ACL check
+    comes before the trust domain is looked at)."""
+
+    def payload(token: str) -> bytes:
+        csr = leaf_csr(
+            generate_private_key(), trust_domain=trust_domain, datacenter="dc1", service=service
+        )
+        return msgspec.msgpack.encode(CASignRequest(csr=csr, token=token))
 
     return payload
 
@@ -186,6 +229,18 @@ CASES: dict[str, Case] = {
     "Operator.AutopilotGetConfiguration": Case(DENIED, operator()),
     "Operator.AutopilotState": Case(DENIED, operator()),
     SIGN_METHOD: Case(DENIED, sign()),
+    # The intentions API (server/intention_endpoints.py): a row needs intentions
+    # read on either end, a match on every name, a check service:read on the
+    # destination.
+    "Intention.List": Case(FILTERED, ixn()),
+    "Intention.Match": Case(DENIED, ixn(match_by="destination", names=["web"])),
+    "Intention.Get": Case(DENIED, ixn(source="db", destination="web")),
+    "Intention.Check": Case(DENIED, ixn(source="db", destination="web")),
+    # The Connect CA: operator:write for its configuration, read or written;
+    # service:write on the CSR's service for a leaf.
+    "ConnectCA.ConfigurationGet": Case(DENIED, read()),
+    "ConnectCA.ConfigurationSet": Case(DENIED, ca_config_set),
+    "ConnectCA.Sign": Case(DENIED, leaf_sign("web")),
     "Raft.Step": Case(SERVER_TRANSPORT),
     "Raft.Apply": Case(DENIED, apply(ACLTokenSetRequest(token=chosen_management_token()))),
 }
@@ -241,11 +296,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for secret, rules in (
             (NODE_WRITER, 'node "client-1" { policy = "write" }'),
             (NODE_READER, 'node_prefix "" { policy = "read" }'),
+            (WEB_READER, 'service "web" { policy = "read" }'),
+            (WEB_WRITER, 'service "web" { policy = "write" }'),
+            (OPERATOR_READER, 'operator = "read"'),
+            (OPERATOR_WRITER, 'operator = "write"'),
         ):
             name = f"p-{secret[-2:]}"
             found.ok("PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
             found.ok("PUT", "/v1/acl/token", {"SecretID": secret, "Policies": [{"Name": name}]})
         found.ok("PUT", "/v1/kv/secret/x", "hidden")
+        found.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "web"})
+        for source, destination, action in (("db", "web", "allow"), ("api", "db", "deny")):
+            path = f"/v1/connect/intentions/exact?source={source}&destination={destination}"
+            found.ok("PUT", path, {"Action": action})
         yield found
     finally:
         pool.stop_all()
@@ -307,7 +370,8 @@ def test_a_caller_without_a_valid_token_gets_nothing(server: Server, method: str
 
 
 def test_filtered_reads_say_so(server: Server) -> None:
-    for method in ("Catalog.ListNodes", "Catalog.ListServices", "KVS.List"):
+    methods = ("Catalog.ListNodes", "Catalog.ListServices", "KVS.List")
+    for method in (*methods, "ConfigEntry.List", "Intention.List"):
         data = call(server, method, CASES[method].payload(""))
         response = decode_read_response(method, data)
         assert response.meta.results_filtered_by_acls, method
@@ -357,6 +421,58 @@ def test_auto_encrypt_signs_for_node_write_on_the_requesting_node(server: Server
     assert "'node:write'" in denied.message and '"client-2"' in denied.message
     refusal(server, SIGN_METHOD, sign("client-1")(NODE_READER))
     assert NODE_WRITER not in server.http.log_text()
+
+
+def test_intention_reads_follow_their_rules(server: Server) -> None:
+    """A token that reads service web (and so web's intentions) only."""
+
+    def value(method: str, payload: Callable[[str], bytes], token: str) -> Any:
+        return decode_read_response(method, call(server, method, payload(token))).value
+
+    rows = value("Intention.List", ixn(), WEB_READER)
+    assert [(r.source_name, r.destination_name) for r in rows] == [("db", "web")]
+    found = value("Intention.Get", ixn(source="db", destination="web"), WEB_READER)
+    assert found.action == "allow"
+    matched = value("Intention.Match", ixn(match_by="destination", names=["web"]), WEB_READER)
+    assert [r.source_name for r in matched["web"]] == ["db"]
+    denied = refusal(server, "Intention.Match", ixn(match_by="source", names=["web", "db"])(""))
+    assert denied.message.endswith("lacks permission 'intention:read' on \"web\""), denied
+    denied = refusal(
+        server, "Intention.Match", ixn(match_by="source", names=["web", "db"])(WEB_READER)
+    )
+    assert denied.message.endswith("lacks permission 'intention:read' on \"db\""), denied
+    # A row is read with intentions read on either end: not with node rules.
+    denied = refusal(server, "Intention.Get", ixn(source="db", destination="web")(NODE_READER))
+    assert denied.message.endswith("lacks permission 'intention:read' on \"web\""), denied
+    # A check asks service:read on the destination only.
+    check = value("Intention.Check", ixn(source="db", destination="web"), WEB_READER)
+    assert check.allowed is True
+    denied = refusal(server, "Intention.Check", ixn(source="web", destination="db")(WEB_READER))
+    assert denied.message.endswith("lacks permission 'service:read' on \"db\""), denied
+
+
+def test_connect_ca_calls_follow_their_rules(server: Server) -> None:
+    """The CA configuration needs operator:write, read or written; a leaf
+    service:write on the service its CSR names."""
+    denied = refusal(server, "ConnectCA.ConfigurationGet", read()(OPERATOR_READER))
+    assert denied.message.endswith("lacks permission 'operator:write'"), denied
+    before = server.ok("GET", "/v1/connect/ca/configuration")
+    denied = refusal(server, "ConnectCA.ConfigurationSet", ca_config_set(OPERATOR_READER))
+    assert denied.message.endswith("lacks permission 'operator:write'"), denied
+    assert server.ok("GET", "/v1/connect/ca/configuration") == before
+    data = call(server, "ConnectCA.ConfigurationGet", read()(OPERATOR_WRITER))
+    config = decode_read_response("ConnectCA.ConfigurationGet", data).value
+    assert config is not None and config.provider == "consul"
+
+    trust_domain = server.ok("GET", "/v1/connect/ca/roots")["TrustDomain"]
+    signed = call(server, "ConnectCA.Sign", leaf_sign("web", trust_domain)(WEB_WRITER))
+    issued = decode_issued(signed)
+    assert issued.service == "web" and "BEGIN CERTIFICATE" in issued.cert_pem
+    denied = refusal(server, "ConnectCA.Sign", leaf_sign("db", trust_domain)(WEB_WRITER))
+    assert denied.message.endswith("lacks permission 'service:write' on \"db\""), denied
+    denied = refusal(server, "ConnectCA.Sign", leaf_sign("web", trust_domain)(WEB_READER))
+    assert denied.message.endswith("lacks permission 'service:write' on \"web\""), denied
+    assert WEB_WRITER not in server.http.log_text()
 
 
 def test_cases_cover_every_registered_method(tmp_path: Path) -> None:

@@ -19,12 +19,19 @@ import pytest
 from cryptography import x509
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
+from tests.ads_client import (
+    PROXY_ID,
+    READ_TIMEOUT_S,
+    DeltaEnvoy,
+    SotwEnvoy,
+    delta_names,
+    expect_status,
+    node,
+    read,
+    sotw_bring_up,
+)
 from tests.agent_process import wait_for_async
 from tests.xds_helpers import (
     SHAPING_ENTRIES,
@@ -47,16 +54,7 @@ from proconsul.xds.server import Listen, TLSFiles, XDSAuthError, XDSServer
 from proconsul.xds.snapshot import ProxySnapshot
 from proconsul.xds.sources import SnapshotHub, UnknownProxy
 
-PROXY_ID = "web-sidecar-proxy"
-CLASSES = {
-    LISTENER_TYPE: listener_pb2.Listener,
-    CLUSTER_TYPE: cluster_pb2.Cluster,
-    ENDPOINT_TYPE: endpoint_pb2.ClusterLoadAssignment,
-    ROUTE_TYPE: route_pb2.RouteConfiguration,
-    SECRET_TYPE: secret_pb2.Secret,
-}
 TOKENS = {"write-web": {"web"}, "write-db": {"db"}}
-READ_TIMEOUT_S = 5.0
 CA = mesh_ca()
 
 
@@ -108,82 +106,7 @@ async def ads() -> AsyncIterator[ADS]:
     await channel.close()
 
 
-def node() -> Any:
-    return base_pb2.Node(id=PROXY_ID, cluster="web")
-
-
-async def read(call: Any) -> Any:
-    response = await asyncio.wait_for(call.read(), READ_TIMEOUT_S)
-    assert response is not grpc.aio.EOF
-    return response
-
-
-def typed(type_url: str, packed: Any) -> Any:
-    message = CLASSES[type_url]()
-    assert packed.Unpack(message), type_url
-    return message
-
-
 # ------------------------------------------------------- state of the world
-
-
-class SotwEnvoy:
-    """Envoy's side of a state-of-the-world ADS stream."""
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-        self.last: dict[str, Any] = {}  # type -> last response
-        self.first = True
-
-    async def request(self, type_url: str, names: Sequence[str] = (), ack: bool = True) -> None:
-        last = self.last.get(type_url)
-        request = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names))
-        if self.first:
-            request.node.CopyFrom(node())
-            self.first = False
-        if last is not None and ack:
-            request.version_info = last.version_info
-            request.response_nonce = last.nonce
-        await self.call.write(request)
-
-    async def nack(self, type_url: str, kept_version: str, message: str) -> None:
-        last = self.last[type_url]
-        await self.call.write(
-            discovery_pb2.DiscoveryRequest(
-                type_url=type_url,
-                version_info=kept_version,
-                response_nonce=last.nonce,
-                error_detail=status_pb2.Status(code=3, message=message),
-            )
-        )
-
-    async def receive(self) -> tuple[str, dict[str, Any]]:
-        response = await read(self.call)
-        self.last[response.type_url] = response
-        resources = [typed(response.type_url, r) for r in response.resources]
-        key = "cluster_name" if response.type_url == ENDPOINT_TYPE else "name"
-        return response.type_url, {getattr(r, key): r for r in resources}
-
-
-async def sotw_bring_up(envoy: SotwEnvoy) -> dict[str, dict[str, Any]]:
-    """Subscribe as Envoy does: CDS and LDS, then EDS, RDS and SDS by name."""
-    got: dict[str, dict[str, Any]] = {}
-    await envoy.request(CLUSTER_TYPE)
-    await envoy.request(LISTENER_TYPE)
-    for _ in range(2):
-        type_url, resources = await envoy.receive()
-        got[type_url] = resources
-    eds = [n for n, c in got[CLUSTER_TYPE].items() if c.type == cluster_pb2.Cluster.EDS]
-    await envoy.request(CLUSTER_TYPE)  # ACK
-    await envoy.request(LISTENER_TYPE)  # ACK
-    await envoy.request(ENDPOINT_TYPE, eds)
-    await envoy.request(SECRET_TYPE, ["leaf:web", "roots"])
-    for _ in range(2):
-        type_url, resources = await envoy.receive()
-        got[type_url] = resources
-    await envoy.request(ENDPOINT_TYPE, eds)
-    await envoy.request(SECRET_TYPE, ["leaf:web", "roots"])
-    return got
 
 
 async def test_sotw_stream_serves_every_type_typed(ads: ADS) -> None:
@@ -257,31 +180,6 @@ async def test_sotw_nack_keeps_the_old_version_and_is_logged(
 # ------------------------------------------------------------------ delta
 
 
-class DeltaEnvoy:
-    def __init__(self, call: Any) -> None:
-        self.call = call
-        self.first = True
-
-    async def send(self, type_url: str, subscribe: Sequence[str] = (), **fields: Any) -> None:
-        request = discovery_pb2.DeltaDiscoveryRequest(
-            type_url=type_url, resource_names_subscribe=list(subscribe), **fields
-        )
-        if self.first:
-            request.node.CopyFrom(node())
-            self.first = False
-        await self.call.write(request)
-
-    async def receive(self) -> Any:
-        return await read(self.call)
-
-    async def ack(self, response: Any) -> None:
-        await self.send(response.type_url, response_nonce=response.nonce)
-
-
-def delta_names(response: Any) -> dict[str, Any]:
-    return {r.name: typed(response.type_url, r.resource) for r in response.resources}
-
-
 async def test_delta_stream_sends_only_what_changed(ads: ADS) -> None:
     ads.hub.publish(web_snapshot())
     envoy = DeltaEnvoy(ads.open(delta=True))
@@ -334,13 +232,6 @@ async def test_delta_reconnect_with_initial_versions_gets_nothing_new(ads: ADS) 
 
 
 # ------------------------------------------------------------ refusals
-
-
-async def expect_status(call: Any, code: grpc.StatusCode) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await asyncio.wait_for(call.read(), READ_TIMEOUT_S)
-    assert err.value.code() == code, err.value.details()
-    return str(err.value.details())
 
 
 @pytest.mark.parametrize("delta", [False, True])

@@ -34,6 +34,7 @@ from proconsul.agent import info
 from proconsul.agent.acl_setup import AgentACL
 from proconsul.agent.agent_tokens import AgentTokens
 from proconsul.agent.anti_entropy import AntiEntropy
+from proconsul.agent.central_config import CentralConfig
 from proconsul.agent.client_delegate import ClientDelegate
 from proconsul.agent.client_rpc import NoServersError
 from proconsul.agent.delegate import Delegate
@@ -42,6 +43,7 @@ from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossi
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.proxycfg import CONNECT_PROXY, ProxyCfgDeps, ProxyConfigManager
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
 from proconsul.agent.xds_setup import XdsHandle, start_xds
@@ -56,10 +58,14 @@ from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
     AUTOPILOT_HEALTH_METHOD,
+    AUTOPILOT_SET_METHOD,
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
+    RAFT_TRANSFER_METHOD,
 )
+from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
+from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -137,6 +143,14 @@ class Agent:
             tokens=self.tokens,
         )
         self.local.on_change = self._local_changed
+        # Connect proxies merged with proxy-defaults/service-defaults (agent/central_config.py).
+        self.central = CentralConfig(
+            enabled=config.enable_central_service_config,
+            read=self.rpc_read,
+            on_merged=self._central_merged,
+            token_for=self.effective_token,
+            rng=self.rng,
+        )
         self.http_app: web.Application | None = None
         self._listeners: list[HTTPListener] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -149,6 +163,21 @@ class Agent:
         # Proxy snapshots for the xDS server; the proxy view (proxycfg) publishes here.
         self.proxy_snapshots = SnapshotHub()
         self.xds: XdsHandle | None = None
+        self.proxycfg = ProxyConfigManager(
+            ProxyCfgDeps(
+                datacenter=self.datacenter,
+                acl_enabled=acl.enabled,
+                default_policy=acl.default_policy,
+                hub=self.proxy_snapshots,
+                proxies=self.local_proxies,
+                wait_local_change=self.wait_local_change,
+                read=self.rpc_read,
+                roots=self.connect_ca_roots,
+                leaf=self.connect_ca_leaf,
+                resolve_token=self.resolve_token,
+            ),
+            rng=self.rng,
+        )
 
     def _make_delegate(self) -> Delegate:
         if self.config.server:
@@ -202,8 +231,10 @@ class Agent:
         )
         self.delegate.attach_gossip(self.gossip)
         await self.delegate.ready()
+        self.central.start()
         self.dns = await start_dns(self)
         self.xds = await start_xds(self, self.proxy_snapshots)
+        self.proxycfg.start()
         self.http_app = build_app(self, self.config.ui_config.enabled)
         for host, port in info.http_addresses(self.config):
             listener = await start_listener(self.http_app, host, port, self.config)
@@ -226,6 +257,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.central.close()
         await self.runners.close()
         self.monitors.clear()
         for listener in self._listeners:
@@ -235,6 +267,7 @@ class Agent:
             await self.dns.close()
         if self.xds is not None:
             await self.xds.close()
+        await self.proxycfg.close()
         await self.leaf_certs.close()
         if self.gossip is not None:
             # Consul's leave_on_terminate: clients leave gracefully, servers do not.
@@ -321,6 +354,12 @@ class Agent:
         self._local_version.set()
         self._local_version = asyncio.Event()
 
+    def _central_merged(self, service_id: str, merged: NodeService) -> None:
+        """A proxy's central config changed: hold its newly merged registration."""
+        entry = self.local.services.get(service_id)
+        if entry is not None and not entry.deleted:
+            self.local.add_service(merged, entry.token)
+
     async def wait_local_change(self, timeout_s: float) -> bool:
         """Wait for the next change of local services or checks; False on timeout."""
         try:
@@ -395,7 +434,7 @@ class Agent:
                     and not check_id.startswith(SERVICE_MAINT_PREFIX)
                 ):
                     self._remove_check(check_id)
-        self.local.add_service(service, token)
+        self.local.add_service(self.central.track(service, token), token)
         for spec in specs:
             self._add_check(spec)
 
@@ -440,6 +479,7 @@ class Agent:
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
         self.sidecar_parents.pop(service_id, None)
+        self.central.forget(service_id)
         removed = self.local.remove_service(service_id)
         sidecar = sidecar_id(service_id)
         if self.sidecar_parents.get(sidecar) == service_id:
@@ -514,6 +554,32 @@ class Agent:
         )
         return found
 
+    async def set_autopilot_configuration(
+        self, config: dict[str, Any], cas_index: int | None, token: str = ""
+    ) -> bool:
+        request = OperatorRequest(token=token, config=config, cas_index=cas_index)
+        return bool(await self.delegate.operator_call(AUTOPILOT_SET_METHOD, request))
+
+    async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = await self.delegate.operator_call(
+            RAFT_TRANSFER_METHOD, OperatorRequest(token=token, id=server_id)
+        )
+        return found
+
+    async def snapshot_save(self, token: str = "", stale: bool = False) -> tuple[int, bytes]:
+        """A snapshot archive of the servers' state and its index (server/snapshot_calls.py)."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_SAVE_METHOD, OperatorRequest(token=token, stale=stale)
+        )
+        return int(found["Index"]), bytes(found["Archive"])
+
+    async def snapshot_restore(self, archive: bytes, token: str = "") -> int:
+        """Restore a snapshot archive on every server; the log index it took."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_RESTORE_METHOD, OperatorRequest(token=token, data=archive)
+        )
+        return int(found["Index"])
+
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await self.delegate.operator_call(
             AUTOPILOT_CONFIG_METHOD, OperatorRequest(token=token)
@@ -540,12 +606,25 @@ class Agent:
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()
 
+    def local_proxies(self) -> dict[str, tuple[NodeService, str]]:
+        """Local connect-proxies, each with the token its proxy view reads with:
+        the one it was registered with, else `default`, else anonymous."""
+        return {
+            service_id: (entry.service, self.effective_token(entry.token))
+            for service_id, entry in self.local.services.items()
+            if not entry.deleted and entry.service.kind == CONNECT_PROXY
+        }
+
     def local_checks(self) -> dict[str, HealthCheck]:
         return self.local.live_checks()
 
     async def register_service(
         self, definition: ServiceDefinition, replace_existing_checks: bool
     ) -> None:
+        # A proxy's first central config, briefly awaited; the registrations are
+        # built again afterwards, since local services (sidecar ports) may have moved.
+        first = self._registrations(definition, self.config, [])
+        await self.central.prime((r.service, r.token) for r in first)
         for registration in self._registrations(definition, self.config, []):
             self.sources.services.discard(registration.service.id)
             self._add_registration(registration, replace_existing_checks)

@@ -57,6 +57,9 @@ class Agent(Protocol):
     def xds(self) -> Stats | None: ...
 
     @property
+    def proxycfg(self) -> Stats: ...
+
+    @property
     def gossip(self) -> GossipMetrics | None: ...
 
 
@@ -204,6 +207,8 @@ def agent_stats(agent: Agent) -> dict[str, float]:
         stats.update(agent.xds.stats())
     if agent.gossip is not None:
         stats.update(agent.gossip.metrics())
+    for name, count in agent.proxycfg.stats().items():
+        stats[f"consul.agent.proxycfg.{name}"] = count
     for name, count in agent.leaf_certs.stats().items():
         stats[f"consul.agent.connect.leaf.{name}"] = count
     stats.update(agent.delegate.stats())

@@ -15,8 +15,8 @@ Rules:
   anonymous token, not the agent's default) must have `service:write` on the
   destination service of the connect-proxy registered here under the
   stream's node id. An unknown secret is UNAUTHENTICATED ("ACL not found").
-- Until the proxy view feeds the hub, it knows no proxy: a stream waits a
-  few seconds for its proxy's snapshot, then ends with NOT_FOUND.
+- The proxy view (agent/proxycfg.py) feeds the hub; a stream for a proxy
+  it has not published yet waits a few seconds, then ends with NOT_FOUND.
 """
 
 from __future__ import annotations

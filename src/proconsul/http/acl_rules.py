@@ -127,6 +127,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/kv/{key}"): SERVER,
     ("PUT", "/v1/kv/{key}"): SERVER,
     ("DELETE", "/v1/kv/{key}"): SERVER,
+    ("PUT", "/v1/txn"): SERVER,
     ("PUT", "/v1/acl/bootstrap"): SERVER,
     ("PUT", "/v1/acl/token"): SERVER,
     ("GET", "/v1/acl/token/self"): SERVER,
@@ -226,9 +227,15 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/operator/keyring"): require("keyring", "write"),
     ("GET", "/v1/operator/raft/configuration"): require("operator", "read"),
     ("DELETE", "/v1/operator/raft/peer"): require("operator", "write"),
+    ("POST", "/v1/operator/raft/transfer-leader"): require("operator", "write"),
+    ("GET", "/v1/operator/usage"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/health"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/state"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/configuration"): require("operator", "read"),
+    ("PUT", "/v1/operator/autopilot/configuration"): require("operator", "write"),
+    # Consul's "management": SnapshotAllowed asks acl:write.
+    ("GET", "/v1/snapshot"): require("acl", "write"),
+    ("PUT", "/v1/snapshot"): require("acl", "write"),
 }
 
 

@@ -50,6 +50,8 @@ from proconsul.http import (
     intention_routes,
     kv,
     operator_routes,
+    snapshot_routes,
+    txn,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
@@ -264,6 +266,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
+    txn.add_routes(app)
+    snapshot_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

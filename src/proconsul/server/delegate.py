@@ -315,7 +315,11 @@ class ServerDelegate:
                 write=self.leader_write,
             )
             self.autopilot = AutopilotLoop(
-                self.raft, core, config.datacenter, self.autopilot_config
+                self.raft,
+                core,
+                config.datacenter,
+                self.autopilot_config,
+                stored=lambda: self.store.autopilot,
             )
         self._add_duties()
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="raft-bootstrap"))

@@ -18,12 +18,16 @@ import msgspec
 from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
 from proconsul.state.config_entry_tables import ConfigEntryStateError
+from proconsul.state.snapshot import SnapshotError
+from proconsul.state.snapshot_archive import read_archive
 from proconsul.state.store import StateError, StateStore
+from proconsul.state.txn import apply_txn
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
     ACLCommand,
     ApplyError,
     ApplyResult,
+    AutopilotSetConfigRequest,
     CAConfigSetRequest,
     CARootsSetRequest,
     Command,
@@ -31,6 +35,8 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    SnapshotRestoreRequest,
+    TxnRequest,
 )
 from proconsul.structs.duration import dec_hook, enc_hook
 
@@ -93,12 +99,29 @@ class FSM:
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
                 return None
+            if isinstance(command, TxnRequest):
+                return apply_txn(self.store, index, command.ops)
+            if isinstance(command, AutopilotSetConfigRequest):
+                return self.store.set_autopilot(index, command)
+            if isinstance(command, SnapshotRestoreRequest):
+                return self._restore_archive(command)
             return ApplyError(f"unknown command type {type(command).__name__}")
         except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1
             self.store.finish_write(index)
+
+    def _restore_archive(self, command: SnapshotRestoreRequest) -> ApplyResult:
+        """Replace every table with the archive's; the restored rows keep their
+        indexes, and `finish_write` moves the store's index on to this entry's."""
+        try:
+            _, state = read_archive(command.archive)
+            self.store.restore(state)
+        except SnapshotError as exc:
+            return ApplyError(f"snapshot restore failed: {exc}")
+        self.restores += 1
+        return None
 
     def _register(self, index: int, req: RegisterRequest) -> ApplyResult:
         store = self.store

@@ -45,6 +45,7 @@ from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import (
     CONNECT_PROXY_KIND,
     CheckServiceNode,
@@ -54,8 +55,11 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
+from proconsul.structs.commands import AutopilotSetConfigRequest
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+
+AUTOPILOT_KEY = "autopilot-config"
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -77,7 +81,7 @@ def connect_destination(service: NodeService) -> str:
     return ""
 
 
-def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
+def same_row(a: msgspec.Struct, b: msgspec.Struct) -> bool:
     """Rows equal apart from their indexes."""
     return msgspec.structs.replace(a, create_index=0, modify_index=0) == msgspec.structs.replace(
         b, create_index=0, modify_index=0
@@ -100,11 +104,14 @@ class StateStore:
         self._tombstone_floor = 0
         self.indexes: dict[str, int] = {}
         self.last_index = 0
+        self.restores = 0  # snapshots restored: a cache keyed on indexes keys on this too
         self.watches = WatchHub()
         self._touched: set[str] = set()
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
+        # Set through the operator API ("autopilot-config"); None: each server's file.
+        self.autopilot: AutopilotSettings | None = None
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -189,6 +196,7 @@ class StateStore:
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
+            autopilot=self.autopilot,
         )
         return encode_snapshot(body)
 
@@ -216,17 +224,33 @@ class StateStore:
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
+        self.autopilot = body.autopilot
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
+        self.restores += 1
         self._touched = set()
         self.watches.notify_all()
+
+    # ----- autopilot configuration ----------------------------------------------
+
+    def set_autopilot(self, index: int, req: AutopilotSetConfigRequest) -> bool:
+        """Store the autopilot configuration; with `cas`, only at `cas_index`."""
+        current = self.autopilot
+        if req.cas and req.cas_index != (0 if current is None else current.modify_index):
+            return False
+        created = index if current is None else current.create_index
+        self.autopilot = msgspec.structs.replace(
+            req.config, create_index=created, modify_index=index
+        )
+        self._bump(index, AUTOPILOT_KEY)
+        return True
 
     # ----- catalog writes ----------------------------------------------------
 
     def apply_node(self, index: int, node: Node) -> None:
         existing = self.nodes.get(node.node)
         if existing is not None:
-            if _same(existing, node):
+            if same_row(existing, node):
                 return
             node.create_index = existing.create_index
         else:
@@ -242,7 +266,7 @@ class StateStore:
         node_services = self.services.setdefault(node_name, {})
         existing = node_services.get(service.id)
         if existing is not None:
-            if _same(existing, service):
+            if same_row(existing, service):
                 return
             service.create_index = existing.create_index
             self._unlink_connect(index, node_name, existing)
@@ -291,7 +315,7 @@ class StateStore:
         node_checks = self.checks.setdefault(node_name, {})
         existing = node_checks.get(check.check_id)
         if existing is not None:
-            if _same(existing, check):
+            if same_row(existing, check):
                 return
             check.create_index = existing.create_index
             if existing.service_name and existing.service_name != check.service_name:

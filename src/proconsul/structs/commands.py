@@ -12,10 +12,12 @@ from typing import Literal
 import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
+from proconsul.structs.txn import TxnOp, TxnReply
 
 
 class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
@@ -165,6 +167,40 @@ class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal
         )
 
 
+# ----- Transactions (tag 16; tags 14-15 belong to sessions, 17-19 to the
+# operator and snapshot commands).
+
+
+class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
+    """Up to MAX_TXN_OPS operations applied all or nothing (state/txn.py).
+    Applying answers a `TxnReply`: results, or the errors that rolled it back."""
+
+    ops: list[TxnOp]
+    datacenter: str = ""
+
+
+class AutopilotSetConfigRequest(msgspec.Struct, tag=17, tag_field="Type", rename=pascal):
+    """Replace the autopilot configuration (`PUT /v1/operator/autopilot/configuration`).
+    With `cas`, only when its ModifyIndex is `cas_index` (0: none stored yet).
+    Applying answers whether it was written."""
+
+    config: AutopilotSettings
+    cas: bool = False
+    cas_index: int = 0
+
+
+class SnapshotRestoreRequest(msgspec.Struct, tag=18, tag_field="Type", rename=pascal):
+    """Replace the whole state with a snapshot archive's (`PUT /v1/snapshot`).
+    The archive (state/snapshot_archive.py) was verified before it entered the
+    log, and applying verifies it again: a bad one is an ApplyError on every
+    server and changes nothing. Never log this command: it holds ACL secrets."""
+
+    archive: bytes
+
+    def __repr__(self) -> str:
+        return f"SnapshotRestoreRequest(<{len(self.archive)} bytes>)"
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -173,6 +209,9 @@ Command = (
     | CARootsSetRequest
     | ConfigEntryRequest
     | CAConfigSetRequest
+    | TxnRequest
+    | AutopilotSetConfigRequest
+    | SnapshotRestoreRequest
 )
 
 
@@ -183,6 +222,7 @@ class ApplyError(msgspec.Struct, frozen=True):
 
 
 # What `fsm.apply` answers: KV writes true/false (a failed check-and-set is
-# false), other commands nil, a refused command an `ApplyError` (never raised,
-# so every replica reaches the same result). Travels back to RPC callers as is.
-ApplyResult = bool | None | ApplyError
+# false), a transaction its `TxnReply`, other commands nil, a refused command
+# an `ApplyError` (never raised, so every replica reaches the same result).
+# Travels back to RPC callers as is.
+ApplyResult = bool | None | ApplyError | TxnReply

@@ -14,6 +14,8 @@ Rules:
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
@@ -51,11 +53,22 @@ class ResolveReply(msgspec.Struct):
 
 
 class OperatorRequest(msgspec.Struct, omit_defaults=True):
-    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
+    """The payload of every `Operator.*` and `Snapshot.*` RPC; `id`/`address`
+    for RaftRemovePeer and RaftTransferLeader."""
 
     token: str = ""  # the caller's secret ("" is the anonymous token)
     id: str = ""
     address: str = ""
+    stale: bool = False  # Snapshot.Save: any server may answer
+    data: bytes = b""  # Snapshot.Restore: the archive
+    cas_index: int | None = None  # Operator.AutopilotSetConfiguration: ?cas (None: no CAS)
+    config: dict[str, Any] = {}  # Operator.AutopilotSetConfiguration: the new settings
+
+    def __repr__(self) -> str:  # the token and the archive's ACL secrets stay out of logs
+        return (
+            f"OperatorRequest(id={self.id!r}, address={self.address!r}, "
+            f"data=<{len(self.data)} bytes>)"
+        )
 
 
 class SignRequest(msgspec.Struct):

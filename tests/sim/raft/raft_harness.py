@@ -61,7 +61,7 @@ from proconsul.raft.ready import NotLeader, Proposal, Ready, Rejected, Role
 from proconsul.raft.storage_api import MemoryStorage, persist_ready
 from proconsul.server.read_route import ReadStep, route_read
 from tests.lincheck import UNKNOWN, Op
-from tests.sim.raft.raft_kv import KV, cas_command, put_command
+from tests.sim.raft.raft_kv import KV, cas_command, mput_command, put_command
 
 
 class SimViolation(AssertionError):
@@ -106,6 +106,10 @@ class SimConfig:
     clock_drift: float = 0.2  # each server's clock runs at 1 +- this rate
     crash_after_ready: float = 0.002  # crash right after a Ready was sent out
     crash_before_sync: float = 0.002  # crash while a Ready's fsync is pending
+    # Transactions: clients only write every key at once ("mput", one entry) and
+    # read them all at once ("mget", one read index); every mget must see one
+    # value on all keys, and each key's history must still be linearizable.
+    multi_key: bool = False
 
     def params(self, rng: random.Random) -> RaftParams:
         # raft_multiplier 1 timings, and small batches, windows, snapshot
@@ -381,7 +385,7 @@ class Simulation:
                 if term == entry.term:
                     if node.role is Role.LEADER:
                         self.check_durable(sid, entry.index, entry.term)
-                    self.complete(op, None if op.kind == "put" else result)
+                    self.complete(op, None if op.kind in ("put", "mput") else result)
                 else:
                     self.abandon(op)  # another entry took its slot: it never happened
         # 5: reads.
@@ -396,7 +400,13 @@ class Simulation:
         still = []
         for index, op in server.confirmed_reads:
             if server.kv.applied >= index:
-                self.complete(op, server.kv.data.get(op.key))
+                if op.kind == "mget":
+                    seen = tuple(server.kv.data.get(k) for k in op.key.split(","))
+                    if len(set(seen)) > 1:
+                        self.fail(f"{sid}: a read saw part of a transaction: {seen}")
+                    self.complete(op, seen)
+                else:
+                    self.complete(op, server.kv.data.get(op.key))
             else:
                 still.append((index, op))
         server.confirmed_reads = still
@@ -550,6 +560,15 @@ class Simulation:
         key = rng.choice(self.cfg.keys)
         roll = rng.random()
         reads = self.cfg.read_fraction
+        if self.cfg.multi_key:
+            every = ",".join(self.cfg.keys)
+            if roll < reads:
+                op = PendingOp(self._op_ids, client, "mget", every, None, self.now)
+            else:
+                self._values += 1
+                op = PendingOp(self._op_ids, client, "mput", every, self._values, self.now)
+            self.client_attempt(op, rng.choice(self.ids), self.now + self.cfg.client_timeout)
+            return
         if roll < (1 - reads) * 0.57:
             self._values += 1
             op = PendingOp(self._op_ids, client, "put", key, self._values, self.now)
@@ -573,7 +592,7 @@ class Simulation:
         if self.deferred(target, lambda: self.client_attempt(op, target, deadline)):
             return
         op.call = self.now
-        if op.kind == "get":
+        if op.kind in ("get", "mget"):
             # Routed as the server adapter routes a ?consistent read.
             route = route_read(
                 allow_stale=False,
@@ -598,11 +617,12 @@ class Simulation:
                 self.after_input(target)
                 return
         else:
-            data = (
-                put_command(op.key, op.input)
-                if op.kind == "put"
-                else cas_command(op.key, op.input[0], op.input[1])
-            )
+            if op.kind == "mput":
+                data = mput_command(op.key.split(","), op.input)
+            elif op.kind == "put":
+                data = put_command(op.key, op.input)
+            else:
+                data = cas_command(op.key, op.input[0], op.input[1])
             proposal = node.propose(data)
             if isinstance(proposal, Proposal):
                 server.writes[proposal.index] = (proposal.term, op)
@@ -622,7 +642,15 @@ class Simulation:
         if op.done:
             return
         op.done = True
-        self.history.append(Op(op.client, op.kind, op.key, op.input, output, op.call, self.now))
+        if op.kind in ("mput", "mget"):
+            # One operation per key for the checker (P-compositionality); the
+            # all-keys-equal check of each mget covers the atomicity across keys.
+            kind = "put" if op.kind == "mput" else "get"
+            for i, key in enumerate(op.key.split(",")):
+                out = None if op.kind == "mput" else output[i]
+                self.history.append(Op(op.client, kind, key, op.input, out, op.call, self.now))
+        else:
+            self.history.append(Op(op.client, op.kind, op.key, op.input, output, op.call, self.now))
         self.count(f"ok_{op.kind}")
         self.client_done(op.client)
 
@@ -639,7 +667,10 @@ class Simulation:
             return
         op.done = True
         self.count("timeouts")
-        if op.kind != "get":
+        if op.kind == "mput":
+            for key in op.key.split(","):
+                self.history.append(Op(op.client, "put", key, op.input, UNKNOWN, op.call))
+        elif op.kind not in ("get", "mget"):
             # It may still commit later: its effect is unknown.
             self.history.append(Op(op.client, op.kind, op.key, op.input, UNKNOWN, op.call))
         self.client_done(op.client)
