@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,6 +82,17 @@ def check_intention(directory: Path) -> str:
         env=cli_env(directory),
     )
     return done.stdout.strip()
+
+
+def web_calls_api() -> bool:
+    """curl web: its call to api (through web's sidecar upstream) answered by api itself."""
+    try:
+        with urllib.request.urlopen(f"http://{NODES[3].address}:8080/", timeout=5) as reply:
+            body = json.loads(reply.read())
+    except (OSError, ValueError):
+        return False
+    calls = body.get("upstream_calls") or {}
+    return any(c.get("code") == 200 and c.get("body") == "Hello from api" for c in calls.values())
 
 
 def listeners() -> list[str]:
@@ -210,7 +222,7 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     wait_for(lambda: len(re.findall(r"gossip: alive", status(lab_dir))) == 4, DEADLINE_S)
     assert "Broken on purpose" not in status(lab_dir)
 
-    # The mesh stage: everything up to the sidecar proxy this build may lack.
+    # The mesh stage: sidecars, proxy-defaults, the intention, web -> api through the mesh.
     done = subprocess.run(
         proconsul_cmd("lab", "up", "--dir", str(lab_dir)),
         capture_output=True,
@@ -224,12 +236,21 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
             r"^■ \[\d+/\d+\] mesh: start the sidecars — not in this build", done.stdout, re.M
         )
         assert "The mesh stage stopped early" in done.stdout
+    else:
+        assert re.search(r"^✓ \[\d+/\d+\] web calls api through the mesh", done.stdout, re.M)
+        assert "Lab is up through the mesh stage" in done.stdout
+        assert web_calls_api()
+        assert explain(lab_dir).count("✗") == 0
     assert re.search(r"^  web => api \(allow\)$", status(lab_dir), re.M)
     lab(lab_dir, "break", "deny-intention")
     assert check_intention(lab_dir) == "Denied"
     assert "✗ intentions: denied by intention web => api (deny, precedence 9)" in explain(lab_dir)
+    if not up.sidecar_missing():
+        wait_for(lambda: not web_calls_api(), DEADLINE_S)  # api's sidecar refuses web
     lab(lab_dir, "heal")
     assert check_intention(lab_dir) == "Allowed"
+    if not up.sidecar_missing():
+        wait_for(web_calls_api, DEADLINE_S)
     out = lab(lab_dir, "break", "revoke-token", "web")
     assert "deleted web's service token" in out
     web_host = NODES[3]

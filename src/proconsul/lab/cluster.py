@@ -11,6 +11,7 @@ Rules:
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from typing import Any
 
@@ -18,7 +19,14 @@ from proconsul.cli.api_client import ApiClient, ApiError, ClientConfig, parse_ad
 from proconsul.fileio import write_private_file
 from proconsul.lab import netns, procs
 from proconsul.lab.layout import SERVICE_HOSTS, Lab, Node
-from proconsul.lab.render import Place, Security, agent_config, demo_environment, service_file
+from proconsul.lab.render import (
+    Place,
+    Security,
+    agent_config,
+    demo_environment,
+    service_file,
+    sidecar_args,
+)
 from proconsul.lab.runner import StepFailed
 
 HTTP_TIMEOUT_S = 3.0
@@ -111,7 +119,12 @@ def write_service_files(lab: Lab, *, mesh: bool) -> None:
     for name, host in SERVICE_HOSTS.items():
         node = lab.node(host)
         text = service_file(
-            name, node, lab.state.check_interval, token=lab.secret(name) or "", mesh=mesh
+            name,
+            node,
+            lab.state.check_interval,
+            token=lab.secret(name) or "",
+            mesh=mesh,
+            sidecar_address=node.address,
         )
         write_private_file(lab.config_dir(host) / f"{name}.hcl", text.encode())
 
@@ -149,12 +162,36 @@ def stop_process(lab: Lab, name: str) -> None:
     lab.save()
 
 
+def upstream_host(lab: Lab) -> str:
+    """Where web's sidecar binds its api upstream in a lab: web's node address."""
+    return lab.node(SERVICE_HOSTS["web"]).address
+
+
 def start_demo(lab: Lab, name: str, *, mesh: bool) -> None:
     if running(lab, name):
         return
-    env = demo_environment(name, lab.nodes, mesh=mesh)
+    env = demo_environment(name, lab.nodes, mesh=mesh, upstream_host=upstream_host(lab))
     argv = on_node(lab, SERVICE_HOSTS[name], procs.proconsul_argv("demo", "service"))
     lab.state.pids[name] = procs.start(argv, lab.log_file(name), env)
+    lab.save()
+
+
+def sidecar_command(name: str, lab: Lab) -> list[str]:
+    """`connect envoy -sidecar-for` as the walkthrough runs it when Envoy is installed,
+    else the built-in proxy with the same flags."""
+    host = lab.node(SERVICE_HOSTS[name])
+    args = sidecar_args(name, host, str(lab.secret_path(name)))
+    if shutil.which("envoy") is None:
+        args = ["connect", "proxy", *args[2:]]
+    return procs.proconsul_argv(*args)
+
+
+def start_sidecar(lab: Lab, name: str) -> None:
+    key = f"{name}-sidecar"
+    if running(lab, key):
+        return
+    argv = on_node(lab, SERVICE_HOSTS[name], sidecar_command(name, lab))
+    lab.state.pids[key] = procs.start(argv, lab.log_file(key))
     lab.save()
 
 

@@ -186,7 +186,9 @@ def lab_steps(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stop_all(lab: Lab, out: TextIO) -> None:
-    for name in [*SERVICE_HOSTS, *reversed(NODES)]:
+    # Sidecars and demo services first, then clients, then servers.
+    others = [name for name in lab.state.pids if name not in NODES]
+    for name in [*others, *reversed(NODES)]:
         pid = lab.state.pids.get(name)
         if pid is not None and procs.is_ours(pid):
             procs.stop(pid)

@@ -164,9 +164,16 @@ def service_file(
     token: str = "",
     mesh: bool = False,
     check_host: str = "",
+    sidecar_address: str = "",
 ) -> str:
-    """The walkthrough's `api`/`web` service definition, with its check and sidecar."""
+    """The walkthrough's `api`/`web` service definition, with its check and sidecar.
+
+    `sidecar_address` pins the sidecar to its node's address (public listener,
+    local app, web's upstream): on one machine the two sidecars share port
+    20000, and 127.0.0.1 is everyone's.
+    """
     check_host = check_host or host.address
+    pinned = f'      address = "{sidecar_address}"\n' if sidecar_address else ""
     lines = [
         "service {",
         f'  name = "{name}"',
@@ -176,16 +183,27 @@ def service_file(
     if token:
         lines.append(f'  token = "{token}"')
     if mesh:
-        upstreams = ""
-        if name == "web":
-            upstreams = (
-                "      proxy {\n        upstreams = [\n          {\n"
-                '            destination_name = "api"\n'
-                f"            local_bind_port = {UPSTREAM_PORT}\n"
-                "          }\n        ]\n      }\n"
+        proxy = ""
+        if sidecar_address:  # the app listens on its node's address, not 127.0.0.1
+            proxy += (
+                f'        local_service_address = "{sidecar_address}"\n'
+                f"        local_service_port = {SERVICE_PORT}\n"
             )
+        if name == "web":
+            bind = (
+                f'            local_bind_address = "{sidecar_address}"\n' if sidecar_address else ""
+            )
+            proxy += (
+                "        upstreams = [\n          {\n"
+                '            destination_name = "api"\n'
+                f"{bind}"
+                f"            local_bind_port = {UPSTREAM_PORT}\n"
+                "          }\n        ]\n"
+            )
+        upstreams = f"      proxy {{\n{proxy}      }}\n" if proxy else ""
         lines.append(
             "  connect {\n    sidecar_service {\n"
+            f"{pinned}"
             f"      port = {SIDECAR_PORT}\n"
             "      check {\n"
             f'        name = "{name.upper()} Connect Sidecar"\n'
@@ -296,8 +314,15 @@ def agent_unit(node: str, place: Place) -> str:
     )
 
 
-def demo_environment(name: str, nodes: list[Node], *, mesh: bool) -> dict[str, str]:
-    """fake-service's variables for the `api` or `web` demo service."""
+def demo_environment(
+    name: str, nodes: list[Node], *, mesh: bool, upstream_host: str = "127.0.0.1"
+) -> dict[str, str]:
+    """fake-service's variables for the `api` or `web` demo service.
+
+    Through the mesh web calls api at its sidecar's upstream, `upstream_host`:8081
+    (127.0.0.1 on a real host, as in the walkthrough; the web node's own address
+    in a lab, where 127.0.0.1 is shared with everything else on the machine).
+    """
     host = next(n for n in nodes if n.name == SERVICE_HOSTS[name])
     env = {
         "NAME": name,
@@ -307,7 +332,7 @@ def demo_environment(name: str, nodes: list[Node], *, mesh: bool) -> dict[str, s
     if name == "web":
         api_host = next(n for n in nodes if n.name == SERVICE_HOSTS["api"])
         env["UPSTREAM_URIS"] = (
-            f"http://127.0.0.1:{UPSTREAM_PORT}"
+            f"http://{upstream_host}:{UPSTREAM_PORT}"
             if mesh
             else f"http://{api_host.address}:{SERVICE_PORT}"
         )
@@ -334,6 +359,7 @@ def sidecar_args(name: str, host: Node, token_file: str) -> list[str]:
         "envoy",
         f"-sidecar-for={name}",
         f"-http-addr={host.http_addr}",
+        f"-grpc-addr={host.address}:{GRPC_PORT}",
         f"-token-file={token_file}",
         f"-admin-bind={host.address}:19000",
     ]
@@ -351,10 +377,13 @@ def sidecar_unit(name: str, place: Place, host: Node) -> str:
     )
 
 
-def units(nodes: list[Node], place: Place, *, mesh: bool) -> dict[str, str]:
+def units(
+    nodes: list[Node], place: Place, *, mesh: bool, upstream_host: str = "127.0.0.1"
+) -> dict[str, str]:
     out = {f"consul-{node.name}.service": agent_unit(node.name, place) for node in nodes}
     for name, host in SERVICE_HOSTS.items():
-        out[f"{name}.service"] = demo_unit(name, place, demo_environment(name, nodes, mesh=mesh))
+        env = demo_environment(name, nodes, mesh=mesh, upstream_host=upstream_host)
+        out[f"{name}.service"] = demo_unit(name, place, env)
         node = next(n for n in nodes if n.name == host)
         out[f"{name}-sidecar.service"] = sidecar_unit(name, place, node)
     return out

@@ -345,13 +345,21 @@ def revoke_token(lab: Lab, out: TextIO, args: list[str]) -> None:
     accessor = me["AccessorID"]
     cluster.client(lab, host).request("DELETE", f"/v1/acl/token/{accessor}")
     lab.state.broken["revoke-token"] = name
+    restarted = cluster.running(lab, f"{name}-sidecar")
+    if restarted:  # a running proxy keeps what it has; a new one must show its token
+        cluster.stop_process(lab, f"{name}-sidecar")
+        cluster.start_sidecar(lab, name)
     _report(
         out,
         f"deleted {name}'s service token (AccessorID {accessor}); its secret stays in the "
-        "service file and the sidecar's unit, now naming nothing",
+        "service file and the sidecar's unit, now naming nothing"
+        + ("; restarted its sidecar, which must present the token again" if restarted else ""),
         f"logs/{host.name}.log: 'blocked by ACLs ... ACL not found' on the agent's next sync "
         f"of {name} (about a minute; `proconsul reload -http-addr {host.http_addr}` forces "
-        "one); its sidecar's xDS stream is refused (UNAUTHENTICATED)" + _sidecar_note(lab),
+        "one); its sidecar's xDS stream is refused (UNAUTHENTICATED) once the client "
+        "agent's ACL cache lets the token go (acl.token_ttl, 30 s), and the restarted sidecar "
+        "then gets no configuration; `proconsul lab explain web api` names the token at once"
+        + _sidecar_note(lab),
         f"`proconsul lab heal` makes a new token for {name} and puts it in the service file",
     )
 
@@ -405,11 +413,10 @@ def heal(lab: Lab, out: TextIO) -> int:
             cluster.write_service_files(lab, mesh=cluster.MESH_CONFIG_STEP in lab.state.done)
             cluster.client(lab, lab.node(SERVICE_HOSTS[target])).request("PUT", "/v1/agent/reload")
             sidecar = f"{target}-sidecar"
-            if cluster.running(lab, sidecar):
+            if sidecar in lab.state.pids:
                 cluster.stop_process(lab, sidecar)
-                out.write(
-                    f"  ({sidecar} stopped: `proconsul lab up` starts it with the new token)\n"
-                )
+                cluster.start_sidecar(lab, target)
+                out.write(f"  ({sidecar} restarted with the new token)\n")
             out.write(f"healed revoke-token: {target} has a new token in its service file\n")
         elif scenario == "expire-cert":
             cluster.write_configs(lab)

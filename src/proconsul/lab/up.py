@@ -30,9 +30,10 @@ from proconsul.lab.layout import (
     SERVERS,
     SERVICE_HOSTS,
     SERVICE_PORT,
+    UPSTREAM_PORT,
     Lab,
 )
-from proconsul.lab.render import env_script, scripts, sidecar_args, units
+from proconsul.lab.render import env_script, scripts, units
 from proconsul.lab.runner import Context, Step, StepFailed
 
 LEADER_DEADLINE_S = 60.0
@@ -64,9 +65,12 @@ def write_files(ctx: Context) -> None:
     }.items():
         write_file_atomic(lab.scripts / name, text.encode(), 0o755)
     (lab.root / "systemd").mkdir(exist_ok=True)
-    for name, text in units(lab.nodes, place, mesh=cluster.web_via_mesh(lab)).items():
+    mesh = cluster.web_via_mesh(lab)
+    lab_units = units(lab.nodes, place, mesh=mesh, upstream_host=cluster.upstream_host(lab))
+    for name, text in lab_units.items():
         write_file_atomic(lab.root / "systemd" / name, text.encode())
     cluster.write_configs(lab)
+    cluster.write_service_files(lab, mesh=cluster.MESH_CONFIG_STEP in lab.state.done)
 
 
 def members_alive(lab: Lab, names: tuple[str, ...]) -> bool:
@@ -406,14 +410,6 @@ def _intention_missing() -> str | None:
     return None if ("intention", "create") in VERBS else "`proconsul intention create`"
 
 
-def sidecar_command(name: str, lab: Lab) -> list[str]:
-    host = lab.node(SERVICE_HOSTS[name])
-    args = sidecar_args(name, host, str(lab.secret_path(name)))
-    if ("connect", "proxy") in VERBS:  # the built-in proxy takes the same flags
-        args = ["connect", "proxy", *[a for a in args[2:] if not a.startswith("-admin-bind")]]
-    return procs.proconsul_argv(*args)
-
-
 def sidecars_passing(lab: Lab) -> bool:
     for name in SERVICE_HOSTS:
         _, rows = cluster.first_answer(lab, f"/v1/health/service/{name}-sidecar-proxy?passing")
@@ -423,6 +419,7 @@ def sidecars_passing(lab: Lab) -> bool:
 
 
 def web_reaches_api(lab: Lab) -> bool:
+    """web answers 200 with api's own greeting, from api's node, through web's upstream."""
     host = lab.node(SERVICE_HOSTS["web"])
     conn = http.client.HTTPConnection(host.address, SERVICE_PORT, timeout=3.0)
     try:
@@ -431,7 +428,14 @@ def web_reaches_api(lab: Lab) -> bool:
     finally:
         conn.close()
     calls = body.get("upstream_calls") or {}
-    return any(call.get("name") == "api" and call.get("code") == 200 for call in calls.values())
+    upstream = f"http://{cluster.upstream_host(lab)}:{UPSTREAM_PORT}"
+    call = calls.get(upstream) or {}
+    api_host = lab.node(SERVICE_HOSTS["api"]).address
+    return (
+        call.get("code") == 200
+        and call.get("body") == "Hello from api"
+        and api_host in (call.get("ip_addresses") or [])
+    )
 
 
 def mesh_steps() -> list[Step]:
@@ -456,11 +460,7 @@ def mesh_steps() -> list[Step]:
 
     def sidecars(ctx: Context) -> None:
         for name in SERVICE_HOSTS:
-            key = f"{name}-sidecar"
-            if not cluster.running(ctx.lab, key):
-                argv = cluster.on_node(ctx.lab, SERVICE_HOSTS[name], sidecar_command(name, ctx.lab))
-                ctx.lab.state.pids[key] = procs.start(argv, ctx.lab.log_file(key))
-                ctx.lab.save()
+            cluster.start_sidecar(ctx.lab, name)
         ctx.wait(
             "both sidecars passing",
             lambda: sidecars_passing(ctx.lab),
