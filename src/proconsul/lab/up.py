@@ -508,7 +508,8 @@ def mesh_steps() -> list[Step]:
             cluster.SIDECARS_STEP,
             "mesh",
             "start the sidecars",
-            "proconsul connect envoy -sidecar-for=api|web (systemd/*-sidecar.service)",
+            "proconsul connect envoy (or the built-in connect proxy) -sidecar-for=api|web "
+            "(systemd/*-sidecar.service)",
             sidecars,
             always=True,
             needs=sidecar_missing,
