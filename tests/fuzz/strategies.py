@@ -423,3 +423,20 @@ autopilot_config = objects(
         "RedundancyZoneTag": st.text(max_size=8),
     }
 )
+
+# PUT /v1/session/create (LockDelay as a duration, a number of seconds or
+# nanoseconds, or junk).
+session_create = objects(
+    {
+        "Name": st.text(max_size=8),
+        "Node": node_names,
+        "LockDelay": st.one_of(durations, st.integers(-5, 2**70), st.floats(), json_scalars),
+        "Behavior": st.sampled_from(["release", "delete", "", "keep"]),
+        "TTL": durations,
+        "Checks": st.lists(check_ids, max_size=2),
+        "NodeChecks": st.one_of(st.none(), st.lists(check_ids, max_size=2)),
+        "ServiceChecks": st.lists(
+            objects({"ID": check_ids, "Namespace": st.text(max_size=4)}), max_size=2
+        ),
+    }
+)

@@ -2,7 +2,7 @@
 
 Catalog register and deregister, agent service and check register, check
 update, the keyring (install, use, remove), KV put with `?cas`/`?flags`,
-config entries (`PUT /v1/config`, with `?cas`), transactions (`PUT /v1/txn`),
+session create, config entries (`PUT /v1/config`, with `?cas`), transactions (`PUT /v1/txn`),
 the autopilot configuration (with `?cas`), snapshot restores of junk, and
 the ACL token, policy and role writes (on an agent with ACLs on, as the
 management token). The property is `Target.check`'s: a result or a 4xx with a
@@ -101,6 +101,12 @@ def test_kv_put_keys_and_parameters(
     target: Target, key: str, value: bytes, query: list[tuple[str, str]]
 ) -> None:
     target.check("PUT", f"/v1/kv/{key}", value, query)
+
+
+@FUZZ
+@given(body=fs.bodies(fs.session_create))
+def test_session_create(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/session/create", body)
 
 
 @FUZZ

@@ -57,6 +57,7 @@ node_prefix "" {{ policy = "{p}" }}
 service_prefix "" {{ policy = "{p}" intentions = "{p}" }}
 key_prefix "" {{ policy = "{p}" }}
 event_prefix "" {{ policy = "{p}" }}
+session_prefix "" {{ policy = "{p}" }}
 operator = "{p}"
 keyring = "{p}"
 """
@@ -198,7 +199,9 @@ def _seed(m: Matrix) -> None:
     m.ok("PUT", "/v1/connect/intentions/exact?source=api&destination=web", {"Action": "deny"})
     role = m.ok("PUT", "/v1/acl/role", {"Name": "matrix-role"})
     policy = m.ok("PUT", "/v1/acl/policy", {"Name": "matrix-policy", "Rules": ""})
+    session = m.ok("PUT", "/v1/session/create", {"Node": NODE, "NodeChecks": []})
     m.values.update(
+        session_id=str(session["ID"]),
         read_accessor=m.accessors["read"],
         role_id=str(role["ID"]),
         policy_id=str(policy["ID"]),
@@ -266,6 +269,11 @@ def _victim_role(m: Matrix) -> None:
 
 def _external_node(m: Matrix) -> None:
     m.ok("PUT", "/v1/catalog/register", {"Node": "ext-node", "Address": "10.9.9.9"})
+
+
+def _victim_session(m: Matrix) -> None:
+    made = m.ok("PUT", "/v1/session/create", {"Node": NODE, "NodeChecks": []})
+    m.values["victim_session"] = str(made["ID"])
 
 
 def _kv_victim(m: Matrix) -> None:
@@ -402,6 +410,15 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),
     S("PUT", "/v1/kv/{key}", "/v1/kv/matrix/key", "write", b"v"),
     S("DELETE", "/v1/kv/{key}", "/v1/kv/matrix/victim", "write", setup=_kv_victim),
+    # sessions (enforced by the servers: session rules on the session's node)
+    S("PUT", "/v1/session/create", "/v1/session/create", "write",
+      {"Node": NODE, "NodeChecks": []}),
+    S("PUT", "/v1/session/destroy/{id}", "/v1/session/destroy/{victim_session}", "write",
+      setup=_victim_session),
+    S("PUT", "/v1/session/renew/{id}", "/v1/session/renew/{session_id}", "write"),
+    S("GET", "/v1/session/info/{id}", "/v1/session/info/{session_id}", "list"),
+    S("GET", "/v1/session/node/{node}", "/v1/session/node/{node}", "list"),
+    S("GET", "/v1/session/list", "/v1/session/list", "list"),
     # the agent
     S("GET", "/v1/agent/self", "/v1/agent/self", "read"),
     S("GET", "/v1/agent/members", "/v1/agent/members", "list"),
@@ -427,6 +444,7 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),
+    S("GET", "/v1/agent/live", "/v1/agent/live?once", "read", denies="agent:read"),
     S("PUT", "/v1/agent/token/{kind}", "/v1/agent/token/replication", "acl",
       {"Token": "matrix-replication"}),
     S("PUT", "/v1/agent/join/{address}", "/v1/agent/join/127.0.0.1:1", "write"),
@@ -488,7 +506,15 @@ SAMPLES: list[Sample] = [
     # the UI
     S("GET", "/", "/", "none"),
     S("GET", "/ui", "/ui", "none"),
-    S("GET", "/ui/", "/ui/", "none"),
+    S("GET", "/ui/{path}", "/ui/app.js", "none"),
+    S(
+        "POST",
+        "/v1/internal/acl/authorize",
+        "/v1/internal/acl/authorize",
+        "none",
+        body=[{"Resource": "key", "Segment": "k", "Access": "read"}],
+        served=True,
+    ),
 ]  # fmt: skip
 
 

@@ -31,6 +31,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("kv", "put"): "proconsul.cli.kv:put",
     ("kv", "get"): "proconsul.cli.kv:get",
     ("kv", "delete"): "proconsul.cli.kv:delete",
+    ("lock",): "proconsul.cli.lock:lock",
     ("config", "write"): "proconsul.cli.config_entries:write",
     ("config", "read"): "proconsul.cli.config_entries:read",
     ("config", "list"): "proconsul.cli.config_entries:list_entries",

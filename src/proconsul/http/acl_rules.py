@@ -108,7 +108,7 @@ _INTENTION_WRITE = in_handler("intention", "write", "on the intention's destinat
 
 # (method, canonical pattern) -> rule. Each entry follows the "ACL Required"
 # column of Consul's API page for that endpoint (agent, event, operator,
-# status, catalog, health, kv, acl).
+# status, catalog, health, kv, session, acl).
 ACL_RULES: dict[RouteKey, Rule] = {
     # --- enforced by the server endpoints -------------------------------------
     ("PUT", "/v1/catalog/register"): SERVER,
@@ -128,6 +128,12 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/kv/{key}"): SERVER,
     ("DELETE", "/v1/kv/{key}"): SERVER,
     ("PUT", "/v1/txn"): SERVER,
+    ("PUT", "/v1/session/create"): SERVER,
+    ("PUT", "/v1/session/destroy/{id}"): SERVER,
+    ("PUT", "/v1/session/renew/{id}"): SERVER,
+    ("GET", "/v1/session/info/{id}"): SERVER,
+    ("GET", "/v1/session/node/{node}"): SERVER,
+    ("GET", "/v1/session/list"): SERVER,
     ("PUT", "/v1/acl/bootstrap"): SERVER,
     ("PUT", "/v1/acl/token"): SERVER,
     ("GET", "/v1/acl/token/self"): SERVER,
@@ -183,10 +189,13 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/agent/connect/ca/roots"): NONE,
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
-    ("GET", "/ui/"): NONE,
+    ("GET", "/ui/{path}"): NONE,
+    # Tells the caller what its own token may do (http/ui_routes.py).
+    ("POST", "/v1/internal/acl/authorize"): NONE,
     # --- the agent ----------------------------------------------------------------
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/live"): require("agent", "read", AGENT_NODE),
     ("PUT", "/v1/agent/reload"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),

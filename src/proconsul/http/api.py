@@ -16,6 +16,7 @@ from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.session import Session
 
 
 class GossipAPI(Protocol):
@@ -113,6 +114,9 @@ class AgentAPI(Protocol):
     async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
         """Write the CA configuration on the leader (it checks operator:write)."""
 
+    async def renew_session(self, session_id: str, token: str) -> list[Session]:
+        """Renew a session's TTL on the leader; [] when the session is unknown."""
+
     def local_services(self) -> dict[str, NodeService]: ...
 
     def local_checks(self) -> dict[str, HealthCheck]: ...
@@ -141,6 +145,9 @@ class AgentAPI(Protocol):
     def leave(self) -> None: ...
 
     def metrics_json(self) -> dict[str, Any]: ...
+
+    def live_state(self) -> dict[str, Any]:
+        """This agent's gossip and Raft picture for /v1/agent/live (http/live.py)."""
 
     def metrics_prometheus(self) -> str: ...
 

@@ -59,6 +59,7 @@ from proconsul.structs.requests import (
 )
 from proconsul.structs.rpc import ApplyRequest
 from proconsul.structs.service_config import ServiceConfigResponse
+from proconsul.structs.session import Session
 from proconsul.structs.txn import TxnReply
 
 APPLY_METHOD = "Apply"
@@ -91,6 +92,9 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Check": IntentionCheckResponse,
     "Txn.Read": TxnReply,
     "Operator.Usage": dict[str, Any],
+    "Session.Get": list[Session],
+    "Session.List": list[Session],
+    "Session.NodeSessions": list[Session],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default

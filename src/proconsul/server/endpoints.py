@@ -27,12 +27,13 @@ ACL rules (when `acl` is set; Consul's, as documented):
   (and on the old name when an instance is renamed), service:write for each
   service check and node:write for each node check; a deregister is allowed
   by node:write, else by service:write on the service the row belongs to;
-  KV set/cas/delete need key:write, a recursive delete write on the whole
-  prefix; config entries follow Consul's rules per kind
+  KV set/cas/delete and lock/unlock (acquire/release) need key:write, a
+  recursive delete write on the whole prefix; sessions session:write on
+  their node (server/session_rules.py); config entries follow Consul's rules per kind
   (server/config_endpoints.py), and are normalized and validated before the
   log (a bad one is a 400). ACL rows are never written through here, whatever
   the token: only `ACLEndpoints` writes them; nor is any other command but
-  catalog, KV and config entries (the CA roots are the leader's own write),
+  catalog, KV, session and config entries (the CA roots are the leader's own write),
   even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
@@ -81,6 +82,13 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.server.session_rules import (
+    SESSION_READS,
+    filter_sessions,
+    prepare_session_write,
+    session_reads,
+    vet_session,
+)
 from proconsul.server.txn_endpoints import (
     TXN_READ,
     acl_errors,
@@ -108,6 +116,7 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    SessionRequest,
     TxnRequest,
 )
 from proconsul.structs.config_entries import Intention
@@ -144,7 +153,7 @@ CONNECT_KINDS = (
 )
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
-    "Permission denied: only catalog, KV and config entry commands are written here"
+    "Permission denied: only catalog, KV, session and config entry commands are written here"
 )
 # The commands a caller may have applied through `ServerEndpoints.write`.
 CALLER_COMMANDS = (
@@ -153,6 +162,7 @@ CALLER_COMMANDS = (
     KVSRequest,
     ConfigEntryRequest,
     TxnRequest,
+    SessionRequest,
 )
 
 
@@ -300,6 +310,7 @@ class ServerEndpoints:
         self.reads.update(intention_reads(store, self._intention_default_allow))
         self.reads[TXN_READ] = txn_read(store)
         self.reads[USAGE_READ] = self._usage
+        self.reads.update(session_reads(store))
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -390,6 +401,8 @@ class ServerEndpoints:
                 denied = acl_errors(self.store, resolved, command.ops)
                 if denied:
                     return self.store.last_index, TxnReply(errors=denied)
+        if isinstance(command, SessionRequest):
+            command = prepare_session_write(command)
 
         return await self.log.apply(command, token, self._authorize_write)
 
@@ -650,6 +663,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_entries(authz, value)
     if method == INTENTION_LIST:
         return filter_intentions(authz, value)
+    if method in SESSION_READS:
+        return filter_sessions(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
 
 
@@ -741,5 +756,7 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         vet_config_write(resolved, command)
     elif isinstance(command, TxnRequest):
         first_denial(store, resolved, command.ops)
+    elif isinstance(command, SessionRequest):
+        vet_session(store, resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)

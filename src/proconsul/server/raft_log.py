@@ -57,7 +57,7 @@ import logging
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,7 +92,7 @@ from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
 from proconsul.state.fsm import FSM, encode_command
 from proconsul.state.snapshot import decode_snapshot
-from proconsul.structs.commands import ApplyResult, Command
+from proconsul.structs.commands import ApplyResult, Command, stamp_leader_time
 
 log = logging.getLogger("proconsul.raft")
 
@@ -110,6 +110,7 @@ class FollowerProgress:
 
 DEFAULT_APPLY_TIMEOUT_S = 15.0  # as long as an RPC write may take end to end
 DEFAULT_MAX_PENDING = 8192
+RECENT_APPLIED = 16  # entries kept for the live view (/v1/agent/live)
 
 
 class RaftLog:
@@ -143,6 +144,8 @@ class RaftLog:
         self.counters: Counter[str] = Counter()
         self.failed: BaseException | None = None
         self.applied_index = 0
+        # The last entries applied (index, term, type), for the agent's live view.
+        self.recent_applied: deque[tuple[int, int, str]] = deque(maxlen=RECENT_APPLIED)
         self._storage: RaftStorage | None = None
         self._node: RaftNode | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-storage")
@@ -258,7 +261,12 @@ class RaftLog:
         NotLeaderError when this server does not lead (the caller may forward);
         LeadershipLostError when leadership was lost and another entry took the
         slot (the command did not happen); TimeoutError after apply_timeout_s
-        (outcome unknown, as in Consul)."""
+        (outcome unknown, as in Consul).
+
+        The command carries this server's wall clock when it is one that
+        depends on time (`stamp_leader_time`): only a leader's proposal
+        commits, so every replica applies the leader's time, never its own."""
+        command = stamp_leader_time(command, int(time.time() * 1000))
         proposal = self._propose(self._require_node().propose, encode_command(command))
         return await self._await_proposal(proposal, self.apply_timeout_s)
 
@@ -532,6 +540,7 @@ class RaftLog:
         if entry.type is EntryType.COMMAND:
             result = self.fsm.apply_bytes(entry.index, entry.data)
         self.applied_index = entry.index
+        self.recent_applied.append((entry.index, entry.term, entry.type.name.lower()))
         self.counters["entries_applied"] += 1
         self._waiters.applied(entry, result)
 

@@ -103,6 +103,10 @@ class SnapshotCalls:
         return saved
 
     async def restore(self, request: OperatorRequest, check: Check) -> dict[str, Any]:
+        # The caller's rights first, where the archive arrives: a caller who may
+        # not restore learns nothing of how the archive was judged. The leader
+        # checks again when it applies.
+        check()
         await verify_archive(request.data)
 
         async def here() -> dict[str, Any]:

@@ -24,8 +24,9 @@ ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 "acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
 (ca_tables.py), with the key "connect-ca-roots". Config entries live in
 `self.config` (config_entry_tables.py), with the keys "config-entries" and
-"config-entries:<kind>".
-(ca_tables.py), with the keys "connect-ca-roots" and "connect-ca-config".
+"config-entries:<kind>". Sessions and lock-delays live in `self.sessions`
+(session_tables.py), with the key "sessions"; a KV row's `Session` is the
+session holding its lock.
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -43,6 +44,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
+from proconsul.state.session_tables import SESSIONS_KEY, SessionTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
 from proconsul.structs.autopilot import AutopilotSettings
@@ -58,6 +60,7 @@ from proconsul.structs.catalog import (
 from proconsul.structs.commands import AutopilotSetConfigRequest
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+from proconsul.structs.session import Session
 
 AUTOPILOT_KEY = "autopilot-config"
 
@@ -112,6 +115,7 @@ class StateStore:
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
         # Set through the operator API ("autopilot-config"); None: each server's file.
         self.autopilot: AutopilotSettings | None = None
+        self.sessions = SessionTables(self._bump)  # sessions, lock-delays (session_tables.py)
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -197,6 +201,7 @@ class StateStore:
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
             autopilot=self.autopilot,
+            sessions=self.sessions.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -225,6 +230,7 @@ class StateStore:
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
         self.autopilot = body.autopilot
+        self.sessions.restore(body.sessions, body.kvs)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
         self.restores += 1
@@ -382,8 +388,11 @@ class StateStore:
         self._bump(index, "kvs")
 
     def kv_delete(self, index: int, key: str) -> bool:
-        if self.kvs.pop(key, None) is None:
+        entry = self.kvs.pop(key, None)
+        if entry is None:
             return False
+        if entry.session:
+            self.sessions.forget(entry.session, key)
         pos = bisect.bisect_left(self._kv_keys, key)
         del self._kv_keys[pos]
         self._add_tombstone(index, key)
@@ -507,6 +516,17 @@ class StateStore:
     def ca_config(self) -> tuple[int, CAConfiguration | None]:
         """The CA configuration (no key material) and its index."""
         return self.index(CONFIG_KEY), self.ca.config
+
+    # ----- session reads -------------------------------------------------------
+
+    def session_get(self, session_id: str) -> tuple[int, Session | None]:
+        return self.index(SESSIONS_KEY), self.sessions.get(session_id)
+
+    def session_list(self) -> tuple[int, list[Session]]:
+        return self.index(SESSIONS_KEY), self.sessions.all()
+
+    def node_sessions(self, node: str) -> tuple[int, list[Session]]:
+        return self.index(SESSIONS_KEY), self.sessions.of_node(node)
 
     # ----- KV reads ----------------------------------------------------------
 

@@ -17,6 +17,7 @@ from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
+from proconsul.structs.session import Session
 from proconsul.structs.txn import TxnOp, TxnReply
 
 
@@ -33,6 +34,8 @@ class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
     check: HealthCheck | None = None
     checks: list[HealthCheck] = []
     skip_node_update: bool = False
+    # The leader's wall clock in ms when it proposed this (see `stamp_leader_time`).
+    now_ms: int = 0
 
 
 class DeregisterRequest(msgspec.Struct, tag=2, tag_field="Type", rename=pascal):
@@ -42,17 +45,21 @@ class DeregisterRequest(msgspec.Struct, tag=2, tag_field="Type", rename=pascal):
     datacenter: str = ""
     service_id: str = ""
     check_id: str = ""
+    now_ms: int = 0  # the leader's clock (see `stamp_leader_time`)
 
 
-KVOp = Literal["set", "cas", "delete", "delete-cas", "delete-tree"]
+KVOp = Literal["set", "cas", "delete", "delete-cas", "delete-tree", "lock", "unlock"]
 
 
 class KVSRequest(msgspec.Struct, tag=3, tag_field="Type", rename=pascal):
-    """A KV write. For `cas`/`delete-cas` the entry's modify_index is the expected one."""
+    """A KV write. For `cas`/`delete-cas` the entry's modify_index is the expected one;
+    for `lock`/`unlock` (`?acquire=`/`?release=`) the entry's `session` is the
+    session that takes or gives back the lock."""
 
     op: KVOp
     dir_ent: KVEntry
     datacenter: str = ""
+    now_ms: int = 0  # the leader's clock: a lock compares it with the key's lock-delay
 
 
 # ----- ACL commands (tags 4-10). IDs, secrets and times are chosen by the
@@ -177,6 +184,7 @@ class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
 
     ops: list[TxnOp]
     datacenter: str = ""
+    now_ms: int = 0  # the leader's clock: lock-delay of the lock verbs
 
 
 class AutopilotSetConfigRequest(msgspec.Struct, tag=17, tag_field="Type", rename=pascal):
@@ -201,6 +209,23 @@ class SnapshotRestoreRequest(msgspec.Struct, tag=18, tag_field="Type", rename=pa
         return f"SnapshotRestoreRequest(<{len(self.archive)} bytes>)"
 
 
+# ----- Sessions (tag 14; tag 15 is reserved for them too). The endpoint picks
+# the session ID before the log; the leader stamps `now_ms`.
+
+SessionOp = Literal["create", "destroy"]
+
+
+class SessionRequest(msgspec.Struct, tag=14, tag_field="Type", rename=pascal):
+    """Create a session (validated, its ID chosen) or destroy one by `session.id`
+    (the client's destroy, or the leader's when a TTL ran out). Destroying
+    releases or deletes its locks and starts their lock-delay at `now_ms`."""
+
+    op: SessionOp
+    session: Session
+    datacenter: str = ""
+    now_ms: int = 0
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -212,7 +237,20 @@ Command = (
     | TxnRequest
     | AutopilotSetConfigRequest
     | SnapshotRestoreRequest
+    | SessionRequest
 )
+
+# The commands whose effect depends on time: the leader writes its wall clock
+# into them as it proposes them, so every replica applies the same value.
+_CLOCKED = (RegisterRequest, DeregisterRequest, KVSRequest, SessionRequest, TxnRequest)
+
+
+def stamp_leader_time(command: Command, now_ms: int) -> Command:
+    """`command` with the proposing leader's clock (ms since the epoch) in
+    `now_ms`, for the commands that carry one (see DESIGN.md, "Sessions and locks")."""
+    if isinstance(command, _CLOCKED) and command.now_ms == 0:
+        return msgspec.structs.replace(command, now_ms=now_ms)
+    return command
 
 
 class ApplyError(msgspec.Struct, frozen=True):

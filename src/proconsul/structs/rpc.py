@@ -2,7 +2,8 @@
 
 Job: the request and reply structs that the calling side encodes and the
 serving side decodes ("Apply" and "Raft.Apply", "ACL.*", "Operator.*",
-"AutoEncrypt.Sign", "ConnectCA.Sign", "ConnectCA.ConfigurationSet"); the
+"AutoEncrypt.Sign", "ConnectCA.Sign", "ConnectCA.ConfigurationSet",
+"Session.Renew"); the
 reads' `ReadRequest`/`ReadResponse` are in structs/requests.py, which the
 HTTP layer shares.
 
@@ -109,3 +110,14 @@ class CAConfigRequest(msgspec.Struct, omit_defaults=True):
 
     def __repr__(self) -> str:
         return f"CAConfigRequest(config={self.config!r})"
+
+
+class SessionRenewRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of "Session.Renew" (served on the leader, which keeps the TTL
+    timers); the reply is the session in a list, or an empty list when unknown."""
+
+    id: str
+    token: str = ""
+
+    def __repr__(self) -> str:
+        return f"SessionRenewRequest(id={self.id!r})"

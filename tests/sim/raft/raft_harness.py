@@ -63,6 +63,8 @@ from proconsul.server.read_route import ReadStep, route_read
 from tests.lincheck import UNKNOWN, Op
 from tests.sim.raft.raft_kv import KV, cas_command, mput_command, put_command
 
+LOCK_KEY = "lock"
+
 
 class SimViolation(AssertionError):
     """A safety or liveness property failed."""
@@ -110,6 +112,10 @@ class SimConfig:
     # read them all at once ("mget", one read index); every mget must see one
     # value on all keys, and each key's history must still be linearizable.
     multi_key: bool = False
+    # Clients that take and give back a lock on LOCK_KEY as Consul's KV locks
+    # do (acquire: CAS absent -> a fresh holder value; release: CAS holder ->
+    # absent); `lock_safety` then checks no two acknowledged holds overlap.
+    lock_clients: int = 0
 
     def params(self, rng: random.Random) -> RaftParams:
         # raft_multiplier 1 timings, and small batches, windows, snapshot
@@ -200,6 +206,9 @@ class Simulation:
         self.digests: dict[int, bytes] = {}
         # clients
         self.history: list[Op] = []
+        # lock clients: client -> the holder value it must release (acquired, or
+        # an acquire whose outcome is unknown), absent while it holds nothing
+        self.lock_owed: dict[int, int] = {}
         self._op_ids = 0
         self._values = 0
         self.faults_over = False
@@ -231,7 +240,7 @@ class Simulation:
             self.pump(sid)
         for sid in self.ids:
             self.schedule_tick(sid, self.servers[sid].epoch)
-        for client in range(cfg.clients):
+        for client in range(cfg.clients + cfg.lock_clients):
             self.at(self.rng.uniform(0, 0.5), self._client_starter(client))
         self.schedule_nemesis()
         end = cfg.duration + cfg.settle
@@ -557,6 +566,9 @@ class Simulation:
             return  # let the cluster go quiet before the final checks
         rng = self.rng
         self._op_ids += 1
+        if client >= self.cfg.clients:
+            self.lock_client_next(client)
+            return
         key = rng.choice(self.cfg.keys)
         roll = rng.random()
         reads = self.cfg.read_fraction
@@ -579,6 +591,28 @@ class Simulation:
             expected = rng.choice([None, *range(max(1, self._values - 6), self._values)])
             op = PendingOp(self._op_ids, client, "cas", key, (expected, self._values), self.now)
         self.client_attempt(op, self.rng.choice(self.ids), self.now + self.cfg.client_timeout)
+
+    def lock_client_next(self, client: int) -> None:
+        """Acquire when holding nothing, else release what is owed."""
+        owed = self.lock_owed.get(client)
+        if owed is None:
+            self._values += 1
+            op = PendingOp(self._op_ids, client, "cas", LOCK_KEY, (None, self._values), self.now)
+        else:
+            op = PendingOp(self._op_ids, client, "cas", LOCK_KEY, (owed, None), self.now)
+        self.client_attempt(op, self.rng.choice(self.ids), self.now + self.cfg.client_timeout)
+
+    def lock_outcome(self, op: PendingOp, output: Any) -> None:
+        """A lock client's view after an operation: it owes a release for an
+        acquire that succeeded or may have, until a release is acknowledged."""
+        if op.key != LOCK_KEY or op.client < self.cfg.clients:
+            return
+        expected, new = op.input
+        if expected is None:  # an acquire
+            if output is True or output is UNKNOWN:
+                self.lock_owed[op.client] = new
+        elif output is not UNKNOWN:  # a release that answered (false: not ours any more)
+            self.lock_owed.pop(op.client, None)
 
     def client_attempt(self, op: PendingOp, target: str, deadline: float) -> None:
         if self.now >= deadline:
@@ -652,6 +686,7 @@ class Simulation:
         else:
             self.history.append(Op(op.client, op.kind, op.key, op.input, output, op.call, self.now))
         self.count(f"ok_{op.kind}")
+        self.lock_outcome(op, output)
         self.client_done(op.client)
 
     def abandon(self, op: PendingOp) -> None:
@@ -673,6 +708,7 @@ class Simulation:
         elif op.kind not in ("get", "mget"):
             # It may still commit later: its effect is unknown.
             self.history.append(Op(op.client, op.kind, op.key, op.input, UNKNOWN, op.call))
+            self.lock_outcome(op, UNKNOWN)
         self.client_done(op.client)
 
     def client_done(self, client: int) -> None:

@@ -1,7 +1,8 @@
 """The tiny KV state machine the Raft simulator replicates.
 
-Commands are msgpack lists: ["put", key, value], ["cas", key, expected, new],
-or ["mput", [key, ...], value] (a transaction: every key set in one entry).
+Commands are msgpack lists: ["put", key, value], ["cas", key, expected, new]
+(a null `new` empties the key: a lock's release), or ["mput", [key, ...], value]
+(a transaction: every key set in one entry).
 Reads never enter the log; they go through read-index. The snapshot is the
 msgpack map itself, and `digest` is what the simulator compares across
 servers at equal applied indexes.
@@ -25,7 +26,7 @@ def put_command(key: str, value: int) -> bytes:
     return _enc.encode(["put", key, value])
 
 
-def cas_command(key: str, expected: int | None, new: int) -> bytes:
+def cas_command(key: str, expected: int | None, new: int | None) -> bytes:
     return _enc.encode(["cas", key, expected, new])
 
 
@@ -35,7 +36,7 @@ def mput_command(keys: Sequence[str], value: int) -> bytes:
 
 class KV:
     def __init__(self) -> None:
-        self.data: dict[str, int] = {}
+        self.data: dict[str, int | None] = {}
         self.applied = 0
 
     def apply(self, entry: Entry) -> Any:
