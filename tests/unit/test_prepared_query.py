@@ -13,7 +13,12 @@ from proconsul.query.execute import select_instances
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, HealthCheck, Node, NodeService
-from proconsul.structs.commands import ApplyError, PreparedQueryRequest
+from proconsul.structs.commands import (
+    ApplyError,
+    PreparedQueryRequest,
+    RegisterRequest,
+    SessionRequest,
+)
 from proconsul.structs.prepared_query import (
     PreparedQuery,
     QueryDNS,
@@ -21,6 +26,7 @@ from proconsul.structs.prepared_query import (
     QueryTemplate,
     ServiceQuery,
 )
+from proconsul.structs.session import Session
 
 
 def q(name: str = "", service: str = "redis", **kw: object) -> PreparedQuery:
@@ -180,3 +186,17 @@ def test_store_table_through_fsm_and_snapshot() -> None:
     assert copy.queries.owners == {"i1": "acc"}
     assert fsm.apply(6, PreparedQueryRequest(op="delete", query=PreparedQuery(id="i1"))) is None
     assert store.queries.queries == {} and store.queries.owners == {}
+
+
+def test_a_query_bound_to_a_session_needs_it_and_goes_with_it() -> None:
+    store = StateStore()
+    fsm = FSM(store)
+    fsm.apply(1, RegisterRequest(node="n1", address="10.0.0.1"))
+    bound = PreparedQuery(id="q1", name="bound", session="s1", service=ServiceQuery(service="x"))
+    refused = fsm.apply(2, PreparedQueryRequest(op="create", query=bound))
+    assert refused == ApplyError('invalid session "s1"')
+    fsm.apply(3, SessionRequest(op="create", session=Session(id="s1", node="n1")))
+    assert fsm.apply(4, PreparedQueryRequest(op="create", query=bound)) is None
+    assert fsm.apply(5, PreparedQueryRequest(op="create", query=q("free", id="q2"))) is None
+    fsm.apply(6, SessionRequest(op="destroy", session=Session(id="s1")))
+    assert list(store.queries.queries) == ["q2"] and store.index("prepared-queries") == 6

@@ -115,7 +115,7 @@ class FSM:
                 self.store.coordinates.apply(index, command, self.store.nodes)
                 return None
             if isinstance(command, PreparedQueryRequest):
-                self.store.queries.apply(index, command)
+                self.store.queries.apply(index, command, self.store.sessions.sessions)
                 return None
             if isinstance(command, TxnRequest):
                 return apply_txn(self.store, index, command.ops, command.now_ms)

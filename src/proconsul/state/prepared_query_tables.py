@@ -14,13 +14,16 @@ Rules (Consul's state store):
   one template may have the empty name.
 - `owner` (the creator's AccessorID) is kept beside the row, never in it, so
   no read shows it; an update keeps the first owner.
+- A query's `Session` must name a live session (`invalid session "<id>"`);
+  destroying the session deletes its queries (`drop_session`, called by
+  state/session_ops.py), as in Consul.
 - An update keeps `CreateIndex`; rows are copies, the command in the log never
   sees the stamped indexes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 import msgspec
 
@@ -73,7 +76,18 @@ class PreparedQueryTables:
             if not query.name and query.template.type and not other.name and other.template.type:
                 raise PreparedQueryStateError("a query template with an empty name already exists")
 
-    def apply(self, index: int, request: PreparedQueryRequest) -> None:
+    def drop_session(self, index: int, session_id: str) -> None:
+        """Delete the queries bound to a session that ended."""
+        bound = [qid for qid, query in self.queries.items() if query.session == session_id]
+        for qid in bound:
+            del self.queries[qid]
+            self.owners.pop(qid, None)
+        if bound:
+            self._bump(index, QUERIES_KEY)
+
+    def apply(
+        self, index: int, request: PreparedQueryRequest, sessions: Container[str] = ()
+    ) -> None:
         query = request.query
         if not query.id:
             raise PreparedQueryStateError("Missing query ID")
@@ -91,6 +105,8 @@ class PreparedQueryTables:
             self._bump(index, QUERIES_KEY)
             return
         self._check_name(query)
+        if query.session and query.session not in sessions:
+            raise PreparedQueryStateError(f'invalid session "{query.session}"')
         self.queries[query.id] = msgspec.structs.replace(
             query,
             create_index=index if existing is None else existing.create_index,
