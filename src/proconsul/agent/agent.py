@@ -43,6 +43,7 @@ from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossi
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.persisted import PersistedRegistrations
 from proconsul.agent.proxycfg import CONNECT_PROXY, ProxyCfgDeps, ProxyConfigManager
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
@@ -109,6 +110,8 @@ class Agent:
             check_update_interval_s=float(config.check_update_interval),
         )
         self.sources = Sources()
+        # API registrations kept across restarts (agent/persisted.py); not in -dev.
+        self.persisted = PersistedRegistrations("" if config.dev_mode else config.data_dir)
         # Sidecar ID -> its parent's ID, for the sidecars this agent expanded:
         # removing the parent removes them (Consul's LocallyRegisteredAsSidecar).
         self.sidecar_parents: dict[str, str] = {}
@@ -210,6 +213,7 @@ class Agent:
                 "ACLs on" if self.config.acl.enabled else "no ACLs",
             )
         self._apply_config_definitions(self.config)
+        self._restore_persisted()
         await self.delegate.start()
         self.gossip = await start_gossip(
             self.config,
@@ -408,6 +412,45 @@ class Agent:
             spec.row.check_id for r in wanted_services.values() for spec in r.checks
         }
 
+    def _restore_persisted(self) -> None:
+        """Bring back what was registered over the API before the last stop;
+        a config file's service or check of the same ID wins."""
+        loaded = self.persisted.load()
+        for item in loaded.services:
+            service = item.service
+            if service.id in self.sources.services:
+                continue
+            self._add_service(service, [], item.token, replace_existing_checks=False)
+            if item.sidecar_for:
+                self.sidecar_parents[service.id] = item.sidecar_for
+        for check in loaded.checks:
+            row = check.check
+            if row.check_id in self.sources.checks:
+                continue
+            if row.service_id and self.local.service(row.service_id) is None:
+                log.warning(
+                    "agent: persisted check for a service that is gone, purged: check=%s",
+                    row.check_id,
+                )
+                self.persisted.remove_check(row.check_id)
+                continue
+            if check.definition.ttl is None:
+                # Only a TTL check keeps its last status; others start over.
+                row = msgspec.structs.replace(
+                    row, status=check.definition.status or "critical", output=""
+                )
+            try:
+                self._add_check(CheckSpec(row=row, definition=check.definition, token=check.token))
+            except ValueError as exc:
+                log.error("agent: persisted check %s not restored: %s", row.check_id, exc)
+
+    def _persist_registration(self, registration: Registration) -> None:
+        self.persisted.save_service(
+            registration.service, registration.token, registration.sidecar_for
+        )
+        for spec in registration.checks:
+            self.persisted.save_check(spec.row, spec.definition, spec.token)
+
     def _add_registration(self, registration: Registration, replace_existing_checks: bool) -> None:
         service = registration.service
         self._add_service(service, registration.checks, registration.token, replace_existing_checks)
@@ -464,6 +507,7 @@ class Agent:
 
     def _remove_check(self, check_id: str) -> bool:
         self._stop_monitor(check_id)
+        self.persisted.remove_check(check_id)
         self.sources.checks.discard(check_id)
         return self.local.remove_check(check_id)
 
@@ -472,9 +516,11 @@ class Agent:
         for check_id, check in list(self.local.live_checks().items()):
             if check.service_id == service_id:
                 self._stop_monitor(check_id)
+                self.persisted.remove_check(check_id)
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
         self.sidecar_parents.pop(service_id, None)
+        self.persisted.remove_service(service_id)
         self.central.forget(service_id)
         removed = self.local.remove_service(service_id)
         sidecar = sidecar_id(service_id)
@@ -598,6 +644,7 @@ class Agent:
         for registration in self._registrations(definition, self.config, []):
             self.sources.services.discard(registration.service.id)
             self._add_registration(registration, replace_existing_checks)
+            self._persist_registration(registration)
 
     async def deregister_service(self, service_id: str) -> bool:
         return self._remove_service(service_id)
@@ -611,6 +658,7 @@ class Agent:
         spec = build_check(definition, self.node_name, service=service)
         self.sources.checks.discard(spec.row.check_id)
         self._add_check(spec)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
 
     async def deregister_check(self, check_id: str) -> bool:
         return self._remove_check(check_id)
@@ -626,6 +674,9 @@ class Agent:
         if entry.definition.ttl is None:
             return f'CheckID "{check_id}" does not have associated TTL'
         monitor.set_status(status, output)
+        if check_id not in self.sources.checks:
+            # Kept so that a restart does not flap it (Consul's check state).
+            self.persisted.save_check(entry.check, entry.definition, entry.token)
         return None
 
     def set_node_maintenance(self, enable: bool, reason: str) -> None:
