@@ -222,12 +222,10 @@ def build_service(
     weights = definition.weights
     if weights is not None and (weights.passing < 1 or weights.warning < 0):
         raise DefinitionError("Passing must be greater than 0")
-    tagged: dict[str, ServiceAddress] = {}
-    for key, value in definition.tagged_addresses.items():
-        try:
-            tagged[key] = msgspec.convert(value, ServiceAddress, strict=False)
-        except msgspec.ValidationError as exc:
-            raise DefinitionError(f"Invalid tagged address {key!r}: {exc}") from None
+    tagged = {
+        key: ServiceAddress(address=value.address, port=value.port)
+        for key, value in definition.tagged_addresses.items()
+    }
     service = NodeService(
         id=definition.id or definition.name,
         service=definition.name,

@@ -93,6 +93,140 @@ def _rename_keys(obj: Any, spell: Callable[[str], str]) -> Any:
     return obj
 
 
+# Consul's documented aliases beyond case and underscores (Go structs' UnmarshalJSON),
+# folded: alias -> the field it stands for, applied wherever that field exists.
+FIELD_ALIASES = {"args": "scriptargs"}
+
+
+def fold(name: str) -> str:
+    """The form two field names must share to be one field: Go's JSON matches
+    names case-insensitively, and Consul also takes the snake_case spelling."""
+    return name.replace("_", "").lower()
+
+
+class UnknownField(ValueError):
+    """A key that names no field of a struct declared complete (forbid_unknown_fields)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f'json: unknown field "{key}"')
+        self.key = key
+
+
+class _StructPlan:
+    """One struct's keys: folded name -> (wire name, plan of the value)."""
+
+    __slots__ = ("fields", "strict")
+
+    def __init__(self, strict: bool) -> None:
+        self.fields: dict[str, tuple[str, _Plan]] = {}
+        self.strict = strict
+
+
+class _DictPlan:
+    __slots__ = ("value",)
+
+    def __init__(self, value: _Plan) -> None:
+        self.value = value
+
+
+class _ListPlan:
+    __slots__ = ("item",)
+
+    def __init__(self, item: _Plan) -> None:
+        self.item = item
+
+
+class _StrPlan:
+    __slots__ = ()
+
+
+_Plan = _StructPlan | _DictPlan | _ListPlan | _StrPlan | None
+_PLANS: dict[Any, _Plan] = {}
+
+
+def key_plan(kind: Any) -> _Plan:
+    """The precomputed plan for `kind` (built once per type, then a dict lookup)."""
+    try:
+        return _PLANS[kind]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable type annotation: plan it each time
+        return _plan(msgspec.inspect.type_info(kind), {})
+    plan = _plan(msgspec.inspect.type_info(kind), {})
+    _PLANS[kind] = plan
+    return plan
+
+
+def _plan(info: msgspec.inspect.Type, structs: dict[type, _StructPlan]) -> _Plan:
+    if isinstance(info, msgspec.inspect.UnionType):
+        members = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        return _plan(members[0], structs) if len(members) == 1 else None
+    if isinstance(info, msgspec.inspect.StructType):
+        known = structs.get(info.cls)
+        if known is not None:
+            return known  # a recursive type: the plan being built
+        plan = _StructPlan(bool(info.forbid_unknown_fields))
+        structs[info.cls] = plan
+        for field in info.fields:
+            entry = (field.encode_name, _plan(field.type, structs))
+            plan.fields.setdefault(fold(field.encode_name), entry)
+            plan.fields.setdefault(fold(field.name), entry)
+        for alias, canonical in FIELD_ALIASES.items():
+            if canonical in plan.fields:
+                plan.fields.setdefault(alias, plan.fields[canonical])
+        return plan
+    if isinstance(info, msgspec.inspect.DictType):
+        return _DictPlan(_plan(info.value_type, structs))
+    if isinstance(info, msgspec.inspect.ListType):
+        return _ListPlan(_plan(info.item_type, structs))
+    if isinstance(info, msgspec.inspect.StrType):
+        return _StrPlan()
+    return None
+
+
+def conform_keys(value: Any, kind: Any, *, keep_unknown: bool = False) -> Any:
+    """`value` (decoded JSON) with every key that names a field of a struct in
+    `kind` spelled as the struct encodes it; the one rule for request bodies.
+
+    A key matches its field in any case, with or without underscores, or by a
+    Consul alias (`FIELD_ALIASES`). Keys of dict-typed fields are user data and
+    kept. A key that names no field raises `UnknownField` in a struct declared
+    complete (Consul's strict decoding) and is dropped elsewhere; with
+    `keep_unknown` it is kept as written, for a decoder that names its path
+    (config files).
+    """
+    return _conform(value, key_plan(kind), keep_unknown)
+
+
+def _conform(value: Any, plan: _Plan, keep: bool) -> Any:
+    if plan is None:
+        return value
+    if isinstance(plan, _StructPlan):
+        if not isinstance(value, dict):
+            return value
+        fields = plan.fields
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            entry = fields.get(fold(key)) if isinstance(key, str) else None
+            if entry is None:
+                if keep:
+                    out[key] = item
+                elif plan.strict:
+                    raise UnknownField(str(key))
+                continue
+            out[entry[0]] = _conform(item, entry[1], keep)
+        return out
+    if isinstance(plan, _DictPlan):
+        if not isinstance(value, dict) or plan.value is None:
+            return value
+        return {key: _conform(item, plan.value, keep) for key, item in value.items()}
+    if isinstance(plan, _ListPlan):
+        if not isinstance(value, list) or plan.item is None:
+            return value
+        return [_conform(item, plan.item, keep) for item in value]
+    return value
+
+
 def shape_keys(value: Any, kind: Any) -> tuple[Any, list[str]]:
     """`value` with every key that names a field of a struct in `kind` spelled
     the way the struct encodes it, and the paths of keys that name no field.
