@@ -420,7 +420,7 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/check/fail/{check_id}", "/v1/agent/check/fail/ttl-db", "write"),
     S("PUT", "/v1/agent/check/update/{check_id}", "/v1/agent/check/update/ttl-web", "write",
       {"Status": "passing", "Output": "ok"}),
-    S("PUT", "/v1/agent/maint", "/v1/agent/maint?enable=false", "write"),
+    S("PUT", "/v1/agent/maintenance", "/v1/agent/maintenance?enable=false", "write"),
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),

@@ -165,10 +165,14 @@ class ACLService(Protocol):
     async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole: ...
 
     @operation("ACL.RoleRead", "id")
-    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
+    async def role_read(
+        self, role_id: str, *, caller: str = ""
+    ) -> tuple[int, ACLRole | None]: ...
 
     @operation("ACL.RoleReadByName", "text")
-    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]: ...
+    async def role_read_by_name(
+        self, name: str, *, caller: str = ""
+    ) -> tuple[int, ACLRole | None]: ...
 
     @operation("ACL.RoleList", "policy")
     async def role_list(

@@ -557,6 +557,7 @@ class Agent:
 
     def self_info(self) -> dict[str, Any]:
         found = info.self_info(self)
+        found["Stats"] = info.self_stats(self, self.delegate.self_stats())
         if self.gossip is not None:
             found["Member"] = self.gossip.local_member()
             found["Stats"]["serf_lan"] = self.gossip.serf_stats()

@@ -190,7 +190,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/force-leave/{node}"): require("operator", "write"),
-    ("PUT", "/v1/agent/maint"): require("node", "write", AGENT_NODE),
+    ("PUT", "/v1/agent/maintenance"): require("node", "write", AGENT_NODE),
     ("GET", "/v1/agent/members"): filtered("node:read on each member"),
     ("GET", "/v1/agent/services"): filtered("service:read on each service"),
     ("GET", "/v1/agent/checks"): filtered("service:read on a check's service, else node:read"),

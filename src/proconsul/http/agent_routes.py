@@ -409,7 +409,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put("/v1/agent/check/warn/{check_id}", check_warn)
     router.add_put("/v1/agent/check/fail/{check_id}", check_fail)
     router.add_put("/v1/agent/check/update/{check_id}", check_update)
-    router.add_put("/v1/agent/maint", node_maintenance)
+    router.add_put("/v1/agent/maintenance", node_maintenance)
     router.add_put("/v1/agent/reload", agent_reload)
     router.add_put("/v1/agent/leave", agent_leave)
     router.add_get("/v1/agent/metrics", agent_metrics)

@@ -129,6 +129,14 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, text=message, headers=headers)
 
 
+def _check_datacenter(request: web.Request) -> None:
+    """`?dc=` naming a datacenter this agent cannot reach is Consul's 500 on every
+    route, never a silent answer from (or write to) the local one."""
+    datacenter = request.query.get("dc")
+    if datacenter and datacenter not in request.app[AGENT_KEY].datacenters():
+        raise HTTPError(500, "No path to datacenter")
+
+
 @web.middleware
 async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
@@ -141,6 +149,8 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     if reads is not None and read is not None:
         reads.add(read)
     try:
+        if "dc=" in request.query_string:
+            _check_datacenter(request)
         response = await handler(request)
     except BodyTimeout:
         stats.body_timeouts += 1
@@ -244,7 +254,7 @@ async def ui_index(request: web.Request) -> web.Response:
 
 
 async def root_redirect(request: web.Request) -> web.Response:
-    raise web.HTTPMovedPermanently("/ui/")
+    return web.Response(status=301, headers={"Location": "/ui/"})
 
 
 def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
