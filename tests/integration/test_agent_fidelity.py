@@ -5,6 +5,9 @@ they call (monitor, host, version, health by service)."""
 from __future__ import annotations
 
 import json
+import socket
+import time
+from typing import Any
 
 from tests.agent_process import AgentProcess
 
@@ -110,3 +113,94 @@ def test_missing_acl_rows_answer_as_consul(agent_factory: object) -> None:
     assert agent.request("GET", "/v1/acl/role/name/r1", headers=root)[::2] == (404, b"")
     status, _, _ = agent.request("GET", f"/v1/acl/role/{role_id}", headers={"X-Consul-Token": "x"})
     assert status == 403
+
+
+def _stream(agent: AgentProcess, path: str) -> socket.socket:
+    conn = agent.connect()
+    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return conn
+
+
+def _read_until(conn: socket.socket, needle: bytes, deadline_s: float = 10.0) -> bytes:
+    end = time.monotonic() + deadline_s
+    seen = b""
+    while needle not in seen:
+        remaining = end - time.monotonic()
+        assert remaining > 0, f"{needle!r} not seen in {seen[-2000:]!r}"
+        conn.settimeout(remaining)
+        chunk = conn.recv(65536)
+        assert chunk, f"closed before {needle!r}: {seen[-2000:]!r}"
+        seen += chunk
+    return seen
+
+
+def test_monitor_streams_the_log(agent_factory: Any) -> None:
+    dev_agent = agent_factory("-log-level", "info")
+    assert dev_agent.request("GET", "/v1/agent/monitor?loglevel=loud")[::2] == (
+        400,
+        b"Unknown log level: loud",
+    )
+    info = _stream(dev_agent, "/v1/agent/monitor?loglevel=info")
+    debug = _stream(dev_agent, "/v1/agent/monitor?loglevel=debug")
+    try:
+        _read_until(info, b"\r\n\r\n")
+        _read_until(debug, b"\r\n\r\n")
+        time.sleep(0.2)  # both handlers attached (the headers go out just before)
+        assert dev_agent.request("PUT", "/v1/agent/reload")[0] == 200
+        _read_until(info, b"[INFO]  agent: reloaded configuration")
+        bad = dev_agent.connect()
+        bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
+        bad.close()
+        _read_until(debug, b"[DEBUG] http: malformed request")
+        assert b"malformed request" not in dev_agent.log_path.read_bytes()
+    finally:
+        info.close()
+        debug.close()
+
+
+def test_metrics_stream_version_and_host(dev_agent: AgentProcess) -> None:
+    conn = _stream(dev_agent, "/v1/agent/metrics/stream")
+    try:
+        seen = _read_until(conn, b'"Gauges"')
+        assert b"consul.agent.services" in seen
+    finally:
+        conn.close()
+    version = dev_agent.get_json("/v1/agent/version")
+    assert version["HumanVersion"].startswith("1.16")
+    host = dev_agent.get_json("/v1/agent/host")
+    assert host["Memory"]["total"] > 0 and host["CPU"] and host["Host"]["hostname"]
+    assert host["Disk"]["total"] > 0 and host["Errors"] is None
+
+
+def test_agent_health_by_service(dev_agent: AgentProcess) -> None:
+    assert dev_agent.request("GET", "/v1/agent/health/service/name/web")[0] == 404
+    assert dev_agent.request("GET", "/v1/agent/health/service/name/web?format=text")[::2] == (
+        404,
+        b"ServiceName web Not Found",
+    )
+    assert dev_agent.request("GET", "/v1/agent/health/service/id/web-1?format=text")[::2] == (
+        404,
+        b"ServiceId web-1 not found",
+    )
+    for number in (1, 2):
+        body = {"Name": "web", "ID": f"web-{number}", "Check": {"TTL": "10m"}}
+        assert dev_agent.request("PUT", "/v1/agent/service/register", body)[0] == 200
+    path = "/v1/agent/health/service/name/web"
+    status, _, body = dev_agent.request("GET", path)
+    assert status == 503
+    found = json.loads(body)
+    assert [f["Service"]["ID"] for f in found] == ["web-1", "web-2"]
+    assert {f["AggregatedStatus"] for f in found} == {"critical"}
+    assert found[0]["Checks"][0]["CheckID"] == "service:web-1"
+    for number in (1, 2):
+        dev_agent.request("PUT", f"/v1/agent/check/pass/service:web-{number}")
+    assert dev_agent.request("GET", path + "?format=text")[::2] == (200, b"passing")
+    dev_agent.request("PUT", "/v1/agent/check/warn/service:web-2")
+    assert dev_agent.request("GET", path + "?format=text")[::2] == (429, b"warning")
+    status, _, body = dev_agent.request("GET", "/v1/agent/health/service/id/web-1")
+    assert status == 200 and json.loads(body)["AggregatedStatus"] == "passing"
+    dev_agent.request("PUT", "/v1/agent/service/maintenance/web-1?enable=true")
+    assert dev_agent.request("GET", "/v1/agent/health/service/id/web-1?format=text")[::2] == (
+        503,
+        b"maintenance",
+    )

@@ -165,9 +165,7 @@ class ACLService(Protocol):
     async def role_set(self, role: ACLRole, role_id: str = "", *, caller: str = "") -> ACLRole: ...
 
     @operation("ACL.RoleRead", "id")
-    async def role_read(
-        self, role_id: str, *, caller: str = ""
-    ) -> tuple[int, ACLRole | None]: ...
+    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole | None]: ...
 
     @operation("ACL.RoleReadByName", "text")
     async def role_read_by_name(

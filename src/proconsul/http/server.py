@@ -42,6 +42,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
     acl_routes,
+    agent_observe,
     agent_routes,
     catalog,
     config_routes,
@@ -268,6 +269,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     catalog.add_routes(app)
     kv.add_routes(app)
     agent_routes.add_routes(app)
+    agent_observe.add_routes(app)
     gossip_routes.add_routes(app)
     acl_routes.add_routes(app)
     operator_routes.add_routes(app)

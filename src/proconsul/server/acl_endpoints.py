@@ -382,9 +382,7 @@ class ACLEndpoints:
         role = self.store.acl.roles.get(role_id)
         return self._index(ROLES_KEY), None if role is None else self._resolved_role(role)
 
-    async def role_read_by_name(
-        self, name: str, *, caller: str = ""
-    ) -> tuple[int, ACLRole | None]:
+    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole | None]:
         self._require(caller, "read")
         role = self.store.acl.role_by_name(name)
         return self._index(ROLES_KEY), None if role is None else self._resolved_role(role)
