@@ -81,6 +81,28 @@ log = logging.getLogger("proconsul.agent")
 
 _REAP_INTERVAL_S = 1.0
 
+SCRIPTS_OFF_REMOTE = (
+    "Scripts are disabled on this agent from remote calls; "
+    "to enable, configure 'enable_script_checks' to true"
+)
+SCRIPTS_OFF_LOCAL = (
+    "Scripts are disabled on this agent; "
+    "to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"
+)
+
+
+def vet_scripts(specs: list[CheckSpec], config: RuntimeConfig, *, remote: bool) -> None:
+    """Consul's gate on script checks (`args`): off by default; from the HTTP API
+    only with enable_script_checks, from config files with either setting."""
+    if not any(spec.definition.script_args for spec in specs):
+        return
+    if config.enable_script_checks:
+        return
+    if remote:
+        raise ValueError(SCRIPTS_OFF_REMOTE)
+    if not config.enable_local_script_checks:
+        raise ValueError(SCRIPTS_OFF_LOCAL)
+
 
 __all__ = ["Agent", "NoServersError"]
 
@@ -399,6 +421,9 @@ class Agent:
                     f"ServiceID {service_id!r} does not exist (check {spec.row.check_id!r})"
                 )
             wanted_checks[spec.row.check_id] = spec
+        vet_scripts(list(wanted_checks.values()), config, remote=False)
+        for registration in wanted_services.values():
+            vet_scripts(registration.checks, config, remote=False)
         for service_id in self.sources.services - set(wanted_services):
             self._remove_service(service_id)
         for check_id in self.sources.checks - set(wanted_checks):
@@ -440,7 +465,9 @@ class Agent:
                     row, status=check.definition.status or "critical", output=""
                 )
             try:
-                self._add_check(CheckSpec(row=row, definition=check.definition, token=check.token))
+                spec = CheckSpec(row=row, definition=check.definition, token=check.token)
+                vet_scripts([spec], self.config, remote=True)
+                self._add_check(spec)
             except ValueError as exc:
                 log.error("agent: persisted check %s not restored: %s", row.check_id, exc)
 
@@ -641,6 +668,8 @@ class Agent:
         # A proxy's first central config, briefly awaited; the registrations are
         # built again afterwards, since local services (sidecar ports) may have moved.
         first = self._registrations(definition, self.config, [])
+        for registration in first:
+            vet_scripts(registration.checks, self.config, remote=True)
         await self.central.prime((r.service, r.token) for r in first)
         for registration in self._registrations(definition, self.config, []):
             self.sources.services.discard(registration.service.id)
@@ -657,6 +686,7 @@ class Agent:
             if service is None:
                 raise ValueError(f"ServiceID {definition.service_id!r} does not exist")
         spec = build_check(definition, self.node_name, service=service)
+        vet_scripts([spec], self.config, remote=True)
         self.sources.checks.discard(spec.row.check_id)
         self._add_check(spec)
         self.persisted.save_check(spec.row, spec.definition, spec.token)

@@ -166,6 +166,14 @@ def build_check(
 def _definition_summary(definition: CheckDefinition) -> dict[str, Any]:
     """The `Definition` object Consul shows for a check (only the interesting fields)."""
     summary: dict[str, Any] = {}
+    if definition.script_args:
+        summary["ScriptArgs"] = list(definition.script_args)
+    if definition.grpc:
+        summary["GRPC"] = definition.grpc
+        summary["GRPCUseTLS"] = definition.grpc_use_tls
+    if definition.h2ping:
+        summary["H2PING"] = definition.h2ping
+        summary["H2PingUseTLS"] = definition.h2ping_use_tls
     if definition.http:
         summary["HTTP"] = definition.http
         summary["Method"] = definition.method or "GET"
