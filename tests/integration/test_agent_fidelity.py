@@ -79,8 +79,17 @@ def test_shapes_and_status_codes(dev_agent: AgentProcess) -> None:
     assert stats["raft"]["state"] == "Leader"
     assert all(isinstance(v, str) for section in stats.values() for v in section.values())
 
+    body = {"Name": "ip", "Address": "10.1.2.3", "Port": 80}
+    assert dev_agent.request("PUT", "/v1/agent/service/register", body)[0] == 200
+    assert dev_agent.request("PUT", "/v1/agent/service/register", {"Name": "plain"})[0] == 200
     services = dev_agent.get_json("/v1/agent/services")
-    assert "Kind" not in json.dumps(services) and "ContentHash" not in json.dumps(services)
+    assert services["ip"]["TaggedAddresses"] == {
+        "lan_ipv4": {"Address": "10.1.2.3", "Port": 80},
+        "wan_ipv4": {"Address": "10.1.2.3", "Port": 80},
+    }
+    plain = json.dumps(services["plain"])
+    for omitted in ("Kind", "Proxy", "Connect", "ContentHash", "TaggedAddresses"):
+        assert omitted not in plain, omitted
 
     assert dev_agent.request("PUT", "/v1/agent/maint?enable=true")[0] == 404
     assert dev_agent.request("PUT", "/v1/agent/maintenance?enable=true&reason=r")[0] == 200

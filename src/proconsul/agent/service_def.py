@@ -9,6 +9,7 @@ all come through here.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,21 @@ def proxy_config(definition: ProxyDefinition) -> ConnectProxyConfig:
     )
 
 
+def default_tagged_addresses(
+    address: str, port: int, tagged: dict[str, ServiceAddress]
+) -> dict[str, ServiceAddress]:
+    """As Consul's agent does: a service with an IP address gets `lan_ipv4` and
+    `wan_ipv4` (or the `_ipv6` pair) tagged addresses unless it sets them."""
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        return tagged  # no address, or a host name
+    out = dict(tagged)
+    for key in (f"lan_ipv{version}", f"wan_ipv{version}"):
+        out.setdefault(key, ServiceAddress(address=address, port=port))
+    return out
+
+
 def build_service(
     definition: ServiceDefinition, node: str
 ) -> tuple[NodeService, list[CheckSpec], str]:
@@ -234,6 +250,7 @@ def build_service(
         key: ServiceAddress(address=value.address, port=value.port)
         for key, value in definition.tagged_addresses.items()
     }
+    tagged = default_tagged_addresses(definition.address, definition.port, tagged)
     service = NodeService(
         id=definition.id or definition.name,
         service=definition.name,
