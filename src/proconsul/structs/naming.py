@@ -4,8 +4,10 @@ Structs declare snake_case fields and `rename=pascal`; Consul spells acronyms in
 capitals (`ServiceID`, `TLSSkipVerify`, `HTTP`), so a plain title-case is wrong.
 `snake_keys` goes the other way for request bodies, which Consul accepts in
 either spelling; values under user-data keys (meta, headers) are left alone.
-`shape_keys` does the same guided by a msgspec type instead of a list of
-user-data keys, so only keys that name struct fields are ever renamed.
+`conform_keys` (request bodies) and `shape_keys` (config entries, read weakly
+as HCL1) do the same guided by a msgspec type instead of a list of user-data
+keys, so only keys that name struct fields are ever renamed; both use one key
+table per type, built once (`key_plan`).
 """
 
 from __future__ import annotations
@@ -231,64 +233,48 @@ def shape_keys(value: Any, kind: Any) -> tuple[Any, list[str]]:
     """`value` with every key that names a field of a struct in `kind` spelled
     the way the struct encodes it, and the paths of keys that name no field.
 
-    A key matches a field by its wire name, by its snake_case name, or by its
-    wire name ignoring case (Go's decoder is case-insensitive), so
-    `ServiceSubset`, `service_subset` and `serviceSubset` are one field.
-    Keys of dict-typed fields are user data and kept as they are. Input is
-    read weakly, as Consul's decoder reads HCL1: a list of one object stands
-    for an object, an object for a list of one, a number for a string.
+    Keys match fields by the same rule and tables as `conform_keys` (any case,
+    with or without underscores, so `ServiceSubset`, `service_subset` and
+    `serviceSubset` are one field). Keys of dict-typed fields are user data and
+    kept as they are. Input is read weakly, as Consul's decoder reads HCL1: a
+    list of one object stands for an object, an object for a list of one, a
+    number for a string.
     """
     unknown: list[str] = []
-    return _shape(value, msgspec.inspect.type_info(kind), "", unknown), unknown
+    return _shape(value, key_plan(kind), "", unknown), unknown
 
 
-def _shape(value: Any, info: msgspec.inspect.Type, path: str, unknown: list[str]) -> Any:
-    if isinstance(info, msgspec.inspect.UnionType):
-        members = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
-        if value is None or len(members) != 1:
-            return value
-        return _shape(value, members[0], path, unknown)
-    if isinstance(info, msgspec.inspect.StructType | msgspec.inspect.DictType):
+def _shape(value: Any, plan: _Plan, path: str, unknown: list[str]) -> Any:
+    if plan is None:
+        return value
+    if isinstance(plan, _StructPlan | _DictPlan):
         # HCL1 parses a block inside a list as a list of one object.
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
             value = value[0]
         if not isinstance(value, dict):
             return value
-        if isinstance(info, msgspec.inspect.StructType):
-            return _shape_struct(value, info, path, unknown)
-        return {
-            key: _shape(item, info.value_type, f"{path}[{key}]", unknown)
-            for key, item in value.items()
-        }
-    if isinstance(info, msgspec.inspect.ListType):
+        if isinstance(plan, _DictPlan):
+            return {
+                key: _shape(item, plan.value, f"{path}[{key}]", unknown)
+                for key, item in value.items()
+            }
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            entry = plan.fields.get(fold(key)) if isinstance(key, str) else None
+            if entry is None:
+                unknown.append(f"{path}.{key}" if path else str(key))
+                continue
+            wire, inner = entry
+            out[wire] = _shape(item, inner, f"{path}.{wire}" if path else wire, unknown)
+        return out
+    if isinstance(plan, _ListPlan):
         if isinstance(value, dict):
             value = [value]  # one HCL block where a list of them is expected
         if not isinstance(value, list):
             return value
         return [
-            _shape(item, info.item_type, f"{path}[{index}]", unknown)
-            for index, item in enumerate(value)
+            _shape(item, plan.item, f"{path}[{index}]", unknown) for index, item in enumerate(value)
         ]
-    weak = isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(info, msgspec.inspect.StrType) and weak:
-        return str(value)  # `Meta = { build = 42 }`
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # a string field: `Meta = { build = 42 }`
     return value
-
-
-def _shape_struct(
-    value: dict[Any, Any], info: msgspec.inspect.StructType, path: str, unknown: list[str]
-) -> dict[str, Any]:
-    by_wire = {field.encode_name: field for field in info.fields}
-    by_snake = {field.name: field for field in info.fields}
-    by_folded = {field.encode_name.lower(): field for field in info.fields}
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        field = None
-        if isinstance(key, str):
-            field = by_wire.get(key) or by_snake.get(snake(key)) or by_folded.get(key.lower())
-        if field is None:
-            unknown.append(f"{path}.{key}" if path else str(key))
-            continue
-        here = f"{path}.{field.encode_name}" if path else field.encode_name
-        out[field.encode_name] = _shape(item, field.type, here, unknown)
-    return out
