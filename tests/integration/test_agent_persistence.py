@@ -70,6 +70,7 @@ def test_registrations_survive_kill_and_deregistrations_stay_gone(tmp_path: Path
         )
         put(agent, "/v1/agent/check/register", {"Name": "mem", "ID": "mem", "TTL": "10m"})
         put(agent, "/v1/agent/check/pass/web-ttl?note=all+good", None)
+        put(agent, "/v1/agent/maintenance?enable=true&reason=patching", None)
         sidecar_port = agent.get_json("/v1/agent/service/web-1-sidecar-proxy")["Port"]
         wait_for(lambda: catalog_service_ids(agent, "web") == ["web-1"], DEADLINE_S)
 
@@ -92,6 +93,7 @@ def test_registrations_survive_kill_and_deregistrations_stay_gone(tmp_path: Path
         assert checks["web-ttl"]["Status"] == "passing"
         assert checks["web-ttl"]["Output"] == "all good"
         assert checks["mem"]["Status"] == "critical"
+        assert checks["_node_maintenance"]["Notes"] == "patching"
         wait_for(lambda: catalog_service_ids(agent, "web") == ["web-1"], DEADLINE_S)
         wait_for(
             lambda: catalog_service_ids(agent, "web-sidecar-proxy") == ["web-1-sidecar-proxy"],
@@ -104,11 +106,12 @@ def test_registrations_survive_kill_and_deregistrations_stay_gone(tmp_path: Path
         assert status == 200
         status, _, _ = agent.request("PUT", "/v1/agent/check/deregister/mem")
         assert status == 200
+        put(agent, "/v1/agent/maintenance?enable=false", None)
         kill9(agent)
         agent = start(tmp_path)
         wait_for(lambda: agent.get_json("/v1/status/leader"), DEADLINE_S)
         assert agent.get_json("/v1/agent/services") == {}
-        assert not set(agent.get_json("/v1/agent/checks")) & {"web-ttl", "mem"}
+        assert not set(agent.get_json("/v1/agent/checks")) & {"web-ttl", "mem", "_node_maintenance"}
         wait_for(lambda: catalog_service_ids(agent, "web") == [], DEADLINE_S)
         assert os.listdir(data / "services") == ["garbage.corrupt"]
     finally:

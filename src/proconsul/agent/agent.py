@@ -91,6 +91,10 @@ SCRIPTS_OFF_LOCAL = (
 )
 
 
+def is_maintenance(check_id: str) -> bool:
+    return check_id == NODE_MAINT_CHECK_ID or check_id.startswith(SERVICE_MAINT_PREFIX)
+
+
 def vet_scripts(specs: list[CheckSpec], config: RuntimeConfig, *, remote: bool) -> None:
     """Consul's gate on script checks (`args`): off by default; from the HTTP API
     only with enable_script_checks, from config files with either setting."""
@@ -459,6 +463,11 @@ class Agent:
                 )
                 self.persisted.remove_check(row.check_id)
                 continue
+            if is_maintenance(row.check_id):
+                # Maintenance mode survives a restart, as in Consul; it has no monitor.
+                spec = CheckSpec(row=row, definition=check.definition, token=check.token)
+                self.local.add_check(spec, time.monotonic(), keep_status=False)
+                continue
             if check.definition.ttl is None:
                 # Only a TTL check keeps its last status; others start over.
                 row = msgspec.structs.replace(
@@ -713,9 +722,11 @@ class Agent:
     def set_node_maintenance(self, enable: bool, reason: str) -> None:
         if not enable:
             self.local.remove_check(NODE_MAINT_CHECK_ID)
+            self.persisted.remove_check(NODE_MAINT_CHECK_ID)
             return
         spec = maintenance_check(self.node_name, reason)
         self.local.add_check(spec, time.monotonic(), keep_status=False)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
 
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
         service = self.local.service(service_id)
@@ -724,9 +735,11 @@ class Agent:
         check_id = SERVICE_MAINT_PREFIX + service_id
         if not enable:
             self.local.remove_check(check_id)
+            self.persisted.remove_check(check_id)
             return True
         spec = maintenance_check(self.node_name, reason, service)
         self.local.add_check(spec, time.monotonic(), keep_status=False)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
         return True
 
     async def reload(self) -> None:
