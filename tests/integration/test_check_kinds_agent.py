@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 from tests.agent_process import AgentProcess, wait_for
+from tests.grpc_health import SERVING
+from tests.grpc_health import health_server as serve_health
 
 
 def check_status(agent: AgentProcess, check_id: str) -> tuple[str, str] | None:
@@ -61,20 +60,8 @@ def test_script_check_runs_with_exit_code_and_output(
 
 @pytest.fixture
 def health_server() -> Iterator[str]:
-    def check(request: bytes, context: Any) -> bytes:
-        return b"\x08\x01"
-
-    handler = grpc.method_handlers_generic_handler(
-        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}
-    )
-    server = grpc.server(ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
+    with serve_health({"": SERVING}) as address:
+        yield address
 
 
 def test_grpc_and_h2ping_checks(dev_agent: AgentProcess, health_server: str) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
-import grpc
 import pytest
+from tests.grpc_health import NOT_SERVING, SERVING
+from tests.grpc_health import health_server as serve_health
 
 from proconsul.checks.kinds import check_kind, effective_timeout
 from proconsul.checks.more_probes import (
@@ -79,26 +79,9 @@ def test_health_protocol_bytes() -> None:
 
 @pytest.fixture
 def health_server() -> Iterator[tuple[str, dict[str, int]]]:
-    """A real gRPC server answering grpc.health.v1.Health/Check from a table."""
-    statuses = {"": 1, "web": 1, "down": 2}
-
-    def check(request: bytes, context: grpc.ServicerContext) -> bytes:
-        service = request[2:].decode() if request else ""
-        if service not in statuses:
-            context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        return b"\x08" + bytes([statuses[service]])
-
-    handler = grpc.method_handlers_generic_handler(
-        "grpc.health.v1.Health", {"Check": grpc.unary_unary_rpc_method_handler(check)}
-    )
-    server = grpc.server(ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}", statuses
-    finally:
-        server.stop(None)
+    statuses = {"": SERVING, "web": SERVING, "down": NOT_SERVING}
+    with serve_health(statuses) as address:
+        yield address, statuses
 
 
 def test_grpc_probe(health_server: tuple[str, dict[str, int]]) -> None:
