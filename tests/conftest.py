@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from tests.sim.options import add_sim_options
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_sim_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests fork processes (demo services, agents) while gRPC runs in the test
+    # process; gRPC's fork handlers then run in the child and now and then abort
+    # it. Off before any test module imports grpc.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ Rules: pure Python, deterministic, no dependency on the simulator or on agents.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -237,3 +238,32 @@ def check(ops: Iterable[Op], initial: Hashable = None) -> Result:
             result.key = key
             return result
     return Result(True, explored=explored)
+
+
+def lock_safety(ops: Sequence[Op], key: str) -> str | None:
+    """Mutual exclusion of a KV lock on `key` (acquire: cas absent -> holder
+    value; release: cas holder -> absent), from the clients' side: a client
+    holds the lock from the return of an acknowledged acquire until it calls
+    the release of that value (after which it no longer relies on holding
+    it). No two such holds may overlap. Returns a description of the first
+    overlap, or None. (Linearizability of the key implies this; checking it
+    directly names the property a lock user relies on.)"""
+    releases: dict[tuple[int, Any], float] = {}
+    for op in ops:
+        if op.key == key and op.kind == "cas" and op.input[1] is None:
+            owner = (op.client, op.input[0])
+            releases[owner] = min(releases.get(owner, math.inf), op.call)
+    holds = sorted(
+        (op.ret, releases.get((op.client, op.input[1]), math.inf), op.client, op.input[1])
+        for op in ops
+        if op.key == key and op.kind == "cas" and op.input[0] is None and op.output is True
+    )
+    for (start, end, client, value), (next_start, _, other, other_value) in itertools.pairwise(
+        holds
+    ):
+        if next_start < end:
+            return (
+                f"client {other} acquired {key!r} (holder {other_value}) at {next_start:.3f} "
+                f"while client {client} held it (holder {value}) from {start:.3f} to {end:.3f}"
+            )
+    return None

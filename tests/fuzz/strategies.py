@@ -373,3 +373,70 @@ config_entries = objects(
         "Meta": string_maps,
     }
 )
+
+# PUT /v1/txn: a list of operations, each an object with one (or some) of the kinds.
+kv_verbs = st.sampled_from(
+    ["set", "cas", "get", "get-tree", "check-index", "check-not-exists", "delete", "delete-tree",
+     "delete-cas", "get-or-empty", "lock", "explode", ""]
+)  # fmt: skip
+catalog_verbs = st.sampled_from(["set", "cas", "get", "delete", "delete-cas", "nope"])
+txn_kv = objects(
+    {
+        "Verb": kv_verbs,
+        "Key": st.one_of(kv_keys, st.just("")),
+        "Value": st.sampled_from(["dg==", "not base64!", "", None]),
+        "Flags": st.one_of(st.integers(-1, 2**64), st.just(0)),
+        "Index": st.one_of(st.integers(-1, 2**64), st.just(0)),
+        "Session": st.text(max_size=8),
+    }
+)
+txn_node = objects(
+    {"Verb": catalog_verbs, "Node": objects({"Node": node_names, "Address": addresses})}
+)
+txn_service = objects(
+    {
+        "Verb": catalog_verbs,
+        "Node": node_names,
+        "Service": objects({"ID": names, "Service": names, "Port": ports}),
+    }
+)
+txn_check = objects(
+    {
+        "Verb": catalog_verbs,
+        "Check": objects(
+            {"Node": node_names, "CheckID": check_ids, "ServiceID": names, "Status": statuses}
+        ),
+    }
+)
+txn_op = objects({"KV": txn_kv, "Node": txn_node, "Service": txn_service, "Check": txn_check})
+txn_bodies = st.one_of(
+    st.lists(txn_op, max_size=6).map(lambda ops: json.dumps(ops).encode("utf-8", "surrogatepass")),
+    bodies(txn_op),
+)
+autopilot_config = objects(
+    {
+        "CleanupDeadServers": st.booleans(),
+        "LastContactThreshold": st.one_of(durations, st.integers(-5, 2**64)),
+        "MaxTrailingLogs": st.integers(-5, 2**64),
+        "MinQuorum": st.integers(-5, 2**64),
+        "ServerStabilizationTime": st.one_of(durations, st.integers(-5, 2**64)),
+        "RedundancyZoneTag": st.text(max_size=8),
+    }
+)
+
+# PUT /v1/session/create (LockDelay as a duration, a number of seconds or
+# nanoseconds, or junk).
+session_create = objects(
+    {
+        "Name": st.text(max_size=8),
+        "Node": node_names,
+        "LockDelay": st.one_of(durations, st.integers(-5, 2**70), st.floats(), json_scalars),
+        "Behavior": st.sampled_from(["release", "delete", "", "keep"]),
+        "TTL": durations,
+        "Checks": st.lists(check_ids, max_size=2),
+        "NodeChecks": st.one_of(st.none(), st.lists(check_ids, max_size=2)),
+        "ServiceChecks": st.lists(
+            objects({"ID": check_ids, "Namespace": st.text(max_size=4)}), max_size=2
+        ),
+    }
+)

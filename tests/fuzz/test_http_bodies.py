@@ -2,7 +2,8 @@
 
 Catalog register and deregister, agent service and check register, check
 update, the keyring (install, use, remove), KV put with `?cas`/`?flags`,
-config entries (`PUT /v1/config`, with `?cas`), and
+session create, config entries (`PUT /v1/config`, with `?cas`), transactions (`PUT /v1/txn`),
+the autopilot configuration (with `?cas`), snapshot restores of junk, and
 the ACL token, policy and role writes (on an agent with ACLs on, as the
 management token). The property is `Target.check`'s: a result or a 4xx with a
 message, never a hang, a 500 "Internal error" or a traceback in the log.
@@ -103,6 +104,12 @@ def test_kv_put_keys_and_parameters(
 
 
 @FUZZ
+@given(body=fs.bodies(fs.session_create))
+def test_session_create(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/session/create", body)
+
+
+@FUZZ
 @given(body=fs.bodies(fs.acl_policy))
 def test_acl_policy_create(acl_target: Target, body: bytes) -> None:
     check_body(acl_target, "PUT", "/v1/acl/policy", body)
@@ -143,3 +150,25 @@ def test_config_entry_write(target: Target, body: bytes, cas: str | None) -> Non
 @given(body=fs.bodies(fs.ca_config))
 def test_ca_configuration(target: Target, body: bytes) -> None:
     check_body(target, "PUT", "/v1/connect/ca/configuration", body)
+
+
+@FUZZ
+@given(body=fs.txn_bodies)
+def test_txn(target: Target, body: bytes) -> None:
+    check_body(target, "PUT", "/v1/txn", body)
+
+
+@FUZZ
+@given(body=fs.bodies(fs.autopilot_config), cas=st.one_of(st.none(), fs.uint_texts))
+def test_autopilot_configuration(target: Target, body: bytes, cas: str | None) -> None:
+    query = [] if cas is None else [("cas", cas)]
+    status, answer = target.check("PUT", "/v1/operator/autopilot/configuration", body, query)
+    if nesting_depth(body) > MAX_DEPTH:
+        assert status == 400, answer
+
+
+@FUZZ
+@given(body=st.one_of(st.binary(max_size=256), st.sampled_from([b"", b"\x1f\x8b\x08\x00"])))
+def test_snapshot_restore(target: Target, body: bytes) -> None:
+    status, answer = target.check("PUT", "/v1/snapshot", body)
+    assert status == 400, answer

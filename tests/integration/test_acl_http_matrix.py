@@ -57,6 +57,7 @@ node_prefix "" {{ policy = "{p}" }}
 service_prefix "" {{ policy = "{p}" intentions = "{p}" }}
 key_prefix "" {{ policy = "{p}" }}
 event_prefix "" {{ policy = "{p}" }}
+session_prefix "" {{ policy = "{p}" }}
 operator = "{p}"
 keyring = "{p}"
 """
@@ -198,7 +199,9 @@ def _seed(m: Matrix) -> None:
     m.ok("PUT", "/v1/connect/intentions/exact?source=api&destination=web", {"Action": "deny"})
     role = m.ok("PUT", "/v1/acl/role", {"Name": "matrix-role"})
     policy = m.ok("PUT", "/v1/acl/policy", {"Name": "matrix-policy", "Rules": ""})
+    session = m.ok("PUT", "/v1/session/create", {"Node": NODE, "NodeChecks": []})
     m.values.update(
+        session_id=str(session["ID"]),
         read_accessor=m.accessors["read"],
         role_id=str(role["ID"]),
         policy_id=str(policy["ID"]),
@@ -236,6 +239,9 @@ class Sample:
     denies: str = ""
     # An allowed caller gets 200 (the request is one that succeeds).
     served: bool = False
+    # The status of a refusal: 409 for a transaction, whose refused operations
+    # come back as its errors (Consul's Txn), else 403.
+    denied_status: int = 403
 
 
 def _victim_service(m: Matrix) -> None:
@@ -263,6 +269,11 @@ def _victim_role(m: Matrix) -> None:
 
 def _external_node(m: Matrix) -> None:
     m.ok("PUT", "/v1/catalog/register", {"Node": "ext-node", "Address": "10.9.9.9"})
+
+
+def _victim_session(m: Matrix) -> None:
+    made = m.ok("PUT", "/v1/session/create", {"Node": NODE, "NodeChecks": []})
+    m.values["victim_session"] = str(made["ID"])
 
 
 def _kv_victim(m: Matrix) -> None:
@@ -399,6 +410,15 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),
     S("PUT", "/v1/kv/{key}", "/v1/kv/matrix/key", "write", b"v"),
     S("DELETE", "/v1/kv/{key}", "/v1/kv/matrix/victim", "write", setup=_kv_victim),
+    # sessions (enforced by the servers: session rules on the session's node)
+    S("PUT", "/v1/session/create", "/v1/session/create", "write",
+      {"Node": NODE, "NodeChecks": []}),
+    S("PUT", "/v1/session/destroy/{id}", "/v1/session/destroy/{victim_session}", "write",
+      setup=_victim_session),
+    S("PUT", "/v1/session/renew/{id}", "/v1/session/renew/{session_id}", "write"),
+    S("GET", "/v1/session/info/{id}", "/v1/session/info/{session_id}", "list"),
+    S("GET", "/v1/session/node/{node}", "/v1/session/node/{node}", "list"),
+    S("GET", "/v1/session/list", "/v1/session/list", "list"),
     # the agent
     S("GET", "/v1/agent/self", "/v1/agent/self", "read"),
     S("GET", "/v1/agent/members", "/v1/agent/members", "list"),
@@ -421,6 +441,16 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/check/update/{check_id}", "/v1/agent/check/update/ttl-web", "write",
       {"Status": "passing", "Output": "ok"}),
     S("PUT", "/v1/agent/maintenance", "/v1/agent/maintenance?enable=false", "write"),
+    # A bad level: the rule is checked first, an allowed caller then gets the 400.
+    S("GET", "/v1/agent/monitor", "/v1/agent/monitor?loglevel=bogus", "read"),
+    # A stream that never ends for an allowed caller: only refusals are tried.
+    S("GET", "/v1/agent/metrics/stream", "/v1/agent/metrics/stream", "read", destructive=True),
+    S("GET", "/v1/agent/host", "/v1/agent/host", "read"),
+    S("GET", "/v1/agent/version", "/v1/agent/version", "none"),
+    S("GET", "/v1/agent/health/service/name/{name}", "/v1/agent/health/service/name/web",
+      "read"),
+    S("GET", "/v1/agent/health/service/id/{service_id}", "/v1/agent/health/service/id/web",
+      "read"),
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),
@@ -442,6 +472,17 @@ SAMPLES: list[Sample] = [
     S("GET", "/v1/operator/autopilot/state", "/v1/operator/autopilot/state", "read"),
     S("GET", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
       "read"),
+    S("PUT", "/v1/operator/autopilot/configuration", "/v1/operator/autopilot/configuration",
+      "write", {"CleanupDeadServers": True, "LastContactThreshold": "200ms",
+                "MaxTrailingLogs": 250, "ServerStabilizationTime": "10s"}),
+    S("POST", "/v1/operator/raft/transfer-leader", "/v1/operator/raft/transfer-leader", "write"),
+    S("GET", "/v1/operator/usage", "/v1/operator/usage", "read"),
+    # snapshots: a management token (acl:write); a restore would replace the state
+    S("GET", "/v1/snapshot", "/v1/snapshot", "acl"),
+    S("PUT", "/v1/snapshot", "/v1/snapshot", "acl", b"x", destructive=True),
+    # transactions: each operation is checked; a refused one is an error of a 409
+    S("PUT", "/v1/txn", "/v1/txn", "write",
+      [{"KV": {"Verb": "set", "Key": "matrix/txn", "Value": "dg=="}}], denied_status=409),
     # the ACL API (enforced by the servers)
     S("PUT", "/v1/acl/bootstrap", "/v1/acl/bootstrap", "none",
       always_403_prefix="Permission denied: ACL bootstrap no longer allowed"),
@@ -493,7 +534,9 @@ def test_every_route_has_a_sample() -> None:
 # ----- the matrix -------------------------------------------------------------------------
 
 
-def _refused(status: int, text: str) -> bool:
+def _refused(status: int, text: str, denied_status: int = 403) -> bool:
+    if denied_status == 409:
+        return status == 409 and '"What":"Permission denied' in text
     return status == 403 and text.startswith("Permission denied")
 
 
@@ -518,11 +561,11 @@ def _judge(sample: Sample, caller: str, status: int, text: str) -> str | None:
     if sample.always_403_prefix:
         return None if status == 403 and text.startswith(sample.always_403_prefix) else "want 403"
     if _may(sample.needs, caller):
-        if status == 403:
+        if status in (403, sample.denied_status):
             return "refused"
         return "want 200" if sample.served and status != 200 else None
-    if not _refused(status, text):
-        return "want 403 Permission denied"
+    if not _refused(status, text, sample.denied_status):
+        return f"want {sample.denied_status} Permission denied"
     if sample.denies and (caller == "read" or sample.needs == "read"):
         return None if sample.denies in text else f"want the refusal to name {sample.denies}"
     return None

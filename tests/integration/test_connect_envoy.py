@@ -11,9 +11,12 @@ import asyncio
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -177,12 +180,74 @@ def test_sidecar_lookup_errors(agent: Agent) -> None:
     assert neither.code == 1 and "-sidecar-for" in neither.err
 
 
-def test_without_envoy_on_path_it_says_so_in_one_line(agent: Agent, tmp_path: Path) -> None:
-    result = connect_envoy(agent.process, "-sidecar-for", "api", PATH=str(tmp_path))
-    assert result.code == 1
-    assert len(result.err.strip().splitlines()) == 1
-    assert "envoy" in result.err and "not available yet" in result.err
-    assert result.out == ""
+def test_without_envoy_on_path_it_runs_the_builtin_proxy(agent: Agent, tmp_path: Path) -> None:
+    """One line says so; the built-in proxy's admin answers; SIGTERM stops it cleanly."""
+    admin = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+    env = {**base, "CONSUL_HTTP_ADDR": agent.process.http_addr, "PATH": str(tmp_path)}
+    command = [sys.executable, "-m", "proconsul", "connect", "envoy", "-sidecar-for", "api"]
+    proc = subprocess.Popen(
+        [*command, "-admin-bind", f"127.0.0.1:{admin}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline().decode()
+        assert "envoy" in first and "built-in" in first, first
+
+        # The agent's snapshot of api's sidecar arrives over ADS: ready.
+        wait_for(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, 20.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stdout is not None and proc.stdout.read() == b""
+
+
+def test_connect_proxy_finds_the_sidecar_and_stops_on_sigterm(agent: Agent) -> None:
+    admin = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+    env = {**base, "CONSUL_HTTP_ADDR": agent.process.http_addr}
+    command = [sys.executable, "-m", "proconsul", "connect", "proxy"]
+    missing = subprocess.run(
+        [*command, "-sidecar-for", "nope"], capture_output=True, env=env, timeout=60, check=False
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.decode().strip() == "No sidecar proxy registered for nope"
+    proc = subprocess.Popen(
+        [
+            *command,
+            "-sidecar-for",
+            "api",
+            "-admin-bind",
+            f"127.0.0.1:{admin}",
+            "-log-level",
+            "warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        wait_for(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, 20.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
 
 
 # ------------------------------------------------------- xDS token checks
@@ -371,5 +436,66 @@ def test_grpc_tls_port_serves_xds_and_the_bootstrap_uses_it(tmp_path: Path) -> N
 
         # Over TLS the agent answers, and knows no proxy called ghost.
         assert asyncio.run(ghost()) == grpc.StatusCode.NOT_FOUND
+        # The built-in proxy takes the same way: TLS to the agent, trusting -ca-file.
+        admin = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+        proxy = subprocess.Popen(
+            [
+                *[sys.executable, "-m", "proconsul", "connect", "proxy", "-sidecar-for", "api"],
+                *["-ca-file", str(tmp_path / "ca.pem"), "-admin-bind", f"127.0.0.1:{admin}"],
+            ],
+            env={**base, "CONSUL_HTTP_ADDR": process.http_addr},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, 20.0)
+        finally:
+            proxy.send_signal(signal.SIGTERM)
+            assert proxy.wait(timeout=20) == 0
     finally:
         process.stop()
+
+
+def test_builtin_proxy_sends_its_token_and_waits_out_a_refusal(acl_agent: Agent) -> None:
+    """A token that may not write api: the agent refuses the stream, the proxy
+    stays up, unready, and retries. The management token: ready. No token in
+    any log line."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "CONNECT_"))}
+    env = {**base, "CONSUL_HTTP_ADDR": acl_agent.process.http_addr}
+    grpc_addr = f"127.0.0.1:{acl_agent.grpc_port}"
+    runs = [
+        # straight at the xDS port: no lookup that the weak token could not make
+        (
+            ["proconsul.proxy", "-proxy-id", "api-sidecar-proxy", "-grpc-addr", grpc_addr],
+            WEB_WRITER,
+        ),
+        (["proconsul", "connect", "proxy", "-sidecar-for", "api"], MGMT),
+    ]
+    for args, token in runs:
+        admin = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args, "-token", token, "-admin-bind", f"127.0.0.1:{admin}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            if token == MGMT:
+                wait_for(lambda a=admin: http_get(f"http://127.0.0.1:{a}/ready")[0] == 200, 20.0)
+            else:
+                wait_for(
+                    lambda a=admin: (
+                        b"ads.reconnects: 1" in http_get(f"http://127.0.0.1:{a}/stats")[2]
+                    ),
+                    20.0,
+                )
+                assert http_get(f"http://127.0.0.1:{admin}/ready")[0] == 503
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+        assert token.encode() not in log
+        if token == WEB_WRITER:
+            assert b"PERMISSION_DENIED" in log

@@ -25,7 +25,7 @@ from tests.integration.test_raft_operator import server_pool
 
 DEADLINE_S = 30.0
 ONE_SHOTS = ("register-self", "ca-root", "acl-establish")
-LOOPS = ("acl-reap", "member-reconcile", "autopilot")
+LOOPS = ("acl-reap", "session-ttl", "member-reconcile", "autopilot")
 
 
 @pytest.fixture

@@ -85,3 +85,18 @@ def test_agent_self_and_members(client: consul.Consul) -> None:
     assert members[0]["Tags"]["role"] == "consul"
     assert members[0]["Status"] == 1
     assert client.status.leader() != ""
+
+
+def test_sessions_and_locks(client: consul.Consul) -> None:
+    session_id = client.session.create(name="py", ttl=30, lock_delay=5, behavior="release")
+    _, info = client.session.info(session_id)
+    assert (info["Name"], info["TTL"], info["LockDelay"]) == ("py", "30s", 5_000_000_000)
+    assert client.kv.put("locks/py", "mine", acquire=session_id) is True
+    _, entry = client.kv.get("locks/py")
+    assert (entry["Session"], entry["LockIndex"]) == (session_id, 1)
+    assert client.session.renew(session_id)["ID"] == session_id
+    _, listed = client.session.list()
+    assert [s["ID"] for s in listed] == [session_id]
+    assert client.kv.put("locks/py", "done", release=session_id) is True
+    assert client.session.destroy(session_id) is True
+    assert client.session.info(session_id)[1] is None

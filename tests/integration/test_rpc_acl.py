@@ -46,6 +46,7 @@ from proconsul.server.auto_encrypt_signer import SIGN_METHOD
 from proconsul.server.connect_ca_rpc import decode_issued
 from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import operator_payload
+from proconsul.server.session_endpoints import renew_payload
 from proconsul.structs.acl import (
     GLOBAL_MANAGEMENT_POLICY_ID,
     GLOBAL_MANAGEMENT_POLICY_NAME,
@@ -70,10 +71,12 @@ from proconsul.structs.rpc import (
     ApplyRequest,
     CAConfigRequest,
     CASignRequest,
+    OperatorRequest,
     ResolveReply,
     SignReply,
     SignRequest,
 )
+from proconsul.structs.txn import TxnKVOp
 from proconsul.tls.certs import generate_private_key, private_key_to_pem
 
 MGMT = "0bc0c000-0000-4000-8000-00000000000a"
@@ -94,6 +97,7 @@ OWN = "own"  # answers the caller's own token only (the anonymous token for "")
 OPEN = "open"  # answers anyone, as in Consul
 PUBLIC = "public"  # anonymous is answered (Consul asks no right); unknown secrets refused
 SERVER_TRANSPORT = "server transport"  # Raft.Step: the Raft protocol itself, not called here
+TXN_REFUSED = "txn refused"  # answers with the refused operation as its error, nothing read
 
 
 def read(name: str = "", **fields: Any) -> Callable[[str], bytes]:
@@ -167,6 +171,16 @@ def leaf_sign(service: str, trust_domain: str = "any.consul") -> Callable[[str],
     return payload
 
 
+def operator_request(**fields: Any) -> Callable[[str], bytes]:
+    """An `Operator.*`/`Snapshot.*` payload with fields beyond `operator_payload`'s."""
+    return lambda token: msgspec.msgpack.encode(OperatorRequest(token=token, **fields))
+
+
+def txn_read(key: str) -> Callable[[str], bytes]:
+    """A read-only transaction: one KV get of `key`."""
+    return read(txn_ops=[TxnKVOp(verb="get", key=key)])
+
+
 def nil(token: str) -> bytes:
     return b"\xc0"
 
@@ -180,6 +194,8 @@ class Case:
 
 
 ANY_ID = str(uuid.UUID(int=7))
+# The session the fixture makes on n0 (its ID is chosen by the agent).
+SESSION: dict[str, str] = {}
 CASES: dict[str, Case] = {
     "Catalog.ListNodes": Case(FILTERED, read()),
     "Catalog.NodeServices": Case(FILTERED, read("n0")),
@@ -192,6 +208,12 @@ CASES: dict[str, Case] = {
     "KVS.Get": Case(DENIED, read("secret/x")),
     "KVS.List": Case(FILTERED, read("secret/")),
     "KVS.ListKeys": Case(FILTERED, read("secret/")),
+    # Sessions (server/session_rules.py): session:read on the node filters,
+    # renewing needs session:write on it.
+    "Session.Get": Case(FILTERED, lambda token: read(SESSION["id"])(token)),
+    "Session.List": Case(FILTERED, read()),
+    "Session.NodeSessions": Case(FILTERED, read("n0")),
+    "Session.Renew": Case(DENIED, lambda token: renew_payload(SESSION["id"], token)),
     "Catalog.ConnectServiceNodes": Case(FILTERED, read("web")),
     "Health.ConnectServiceNodes": Case(FILTERED, read("web")),
     "ConfigEntry.Get": Case(DENIED, read("web", kind="service-defaults")),
@@ -228,6 +250,17 @@ CASES: dict[str, Case] = {
     "Operator.ServerHealth": Case(DENIED, operator()),
     "Operator.AutopilotGetConfiguration": Case(DENIED, operator()),
     "Operator.AutopilotState": Case(DENIED, operator()),
+    # operator:write to move the leadership or change autopilot, operator:read for
+    # the usage counts, a management token for snapshots (acl:write, as Consul).
+    "Operator.RaftTransferLeader": Case(DENIED, operator()),
+    "Operator.AutopilotSetConfiguration": Case(
+        DENIED, operator_request(config={"CleanupDeadServers": False})
+    ),
+    "Operator.Usage": Case(DENIED, read()),
+    "Snapshot.Save": Case(DENIED, operator()),
+    "Snapshot.Restore": Case(DENIED, operator_request(data=b"not an archive")),
+    # Each operation of a transaction is checked: key:read on the key it gets.
+    "Txn.Read": Case(TXN_REFUSED, txn_read("secret/x")),
     SIGN_METHOD: Case(DENIED, sign()),
     # The intentions API (server/intention_endpoints.py): a row needs intentions
     # read on either end, a match on every name, a check service:read on the
@@ -293,6 +326,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         found = Server(agent, f"{member.ip}:{port}")
         # The leader creates the initial management token once it leads.
         wait_for(lambda: found.call_http("GET", "/v1/acl/token/self", MGMT)[0] == 200, DEADLINE_S)
+        made = found.call_http("PUT", "/v1/session/create", MGMT, {"NodeChecks": []})
+        SESSION["id"] = made[1]["ID"]
         for secret, rules in (
             (NODE_WRITER, 'node "client-1" { policy = "write" }'),
             (NODE_READER, 'node_prefix "" { policy = "read" }'),
@@ -357,6 +392,11 @@ def test_a_caller_without_a_valid_token_gets_nothing(server: Server, method: str
         assert empty(response.value), (method, response.value)
     elif case.expect == PUBLIC:
         decode_read_response(method, call(server, method, case.payload("")))
+    elif case.expect == TXN_REFUSED:
+        reply = decode_read_response(method, call(server, method, case.payload(""))).value
+        assert reply.results == [], (method, reply)
+        (error,) = reply.errors
+        assert error.what.startswith("Permission denied"), (method, error)
     else:
         assert case.expect == OWN
         data = call(server, method, case.payload(""))

@@ -25,7 +25,15 @@ from proconsul.server.autopilot import (
     evaluate,
     failure_tolerance,
 )
-from proconsul.server.autopilot_loop import config_json, health_json, state_json
+from proconsul.server.autopilot_loop import (
+    AutopilotLoop,
+    config_json,
+    file_settings,
+    health_json,
+    settings_config,
+    state_json,
+)
+from proconsul.structs.autopilot import AutopilotSettings
 
 ALIVE, FAILED, LEFT = SerfStatus.ALIVE, SerfStatus.FAILED, SerfStatus.LEFT
 CONFIG = AutopilotConfig(server_stabilization_time_s=10.0)
@@ -340,10 +348,42 @@ def test_json_shapes() -> None:
     assert [s["Status"] for s in state["Servers"].values()] == ["leader", "voter", "non-voter"]
     assert state["Servers"]["s2"]["NodeStatus"] == "alive"
 
-    config = config_json(AutopilotConfig())
+    config = config_json(file_settings(AutopilotConfig()))
     assert (config["LastContactThreshold"], config["ServerStabilizationTime"]) == ("200ms", "10s")
     assert (config["CleanupDeadServers"], config["MaxTrailingLogs"], config["MinQuorum"]) == (
         True,
         250,
         0,
     )
+
+
+def test_replicated_settings_round_trip_to_the_running_config() -> None:
+    config = AutopilotConfig(
+        cleanup_dead_servers=False,
+        last_contact_threshold_s=0.25,
+        max_trailing_logs=10,
+        min_quorum=3,
+        server_stabilization_time_s=90.0,
+    )
+    settings = file_settings(config)
+    assert (settings.last_contact_threshold, settings.server_stabilization_time) == (
+        "250ms",
+        "1m30s",
+    )
+    assert settings_config(settings) == config
+    body = config_json(settings)
+    assert (body["CreateIndex"], body["ModifyIndex"], body["RedundancyZoneTag"]) == (0, 0, "")
+
+
+def test_the_loop_runs_with_the_replicated_settings_once_set() -> None:
+    stored: list[AutopilotSettings] = []
+    loop = AutopilotLoop(
+        None,  # type: ignore[arg-type]  # neither Raft nor gossip is touched here
+        None,  # type: ignore[arg-type]
+        "dc1",
+        AutopilotConfig(),
+        stored=lambda: stored[-1] if stored else None,
+    )
+    assert loop.config == AutopilotConfig()
+    stored.append(AutopilotSettings(min_quorum=3, last_contact_threshold="1s"))
+    assert (loop.config.min_quorum, loop.config.last_contact_threshold_s) == (3, 1.0)

@@ -20,7 +20,8 @@ bodies. Why the order is this one:
 - Adapters: `rpc` (frames, TLS, the typed callers) and `checks` (the check
   runners); `http` above them, since it answers an `RPCError` from a server,
   and `xds` (Envoy's configuration and the gRPC server that serves it) beside
-  `http`: both are the agent's faces to the outside.
+  `http`: both are the agent's faces to the outside. `proxy` (the built-in
+  sidecar, an xDS client) sits with them: it needs only the Envoy protos.
 - `server` serves the endpoints, ACLs and Raft over `rpc` and `state`.
 - `agent` wires servers, clients, HTTP, DNS and gossip together.
 - `cli` and `demo` (the verbs) and `__main__` are the top.
@@ -45,7 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "acl", "connect", "dns", "gossip", "raft"),
     ("state",),
     ("rpc", "checks"),
-    ("http", "xds"),
+    ("http", "xds", "proxy"),
     ("server",),
     ("agent",),
     ("cli", "demo", "__main__"),

@@ -7,7 +7,7 @@ import math
 import random
 
 import pytest
-from tests.lincheck import UNKNOWN, Op, check, check_register, step
+from tests.lincheck import UNKNOWN, Op, check, check_register, lock_safety, step
 
 INF = math.inf
 
@@ -193,3 +193,16 @@ def test_many_unknown_writes_do_not_blow_up_the_search() -> None:
     result = check_register(ops, budget=20_000)
     assert result.ok and result.explored < 20_000
     assert not check_register([*ops, get(7, 3, 14, 15)], budget=200_000).ok
+
+
+def test_lock_safety_finds_overlapping_holds() -> None:
+    acquire_a = Op(1, "cas", "lock", (None, 10), True, call=0.0, ret=1.0)
+    release_a = Op(1, "cas", "lock", (10, None), True, call=5.0, ret=6.0)
+    early_b = Op(2, "cas", "lock", (None, 11), True, call=2.0, ret=3.0)
+    late_b = Op(2, "cas", "lock", (None, 11), True, call=5.5, ret=6.5)
+    assert lock_safety([acquire_a, release_a, late_b], "lock") is None
+    found = lock_safety([acquire_a, release_a, early_b], "lock")
+    assert found is not None and "client 2 acquired 'lock'" in found
+    # A hold whose release never came lasts for ever; a failed acquire is no hold.
+    refused = Op(2, "cas", "lock", (None, 12), False, call=7.0, ret=8.0)
+    assert lock_safety([acquire_a, refused], "lock") is None

@@ -42,6 +42,14 @@ CORE_MODULES = [
     "xds/translate.py",
     "xds/ads.py",
     "xds/bootstrap.py",
+    # the built-in proxy's model, decisions and control-plane state machine
+    "proxy/matchers.py",
+    "proxy/rbac.py",
+    "proxy/routing.py",
+    "proxy/config.py",
+    "proxy/ads_state.py",
+    "proxy/balancer.py",
+    "proxy/stats.py",
 ]
 
 

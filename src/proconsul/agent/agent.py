@@ -59,10 +59,19 @@ from proconsul.server.delegate import ServerDelegate
 from proconsul.server.operator import (
     AUTOPILOT_CONFIG_METHOD,
     AUTOPILOT_HEALTH_METHOD,
+    AUTOPILOT_SET_METHOD,
     AUTOPILOT_STATE_METHOD,
     RAFT_CONFIG_METHOD,
     RAFT_REMOVE_METHOD,
+    RAFT_TRANSFER_METHOD,
 )
+from proconsul.server.session_endpoints import (
+    RENEW_METHOD,
+    decode_renew_reply,
+    renew_payload,
+)
+from proconsul.server.snapshot_calls import RESTORE_METHOD as SNAPSHOT_RESTORE_METHOD
+from proconsul.server.snapshot_calls import SAVE_METHOD as SNAPSHOT_SAVE_METHOD
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import (
     NODE_MAINT_CHECK_ID,
@@ -75,6 +84,7 @@ from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCer
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 from proconsul.structs.rpc import CAConfigRequest, OperatorRequest
+from proconsul.structs.session import Session
 from proconsul.xds.sources import SnapshotHub
 
 log = logging.getLogger("proconsul.agent")
@@ -633,6 +643,32 @@ class Agent:
         )
         return found
 
+    async def set_autopilot_configuration(
+        self, config: dict[str, Any], cas_index: int | None, token: str = ""
+    ) -> bool:
+        request = OperatorRequest(token=token, config=config, cas_index=cas_index)
+        return bool(await self.delegate.operator_call(AUTOPILOT_SET_METHOD, request))
+
+    async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = await self.delegate.operator_call(
+            RAFT_TRANSFER_METHOD, OperatorRequest(token=token, id=server_id)
+        )
+        return found
+
+    async def snapshot_save(self, token: str = "", stale: bool = False) -> tuple[int, bytes]:
+        """A snapshot archive of the servers' state and its index (server/snapshot_calls.py)."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_SAVE_METHOD, OperatorRequest(token=token, stale=stale)
+        )
+        return int(found["Index"]), bytes(found["Archive"])
+
+    async def snapshot_restore(self, archive: bytes, token: str = "") -> int:
+        """Restore a snapshot archive on every server; the log index it took."""
+        found = await self.delegate.operator_call(
+            SNAPSHOT_RESTORE_METHOD, OperatorRequest(token=token, data=archive)
+        )
+        return int(found["Index"])
+
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]:
         found: dict[str, Any] = await self.delegate.operator_call(
             AUTOPILOT_CONFIG_METHOD, OperatorRequest(token=token)
@@ -655,6 +691,12 @@ class Agent:
     async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
         payload = msgspec.msgpack.encode(CAConfigRequest(config=config, token=token))
         await self.delegate.call_raw(CONFIG_SET_METHOD, payload, SIGN_TIMEOUT_S)
+
+    async def renew_session(self, session_id: str, token: str) -> list[Session]:
+        """ "Session.Renew" on the leader, which keeps the TTL timers."""
+        payload = renew_payload(session_id, token)
+        data = await self.delegate.call_raw(RENEW_METHOD, payload, SIGN_TIMEOUT_S)
+        return decode_renew_reply(data)
 
     def local_services(self) -> dict[str, NodeService]:
         return self.local.live_services()

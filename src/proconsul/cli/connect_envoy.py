@@ -18,8 +18,9 @@ Rules (Consul's):
 - The bootstrap carries the ACL token: Envoy gets it through a memory file
   (or a 0600 temporary file where there is none), never on its command
   line. Arguments after `--` go to Envoy.
-- No `envoy` on PATH: one line saying so, exit 1 (the built-in proxy that
-  would stand in is `proconsul connect proxy`, not available yet).
+- No `envoy` on PATH: one line saying so, then the built-in proxy
+  (`proconsul connect proxy`, cli/connect_proxy.py) runs in its place with
+  the same proxy, token, gRPC address and admin bind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from proconsul.cli.api_client import (
@@ -50,28 +52,62 @@ from proconsul.xds.bootstrap import AgentAddress, BootstrapArgs, bootstrap_confi
 DEFAULT_GRPC_ADDR = "127.0.0.1:8502"
 DEFAULT_ADMIN_BIND = "localhost:19000"
 CONNECT_PROXY = "connect-proxy"
-NO_ENVOY = (
-    'Couldn\'t find envoy binary: exec: "envoy": executable file not found in $PATH '
-    "(the built-in sidecar, `proconsul connect proxy`, is not available yet)"
-)
+NO_ENVOY = "No envoy binary on PATH: running the built-in sidecar proxy (proconsul connect proxy)"
+
+
+def add_proxy_flags(flags: FlagSet) -> None:
+    """The flags that name the proxy and the agent's xDS address (`find_proxy`)."""
+    flags.string("proxy-id", None, "The proxy's service ID on the local agent.")
+    flags.string("sidecar-for", None, "The ID of the service this proxy is the sidecar of.")
+    flags.string(
+        "grpc-addr",
+        None,
+        "The agent's gRPC (xDS) address; https:// for TLS. Also CONSUL_GRPC_ADDR.",
+    )
 
 
 @command
 def run(argv: list[str]) -> int:
     flags = FlagSet("connect envoy")
     add_api_flags(flags, server_options=False)
-    flags.string("proxy-id", None, "The proxy's service ID on the local agent.")
-    flags.string("sidecar-for", None, "The ID of the service this proxy is the sidecar of.")
+    add_proxy_flags(flags)
     flags.string("admin-bind", DEFAULT_ADMIN_BIND, "host:port of Envoy's admin listener.")
     flags.string("admin-access-log-path", "/dev/null", "Where Envoy logs admin requests.")
-    flags.string(
-        "grpc-addr",
-        None,
-        "The agent's gRPC (xDS) address; https:// for TLS. Also CONSUL_GRPC_ADDR.",
-    )
     flags.boolean("bootstrap", False, "Print the bootstrap JSON instead of running Envoy.")
     values, envoy_args = parse_args(flags, argv, max_args=sys.maxsize)
     client = client_from(values)
+    found = find_proxy(values, client)
+    args = BootstrapArgs(
+        proxy_id=found.proxy_id,
+        cluster=found.cluster,
+        agent=found.agent,
+        token=client.config.token or "",
+        admin_host=_resolve_host(values["admin-bind"]),
+        admin_port=_port_of(values["admin-bind"]),
+        admin_access_log_path=values["admin-access-log-path"],
+        datacenter=found.datacenter,
+    )
+    text = json.dumps(bootstrap_config(args), indent=2) + "\n"
+    if values["bootstrap"]:
+        sys.stdout.write(text)
+        return 0
+    if shutil.which("envoy") is None:
+        return run_builtin(found, client.config.token or "", values)
+    return exec_envoy(text, envoy_args)
+
+
+@dataclass(frozen=True)
+class FoundProxy:
+    """The proxy a `connect envoy`/`connect proxy` run is for, and where its xDS is."""
+
+    proxy_id: str
+    cluster: str  # the destination service (Envoy's node.cluster)
+    agent: AgentAddress
+    datacenter: str
+
+
+def find_proxy(values: Mapping[str, Any], client: ApiClient) -> FoundProxy:
+    """`-proxy-id`, or the sidecar of `-sidecar-for`, and the agent's gRPC address."""
     proxy_id = values["proxy-id"] or os.environ.get("CONNECT_PROXY_ID", "")
     sidecar_for = values["sidecar-for"] or os.environ.get("CONNECT_SIDECAR_FOR", "")
     if not proxy_id and sidecar_for:
@@ -81,21 +117,49 @@ def run(argv: list[str]) -> int:
     service = _proxy_service(client, proxy_id)
     self_info = _agent_self(client)
     proxy = service.get("Proxy") or {}
-    args = BootstrapArgs(
+    return FoundProxy(
         proxy_id=proxy_id,
         cluster=str(proxy.get("DestinationServiceName") or service.get("Service") or proxy_id),
         agent=grpc_address(values, os.environ, client, self_info),
-        token=client.config.token or "",
-        admin_host=_resolve_host(values["admin-bind"]),
-        admin_port=_port_of(values["admin-bind"]),
-        admin_access_log_path=values["admin-access-log-path"],
         datacenter=str((self_info.get("Config") or {}).get("Datacenter", "")),
     )
-    text = json.dumps(bootstrap_config(args), indent=2) + "\n"
-    if values["bootstrap"]:
-        sys.stdout.write(text)
-        return 0
-    return exec_envoy(text, envoy_args)
+
+
+def run_builtin(found: FoundProxy, token: str, values: Mapping[str, Any]) -> int:
+    """No Envoy here: say so in one line and run the built-in proxy instead."""
+    print(NO_ENVOY, file=sys.stderr, flush=True)
+    return run_proxy(found, token, values)
+
+
+def run_proxy(found: FoundProxy, token: str, values: Mapping[str, Any]) -> int:
+    """Run the built-in proxy for `found` until a stop signal (its modules load only here)."""
+    from proconsul.proxy.ads_client import AgentTarget
+    from proconsul.proxy.command import ProxyOptions
+    from proconsul.proxy.command import run as run_command
+
+    agent = found.agent
+    if agent.unix:
+        address = f"unix:{agent.host}"
+    else:
+        host = f"[{agent.host}]" if ":" in agent.host else agent.host
+        address = f"{host}:{agent.port}"
+    ca_pem = None
+    if agent.tls and agent.ca_file:
+        try:
+            with open(agent.ca_file, "rb") as handle:
+                ca_pem = handle.read()
+        except OSError as err:
+            raise CliError(f"Failed to read the CA file {agent.ca_file}: {err}") from None
+    options = ProxyOptions(
+        proxy_id=found.proxy_id,
+        cluster=found.cluster,
+        target=AgentTarget(address, tls=agent.tls, ca_pem=ca_pem),
+        token=token,
+        admin_host=_resolve_host(values["admin-bind"]),
+        admin_port=_port_of(values["admin-bind"]),
+        log_level=str(values.get("log-level") or "info"),
+    )
+    return run_command(options)
 
 
 def lookup_sidecar(client: ApiClient, sidecar_for: str) -> str:
@@ -193,7 +257,7 @@ def exec_envoy(bootstrap: str, envoy_args: list[str]) -> int:
     """Replace this process with Envoy, its bootstrap in a file only it can read."""
     binary = shutil.which("envoy")
     if binary is None:
-        raise CliError(NO_ENVOY)
+        raise CliError("envoy is not on PATH")
     fd = _bootstrap_fd(bootstrap)
     os.execv(binary, [binary, "--config-path", f"/dev/fd/{fd}", *envoy_args])
     return 1  # not reached

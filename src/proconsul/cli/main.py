@@ -31,6 +31,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("kv", "put"): "proconsul.cli.kv:put",
     ("kv", "get"): "proconsul.cli.kv:get",
     ("kv", "delete"): "proconsul.cli.kv:delete",
+    ("lock",): "proconsul.cli.lock:lock",
     ("config", "write"): "proconsul.cli.config_entries:write",
     ("config", "read"): "proconsul.cli.config_entries:read",
     ("config", "list"): "proconsul.cli.config_entries:list_entries",
@@ -44,8 +45,13 @@ VERBS: dict[tuple[str, ...], str] = {
     ("keygen",): "proconsul.cli.keygen:run",
     ("operator", "raft", "list-peers"): "proconsul.cli.operator:list_peers",
     ("operator", "raft", "remove-peer"): "proconsul.cli.operator:remove_peer",
+    ("operator", "raft", "transfer-leader"): "proconsul.cli.operator:transfer_leader",
     ("operator", "autopilot", "get-config"): "proconsul.cli.operator:autopilot_get_config",
     ("operator", "autopilot", "state"): "proconsul.cli.operator:autopilot_state",
+    ("operator", "autopilot", "set-config"): "proconsul.cli.operator:autopilot_set_config",
+    ("snapshot", "save"): "proconsul.cli.snapshot:save",
+    ("snapshot", "restore"): "proconsul.cli.snapshot:restore",
+    ("snapshot", "inspect"): "proconsul.cli.snapshot:inspect",
     ("tls", "ca", "create"): "proconsul.cli.tls:ca_create",
     ("tls", "cert", "create"): "proconsul.cli.tls:cert_create",
     ("demo", "service"): "proconsul.demo.command:run",
@@ -68,6 +74,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "token", "delete"): "proconsul.cli.acl_token:delete",
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
+    ("connect", "proxy"): "proconsul.cli.connect_proxy:run",
 }
 
 

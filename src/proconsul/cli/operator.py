@@ -1,11 +1,14 @@
-"""`proconsul operator raft list-peers|remove-peer` and `operator autopilot
-get-config|state`: clients of the HTTP API.
+"""`proconsul operator raft list-peers|remove-peer|transfer-leader` and
+`operator autopilot get-config|set-config|state`: clients of the HTTP API.
 
 Output as Consul's: list-peers prints a column table (Node, ID, Address,
 State, Voter, RaftProtocol) of `/v1/operator/raft/configuration`;
 remove-peer sends `DELETE /v1/operator/raft/peer` with `?id=` or `?address=`
 and says which peer it removed; get-config prints
-`/v1/operator/autopilot/configuration` as `Key = value` lines; state prints
+`/v1/operator/autopilot/configuration` as `Key = value` lines; set-config
+reads it, changes what its flags name and writes it back with `?cas=` on the
+ModifyIndex read (`Configuration updated!`, or exit 1 when another writer got
+there first); transfer-leader prints `Success`; state prints
 `/v1/operator/autopilot/state` as labelled lines (servers sorted by ID) or,
 with `-format=json`, as indented JSON.
 """
@@ -73,6 +76,31 @@ def remove_peer(argv: list[str]) -> int:
     return 0
 
 
+# Consul's text, its spelling included.
+_TRANSFER_FAILED = "Error transfering leadership: Failed to transfer leadership"
+
+
+@command
+def transfer_leader(argv: list[str]) -> int:
+    flags = FlagSet("operator raft transfer-leader")
+    add_api_flags(flags, server_options=False)
+    flags.string("id", "", "The ID of the node to transfer leadership to.")
+    values, _ = parse_args(flags, argv, max_args=0)
+    params = [("id", values["id"])] if values["id"] else []
+    try:
+        found = (
+            client_from(values).request("POST", "/v1/operator/raft/transfer-leader", params).json()
+        )
+    except ApiError as exc:
+        raise CliError(
+            f"Error transfering leadership: Failed to transfer leadership {exc}"
+        ) from None
+    if not (isinstance(found, dict) and found.get("Success")):
+        raise CliError("Error transfering leadership: Failed to transfer leadership")
+    print("Success")
+    return 0
+
+
 @command
 def autopilot_get_config(argv: list[str]) -> int:
     flags = FlagSet("operator autopilot get-config")
@@ -91,6 +119,52 @@ def autopilot_get_config(argv: list[str]) -> int:
     print(f"DisableUpgradeMigration = {_go_bool(found.get('DisableUpgradeMigration'))}")
     print(f'UpgradeVersionTag = "{found.get("UpgradeVersionTag", "")}"')
     return 0
+
+
+@command
+def autopilot_set_config(argv: list[str]) -> int:
+    flags = FlagSet("operator autopilot set-config")
+    add_api_flags(flags, server_options=False)
+    flags.boolean("cleanup-dead-servers", False, "Remove dead servers when a new one joins.")
+    flags.string("last-contact-threshold", None, "Longest time a server may go without contact.")
+    flags.integer("max-trailing-logs", None, "Most log entries a healthy server may trail by.")
+    flags.integer("min-quorum", None, "Fewest servers autopilot prunes down to.")
+    flags.string("server-stabilization-time", None, "How long a new server must be healthy.")
+    flags.string("redundancy-zone-tag", None, "Node meta key naming a server's zone.")
+    flags.boolean("disable-upgrade-migration", False, "Do not migrate to upgraded servers.")
+    flags.string("upgrade-version-tag", None, "Node meta key naming a server's version.")
+    values, _ = parse_args(flags, argv, max_args=0)
+    given: set[str] = values["set"]
+    client = client_from(values)
+    try:
+        config = client.get_json("/v1/operator/autopilot/configuration")
+    except ApiError as exc:
+        raise CliError(f"Error querying Autopilot configuration: {exc}") from None
+    for flag, key in _SET_CONFIG_FLAGS.items():
+        if flag in given:
+            config[key] = values[flag]
+    cas = str(config.get("ModifyIndex", 0))
+    try:
+        written = client.put("/v1/operator/autopilot/configuration", [("cas", cas)], config)
+    except ApiError as exc:
+        raise CliError(f"Error setting Autopilot configuration: {exc}") from None
+    if not written:
+        raise CliError("Configuration could not be atomically updated, please try again")
+    print("Configuration updated!")
+    return 0
+
+
+# set-config's flags and the configuration keys they set.
+_SET_CONFIG_FLAGS = {
+    "cleanup-dead-servers": "CleanupDeadServers",
+    "last-contact-threshold": "LastContactThreshold",
+    "max-trailing-logs": "MaxTrailingLogs",
+    "min-quorum": "MinQuorum",
+    "server-stabilization-time": "ServerStabilizationTime",
+    "redundancy-zone-tag": "RedundancyZoneTag",
+    "disable-upgrade-migration": "DisableUpgradeMigration",
+    "upgrade-version-tag": "UpgradeVersionTag",
+}
 
 
 def _go_bool(value: object) -> str:

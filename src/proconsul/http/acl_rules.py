@@ -108,7 +108,7 @@ _INTENTION_WRITE = in_handler("intention", "write", "on the intention's destinat
 
 # (method, canonical pattern) -> rule. Each entry follows the "ACL Required"
 # column of Consul's API page for that endpoint (agent, event, operator,
-# status, catalog, health, kv, acl).
+# status, catalog, health, kv, session, acl).
 ACL_RULES: dict[RouteKey, Rule] = {
     # --- enforced by the server endpoints -------------------------------------
     ("PUT", "/v1/catalog/register"): SERVER,
@@ -127,6 +127,13 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/kv/{key}"): SERVER,
     ("PUT", "/v1/kv/{key}"): SERVER,
     ("DELETE", "/v1/kv/{key}"): SERVER,
+    ("PUT", "/v1/txn"): SERVER,
+    ("PUT", "/v1/session/create"): SERVER,
+    ("PUT", "/v1/session/destroy/{id}"): SERVER,
+    ("PUT", "/v1/session/renew/{id}"): SERVER,
+    ("GET", "/v1/session/info/{id}"): SERVER,
+    ("GET", "/v1/session/node/{node}"): SERVER,
+    ("GET", "/v1/session/list"): SERVER,
     ("PUT", "/v1/acl/bootstrap"): SERVER,
     ("PUT", "/v1/acl/token"): SERVER,
     ("GET", "/v1/acl/token/self"): SERVER,
@@ -236,9 +243,15 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("DELETE", "/v1/operator/keyring"): require("keyring", "write"),
     ("GET", "/v1/operator/raft/configuration"): require("operator", "read"),
     ("DELETE", "/v1/operator/raft/peer"): require("operator", "write"),
+    ("POST", "/v1/operator/raft/transfer-leader"): require("operator", "write"),
+    ("GET", "/v1/operator/usage"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/health"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/state"): require("operator", "read"),
     ("GET", "/v1/operator/autopilot/configuration"): require("operator", "read"),
+    ("PUT", "/v1/operator/autopilot/configuration"): require("operator", "write"),
+    # Consul's "management": SnapshotAllowed asks acl:write.
+    ("GET", "/v1/snapshot"): require("acl", "write"),
+    ("PUT", "/v1/snapshot"): require("acl", "write"),
 }
 
 

@@ -16,6 +16,7 @@ from proconsul.structs.commands import ApplyResult, Command
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots, IssuedCert
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.requests import ReadRequest, ReadResponse
+from proconsul.structs.session import Session
 
 
 class GossipAPI(Protocol):
@@ -83,11 +84,21 @@ class AgentAPI(Protocol):
 
     async def remove_raft_peer(self, server_id: str, address: str, token: str = "") -> None: ...
 
+    async def set_autopilot_configuration(
+        self, config: dict[str, Any], cas_index: int | None, token: str = ""
+    ) -> bool: ...
+
+    async def transfer_leader(self, server_id: str = "", token: str = "") -> dict[str, Any]: ...
+
     async def autopilot_health(self, token: str = "") -> dict[str, Any]: ...
 
     async def autopilot_state(self, token: str = "") -> dict[str, Any]: ...
 
     async def autopilot_configuration(self, token: str = "") -> dict[str, Any]: ...
+
+    async def snapshot_save(self, token: str = "", stale: bool = False) -> tuple[int, bytes]: ...
+
+    async def snapshot_restore(self, archive: bytes, token: str = "") -> int: ...
 
     async def connect_ca_leaf(
         self, service: str, token: str, min_index: int = 0, wait_s: float = 0.0
@@ -102,6 +113,9 @@ class AgentAPI(Protocol):
 
     async def set_ca_configuration(self, config: CAConfiguration, token: str) -> None:
         """Write the CA configuration on the leader (it checks operator:write)."""
+
+    async def renew_session(self, session_id: str, token: str) -> list[Session]:
+        """Renew a session's TTL on the leader; [] when the session is unknown."""
 
     def local_services(self) -> dict[str, NodeService]: ...
 

@@ -1,9 +1,11 @@
 """/v1/kv/<key>: Consul's KV store over HTTP.
 
 GET returns rows (404 when nothing matches), `?raw` the bare value, `?keys`
-the key list; PUT writes the raw body (`?cas`, `?flags`) and answers
-true/false; DELETE takes `?recurse` and `?cas`. Values above the configured
-limit (512 KiB by default) are refused with 413 before anything is written.
+the key list; PUT writes the raw body (`?cas`, `?flags`; `?acquire=<session>`
+takes the key's lock and `?release=<session>` gives it back, both writing the
+value: DESIGN.md, "Sessions and locks") and answers true/false; DELETE
+takes `?recurse` and `?cas`. Values above the configured limit (512 KiB
+by default) are refused with 413 before anything is written.
 Every read and write carries the caller's token; the server enforces ACLs
 (403 for a key the token may not read or write).
 """
@@ -70,16 +72,20 @@ async def kv_put(request: web.Request) -> web.Response:
     key = _key(request)
     if not key:
         bad_request("Missing key name")
-    if "acquire" in request.query or "release" in request.query:
-        bad_request("Sessions are not supported by this agent yet (?acquire/?release)")
     # The query is checked before the body is read, as Consul does: a refused
     # request costs no body.
     flags = query_uint64(request, "flags")
     op: KVOp = "set"
     modify_index = 0
+    session = ""
     if "cas" in request.query:
         op = "cas"
         modify_index = query_uint64(request, "cas")
+    # As in Consul: acquire beats cas, and release beats both.
+    if "acquire" in request.query:
+        op, session = "lock", request.query["acquire"]
+    if "release" in request.query:
+        op, session = "unlock", request.query["release"]
     agent = agent_of(request)
     limit = agent.kv_max_value_size
     length = request.content_length
@@ -91,7 +97,9 @@ async def kv_put(request: web.Request) -> web.Response:
             413, f"Request body({len(value)} bytes) too large, max size: {limit} bytes."
         )
     # An empty body is no value at all: Consul shows it as `"Value": null`.
-    entry = KVEntry(key=key, value=value or None, flags=flags, modify_index=modify_index)
+    entry = KVEntry(
+        key=key, value=value or None, flags=flags, modify_index=modify_index, session=session
+    )
     _, result = await agent.rpc_write(KVSRequest(op=op, dir_ent=entry), caller_token(request))
     if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)

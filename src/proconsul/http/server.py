@@ -51,6 +51,9 @@ from proconsul.http import (
     intention_routes,
     kv,
     operator_routes,
+    session_routes,
+    snapshot_routes,
+    txn,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
@@ -268,6 +271,7 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     app.on_shutdown.append(_cancel_reads)
     catalog.add_routes(app)
     kv.add_routes(app)
+    session_routes.add_routes(app)
     agent_routes.add_routes(app)
     agent_observe.add_routes(app)
     gossip_routes.add_routes(app)
@@ -276,6 +280,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
+    txn.add_routes(app)
+    snapshot_routes.add_routes(app)
     if ui_enabled:
         app.router.add_get("/ui/", ui_index)
         app.router.add_get("/ui", root_redirect)

@@ -13,7 +13,7 @@ and structs/rpc.py):
   struct, so the caller needs the table to get structs back, not dicts).
 - "Apply" request: an `ApplyRequest` (the `Command`, a tagged union, and the
   caller's ACL token); response: `[index, result]` with `result` an
-  `ApplyResult` (true/false/nil or an `ApplyError`).
+  `ApplyResult` (true/false/nil, a transaction's `TxnReply`, or an `ApplyError`).
 - "Raft.Apply" (server to server, see server/raft_rpc.py) carries the same
   `ApplyRequest`: the first server authorized the command, and the leader
   authorizes it again with the caller's token before it enters the log.
@@ -59,6 +59,8 @@ from proconsul.structs.requests import (
 )
 from proconsul.structs.rpc import ApplyRequest
 from proconsul.structs.service_config import ServiceConfigResponse
+from proconsul.structs.session import Session
+from proconsul.structs.txn import TxnReply
 
 APPLY_METHOD = "Apply"
 FORWARD_METHOD = "Raft.Apply"
@@ -88,6 +90,11 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Match": dict[str, list[Intention]],
     "Intention.Get": Intention | None,
     "Intention.Check": IntentionCheckResponse,
+    "Txn.Read": TxnReply,
+    "Operator.Usage": dict[str, Any],
+    "Session.Get": list[Session],
+    "Session.List": list[Session],
+    "Session.NodeSessions": list[Session],
 }
 
 # Time a non-blocking read or a write may take end to end (Consul's default
@@ -115,7 +122,9 @@ ANY_DECODER: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 _request_decoder = msgspec.msgpack.Decoder(ReadRequest)
 _reply_decoder = msgspec.msgpack.Decoder(_ReadReply)
 _apply_request_decoder = msgspec.msgpack.Decoder(ApplyRequest, dec_hook=dec_hook)
-_apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | ApplyError | None])
+# msgspec decodes one untagged struct per union: ApplyError is a map and
+# TxnReply an array, so the result is decoded loosely and typed by its shape.
+_apply_decoder = msgspec.msgpack.Decoder(tuple[int, bool | dict[str, Any] | list[Any] | None])
 _value_decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {
     method: msgspec.msgpack.Decoder(kind, dec_hook=dec_hook)
     for method, kind in READ_RESULT_TYPES.items()
@@ -173,8 +182,15 @@ def decode_read_response(method: str, data: bytes) -> ReadResponse:
 
 
 def decode_apply_response(data: bytes, method: str = APPLY_METHOD) -> tuple[int, ApplyResult]:
-    result: tuple[int, ApplyResult] = decode_reply(_apply_decoder, data, method)
-    return result
+    index, raw = decode_reply(_apply_decoder, data, method)
+    if not isinstance(raw, dict | list):
+        return index, raw
+    kind: type[ApplyError | TxnReply] = ApplyError if isinstance(raw, dict) else TxnReply
+    try:
+        result: ApplyError | TxnReply = msgspec.convert(raw, kind, dec_hook=dec_hook)
+    except DECODE_ERRORS as exc:
+        raise RPCError(f"rpc: bad {method} response: {exc}", ErrorCode.BAD_RESPONSE) from None
+    return index, result
 
 
 def read_timeout_s(request: ReadRequest, base_s: float = DEFAULT_CALL_TIMEOUT_S) -> float:

@@ -49,14 +49,15 @@ class ServerACLResolver:
         self.default_policy: DefaultPolicy = default_policy
         self.enable_key_list_policy = enable_key_list_policy
         self.now = now
-        self._version: tuple[int, int, int] = (-1, -1, -1)
+        self._version: tuple[int, int, int, int] = (-1, -1, -1, -1)
         self._cache: dict[str, ResolvedToken] = {}
         self.hits = 0
         self.misses = 0
 
-    def _tables_version(self) -> tuple[int, int, int]:
+    def _tables_version(self) -> tuple[int, int, int, int]:
+        # A restore may bring back lower indexes: its count is part of the version.
         index = self.store.index
-        return index(TOKENS_KEY), index(POLICIES_KEY), index(ROLES_KEY)
+        return index(TOKENS_KEY), index(POLICIES_KEY), index(ROLES_KEY), self.store.restores
 
     def resolve(self, secret: str) -> ResolvedToken:
         secret = secret or ANONYMOUS_TOKEN_SECRET_ID

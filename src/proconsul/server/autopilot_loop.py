@@ -22,7 +22,10 @@ import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from proconsul.gossip import GossipCore, State
 from proconsul.server.autopilot import (
@@ -40,7 +43,8 @@ from proconsul.server.autopilot import (
     decide,
     evaluate,
 )
-from proconsul.structs.duration import format_duration
+from proconsul.structs.autopilot import AutopilotSettings
+from proconsul.structs.duration import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from proconsul.config.schema import Autopilot
@@ -178,38 +182,63 @@ def state_json(health: ClusterHealth) -> dict[str, Any]:
     }
 
 
-def config_json(config: AutopilotConfig) -> dict[str, Any]:
-    """The body of `/v1/operator/autopilot/configuration`.
+def file_settings(config: AutopilotConfig) -> AutopilotSettings:
+    """A server's `autopilot { }` block in the replicated shape (indexes 0)."""
+    return AutopilotSettings(
+        cleanup_dead_servers=config.cleanup_dead_servers,
+        last_contact_threshold=format_duration(config.last_contact_threshold_s),
+        max_trailing_logs=config.max_trailing_logs,
+        min_quorum=config.min_quorum,
+        server_stabilization_time=format_duration(config.server_stabilization_time_s),
+    )
 
-    The configuration comes from the servers' agent config (not replicated
-    through Raft as Consul's is), hence index 0."""
-    return {
-        "CleanupDeadServers": config.cleanup_dead_servers,
-        "LastContactThreshold": format_duration(config.last_contact_threshold_s),
-        "MaxTrailingLogs": config.max_trailing_logs,
-        "MinQuorum": config.min_quorum,
-        "ServerStabilizationTime": format_duration(config.server_stabilization_time_s),
-        "RedundancyZoneTag": "",
-        "DisableUpgradeMigration": False,
-        "UpgradeVersionTag": "",
-        "CreateIndex": 0,
-        "ModifyIndex": 0,
-    }
+
+def settings_config(settings: AutopilotSettings) -> AutopilotConfig:
+    """The configuration autopilot runs with, from the replicated settings
+    (their durations were checked before they entered the log)."""
+    return AutopilotConfig(
+        cleanup_dead_servers=settings.cleanup_dead_servers,
+        last_contact_threshold_s=float(parse_duration(settings.last_contact_threshold)),
+        max_trailing_logs=settings.max_trailing_logs,
+        min_quorum=settings.min_quorum,
+        server_stabilization_time_s=float(parse_duration(settings.server_stabilization_time)),
+    )
+
+
+def config_json(settings: AutopilotSettings) -> dict[str, Any]:
+    """The body of `/v1/operator/autopilot/configuration`: the settings set
+    through the API (replicated through Raft), else the servers' own
+    `autopilot { }` block with index 0."""
+    found: dict[str, Any] = msgspec.to_builtins(settings)
+    return found
 
 
 class AutopilotLoop:
     """Built on every server; `run()` runs only while this server leads."""
 
     def __init__(
-        self, raft: RaftLog, core: GossipCore, datacenter: str, config: AutopilotConfig
+        self,
+        raft: RaftLog,
+        core: GossipCore,
+        datacenter: str,
+        config: AutopilotConfig,
+        stored: Callable[[], AutopilotSettings | None] = lambda: None,
     ) -> None:
+        """`config` is the server's file; `stored` the settings replicated
+        through Raft, which win when present (read every round)."""
         self.raft = raft
         self.core = core
         self.datacenter = datacenter
-        self.config = config
+        self.file_config = config
+        self._stored = stored
         self.health: ClusterHealth | None = None
         self.changes = 0
         self.change_errors = 0
+
+    @property
+    def config(self) -> AutopilotConfig:
+        stored = self._stored()
+        return self.file_config if stored is None else settings_config(stored)
 
     def stats(self) -> dict[str, int]:
         return {"changes": self.changes, "change_errors": self.change_errors}

@@ -24,7 +24,7 @@ Rules:
   them with `call_raw`.
 - Leader duties (server/leader_duties.py) start on every gain of leadership:
   the own registration, the Connect CA root, the ACL rows and reaping,
-  member reconcile and autopilot. This is the one place they are listed.
+  session TTL expiry, member reconcile and autopilot. This is the one place they are listed.
 - Graceful leave (`leave()`, or `stop()` after gossip left, as with
   leave_on_terminate): a leader hands leadership over, the server leaves
   gossip, and it waits (at most LEAVE_DRAIN_S) until the leader removed it
@@ -81,6 +81,7 @@ from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import raft_handlers
 from proconsul.server.rpc_config import agent_rpc_tls, hold_timeout_s, raft_params, rpc_server
 from proconsul.server.rpc_handlers import endpoint_handlers
+from proconsul.server.session_endpoints import SessionService
 from proconsul.state.fsm import FSM
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import SERF_CHECK_ID, SERF_CHECK_NAME, HealthCheck, NodeService
@@ -228,6 +229,9 @@ class ServerDelegate:
             resolve=self.endpoints.resolve,
             leader_write=self.leader_write,
         )
+        self.sessions = SessionService(
+            self.store, self.router, resolve=self.endpoints.resolve, leader_write=self.leader_write
+        )
         self.signer: Handler | None = None
         self.ca_trust: RootTrust | None = None
         if config.auto_encrypt.allow_tls:
@@ -283,6 +287,7 @@ class ServerDelegate:
         self.handlers[STATUS_PEERS_METHOD] = self._status_peers
         self.handlers.update(self.operator.handlers())
         self.handlers.update(self.connect_ca.handlers())
+        self.handlers.update(self.sessions.handlers())
         if self.signer is not None:
             self.handlers[SIGN_METHOD] = self.signer
         if self.acl is not None:
@@ -316,7 +321,11 @@ class ServerDelegate:
                 write=self.leader_write,
             )
             self.autopilot = AutopilotLoop(
-                self.raft, core, config.datacenter, self.autopilot_config
+                self.raft,
+                core,
+                config.datacenter,
+                self.autopilot_config,
+                stored=lambda: self.store.autopilot,
             )
         self._add_duties()
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="raft-bootstrap"))
@@ -335,6 +344,8 @@ class ServerDelegate:
             initial = config.acl.tokens.initial_management
             duties.add(once("acl-establish", lambda: acl.establish(initial)))
             duties.add(every("acl-reap", acl.reap_expired, ACL_REAP_INTERVAL_S))
+        # Sessions not renewed within 2 x TTL are destroyed by the leader.
+        duties.add(LeaderDuty("session-ttl", self.sessions.run_ttl_duty))
         if self.member_catalog is not None:
             duties.add(LeaderDuty("member-reconcile", self.member_catalog.run))
         if self.autopilot is not None:
@@ -452,6 +463,7 @@ class ServerDelegate:
         stats = metrics_from_stats("consul.rpc", self.rpc.stats())
         stats.update(metrics_from_stats("consul.client.rpc", self.client.stats()))
         stats.update(self.duties.stats())
+        stats.update(self.sessions.stats())
         for name, value in self.connect_ca.stats().items():
             stats[f"consul.connect.ca.{name}"] = value
         resolver = self.endpoints.acl

@@ -27,12 +27,13 @@ ACL rules (when `acl` is set; Consul's, as documented):
   (and on the old name when an instance is renamed), service:write for each
   service check and node:write for each node check; a deregister is allowed
   by node:write, else by service:write on the service the row belongs to;
-  KV set/cas/delete need key:write, a recursive delete write on the whole
-  prefix; config entries follow Consul's rules per kind
+  KV set/cas/delete and lock/unlock (acquire/release) need key:write, a
+  recursive delete write on the whole prefix; sessions session:write on
+  their node (server/session_rules.py); config entries follow Consul's rules per kind
   (server/config_endpoints.py), and are normalized and validated before the
   log (a bad one is a 400). ACL rows are never written through here, whatever
   the token: only `ACLEndpoints` writes them; nor is any other command but
-  catalog, KV and config entries (the CA roots are the leader's own write),
+  catalog, KV, session and config entries (the CA roots are the leader's own write),
   even with ACLs off. The token
   goes on into the log with the check: the server that applies the command
   runs the check, once (server/leader_router.py, server/raft_rpc.py).
@@ -81,6 +82,21 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.server.session_rules import (
+    SESSION_READS,
+    filter_sessions,
+    prepare_session_write,
+    session_reads,
+    vet_session,
+)
+from proconsul.server.txn_endpoints import (
+    TXN_READ,
+    acl_errors,
+    check_ops,
+    filter_reply,
+    first_denial,
+    txn_read,
+)
 from proconsul.state.ca_tables import CONFIG_KEY as CA_CONFIG_KEY
 from proconsul.state.ca_tables import ROOTS_KEY as CA_ROOTS_KEY
 from proconsul.state.store import StateStore, service_node
@@ -100,6 +116,8 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    SessionRequest,
+    TxnRequest,
 )
 from proconsul.structs.config_entries import Intention
 from proconsul.structs.filter import Filter, cached_filter
@@ -112,6 +130,7 @@ from proconsul.structs.requests import (
     ReadRequest,
     ReadResponse,
 )
+from proconsul.structs.txn import TxnReply
 
 _FILTER_CACHE_MAX = 4096
 # Reads whose unfiltered result is the same object while the index stands
@@ -122,12 +141,29 @@ CONNECT_READS = {
     "Catalog.ConnectServiceNodes": "Catalog.ServiceNodes",
     "Health.ConnectServiceNodes": "Health.ServiceNodes",
 }
+USAGE_READ = "Operator.Usage"
+# The instance kinds `/v1/operator/usage` counts under ConnectServiceInstances.
+CONNECT_KINDS = (
+    "api-gateway",
+    "connect-native",
+    "connect-proxy",
+    "ingress-gateway",
+    "mesh-gateway",
+    "terminating-gateway",
+)
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
-    "Permission denied: only catalog, KV and config entry commands are written here"
+    "Permission denied: only catalog, KV, session and config entry commands are written here"
 )
 # The commands a caller may have applied through `ServerEndpoints.write`.
-CALLER_COMMANDS = (RegisterRequest, DeregisterRequest, KVSRequest, ConfigEntryRequest)
+CALLER_COMMANDS = (
+    RegisterRequest,
+    DeregisterRequest,
+    KVSRequest,
+    ConfigEntryRequest,
+    TxnRequest,
+    SessionRequest,
+)
 
 
 # Raises an ACL refusal unless the holder of the token may have the command applied.
@@ -272,6 +308,9 @@ class ServerEndpoints:
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
+        self.reads[TXN_READ] = txn_read(store)
+        self.reads[USAGE_READ] = self._usage
+        self.reads.update(session_reads(store))
 
     def _intention_default_allow(self) -> bool:
         acl = self.acl
@@ -296,6 +335,11 @@ class ServerEndpoints:
         watch_keys, run = self.reads[method](request)
         if resolved is not None:
             _precheck(method, request, resolved)
+            if method == TXN_READ:
+                denied = acl_errors(self.store, resolved, request.txn_ops)
+                if denied:
+                    meta = QueryMeta(index=max(self.store.last_index, 1))
+                    return ReadResponse(meta=meta, value=TxnReply(errors=denied))
         index, value = await blocking_query(self.store, request.options, watch_keys, run, self.rng)
         filtered = False
         if resolved is not None:
@@ -311,6 +355,8 @@ class ServerEndpoints:
     def _filter(
         self, method: str, request: ReadRequest, resolved: ResolvedToken, value: Any
     ) -> tuple[Any, bool]:
+        if method == TXN_READ:
+            return filter_reply(resolved, value)
         plain = CONNECT_READS.get(method)
         if plain is not None:
             if not resolved.authorizer.service_read(request.name):
@@ -346,6 +392,17 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+        if isinstance(command, TxnRequest):
+            check_ops(command.ops)
+            resolved = self.resolve(token)
+            if resolved is not None:
+                # Refused operations are answered here, each named, as Consul
+                # does: the transaction never enters the log.
+                denied = acl_errors(self.store, resolved, command.ops)
+                if denied:
+                    return self.store.last_index, TxnReply(errors=denied)
+        if isinstance(command, SessionRequest):
+            command = prepare_session_write(command)
 
         return await self.log.apply(command, token, self._authorize_write)
 
@@ -490,6 +547,34 @@ class ServerEndpoints:
     def _connect_ca_config(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return [CA_CONFIG_KEY], self.store.ca_config
 
+    def _usage(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
+        """`/v1/operator/usage`: service and instance counts of this datacenter."""
+
+        def run() -> tuple[int, dict[str, Any]]:
+            store = self.store
+            kinds = dict.fromkeys(CONNECT_KINDS, 0)
+            instances = billable = 0
+            for name, rows in store.instances.items():
+                for service in rows.values():
+                    instances += 1
+                    if service.kind in kinds:
+                        kinds[service.kind] += 1
+                    elif service.connect.native:
+                        kinds["connect-native"] += 1
+                    if not service.kind and name != "consul":
+                        billable += 1
+            usage = {
+                "Services": len(store.instances),
+                "ServiceInstances": instances,
+                "ConnectServiceInstances": kinds,
+                "BillableServiceInstances": billable,
+                "Nodes": len(store.nodes),
+            }
+            index = max(store.index("services"), store.index("nodes"))
+            return index, {self.datacenter: usage}
+
+        return ("services", "nodes"), run
+
     def _kv_get(self, req: ReadRequest) -> tuple[Sequence[str], Callable[[], Any]]:
         return ("kvs",), lambda: self.store.kv_get(req.name)
 
@@ -509,6 +594,8 @@ def _precheck(method: str, request: ReadRequest, resolved: ResolvedToken) -> Non
     authz = resolved.authorizer
     if method == "ConnectCA.ConfigurationGet" and not authz.operator_write():
         raise resolved.deny("operator", "write")
+    if method == USAGE_READ and not authz.operator_read():
+        raise resolved.deny("operator", "read")
     if method == "KVS.Get" and not authz.key_read(request.name):
         raise resolved.deny("key", "read", request.name)
     precheck_config_read(method, request, resolved)
@@ -576,6 +663,8 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_entries(authz, value)
     if method == INTENTION_LIST:
         return filter_intentions(authz, value)
+    if method in SESSION_READS:
+        return filter_sessions(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
 
 
@@ -665,5 +754,9 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         _vet_kv(resolved, command)
     elif isinstance(command, ConfigEntryRequest):
         vet_config_write(resolved, command)
+    elif isinstance(command, TxnRequest):
+        first_denial(store, resolved, command.ops)
+    elif isinstance(command, SessionRequest):
+        vet_session(store, resolved, command)
     else:
         raise ACLDenied(RAW_ACL_COMMAND)

@@ -92,7 +92,7 @@ from proconsul.server.raft_transport import RaftTransport, decode_batch
 from proconsul.server.raft_waiters import ApplyFuture, Waiters
 from proconsul.state.fsm import FSM, encode_command
 from proconsul.state.snapshot import decode_snapshot
-from proconsul.structs.commands import ApplyResult, Command
+from proconsul.structs.commands import ApplyResult, Command, stamp_leader_time
 
 log = logging.getLogger("proconsul.raft")
 
@@ -258,7 +258,12 @@ class RaftLog:
         NotLeaderError when this server does not lead (the caller may forward);
         LeadershipLostError when leadership was lost and another entry took the
         slot (the command did not happen); TimeoutError after apply_timeout_s
-        (outcome unknown, as in Consul)."""
+        (outcome unknown, as in Consul).
+
+        The command carries this server's wall clock when it is one that
+        depends on time (`stamp_leader_time`): only a leader's proposal
+        commits, so every replica applies the leader's time, never its own."""
+        command = stamp_leader_time(command, int(time.time() * 1000))
         proposal = self._propose(self._require_node().propose, encode_command(command))
         return await self._await_proposal(proposal, self.apply_timeout_s)
 

@@ -18,12 +18,24 @@ import msgspec
 from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
 from proconsul.state.config_entry_tables import ConfigEntryStateError
+from proconsul.state.session_ops import (
+    create_session,
+    destroy_session,
+    invalidate_check,
+    invalidate_node,
+    kv_lock,
+    kv_unlock,
+)
+from proconsul.state.snapshot import SnapshotError
+from proconsul.state.snapshot_archive import read_archive
 from proconsul.state.store import StateError, StateStore
+from proconsul.state.txn import apply_txn
 from proconsul.structs.catalog import HealthCheck, Node
 from proconsul.structs.commands import (
     ACLCommand,
     ApplyError,
     ApplyResult,
+    AutopilotSetConfigRequest,
     CAConfigSetRequest,
     CARootsSetRequest,
     Command,
@@ -31,6 +43,9 @@ from proconsul.structs.commands import (
     DeregisterRequest,
     KVSRequest,
     RegisterRequest,
+    SessionRequest,
+    SnapshotRestoreRequest,
+    TxnRequest,
 )
 from proconsul.structs.duration import dec_hook, enc_hook
 
@@ -93,12 +108,31 @@ class FSM:
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
                 return None
+            if isinstance(command, TxnRequest):
+                return apply_txn(self.store, index, command.ops)
+            if isinstance(command, AutopilotSetConfigRequest):
+                return self.store.set_autopilot(index, command)
+            if isinstance(command, SnapshotRestoreRequest):
+                return self._restore_archive(command)
+            if isinstance(command, SessionRequest):
+                return self._session(index, command)
             return ApplyError(f"unknown command type {type(command).__name__}")
         except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1
             self.store.finish_write(index)
+
+    def _restore_archive(self, command: SnapshotRestoreRequest) -> ApplyResult:
+        """Replace every table with the archive's; the restored rows keep their
+        indexes, and `finish_write` moves the store's index on to this entry's."""
+        try:
+            _, state = read_archive(command.archive)
+            self.store.restore(state)
+        except SnapshotError as exc:
+            return ApplyError(f"snapshot restore failed: {exc}")
+        self.restores += 1
+        return None
 
     def _register(self, index: int, req: RegisterRequest) -> ApplyResult:
         store = self.store
@@ -134,18 +168,37 @@ class FSM:
                 return ApplyError("Must provide check name or ID")
             check.node = req.node
             store.apply_check(index, check)
+            if check.status == "critical":
+                # Consul invalidates the sessions of a check as it turns critical.
+                invalidate_check(store, index, req.node, check.check_id, req.now_ms)
         return None
 
     def _deregister(self, index: int, req: DeregisterRequest) -> ApplyResult:
         if not req.node:
             return ApplyError("Must provide node")
+        store = self.store
         if req.service_id:
-            self.store.delete_service(index, req.node, req.service_id)
+            # The service's checks go with it, and the sessions that named them.
+            for check in list(store.checks.get(req.node, {}).values()):
+                if check.service_id == req.service_id:
+                    invalidate_check(store, index, req.node, check.check_id, req.now_ms)
+            store.delete_service(index, req.node, req.service_id)
         elif req.check_id:
-            self.store.delete_check(index, req.node, req.check_id)
+            invalidate_check(store, index, req.node, req.check_id, req.now_ms)
+            store.delete_check(index, req.node, req.check_id)
         else:
-            self.store.delete_node(index, req.node)
+            invalidate_node(store, index, req.node, req.now_ms)
+            store.delete_node(index, req.node)
         return None
+
+    def _session(self, index: int, req: SessionRequest) -> ApplyResult:
+        if req.op == "create":
+            create_session(self.store, index, req.session)
+            return None
+        if req.op == "destroy":
+            destroy_session(self.store, index, req.session.id, req.now_ms)
+            return True
+        return ApplyError(f"Invalid session operation {req.op!r}")
 
     def _kvs(self, index: int, req: KVSRequest) -> ApplyResult:
         store = self.store
@@ -176,4 +229,8 @@ class FSM:
         if req.op == "delete-tree":
             store.kv_delete_tree(index, entry.key)
             return True
+        if req.op == "lock":
+            return kv_lock(store, index, entry, req.now_ms)
+        if req.op == "unlock":
+            return kv_unlock(store, index, entry)
         return ApplyError(f"Invalid KVS operation {req.op!r}")

@@ -24,8 +24,9 @@ ACL rows live in `self.acl` (acl_tables.py), with keys "acl-tokens",
 "acl-policies" and "acl-roles". Connect CA rows live in `self.ca`
 (ca_tables.py), with the key "connect-ca-roots". Config entries live in
 `self.config` (config_entry_tables.py), with the keys "config-entries" and
-"config-entries:<kind>".
-(ca_tables.py), with the keys "connect-ca-roots" and "connect-ca-config".
+"config-entries:<kind>". Sessions and lock-delays live in `self.sessions`
+(session_tables.py), with the key "sessions"; a KV row's `Session` is the
+session holding its lock.
 
 Snapshots (snapshot.py has the format): `snapshot()` serializes every table as
 it is at that instant; `restore(data)` verifies the bytes first and only then
@@ -43,8 +44,10 @@ import msgspec
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
+from proconsul.state.session_tables import SESSIONS_KEY, SessionTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import (
     CONNECT_PROXY_KIND,
     CheckServiceNode,
@@ -54,8 +57,12 @@ from proconsul.structs.catalog import (
     NodeService,
     ServiceNode,
 )
+from proconsul.structs.commands import AutopilotSetConfigRequest
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+from proconsul.structs.session import Session
+
+AUTOPILOT_KEY = "autopilot-config"
 
 # Deleted KV keys remember their index so prefix queries see deletions; past this
 # many, the oldest are folded into one floor index (prefix queries may then wake
@@ -77,7 +84,7 @@ def connect_destination(service: NodeService) -> str:
     return ""
 
 
-def _same(a: msgspec.Struct, b: msgspec.Struct) -> bool:
+def same_row(a: msgspec.Struct, b: msgspec.Struct) -> bool:
     """Rows equal apart from their indexes."""
     return msgspec.structs.replace(a, create_index=0, modify_index=0) == msgspec.structs.replace(
         b, create_index=0, modify_index=0
@@ -100,11 +107,15 @@ class StateStore:
         self._tombstone_floor = 0
         self.indexes: dict[str, int] = {}
         self.last_index = 0
+        self.restores = 0  # snapshots restored: a cache keyed on indexes keys on this too
         self.watches = WatchHub()
         self._touched: set[str] = set()
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
+        # Set through the operator API ("autopilot-config"); None: each server's file.
+        self.autopilot: AutopilotSettings | None = None
+        self.sessions = SessionTables(self._bump)  # sessions, lock-delays (session_tables.py)
 
     # ----- index bookkeeping -------------------------------------------------
 
@@ -189,6 +200,8 @@ class StateStore:
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
+            autopilot=self.autopilot,
+            sessions=self.sessions.snapshot(),
         )
         return encode_snapshot(body)
 
@@ -216,17 +229,34 @@ class StateStore:
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
+        self.autopilot = body.autopilot
+        self.sessions.restore(body.sessions, body.kvs)
         self.indexes = dict(body.indexes)
         self.last_index = body.last_index
+        self.restores += 1
         self._touched = set()
         self.watches.notify_all()
+
+    # ----- autopilot configuration ----------------------------------------------
+
+    def set_autopilot(self, index: int, req: AutopilotSetConfigRequest) -> bool:
+        """Store the autopilot configuration; with `cas`, only at `cas_index`."""
+        current = self.autopilot
+        if req.cas and req.cas_index != (0 if current is None else current.modify_index):
+            return False
+        created = index if current is None else current.create_index
+        self.autopilot = msgspec.structs.replace(
+            req.config, create_index=created, modify_index=index
+        )
+        self._bump(index, AUTOPILOT_KEY)
+        return True
 
     # ----- catalog writes ----------------------------------------------------
 
     def apply_node(self, index: int, node: Node) -> None:
         existing = self.nodes.get(node.node)
         if existing is not None:
-            if _same(existing, node):
+            if same_row(existing, node):
                 return
             node.create_index = existing.create_index
         else:
@@ -242,7 +272,7 @@ class StateStore:
         node_services = self.services.setdefault(node_name, {})
         existing = node_services.get(service.id)
         if existing is not None:
-            if _same(existing, service):
+            if same_row(existing, service):
                 return
             service.create_index = existing.create_index
             self._unlink_connect(index, node_name, existing)
@@ -291,7 +321,7 @@ class StateStore:
         node_checks = self.checks.setdefault(node_name, {})
         existing = node_checks.get(check.check_id)
         if existing is not None:
-            if _same(existing, check):
+            if same_row(existing, check):
                 return
             check.create_index = existing.create_index
             if existing.service_name and existing.service_name != check.service_name:
@@ -358,8 +388,11 @@ class StateStore:
         self._bump(index, "kvs")
 
     def kv_delete(self, index: int, key: str) -> bool:
-        if self.kvs.pop(key, None) is None:
+        entry = self.kvs.pop(key, None)
+        if entry is None:
             return False
+        if entry.session:
+            self.sessions.forget(entry.session, key)
         pos = bisect.bisect_left(self._kv_keys, key)
         del self._kv_keys[pos]
         self._add_tombstone(index, key)
@@ -483,6 +516,17 @@ class StateStore:
     def ca_config(self) -> tuple[int, CAConfiguration | None]:
         """The CA configuration (no key material) and its index."""
         return self.index(CONFIG_KEY), self.ca.config
+
+    # ----- session reads -------------------------------------------------------
+
+    def session_get(self, session_id: str) -> tuple[int, Session | None]:
+        return self.index(SESSIONS_KEY), self.sessions.get(session_id)
+
+    def session_list(self) -> tuple[int, list[Session]]:
+        return self.index(SESSIONS_KEY), self.sessions.all()
+
+    def node_sessions(self, node: str) -> tuple[int, list[Session]]:
+        return self.index(SESSIONS_KEY), self.sessions.of_node(node)
 
     # ----- KV reads ----------------------------------------------------------
 

@@ -12,10 +12,13 @@ from typing import Literal
 import msgspec
 
 from proconsul.structs.acl import ACLPolicy, ACLRole, ACLToken
+from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
 from proconsul.structs.naming import pascal
+from proconsul.structs.session import Session
+from proconsul.structs.txn import TxnOp, TxnReply
 
 
 class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
@@ -31,6 +34,8 @@ class RegisterRequest(msgspec.Struct, tag=1, tag_field="Type", rename=pascal):
     check: HealthCheck | None = None
     checks: list[HealthCheck] = []
     skip_node_update: bool = False
+    # The leader's wall clock in ms when it proposed this (see `stamp_leader_time`).
+    now_ms: int = 0
 
 
 class DeregisterRequest(msgspec.Struct, tag=2, tag_field="Type", rename=pascal):
@@ -40,17 +45,21 @@ class DeregisterRequest(msgspec.Struct, tag=2, tag_field="Type", rename=pascal):
     datacenter: str = ""
     service_id: str = ""
     check_id: str = ""
+    now_ms: int = 0  # the leader's clock (see `stamp_leader_time`)
 
 
-KVOp = Literal["set", "cas", "delete", "delete-cas", "delete-tree"]
+KVOp = Literal["set", "cas", "delete", "delete-cas", "delete-tree", "lock", "unlock"]
 
 
 class KVSRequest(msgspec.Struct, tag=3, tag_field="Type", rename=pascal):
-    """A KV write. For `cas`/`delete-cas` the entry's modify_index is the expected one."""
+    """A KV write. For `cas`/`delete-cas` the entry's modify_index is the expected one;
+    for `lock`/`unlock` (`?acquire=`/`?release=`) the entry's `session` is the
+    session that takes or gives back the lock."""
 
     op: KVOp
     dir_ent: KVEntry
     datacenter: str = ""
+    now_ms: int = 0  # the leader's clock: a lock compares it with the key's lock-delay
 
 
 # ----- ACL commands (tags 4-10). IDs, secrets and times are chosen by the
@@ -165,6 +174,57 @@ class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal
         )
 
 
+# ----- Transactions (tag 16; tags 14-15 belong to sessions, 17-19 to the
+# operator and snapshot commands).
+
+
+class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
+    """Up to MAX_TXN_OPS operations applied all or nothing (state/txn.py).
+    Applying answers a `TxnReply`: results, or the errors that rolled it back."""
+
+    ops: list[TxnOp]
+    datacenter: str = ""
+
+
+class AutopilotSetConfigRequest(msgspec.Struct, tag=17, tag_field="Type", rename=pascal):
+    """Replace the autopilot configuration (`PUT /v1/operator/autopilot/configuration`).
+    With `cas`, only when its ModifyIndex is `cas_index` (0: none stored yet).
+    Applying answers whether it was written."""
+
+    config: AutopilotSettings
+    cas: bool = False
+    cas_index: int = 0
+
+
+class SnapshotRestoreRequest(msgspec.Struct, tag=18, tag_field="Type", rename=pascal):
+    """Replace the whole state with a snapshot archive's (`PUT /v1/snapshot`).
+    The archive (state/snapshot_archive.py) was verified before it entered the
+    log, and applying verifies it again: a bad one is an ApplyError on every
+    server and changes nothing. Never log this command: it holds ACL secrets."""
+
+    archive: bytes
+
+    def __repr__(self) -> str:
+        return f"SnapshotRestoreRequest(<{len(self.archive)} bytes>)"
+
+
+# ----- Sessions (tag 14; tag 15 is reserved for them too). The endpoint picks
+# the session ID before the log; the leader stamps `now_ms`.
+
+SessionOp = Literal["create", "destroy"]
+
+
+class SessionRequest(msgspec.Struct, tag=14, tag_field="Type", rename=pascal):
+    """Create a session (validated, its ID chosen) or destroy one by `session.id`
+    (the client's destroy, or the leader's when a TTL ran out). Destroying
+    releases or deletes its locks and starts their lock-delay at `now_ms`."""
+
+    op: SessionOp
+    session: Session
+    datacenter: str = ""
+    now_ms: int = 0
+
+
 Command = (
     RegisterRequest
     | DeregisterRequest
@@ -173,7 +233,23 @@ Command = (
     | CARootsSetRequest
     | ConfigEntryRequest
     | CAConfigSetRequest
+    | TxnRequest
+    | AutopilotSetConfigRequest
+    | SnapshotRestoreRequest
+    | SessionRequest
 )
+
+# The commands whose effect depends on time: the leader writes its wall clock
+# into them as it proposes them, so every replica applies the same value.
+_CLOCKED = (RegisterRequest, DeregisterRequest, KVSRequest, SessionRequest)
+
+
+def stamp_leader_time(command: Command, now_ms: int) -> Command:
+    """`command` with the proposing leader's clock (ms since the epoch) in
+    `now_ms`, for the commands that carry one (see DESIGN.md, "Sessions and locks")."""
+    if isinstance(command, _CLOCKED) and command.now_ms == 0:
+        return msgspec.structs.replace(command, now_ms=now_ms)
+    return command
 
 
 class ApplyError(msgspec.Struct, frozen=True):
@@ -183,6 +259,7 @@ class ApplyError(msgspec.Struct, frozen=True):
 
 
 # What `fsm.apply` answers: KV writes true/false (a failed check-and-set is
-# false), other commands nil, a refused command an `ApplyError` (never raised,
-# so every replica reaches the same result). Travels back to RPC callers as is.
-ApplyResult = bool | None | ApplyError
+# false), a transaction its `TxnReply`, other commands nil, a refused command
+# an `ApplyError` (never raised, so every replica reaches the same result).
+# Travels back to RPC callers as is.
+ApplyResult = bool | None | ApplyError | TxnReply

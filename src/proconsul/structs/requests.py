@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from proconsul.structs.intentions import IntentionQuery
+from proconsul.structs.txn import TxnOp
 
 # Consul's blocking query wait (`?wait`): 5 minutes unless asked, at most 10.
 # Servers add up to 1/16 of jitter; callers size their timeouts to outlast it.
@@ -44,6 +45,7 @@ class ReadRequest(msgspec.Struct):
     upstreams: list[str] = []
     mesh_gateway_mode: str = ""
     intention: IntentionQuery = msgspec.field(default_factory=IntentionQuery)  # "Intention.*"
+    txn_ops: list[TxnOp] = []  # "Txn.Read": a read-only transaction's operations
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
 

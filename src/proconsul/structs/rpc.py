@@ -2,7 +2,8 @@
 
 Job: the request and reply structs that the calling side encodes and the
 serving side decodes ("Apply" and "Raft.Apply", "ACL.*", "Operator.*",
-"AutoEncrypt.Sign", "ConnectCA.Sign", "ConnectCA.ConfigurationSet"); the
+"AutoEncrypt.Sign", "ConnectCA.Sign", "ConnectCA.ConfigurationSet",
+"Session.Renew"); the
 reads' `ReadRequest`/`ReadResponse` are in structs/requests.py, which the
 HTTP layer shares.
 
@@ -13,6 +14,8 @@ Rules:
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import msgspec
 
@@ -51,11 +54,22 @@ class ResolveReply(msgspec.Struct):
 
 
 class OperatorRequest(msgspec.Struct, omit_defaults=True):
-    """The payload of every `Operator.*` RPC; `id`/`address` only for RaftRemovePeer."""
+    """The payload of every `Operator.*` and `Snapshot.*` RPC; `id`/`address`
+    for RaftRemovePeer and RaftTransferLeader."""
 
     token: str = ""  # the caller's secret ("" is the anonymous token)
     id: str = ""
     address: str = ""
+    stale: bool = False  # Snapshot.Save: any server may answer
+    data: bytes = b""  # Snapshot.Restore: the archive
+    cas_index: int | None = None  # Operator.AutopilotSetConfiguration: ?cas (None: no CAS)
+    config: dict[str, Any] = {}  # Operator.AutopilotSetConfiguration: the new settings
+
+    def __repr__(self) -> str:  # the token and the archive's ACL secrets stay out of logs
+        return (
+            f"OperatorRequest(id={self.id!r}, address={self.address!r}, "
+            f"data=<{len(self.data)} bytes>)"
+        )
 
 
 class SignRequest(msgspec.Struct):
@@ -96,3 +110,14 @@ class CAConfigRequest(msgspec.Struct, omit_defaults=True):
 
     def __repr__(self) -> str:
         return f"CAConfigRequest(config={self.config!r})"
+
+
+class SessionRenewRequest(msgspec.Struct, omit_defaults=True):
+    """The payload of "Session.Renew" (served on the leader, which keeps the TTL
+    timers); the reply is the session in a list, or an empty list when unknown."""
+
+    id: str
+    token: str = ""
+
+    def __repr__(self) -> str:
+        return f"SessionRenewRequest(id={self.id!r})"

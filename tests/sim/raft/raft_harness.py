@@ -61,7 +61,9 @@ from proconsul.raft.ready import NotLeader, Proposal, Ready, Rejected, Role
 from proconsul.raft.storage_api import MemoryStorage, persist_ready
 from proconsul.server.read_route import ReadStep, route_read
 from tests.lincheck import UNKNOWN, Op
-from tests.sim.raft.raft_kv import KV, cas_command, put_command
+from tests.sim.raft.raft_kv import KV, cas_command, mput_command, put_command
+
+LOCK_KEY = "lock"
 
 
 class SimViolation(AssertionError):
@@ -106,6 +108,14 @@ class SimConfig:
     clock_drift: float = 0.2  # each server's clock runs at 1 +- this rate
     crash_after_ready: float = 0.002  # crash right after a Ready was sent out
     crash_before_sync: float = 0.002  # crash while a Ready's fsync is pending
+    # Transactions: clients only write every key at once ("mput", one entry) and
+    # read them all at once ("mget", one read index); every mget must see one
+    # value on all keys, and each key's history must still be linearizable.
+    multi_key: bool = False
+    # Clients that take and give back a lock on LOCK_KEY as Consul's KV locks
+    # do (acquire: CAS absent -> a fresh holder value; release: CAS holder ->
+    # absent); `lock_safety` then checks no two acknowledged holds overlap.
+    lock_clients: int = 0
 
     def params(self, rng: random.Random) -> RaftParams:
         # raft_multiplier 1 timings, and small batches, windows, snapshot
@@ -196,6 +206,9 @@ class Simulation:
         self.digests: dict[int, bytes] = {}
         # clients
         self.history: list[Op] = []
+        # lock clients: client -> the holder value it must release (acquired, or
+        # an acquire whose outcome is unknown), absent while it holds nothing
+        self.lock_owed: dict[int, int] = {}
         self._op_ids = 0
         self._values = 0
         self.faults_over = False
@@ -227,7 +240,7 @@ class Simulation:
             self.pump(sid)
         for sid in self.ids:
             self.schedule_tick(sid, self.servers[sid].epoch)
-        for client in range(cfg.clients):
+        for client in range(cfg.clients + cfg.lock_clients):
             self.at(self.rng.uniform(0, 0.5), self._client_starter(client))
         self.schedule_nemesis()
         end = cfg.duration + cfg.settle
@@ -381,7 +394,7 @@ class Simulation:
                 if term == entry.term:
                     if node.role is Role.LEADER:
                         self.check_durable(sid, entry.index, entry.term)
-                    self.complete(op, None if op.kind == "put" else result)
+                    self.complete(op, None if op.kind in ("put", "mput") else result)
                 else:
                     self.abandon(op)  # another entry took its slot: it never happened
         # 5: reads.
@@ -396,7 +409,13 @@ class Simulation:
         still = []
         for index, op in server.confirmed_reads:
             if server.kv.applied >= index:
-                self.complete(op, server.kv.data.get(op.key))
+                if op.kind == "mget":
+                    seen = tuple(server.kv.data.get(k) for k in op.key.split(","))
+                    if len(set(seen)) > 1:
+                        self.fail(f"{sid}: a read saw part of a transaction: {seen}")
+                    self.complete(op, seen)
+                else:
+                    self.complete(op, server.kv.data.get(op.key))
             else:
                 still.append((index, op))
         server.confirmed_reads = still
@@ -547,9 +566,21 @@ class Simulation:
             return  # let the cluster go quiet before the final checks
         rng = self.rng
         self._op_ids += 1
+        if client >= self.cfg.clients:
+            self.lock_client_next(client)
+            return
         key = rng.choice(self.cfg.keys)
         roll = rng.random()
         reads = self.cfg.read_fraction
+        if self.cfg.multi_key:
+            every = ",".join(self.cfg.keys)
+            if roll < reads:
+                op = PendingOp(self._op_ids, client, "mget", every, None, self.now)
+            else:
+                self._values += 1
+                op = PendingOp(self._op_ids, client, "mput", every, self._values, self.now)
+            self.client_attempt(op, rng.choice(self.ids), self.now + self.cfg.client_timeout)
+            return
         if roll < (1 - reads) * 0.57:
             self._values += 1
             op = PendingOp(self._op_ids, client, "put", key, self._values, self.now)
@@ -560,6 +591,28 @@ class Simulation:
             expected = rng.choice([None, *range(max(1, self._values - 6), self._values)])
             op = PendingOp(self._op_ids, client, "cas", key, (expected, self._values), self.now)
         self.client_attempt(op, self.rng.choice(self.ids), self.now + self.cfg.client_timeout)
+
+    def lock_client_next(self, client: int) -> None:
+        """Acquire when holding nothing, else release what is owed."""
+        owed = self.lock_owed.get(client)
+        if owed is None:
+            self._values += 1
+            op = PendingOp(self._op_ids, client, "cas", LOCK_KEY, (None, self._values), self.now)
+        else:
+            op = PendingOp(self._op_ids, client, "cas", LOCK_KEY, (owed, None), self.now)
+        self.client_attempt(op, self.rng.choice(self.ids), self.now + self.cfg.client_timeout)
+
+    def lock_outcome(self, op: PendingOp, output: Any) -> None:
+        """A lock client's view after an operation: it owes a release for an
+        acquire that succeeded or may have, until a release is acknowledged."""
+        if op.key != LOCK_KEY or op.client < self.cfg.clients:
+            return
+        expected, new = op.input
+        if expected is None:  # an acquire
+            if output is True or output is UNKNOWN:
+                self.lock_owed[op.client] = new
+        elif output is not UNKNOWN:  # a release that answered (false: not ours any more)
+            self.lock_owed.pop(op.client, None)
 
     def client_attempt(self, op: PendingOp, target: str, deadline: float) -> None:
         if self.now >= deadline:
@@ -573,7 +626,7 @@ class Simulation:
         if self.deferred(target, lambda: self.client_attempt(op, target, deadline)):
             return
         op.call = self.now
-        if op.kind == "get":
+        if op.kind in ("get", "mget"):
             # Routed as the server adapter routes a ?consistent read.
             route = route_read(
                 allow_stale=False,
@@ -598,11 +651,12 @@ class Simulation:
                 self.after_input(target)
                 return
         else:
-            data = (
-                put_command(op.key, op.input)
-                if op.kind == "put"
-                else cas_command(op.key, op.input[0], op.input[1])
-            )
+            if op.kind == "mput":
+                data = mput_command(op.key.split(","), op.input)
+            elif op.kind == "put":
+                data = put_command(op.key, op.input)
+            else:
+                data = cas_command(op.key, op.input[0], op.input[1])
             proposal = node.propose(data)
             if isinstance(proposal, Proposal):
                 server.writes[proposal.index] = (proposal.term, op)
@@ -622,8 +676,17 @@ class Simulation:
         if op.done:
             return
         op.done = True
-        self.history.append(Op(op.client, op.kind, op.key, op.input, output, op.call, self.now))
+        if op.kind in ("mput", "mget"):
+            # One operation per key for the checker (P-compositionality); the
+            # all-keys-equal check of each mget covers the atomicity across keys.
+            kind = "put" if op.kind == "mput" else "get"
+            for i, key in enumerate(op.key.split(",")):
+                out = None if op.kind == "mput" else output[i]
+                self.history.append(Op(op.client, kind, key, op.input, out, op.call, self.now))
+        else:
+            self.history.append(Op(op.client, op.kind, op.key, op.input, output, op.call, self.now))
         self.count(f"ok_{op.kind}")
+        self.lock_outcome(op, output)
         self.client_done(op.client)
 
     def abandon(self, op: PendingOp) -> None:
@@ -639,9 +702,13 @@ class Simulation:
             return
         op.done = True
         self.count("timeouts")
-        if op.kind != "get":
+        if op.kind == "mput":
+            for key in op.key.split(","):
+                self.history.append(Op(op.client, "put", key, op.input, UNKNOWN, op.call))
+        elif op.kind not in ("get", "mget"):
             # It may still commit later: its effect is unknown.
             self.history.append(Op(op.client, op.kind, op.key, op.input, UNKNOWN, op.call))
+            self.lock_outcome(op, UNKNOWN)
         self.client_done(op.client)
 
     def client_done(self, client: int) -> None:

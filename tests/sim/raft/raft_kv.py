@@ -1,6 +1,8 @@
 """The tiny KV state machine the Raft simulator replicates.
 
-Commands are msgpack lists: ["put", key, value] or ["cas", key, expected, new].
+Commands are msgpack lists: ["put", key, value], ["cas", key, expected, new]
+(a null `new` empties the key: a lock's release), or ["mput", [key, ...], value]
+(a transaction: every key set in one entry).
 Reads never enter the log; they go through read-index. The snapshot is the
 msgpack map itself, and `digest` is what the simulator compares across
 servers at equal applied indexes.
@@ -24,13 +26,17 @@ def put_command(key: str, value: int) -> bytes:
     return _enc.encode(["put", key, value])
 
 
-def cas_command(key: str, expected: int | None, new: int) -> bytes:
+def cas_command(key: str, expected: int | None, new: int | None) -> bytes:
     return _enc.encode(["cas", key, expected, new])
+
+
+def mput_command(keys: Sequence[str], value: int) -> bytes:
+    return _enc.encode(["mput", list(keys), value])
 
 
 class KV:
     def __init__(self) -> None:
-        self.data: dict[str, int] = {}
+        self.data: dict[str, int | None] = {}
         self.applied = 0
 
     def apply(self, entry: Entry) -> Any:
@@ -43,6 +49,10 @@ class KV:
         command = _dec.decode(entry.data)
         if command[0] == "put":
             self.data[command[1]] = command[2]
+            return None
+        if command[0] == "mput":
+            for key in command[1]:
+                self.data[key] = command[2]
             return None
         if command[0] == "cas":
             _, key, expected, new = command

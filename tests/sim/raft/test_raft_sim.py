@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from tests.lincheck import check
-from tests.sim.raft.raft_harness import SimConfig, Simulation, SimViolation
+from tests.lincheck import check, lock_safety
+from tests.sim.raft.raft_harness import LOCK_KEY, SimConfig, Simulation, SimViolation
 
 SCENARIOS: dict[str, SimConfig] = {
     "3-servers": SimConfig(servers=3),
@@ -32,6 +32,9 @@ SCENARIOS: dict[str, SimConfig] = {
         stall_range=(1.0, 4.0),
         stall_leader_bias=0.9,
     ),
+    # Transactions: every write sets all keys in one entry, every read reads
+    # them all at one read index, under crashes, partitions and stalls.
+    "3-txn": SimConfig(servers=3, multi_key=True, keys=("x", "y", "z")),
     # New leaders keep dying soon after election, leaving divergent uncommitted
     # tails of several terms behind (the schedule of the Raft paper's Figure 8).
     "5-leader-churn": SimConfig(
@@ -43,6 +46,9 @@ SCENARIOS: dict[str, SimConfig] = {
         transfers=False,
         stalls=False,
     ),
+    # Lock holders beside the KV clients, under crashes, partitions and
+    # stalls: acquisitions and releases through the log never overlap.
+    "3-locks": SimConfig(servers=3, lock_clients=4, stall_leader_bias=0.8),
 }
 # Seeds per scenario in a default run: about 15 s on a laptop core, well under a
 # minute on slow CI cores. Thousands run locally with --sim-seeds.
@@ -53,7 +59,9 @@ DEFAULT_SEEDS = {
     "5-membership": 6,
     "3-lossy": 6,
     "3-stale-leader": 8,
+    "3-txn": 8,
     "5-leader-churn": 8,
+    "3-locks": 8,
 }
 
 
@@ -98,6 +106,9 @@ def run_seed(scenario: str, seed: int) -> Simulation:
                 f"history for key {result.key!r} is not linearizable "
                 f"(longest linearizable prefix {len(result.partial)} ops)"
             )
+        overlap = lock_safety(sim.history, LOCK_KEY)
+        if overlap is not None:
+            raise SimViolation(f"lock safety: {overlap}")
     except Exception as exc:
         raise AssertionError(
             f"raft simulation {scenario} failed for seed {seed}: {exc}\n"
@@ -110,5 +121,14 @@ def run_seed(scenario: str, seed: int) -> Simulation:
 def test_simulation(scenario: str, seed: int) -> None:
     sim = run_seed(scenario, seed)
     # The run must have done real work, or it proves nothing.
-    assert sim.counters.get("ok_put", 0) + sim.counters.get("ok_cas", 0) > 20, sim.counters
-    assert sim.counters.get("ok_get", 0) > 5, sim.counters
+    counts = sim.counters
+    writes = counts.get("ok_put", 0) + counts.get("ok_cas", 0) + counts.get("ok_mput", 0)
+    assert writes > 20, counts
+    assert counts.get("ok_get", 0) + counts.get("ok_mget", 0) > 5, counts
+    if SCENARIOS[scenario].lock_clients:
+        acquired = [
+            op
+            for op in sim.history
+            if op.key == LOCK_KEY and op.input[0] is None and op.output is True
+        ]
+        assert len({op.client for op in acquired}) > 1, sim.counters
