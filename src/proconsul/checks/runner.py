@@ -249,29 +249,6 @@ class HttpMonitor(_IntervalMonitor):
             await self._pool.close()
 
 
-class TcpMonitor(_IntervalMonitor):
-    kind: CheckKind = "tcp"
-
-    def __init__(
-        self,
-        check_id: str,
-        report: Report,
-        *,
-        address: str,
-        interval: float,
-        timeout: float,
-        thresholds: StatusThresholds,
-        rng: random.Random,
-    ) -> None:
-        super().__init__(
-            check_id, report, interval=interval, timeout=timeout, thresholds=thresholds, rng=rng
-        )
-        self.address = address
-
-    async def probe(self) -> tuple[str, str]:
-        return await tcp_probe(self.address, self.timeout)
-
-
 class ProbeMonitor(_IntervalMonitor):
     """Script, gRPC and H2PING checks: one probe callable, run on the interval."""
 
@@ -295,6 +272,32 @@ class ProbeMonitor(_IntervalMonitor):
 
     async def probe(self) -> tuple[str, str]:
         return await self._probe()
+
+
+class TcpMonitor(ProbeMonitor):
+    def __init__(
+        self,
+        check_id: str,
+        report: Report,
+        *,
+        address: str,
+        interval: float,
+        timeout: float,
+        thresholds: StatusThresholds,
+        rng: random.Random,
+    ) -> None:
+        probe = functools.partial(tcp_probe, address, timeout)
+        super().__init__(
+            check_id,
+            report,
+            kind="tcp",
+            probe=probe,
+            interval=interval,
+            timeout=timeout,
+            thresholds=thresholds,
+            rng=rng,
+        )
+        self.address = address
 
 
 class PassiveMonitor(CheckMonitor):
