@@ -41,6 +41,20 @@ def test_register_bodies_in_any_casing(dev_agent: AgentProcess) -> None:
     assert service["TaggedAddresses"]["lan"] == {"Address": "10.0.0.1", "Port": 8080}
     assert dev_agent.get_json("/v1/agent/checks")["web-ttl"]["ServiceID"] == "web-1"
 
+    catalog = {
+        "node": "ext",
+        "address": "10.9.9.9",
+        "service": {
+            "service": "db",
+            "taggedaddresses": {"wan": {"address": "1.2.3.4", "port": 5432}},
+        },
+    }
+    status, _, body = dev_agent.request("PUT", "/v1/catalog/register", catalog)
+    assert status == 200, body
+    row = dev_agent.get_json("/v1/catalog/service/db")[0]
+    assert row["Node"] == "ext"
+    assert row["ServiceTaggedAddresses"]["wan"] == {"Address": "1.2.3.4", "Port": 5432}
+
     status, _, body = dev_agent.request(
         "PUT", "/v1/agent/service/register", {"Name": "x", "Bogus": 1}
     )
