@@ -165,20 +165,22 @@ def test_monitor_streams_the_log(agent_factory: Any) -> None:
     )
     info = _stream(dev_agent, "/v1/agent/monitor?loglevel=info")
     debug = _stream(dev_agent, "/v1/agent/monitor?loglevel=debug")
+    as_json = _stream(dev_agent, "/v1/agent/monitor?loglevel=info&logjson")
     try:
-        _read_until(info, b"\r\n\r\n")
-        _read_until(debug, b"\r\n\r\n")
-        time.sleep(0.2)  # both handlers attached (the headers go out just before)
+        for conn in (info, debug, as_json):
+            _read_until(conn, b"\r\n\r\n")
+        time.sleep(0.2)  # every handler attached (the headers go out just before)
         assert dev_agent.request("PUT", "/v1/agent/reload")[0] == 200
         _read_until(info, b"[INFO]  agent: reloaded configuration")
+        _read_until(as_json, b'"@message": "reloaded configuration"')
         bad = dev_agent.connect()
         bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n")
         bad.close()
         _read_until(debug, b"[DEBUG] http: malformed request")
         assert b"malformed request" not in dev_agent.log_path.read_bytes()
     finally:
-        info.close()
-        debug.close()
+        for conn in (info, debug, as_json):
+            conn.close()
 
 
 def test_metrics_stream_version_and_host(dev_agent: AgentProcess) -> None:

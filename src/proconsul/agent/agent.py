@@ -43,6 +43,7 @@ from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossi
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.logs import JSONFormatter, TextFormatter
 from proconsul.agent.persisted import PersistedRegistrations
 from proconsul.agent.proxycfg import CONNECT_PROXY, ProxyCfgDeps, ProxyConfigManager
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
@@ -807,6 +808,9 @@ class Agent:
                 self.stopped.set()
 
         self._background(asyncio.ensure_future(leave_then_stop()))
+
+    def log_formatter(self, as_json: bool) -> logging.Formatter:
+        return JSONFormatter() if as_json else TextFormatter()
 
     def metrics_json(self) -> dict[str, Any]:
         return info.metrics_json(self, info.agent_stats(self))

@@ -4,7 +4,8 @@ and the aggregated health of local services.
 Routes (Consul's paths, codes and bodies):
 - `GET /v1/agent/monitor?loglevel=` streams the agent's log lines as they are
   written (`trace`, `debug`, `info`, `warn`, `error`, `off`; default info; any
-  other is 400 `Unknown log level: <level>`). Lines below the agent's own log
+  other is 400 `Unknown log level: <level>`), in the agent's text format or,
+  with `?logjson`, its JSON lines. Lines below the agent's own log
   level are shown too while a monitor asks for them: the root logger is
   lowered for as long as such a monitor runs, and the agent's own handler keeps
   its level. Each stream has a bounded queue; lines that do not fit are
@@ -91,14 +92,14 @@ _levels = _MonitorLevels()
 class _QueueHandler(logging.Handler):
     """Hands formatted lines to one monitor's queue, from any thread."""
 
-    def __init__(self, level: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, level: int, loop: asyncio.AbstractEventLoop, formatter: logging.Formatter
+    ) -> None:
         super().__init__(level)
         self.queue: asyncio.Queue[str] = asyncio.Queue(MONITOR_QUEUE_LINES)
         self.dropped = 0
         self._loop = loop
-        root_handlers = logging.getLogger().handlers
-        formatter = root_handlers[0].formatter if root_handlers else None
-        self.setFormatter(formatter or logging.Formatter("%(message)s"))
+        self.setFormatter(formatter)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -131,7 +132,8 @@ async def agent_monitor(request: web.Request) -> web.StreamResponse:
     level = _MONITOR_LEVELS.get(name.strip().lower())
     if level is None:
         bad_request(f"Unknown log level: {name}")
-    handler = _QueueHandler(level, asyncio.get_running_loop())
+    formatter = agent_of(request).log_formatter("logjson" in request.query)
+    handler = _QueueHandler(level, asyncio.get_running_loop(), formatter)
     root = logging.getLogger()
     _levels.add(level)
     root.addHandler(handler)
