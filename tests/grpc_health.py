@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 
@@ -13,9 +14,10 @@ SERVING, NOT_SERVING = 1, 2
 
 
 @contextlib.contextmanager
-def health_server(statuses: dict[str, int]) -> Iterator[str]:
-    """Serve `statuses` (service name -> status; "" is the server) on 127.0.0.1;
-    yields `host:port`. An unknown service is NOT_FOUND."""
+def health_server(statuses: dict[str, int], *, tls: tuple[str, str] | None = None) -> Iterator[str]:
+    """Serve `statuses` (service name -> status; "" is the server) on 127.0.0.1,
+    over TLS with `tls` (certificate file, key file); yields `host:port`. An
+    unknown service is NOT_FOUND."""
 
     def check(request: bytes, context: grpc.ServicerContext) -> bytes:
         service = request[2:].decode() if request else ""
@@ -28,7 +30,12 @@ def health_server(statuses: dict[str, int]) -> Iterator[str]:
     )
     server = grpc.server(ThreadPoolExecutor(2))
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        cert, key = (Path(name).read_bytes() for name in tls)
+        credentials = grpc.ssl_server_credentials([(key, cert)])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.grpc_health import NOT_SERVING, SERVING
@@ -22,6 +23,7 @@ from proconsul.checks.more_probes import (
     script_probe,
     script_status,
 )
+from proconsul.rpc.testing import make_pki
 from proconsul.structs.definitions import CheckDefinition
 from proconsul.structs.duration import Duration
 
@@ -107,3 +109,15 @@ def test_h2ping_probe(health_server: tuple[str, dict[str, int]]) -> None:
     )
     status, output = run(h2ping_probe("127.0.0.1:1", False, False, "", 2.0))
     assert status == "critical" and output.startswith("HTTP2 ping failed")
+
+
+def test_h2ping_over_tls(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    cert = pki.issue("server", "h2")
+    with serve_health({"": SERVING}, tls=(cert.cert_file, cert.key_file)) as address:
+        assert run(h2ping_probe(address, True, True, "", 5.0)) == (
+            "passing",
+            "HTTP2 ping was successful",
+        )
+        status, output = run(h2ping_probe(address, True, False, "", 5.0))
+        assert status == "critical" and "CERTIFICATE_VERIFY_FAILED" in output

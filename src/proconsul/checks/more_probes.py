@@ -233,6 +233,6 @@ async def h2ping_probe(
         return CRITICAL, f"HTTP2 ping failed: {exc}"
     finally:
         if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
+            # Abort: a TLS close waits for the peer's close_notify (up to 30 s),
+            # and a probe has nothing left to say.
+            writer.transport.abort()
