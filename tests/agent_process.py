@@ -179,10 +179,15 @@ def proconsul_cmd(*args: str) -> list[str]:
 
 
 def start_agent(
-    tmp_path: Path, *args: str, dev: bool = True, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    dev: bool = True,
+    env: dict[str, str] | None = None,
+    http_port: int | None = None,
 ) -> AgentProcess:
-    """Start an agent with its HTTP API and gossip on free ports; DNS, gRPC off unless asked."""
-    http_port = free_port()
+    """Start an agent with its HTTP API and gossip on free ports; DNS, gRPC off unless asked.
+    `http_port` pins the API's port (a restarted agent that a browser page still talks to)."""
+    http_port = http_port or free_port()
     log_path = tmp_path / f"agent-{http_port}.log"
     restarts = 1
     while log_path.exists():  # a port reused by a later agent keeps the earlier log

@@ -454,6 +454,7 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),
+    S("GET", "/v1/agent/live", "/v1/agent/live?once", "read", denies="agent:read"),
     S("PUT", "/v1/agent/token/{kind}", "/v1/agent/token/replication", "acl",
       {"Token": "matrix-replication"}),
     S("PUT", "/v1/agent/join/{address}", "/v1/agent/join/127.0.0.1:1", "write"),
@@ -515,7 +516,15 @@ SAMPLES: list[Sample] = [
     # the UI
     S("GET", "/", "/", "none"),
     S("GET", "/ui", "/ui", "none"),
-    S("GET", "/ui/", "/ui/", "none"),
+    S("GET", "/ui/{path}", "/ui/app.js", "none"),
+    S(
+        "POST",
+        "/v1/internal/acl/authorize",
+        "/v1/internal/acl/authorize",
+        "none",
+        body=[{"Resource": "key", "Segment": "k", "Access": "read"}],
+        served=True,
+    ),
 ]  # fmt: skip
 
 

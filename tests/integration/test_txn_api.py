@@ -88,7 +88,7 @@ def test_no_partial_transaction_is_ever_visible(dev_agent: AgentProcess) -> None
     )
     assert status == 409
     assert reply["Results"] is None
-    assert reply["Errors"] == [{"OpIndex": 2, "What": "key 'atom/missing' doesn't exist"}]
+    assert reply["Errors"] == [{"OpIndex": 2, "What": 'key "atom/missing" doesn\'t exist'}]
     rows = dev_agent.get_json("/v1/kv/atom/?recurse")
     assert len(rows) == len(keys) and "partial" not in {base64.b64decode(r["Value"]) for r in rows}
 
@@ -106,7 +106,7 @@ def test_cas_conflict_and_results(dev_agent: AgentProcess) -> None:
         409,
         {
             "Results": None,
-            "Errors": [{"OpIndex": 1, "What": "failed to set key 'c/a', index is stale"}],
+            "Errors": [{"OpIndex": 1, "What": 'failed to set key "c/a", index is stale'}],
         },
     )
     assert dev_agent.request("GET", "/v1/kv/c/c")[0] == 404
@@ -147,7 +147,7 @@ def test_catalog_ops(dev_agent: AgentProcess) -> None:
         [{"Service": {"Verb": "get", "Node": "txn-node", "Service": {"ID": "nope"}}}],
     )
     assert status == 409
-    assert reply["Errors"][0]["What"] == "service 'nope' on node 'txn-node' doesn't exist"
+    assert reply["Errors"][0]["What"] == 'service "nope" on node "txn-node" doesn\'t exist'
 
 
 def test_keys_in_any_case(dev_agent: AgentProcess) -> None:
@@ -169,7 +169,7 @@ def test_limit_and_malformed_operations(dev_agent: AgentProcess) -> None:
         ([{"KV": {"Verb": "set", "Key": "a"}, "Node": {}}], "operation 0: needs exactly one"),
         ([kv("set", "ok", "v"), {"KV": {"Verb": "set", "Key": 5}}], "operation 1: KV:"),
         ([kv("set", "", "v")], "operation 0: KV operation needs a Key"),
-        ([{"KV": {"Verb": "lock", "Key": "a", "Session": "s"}}], "not supported yet"),
+        ([{"KV": {"Verb": "lock", "Key": "a"}}], "operation 0: KV lock operation needs a Session"),
     ]
     for ops, text in bad:
         status, body = txn(dev_agent, ops)
@@ -216,3 +216,32 @@ def test_acl_refusal_names_the_operation(agent_factory: Callable[..., AgentProce
     status, reply = txn(agent, [kv("get", "b/1")], token=LIMITED)
     assert status == 409 and reply["Errors"][0]["OpIndex"] == 0
     assert txn(agent, [kv("set", "a/1", "v")], token=LIMITED)[0] == 200
+
+
+def test_lock_and_check_session_in_a_transaction(dev_agent: AgentProcess) -> None:
+    status, _, body = dev_agent.request("PUT", "/v1/session/create", {"Name": "txn-lock"})
+    assert status == 200, body
+    session = json.loads(body)["ID"]
+    lock = {"KV": {"Verb": "lock", "Key": "txn/leader", "Value": b64("me"), "Session": session}}
+    check = {"KV": {"Verb": "check-session", "Key": "txn/leader", "Session": session}}
+    status, reply = txn(dev_agent, [lock, check])
+    assert status == 200, reply
+    entry = dev_agent.get_json("/v1/kv/txn/leader")[0]
+    assert (entry["Session"], entry["LockIndex"]) == (session, 1)
+    # A session that does not hold it fails the check, and nothing else in the
+    # transaction lands.
+    status, reply = txn(
+        dev_agent, [kv("set", "txn/side", "x"), {"KV": {**check["KV"], "Session": "s"}}]
+    )
+    assert status == 409
+    assert reply["Errors"] == [
+        {
+            "OpIndex": 1,
+            "What": 'failed session check for key "txn/leader", '
+            f'current session "{session}" != "s"',
+        }
+    ]
+    assert dev_agent.request("GET", "/v1/kv/txn/side")[0] == 404
+    unlock = {"KV": {"Verb": "unlock", "Key": "txn/leader", "Session": session}}
+    assert txn(dev_agent, [unlock])[0] == 200
+    assert dev_agent.get_json("/v1/kv/txn/leader")[0].get("Session", "") == ""

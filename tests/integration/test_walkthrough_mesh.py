@@ -138,9 +138,9 @@ WEB_FILE = """service {{
 
 
 class Mesh:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, base: int = BASE) -> None:
         self.tmp = tmp
-        self.pool = GossipPool(tmp / "agents", 3, base=BASE)
+        self.pool = GossipPool(tmp / "agents", 3, base=base)
         for member, name in zip(self.pool.members, (SERVER, CLIENT_1, CLIENT_2), strict=True):
             member.args[member.args.index(member.name)] = name
             member.name = name
@@ -181,8 +181,7 @@ class Mesh:
         return self.tmp / "config" / member.name
 
     def start(self) -> None:
-        self.pool.start(self.pool[SERVER])
-        wait_for(lambda: self.pool[SERVER].running.get_json("/v1/status/leader"), DEADLINE_S)
+        self.start_server()
         for name in (CLIENT_1, CLIENT_2):
             self.pool.start(self.pool[name])
         for name in (CLIENT_1, CLIENT_2):
@@ -193,6 +192,10 @@ class Mesh:
                 ),
                 DEADLINE_S,
             )
+
+    def start_server(self) -> None:
+        self.pool.start(self.pool[SERVER])
+        wait_for(lambda: self.pool[SERVER].running.get_json("/v1/status/leader"), DEADLINE_S)
 
     def cli(self, *args: str, agent: str = SERVER, token: str = MGMT) -> str:
         env = {

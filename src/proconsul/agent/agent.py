@@ -54,6 +54,7 @@ from proconsul.config.agent_args import AgentArgs
 from proconsul.config.loader import load_config
 from proconsul.config.schema import RuntimeConfig
 from proconsul.fileio import write_file_atomic
+from proconsul.http.live import live_state
 from proconsul.http.server import build_app
 from proconsul.server.connect_ca_rpc import CONFIG_SET_METHOD
 from proconsul.server.delegate import ServerDelegate
@@ -66,6 +67,7 @@ from proconsul.server.operator import (
     RAFT_REMOVE_METHOD,
     RAFT_TRANSFER_METHOD,
 )
+from proconsul.server.raft_errors import RaftStoppedError
 from proconsul.server.session_endpoints import (
     RENEW_METHOD,
     decode_renew_reply,
@@ -612,6 +614,51 @@ class Agent:
 
     def members(self) -> list[dict[str, Any]]:
         return self.gossip.members() if self.gossip is not None else [info.member(self)]
+
+    def live_state(self) -> dict[str, Any]:
+        return live_state(self)
+
+    def live_gossip(self) -> tuple[list[Any], dict[str, float]] | None:
+        gossip = self.gossip
+        if gossip is None or gossip.core is None:
+            return None
+        return list(gossip.core.members()), gossip.stats()
+
+    def live_raft(self) -> dict[str, Any] | None:
+        delegate = self.delegate
+        if not isinstance(delegate, ServerDelegate):
+            return None
+        raft = delegate.raft
+        try:
+            status = raft.status()
+        except RaftStoppedError:  # not started yet
+            return None
+        progress = raft.follower_progress()
+        return {
+            "ID": status.id,
+            "Role": status.role,
+            "Term": status.term,
+            "Leader": status.leader_id or "",
+            "LeaderAddress": status.leader_address or "",
+            "CommitIndex": status.commit_index,
+            "AppliedIndex": status.applied_index,
+            "LastIndex": status.last_index,
+            "Servers": [
+                {
+                    "ID": server.id,
+                    "Address": server.address,
+                    "Voter": server.voter,
+                    "MatchIndex": progress[server.id].match_index
+                    if server.id in progress
+                    else None,
+                }
+                for server in status.configuration.servers
+            ],
+            "RecentApplied": [
+                {"Index": index, "Term": term, "Type": kind}
+                for index, term, kind in raft.recent_applied
+            ],
+        }
 
     async def leader_address(self) -> str:
         return await self.delegate.leader_address()

@@ -57,7 +57,7 @@ from proconsul.structs.acl import (
 
 def acl_flags(name: str, *, meta: bool = True) -> FlagSet:
     flags = FlagSet(name)
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("format", "pretty", "Output format: pretty or json.")
     if meta:
         flags.boolean("meta", False, "Show the hash and Raft indexes of each entry.")

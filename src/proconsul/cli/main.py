@@ -75,6 +75,9 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
     ("connect", "proxy"): "proconsul.cli.connect_proxy:run",
+    ("doctor",): "proconsul.lab.doctor:run",
+    ("lab",): "proconsul.lab.command:run",
+    ("troubleshoot",): "proconsul.lab.explain:troubleshoot",
 }
 
 

@@ -189,7 +189,9 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/agent/connect/ca/roots"): NONE,
     ("GET", "/"): NONE,
     ("GET", "/ui"): NONE,
-    ("GET", "/ui/"): NONE,
+    ("GET", "/ui/{path}"): NONE,
+    # Tells the caller what its own token may do (http/ui_routes.py).
+    ("POST", "/v1/internal/acl/authorize"): NONE,
     # --- the agent ----------------------------------------------------------------
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),
@@ -203,6 +205,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("GET", "/v1/agent/health/service/id/{service_id}"): in_handler(
         "service", "read", "on the local service's name; unknown ID is 404"
     ),
+    ("GET", "/v1/agent/live"): require("agent", "read", AGENT_NODE),
     ("PUT", "/v1/agent/reload"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),

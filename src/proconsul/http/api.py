@@ -150,6 +150,9 @@ class AgentAPI(Protocol):
     def log_formatter(self, as_json: bool) -> logging.Formatter:
         """The agent's log line format, text or JSON (`/v1/agent/monitor?logjson`)."""
 
+    def live_state(self) -> dict[str, Any]:
+        """This agent's gossip and Raft picture for /v1/agent/live (http/live.py)."""
+
     def metrics_prometheus(self) -> str: ...
 
 

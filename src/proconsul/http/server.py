@@ -50,10 +50,12 @@ from proconsul.http import (
     gossip_routes,
     intention_routes,
     kv,
+    live_routes,
     operator_routes,
     session_routes,
     snapshot_routes,
     txn,
+    ui_routes,
 )
 from proconsul.http.acl_rules import acl_middleware, check_routes
 from proconsul.http.api import AGENT_KEY, AgentAPI
@@ -71,10 +73,6 @@ BODY_GRACE_S = 5.0
 BODY_MIN_RATE = 64 * 1024
 # What requests other than reads get to finish when the agent stops (Consul's 1 s).
 SHUTDOWN_GRACE_S = 1.0
-
-_UI_PAGE = b"""<!doctype html><html><head><title>Proconsul</title></head>
-<body><h1>Proconsul</h1><p>The web UI is not built yet; the HTTP API is at /v1/.</p></body>
-</html>"""
 
 
 class HTTPStats:
@@ -253,14 +251,6 @@ async def _cancel_reads(app: web.Application) -> None:
         await asyncio.wait(reads, timeout=SHUTDOWN_GRACE_S)
 
 
-async def ui_index(request: web.Request) -> web.Response:
-    return web.Response(body=_UI_PAGE, content_type="text/html")
-
-
-async def root_redirect(request: web.Request) -> web.Response:
-    return web.Response(status=301, headers={"Location": "/ui/"})
-
-
 def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     body_limit = max(_MIN_BODY_LIMIT, agent.kv_max_value_size + 1)
     app = web.Application(middlewares=[consul_errors, acl_middleware], client_max_size=body_limit)
@@ -282,10 +272,8 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     intention_routes.add_routes(app)
     txn.add_routes(app)
     snapshot_routes.add_routes(app)
-    if ui_enabled:
-        app.router.add_get("/ui/", ui_index)
-        app.router.add_get("/ui", root_redirect)
-        app.router.add_get("/", root_redirect)
+    live_routes.add_routes(app)
+    ui_routes.add_routes(app, ui_enabled)
     check_routes(app)
     return app
 

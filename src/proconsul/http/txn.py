@@ -33,7 +33,6 @@ from proconsul.structs.naming import conform_keys, pascal
 from proconsul.structs.requests import ReadRequest
 from proconsul.structs.txn import (
     CATALOG_VERBS,
-    KV_SESSION_VERBS,
     KV_VERBS,
     MAX_TXN_OPS,
     TxnCheckOp,
@@ -107,15 +106,11 @@ def parse_op(position: int, raw: Any, max_value_size: int) -> TxnOp:
     if isinstance(parsed, _KVJSON):
         if parsed.verb not in KV_VERBS:
             raise _fail(position, f"unknown KV verb {parsed.verb!r}")
-        if parsed.verb in KV_SESSION_VERBS:
-            raise _fail(
-                position, f"KV verb {parsed.verb!r} needs sessions, which are not supported yet"
-            )
         size = len(parsed.value or b"")
         if size > max_value_size:
             raise HTTPError(
                 413,
-                f"Value for key {parsed.key!r} is too large ({size} > {max_value_size} bytes)",
+                f'Value for key "{parsed.key}" is too large ({size} > {max_value_size} bytes)',
             )
         op = TxnKVOp(
             verb=parsed.verb,  # type: ignore[arg-type]

@@ -57,7 +57,7 @@ import logging
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -110,6 +110,7 @@ class FollowerProgress:
 
 DEFAULT_APPLY_TIMEOUT_S = 15.0  # as long as an RPC write may take end to end
 DEFAULT_MAX_PENDING = 8192
+RECENT_APPLIED = 16  # entries kept for the live view (/v1/agent/live)
 
 
 class RaftLog:
@@ -143,6 +144,8 @@ class RaftLog:
         self.counters: Counter[str] = Counter()
         self.failed: BaseException | None = None
         self.applied_index = 0
+        # The last entries applied (index, term, type), for the agent's live view.
+        self.recent_applied: deque[tuple[int, int, str]] = deque(maxlen=RECENT_APPLIED)
         self._storage: RaftStorage | None = None
         self._node: RaftNode | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-storage")
@@ -537,6 +540,7 @@ class RaftLog:
         if entry.type is EntryType.COMMAND:
             result = self.fsm.apply_bytes(entry.index, entry.data)
         self.applied_index = entry.index
+        self.recent_applied.append((entry.index, entry.term, entry.type.name.lower()))
         self.counters["entries_applied"] += 1
         self._waiters.applied(entry, result)
 

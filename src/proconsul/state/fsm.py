@@ -109,7 +109,7 @@ class FSM:
                 self.store.ca.set_config(index, command)
                 return None
             if isinstance(command, TxnRequest):
-                return apply_txn(self.store, index, command.ops)
+                return apply_txn(self.store, index, command.ops, command.now_ms)
             if isinstance(command, AutopilotSetConfigRequest):
                 return self.store.set_autopilot(index, command)
             if isinstance(command, SnapshotRestoreRequest):

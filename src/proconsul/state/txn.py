@@ -21,14 +21,15 @@ deletes and check-not-exists add no result.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import msgspec
 
+from proconsul.state.session_ops import invalidate_check, invalidate_node, kv_lock, kv_unlock
 from proconsul.state.store import StateStore, same_row
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
 from proconsul.structs.txn import (
-    KV_SESSION_VERBS,
     TxnCheckOp,
     TxnError,
     TxnKVOp,
@@ -40,7 +41,10 @@ from proconsul.structs.txn import (
     op_problem,
 )
 
-SESSIONS_NOT_SUPPORTED = "sessions are not supported by this server yet"
+
+def _q(text: str) -> str:
+    """`text` quoted as Go's %q quotes it (Consul's error texts)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _service_id(service: NodeService) -> str:
@@ -125,15 +129,37 @@ def _stale(existing: msgspec.Struct | None, expected: int) -> bool:
     return existing is not None and existing.modify_index != expected  # type: ignore[attr-defined]
 
 
-def _check_kv(view: _Overlay, index: int, op: TxnKVOp) -> str:
+def _check_kv(view: _Overlay, index: int, op: TxnKVOp, now_ms: int) -> str:
     key = op.key
     current = view.kv(key)
     verb = op.verb
-    if verb in KV_SESSION_VERBS:
-        return SESSIONS_NOT_SUPPORTED
-    if verb in ("set", "cas"):
+    if verb == "lock":
+        if view.store.sessions.get(op.session) is None:
+            return f"invalid session {_q(op.session)}"
+        held = current is not None and current.session not in ("", op.session)
+        if held or view.store.sessions.lock_delayed(key, now_ms):
+            return f"failed to lock key {_q(key)}, lock is already held"
+        view.kvs[key] = KVEntry(
+            key=key,
+            session=op.session,
+            create_index=index if current is None else current.create_index,
+            modify_index=index,
+        )
+    elif verb == "unlock":
+        if current is None or current.session != op.session:
+            return f"failed to unlock key {_q(key)}, lock isn't held, or is held by another session"
+        view.kvs[key] = msgspec.structs.replace(current, session="", modify_index=index)
+    elif verb == "check-session":
+        if current is None:
+            return f"failed to check session, key {_q(key)} doesn't exist"
+        if current.session != op.session:
+            return (
+                f"failed session check for key {_q(key)}, "
+                f"current session {_q(current.session)} != {_q(op.session)}"
+            )
+    elif verb in ("set", "cas"):
         if verb == "cas" and not _cas_ok(current, op.index):
-            return f"failed to set key {key!r}, index is stale"
+            return f"failed to set key {_q(key)}, index is stale"
         view.kvs[key] = KVEntry(
             key=key,
             create_index=index if current is None else current.create_index,
@@ -141,20 +167,20 @@ def _check_kv(view: _Overlay, index: int, op: TxnKVOp) -> str:
         )
     elif verb == "get":
         if current is None:
-            return f"key {key!r} doesn't exist"
+            return f"key {_q(key)} doesn't exist"
     elif verb == "check-index":
         if current is None:
-            return f"key {key!r} doesn't exist"
+            return f"key {_q(key)} doesn't exist"
         if current.modify_index != op.index:
             return f"current modify index {current.modify_index} != {op.index}"
     elif verb == "check-not-exists":
         if current is not None:
-            return f"key {key!r} exists"
+            return f"key {_q(key)} exists"
     elif verb == "delete":
         view.kvs[key] = None
     elif verb == "delete-cas":
         if _stale(current, op.index):
-            return f"failed to delete key {key!r}, index is stale"
+            return f"failed to delete key {_q(key)}, index is stale"
         view.kvs[key] = None
     elif verb == "delete-tree":
         for stored in view.store.kv_list(key)[1]:
@@ -170,14 +196,14 @@ def _check_node(view: _Overlay, index: int, op: TxnNodeOp) -> str:
     current = view.node(name)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.node.modify_index):
-            return f"failed to set node {name!r}, index is stale"
+            return f"failed to set node {_q(name)}, index is stale"
         view.nodes[name] = _stamped(op.node, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"node {name!r} doesn't exist"
+            return f"node {_q(name)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.node.modify_index):
-            return f"failed to delete node {name!r}, index is stale"
+            return f"failed to delete node {_q(name)}, index is stale"
         view.drop_node(name)
     return ""
 
@@ -187,17 +213,17 @@ def _check_service(view: _Overlay, index: int, op: TxnServiceOp) -> str:
     current = view.service(node, sid)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.service.modify_index):
-            return f"failed to set service {sid!r} on node {node!r}, index is stale"
+            return f"failed to set service {_q(sid)} on node {_q(node)}, index is stale"
         if view.node(node) is None:
-            return f"Missing node registration for {node!r}"
+            return f"Missing node registration for {_q(node)}"
         row = msgspec.structs.replace(op.service, id=sid)
         view.services[(node, sid)] = _stamped(row, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"service {sid!r} on node {node!r} doesn't exist"
+            return f"service {_q(sid)} on node {_q(node)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.service.modify_index):
-            return f"failed to delete service {sid!r} on node {node!r}, index is stale"
+            return f"failed to delete service {_q(sid)} on node {_q(node)}, index is stale"
         view.services[(node, sid)] = None
         view.drop_service_checks(node, sid)
     return ""
@@ -208,24 +234,24 @@ def _check_check(view: _Overlay, index: int, op: TxnCheckOp) -> str:
     current = view.check(node, cid)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.check.modify_index):
-            return f"failed to set check {cid!r} on node {node!r}, index is stale"
+            return f"failed to set check {_q(cid)} on node {_q(node)}, index is stale"
         if view.node(node) is None:
-            return f"Missing node registration for {node!r}"
+            return f"Missing node registration for {_q(node)}"
         service_id = op.check.service_id
         if service_id and view.service(node, service_id) is None:
-            return f"Unknown service ID {service_id!r} for check ID {cid!r}"
+            return f"Unknown service ID {_q(service_id)} for check ID {_q(cid)}"
         view.checks[(node, cid)] = _stamped(op.check, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"check {cid!r} on node {node!r} doesn't exist"
+            return f"check {_q(cid)} on node {_q(node)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.check.modify_index):
-            return f"failed to delete check {cid!r} on node {node!r}, index is stale"
+            return f"failed to delete check {_q(cid)} on node {_q(node)}, index is stale"
         view.checks[(node, cid)] = None
     return ""
 
 
-def _check(store: StateStore, index: int, ops: list[TxnOp]) -> TxnError | None:
+def _check(store: StateStore, index: int, ops: list[TxnOp], now_ms: int) -> TxnError | None:
     """The first operation that would fail, or None when all would apply."""
     view = _Overlay(store)
     for position, op in enumerate(ops):
@@ -233,7 +259,7 @@ def _check(store: StateStore, index: int, ops: list[TxnOp]) -> TxnError | None:
         if problem:
             pass
         elif isinstance(op, TxnKVOp):
-            problem = _check_kv(view, index, op)
+            problem = _check_kv(view, index, op, now_ms)
         elif isinstance(op, TxnNodeOp):
             problem = _check_node(view, index, op)
         elif isinstance(op, TxnServiceOp):
@@ -245,8 +271,15 @@ def _check(store: StateStore, index: int, ops: list[TxnOp]) -> TxnError | None:
     return None
 
 
-def _run_kv(store: StateStore, index: int, op: TxnKVOp) -> list[TxnResult]:
+def _run_kv(store: StateStore, index: int, op: TxnKVOp, now_ms: int) -> list[TxnResult]:
     key, verb = op.key, op.verb
+    if verb in ("lock", "unlock"):
+        entry = KVEntry(key=key, value=op.value, flags=op.flags, session=op.session)
+        # The check pass refused every lock or unlock that would not take.
+        (kv_lock(store, index, entry, now_ms) if verb == "lock" else kv_unlock(store, index, entry))
+        return [TxnResult(kv=msgspec.structs.replace(store.kvs[key], value=None))]
+    if verb == "check-session":
+        return [TxnResult(kv=msgspec.structs.replace(store.kvs[key], value=None))]
     if verb in ("set", "cas"):
         entry = KVEntry(key=key, value=op.value, flags=op.flags)
         store.kv_set(index, entry)
@@ -266,50 +299,60 @@ def _run_kv(store: StateStore, index: int, op: TxnKVOp) -> list[TxnResult]:
     return []
 
 
-def _run_node(store: StateStore, index: int, op: TxnNodeOp) -> list[TxnResult]:
+def _run_node(store: StateStore, index: int, op: TxnNodeOp, now_ms: int) -> list[TxnResult]:
     name = op.node.node
     if op.verb in ("set", "cas"):
         store.apply_node(index, msgspec.structs.replace(op.node))
     elif op.verb in ("delete", "delete-cas"):
+        invalidate_node(store, index, name, now_ms)
         store.delete_node(index, name)
         return []
     return [TxnResult(node=msgspec.structs.replace(store.nodes[name]))]
 
 
-def _run_service(store: StateStore, index: int, op: TxnServiceOp) -> list[TxnResult]:
+def _run_service(store: StateStore, index: int, op: TxnServiceOp, now_ms: int) -> list[TxnResult]:
     node, sid = op.node, _service_id(op.service)
     if op.verb in ("set", "cas"):
         store.apply_service(index, node, msgspec.structs.replace(op.service, id=sid))
     elif op.verb in ("delete", "delete-cas"):
+        for check in list(store.checks.get(node, {}).values()):
+            if check.service_id == sid:
+                invalidate_check(store, index, node, check.check_id, now_ms)
         store.delete_service(index, node, sid)
         return []
     return [TxnResult(service=msgspec.structs.replace(store.services[node][sid]))]
 
 
-def _run_check(store: StateStore, index: int, op: TxnCheckOp) -> list[TxnResult]:
+def _run_check(store: StateStore, index: int, op: TxnCheckOp, now_ms: int) -> list[TxnResult]:
     node, cid = op.check.node, op.check.check_id
     if op.verb in ("set", "cas"):
         store.apply_check(index, msgspec.structs.replace(op.check))
+        if op.check.status == "critical":
+            invalidate_check(store, index, node, cid, now_ms)
     elif op.verb in ("delete", "delete-cas"):
+        invalidate_check(store, index, node, cid, now_ms)
         store.delete_check(index, node, cid)
         return []
     return [TxnResult(check=msgspec.structs.replace(store.checks[node][cid]))]
 
 
-def apply_txn(store: StateStore, index: int, ops: list[TxnOp]) -> TxnReply:
+def apply_txn(store: StateStore, index: int, ops: list[TxnOp], now_ms: int = 0) -> TxnReply:
     """Apply `ops` at `index`, all or none (see the module docstring). A
-    transaction of reads only leaves the store as it was, whatever `index`."""
-    error = _check(store, index, ops)
+    transaction of reads only leaves the store as it was, whatever `index`.
+    `now_ms` is the proposing leader's clock, for lock-delay (see
+    DESIGN.md, "Sessions and locks"); deleting a node or check, or setting a check
+    critical, invalidates its sessions as the catalog writes do."""
+    error = _check(store, index, ops, now_ms)
     if error is not None:
         return TxnReply(errors=[error])
     results: list[TxnResult] = []
     for op in ops:
         if isinstance(op, TxnKVOp):
-            results.extend(_run_kv(store, index, op))
+            results.extend(_run_kv(store, index, op, now_ms))
         elif isinstance(op, TxnNodeOp):
-            results.extend(_run_node(store, index, op))
+            results.extend(_run_node(store, index, op, now_ms))
         elif isinstance(op, TxnServiceOp):
-            results.extend(_run_service(store, index, op))
+            results.extend(_run_service(store, index, op, now_ms))
         else:
-            results.extend(_run_check(store, index, op))
+            results.extend(_run_check(store, index, op, now_ms))
     return TxnReply(results=results)

@@ -184,6 +184,7 @@ class TxnRequest(msgspec.Struct, tag=16, tag_field="Type", rename=pascal):
 
     ops: list[TxnOp]
     datacenter: str = ""
+    now_ms: int = 0  # the leader's clock: lock-delay of the lock verbs
 
 
 class AutopilotSetConfigRequest(msgspec.Struct, tag=17, tag_field="Type", rename=pascal):
@@ -241,7 +242,7 @@ Command = (
 
 # The commands whose effect depends on time: the leader writes its wall clock
 # into them as it proposes them, so every replica applies the same value.
-_CLOCKED = (RegisterRequest, DeregisterRequest, KVSRequest, SessionRequest)
+_CLOCKED = (RegisterRequest, DeregisterRequest, KVSRequest, SessionRequest, TxnRequest)
 
 
 def stamp_leader_time(command: Command, now_ms: int) -> Command:

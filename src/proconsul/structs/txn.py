@@ -39,7 +39,9 @@ KVVerb = Literal[
 KV_VERBS: tuple[str, ...] = KVVerb.__args__  # type: ignore[attr-defined]
 # Verbs that need sessions (not in this state store yet).
 KV_SESSION_VERBS = frozenset({"lock", "unlock", "check-session"})
-KV_READ_VERBS = frozenset({"get", "get-or-empty", "get-tree", "check-index", "check-not-exists"})
+KV_READ_VERBS = frozenset(
+    {"get", "get-or-empty", "get-tree", "check-index", "check-not-exists", "check-session"}
+)
 
 CatalogVerb = Literal["set", "cas", "get", "delete", "delete-cas"]
 CATALOG_VERBS: tuple[str, ...] = CatalogVerb.__args__  # type: ignore[attr-defined]
