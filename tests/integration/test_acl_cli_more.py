@@ -311,6 +311,9 @@ def test_refused_reads_and_deletes_quote_the_id(agent: AgentProcess) -> None:
     code, _, err = cli(agent, "acl", "policy", "delete", "-id", GLOBAL_MANAGEMENT)
     assert code == 1
     assert err.startswith(f'Error deleting policy "{GLOBAL_MANAGEMENT}": '), err
+    # A missing role is the API's bare 404; the CLI says so in Consul's words.
+    code, _, err = cli(agent, "acl", "role", "read", "-name", "no-such-role")
+    assert (code, err) == (1, 'Role not found with name "no-such-role"\n')
 
 
 # ----- policies ------------------------------------------------------------------------

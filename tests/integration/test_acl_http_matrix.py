@@ -476,7 +476,17 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/check/fail/{check_id}", "/v1/agent/check/fail/ttl-db", "write"),
     S("PUT", "/v1/agent/check/update/{check_id}", "/v1/agent/check/update/ttl-web", "write",
       {"Status": "passing", "Output": "ok"}),
-    S("PUT", "/v1/agent/maint", "/v1/agent/maint?enable=false", "write"),
+    S("PUT", "/v1/agent/maintenance", "/v1/agent/maintenance?enable=false", "write"),
+    # A bad level: the rule is checked first, an allowed caller then gets the 400.
+    S("GET", "/v1/agent/monitor", "/v1/agent/monitor?loglevel=bogus", "read"),
+    # A stream that never ends for an allowed caller: only refusals are tried.
+    S("GET", "/v1/agent/metrics/stream", "/v1/agent/metrics/stream", "read", destructive=True),
+    S("GET", "/v1/agent/host", "/v1/agent/host", "read"),
+    S("GET", "/v1/agent/version", "/v1/agent/version", "none"),
+    S("GET", "/v1/agent/health/service/name/{name}", "/v1/agent/health/service/name/web",
+      "read"),
+    S("GET", "/v1/agent/health/service/id/{service_id}", "/v1/agent/health/service/id/web",
+      "read"),
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),

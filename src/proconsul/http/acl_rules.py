@@ -211,12 +211,22 @@ ACL_RULES: dict[RouteKey, Rule] = {
     # --- the agent ----------------------------------------------------------------
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/metrics/stream"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/monitor"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/host"): require("operator", "read"),
+    ("GET", "/v1/agent/version"): NONE,
+    ("GET", "/v1/agent/health/service/name/{name}"): in_handler(
+        "service", "read", "on the service name"
+    ),
+    ("GET", "/v1/agent/health/service/id/{service_id}"): in_handler(
+        "service", "read", "on the local service's name; unknown ID is 404"
+    ),
     ("GET", "/v1/agent/live"): require("agent", "read", AGENT_NODE),
     ("PUT", "/v1/agent/reload"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/force-leave/{node}"): require("operator", "write"),
-    ("PUT", "/v1/agent/maint"): require("node", "write", AGENT_NODE),
+    ("PUT", "/v1/agent/maintenance"): require("node", "write", AGENT_NODE),
     ("GET", "/v1/agent/members"): filtered("node:read on each member"),
     ("GET", "/v1/agent/services"): filtered("service:read on each service"),
     ("GET", "/v1/agent/checks"): filtered("service:read on a check's service, else node:read"),
