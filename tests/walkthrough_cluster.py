@@ -48,13 +48,7 @@ SERVICE_FILE = """service {{
   token = "{token}"{meta}
   connect {{
     sidecar_service{{
-      port = {sidecar_port}{sidecar_address}
-      check {{
-        name = "API Connect Envoy Sidecar"
-        tcp = "{check_address}:{sidecar_port}"
-        interval = "{interval}"
-        timeout = "1s"
-      }}{proxy}
+      port = {sidecar_port}{sidecar_address}{sidecar_check}{proxy}
     }}
   }}
   checks = [
@@ -72,6 +66,13 @@ SERVICE_FILE = """service {{
   ]
 }}
 """
+SIDECAR_CHECK = """
+      check {{
+        name = "API Connect Envoy Sidecar"
+        tcp = "{address}:{port}"
+        interval = "{interval}"
+        timeout = "1s"
+      }}"""
 WEB_UPSTREAMS = """
       proxy {
         upstreams = [
@@ -95,12 +96,14 @@ def service_file(
     successes: int = 3,
     failures: int = 3,
     meta: dict[str, str] | None = None,
+    sidecar_check: bool = True,
 ) -> str:
     """The walkthrough's `api` (or `web`, with its upstream api on 8081) service file.
 
     With the defaults it is the text as printed (`id` equal to the name).
     `sidecar_address` binds the sidecar's public listener to that address
-    (and points its check there)."""
+    (and points its check there). Without `sidecar_check` the sidecar gets
+    the default checks, among them the alias of its service's health."""
     meta_text = ""
     if meta:
         pairs = "".join(f'\n    {key} = "{value}"' for key, value in meta.items())
@@ -115,7 +118,11 @@ def service_file(
         port=port,
         sidecar_port=sidecar_port,
         sidecar_address=f'\n      address = "{sidecar_address}"' if sidecar_address else "",
-        check_address=sidecar_address or "127.0.0.1",
+        sidecar_check=SIDECAR_CHECK.format(
+            address=sidecar_address or "127.0.0.1", port=sidecar_port, interval=interval
+        )
+        if sidecar_check
+        else "",
         interval=interval,
         successes=successes,
         failures=failures,
