@@ -328,6 +328,85 @@ def test_5_a_failed_instance_gets_no_traffic(world: World) -> None:
     wait_for(lambda: names_answering(world, 8) == {"api", "api-v2"}, DEADLINE_S)
 
 
+# ------------------------------------------------------- steady streams
+
+
+class Stream:
+    """Requests through web, one after another, in a thread; failures recorded."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.ok = 0
+        self.failures: list[tuple[float, int, dict[str, Any]]] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            status, call = call_web(self.world)
+            if status == 200:
+                self.ok += 1
+            else:
+                self.failures.append((time.monotonic(), status, call))
+
+    def __enter__(self) -> Stream:
+        self.thread.start()
+        wait_for(lambda: self.ok >= 5, DEADLINE_S)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=20)
+
+    def wait_more(self, count: int) -> None:
+        target = self.ok + count
+        wait_for(lambda: self.ok >= target, DEADLINE_S)
+
+
+def public_leaf(world: World, name: str) -> x509.Certificate:
+    """The leaf `name`'s sidecar presents to a new handshake now."""
+    host, port = world.mesh.ip(CLIENT_1), world.sidecar_ports[name]
+    leaf = world.mesh.get("/v1/agent/connect/ca/leaf/web", CLIENT_2)
+    context = pem_context(leaf["CertPEM"], leaf["PrivateKeyPEM"])
+    with (
+        socket.create_connection((host, port), timeout=5) as plain,
+        context.wrap_socket(plain) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_6_a_leaf_rotation_during_a_request_stream_fails_no_request(world: World) -> None:
+    roots = world.mesh.get("/v1/connect/ca/roots")
+    new = generate_root(
+        cluster_id=roots["TrustDomain"].removesuffix(".consul"),
+        now=datetime.now(UTC),
+        rng=random.Random(),
+    )
+    new_root = x509.load_pem_x509_certificate(new.cert_pem.encode())
+    old_leaf = public_leaf(world, "api")
+    with Stream(world) as stream:
+        body = {
+            "Provider": "consul",
+            "Config": {"LeafCertTTL": "72h", "PrivateKey": new.key_pem, "RootCert": new.cert_pem},
+        }
+        status, raw = world.mesh.request("PUT", "/v1/connect/ca/configuration", body)
+        assert status == 200, raw
+
+        def rotated(name: str) -> bool:
+            try:
+                public_leaf(world, name).verify_directly_issued_by(new_root)
+            except (ValueError, TypeError):
+                return False
+            return True
+
+        wait_for(lambda: rotated("api") and rotated("api-v2"), DEADLINE_S)
+        stream.wait_more(20)
+    assert public_leaf(world, "api") != old_leaf
+    assert stream.failures == [] and stream.ok > 20
+
+
 # --------------------------------------------------------- traffic shaping
 
 SHAPING = [
@@ -378,7 +457,7 @@ def put_entry(world: World, entry: dict[str, Any]) -> None:
     assert (status, body) == (200, b"true"), entry
 
 
-def test_6_router_splitter_and_resolver_shape_webs_traffic(world: World) -> None:
+def test_7_router_splitter_and_resolver_shape_webs_traffic(world: World) -> None:
     for entry in SHAPING:
         put_entry(world, entry)
     connection = http.client.HTTPConnection("127.0.0.1", 8081, timeout=10)
@@ -403,89 +482,10 @@ def test_6_router_splitter_and_resolver_shape_webs_traffic(world: World) -> None
     assert abs(counts["v1"] - 750) < 69, counts
 
 
-# ------------------------------------------------------- steady streams
-
-
-class Stream:
-    """Requests through web, one after another, in a thread; failures recorded."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-        self.ok = 0
-        self.failures: list[tuple[float, int, dict[str, Any]]] = []
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            status, call = call_web(self.world)
-            if status == 200:
-                self.ok += 1
-            else:
-                self.failures.append((time.monotonic(), status, call))
-
-    def __enter__(self) -> Stream:
-        self.thread.start()
-        wait_for(lambda: self.ok >= 5, DEADLINE_S)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=20)
-
-    def wait_more(self, count: int) -> None:
-        target = self.ok + count
-        wait_for(lambda: self.ok >= target, DEADLINE_S)
-
-
-def public_leaf(world: World, name: str) -> x509.Certificate:
-    """The leaf `name`'s sidecar presents to a new handshake now."""
-    host, port = world.mesh.ip(CLIENT_1), world.sidecar_ports[name]
-    leaf = world.mesh.get("/v1/agent/connect/ca/leaf/web", CLIENT_2)
-    context = pem_context(leaf["CertPEM"], leaf["PrivateKeyPEM"])
-    with (
-        socket.create_connection((host, port), timeout=5) as plain,
-        context.wrap_socket(plain) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
-
-
-def test_7_a_leaf_rotation_during_a_request_stream_fails_no_request(world: World) -> None:
+def test_8_kill_9_of_an_api_instance_costs_at_most_the_request_in_flight(world: World) -> None:
     for kind in ("service-splitter", "service-router", "service-resolver"):
         status, _ = world.mesh.request("DELETE", f"/v1/config/{kind}/api")
         assert status == 200
-    roots = world.mesh.get("/v1/connect/ca/roots")
-    new = generate_root(
-        cluster_id=roots["TrustDomain"].removesuffix(".consul"),
-        now=datetime.now(UTC),
-        rng=random.Random(),
-    )
-    new_root = x509.load_pem_x509_certificate(new.cert_pem.encode())
-    old_leaf = public_leaf(world, "api")
-    with Stream(world) as stream:
-        body = {
-            "Provider": "consul",
-            "Config": {"LeafCertTTL": "72h", "PrivateKey": new.key_pem, "RootCert": new.cert_pem},
-        }
-        status, raw = world.mesh.request("PUT", "/v1/connect/ca/configuration", body)
-        assert status == 200, raw
-
-        def rotated(name: str) -> bool:
-            try:
-                public_leaf(world, name).verify_directly_issued_by(new_root)
-            except (ValueError, TypeError):
-                return False
-            return True
-
-        wait_for(lambda: rotated("api") and rotated("api-v2"), DEADLINE_S)
-        stream.wait_more(20)
-    assert public_leaf(world, "api") != old_leaf
-    assert stream.failures == [] and stream.ok > 20
-
-
-def test_8_kill_9_of_an_api_instance_costs_at_most_the_request_in_flight(world: World) -> None:
     put_entry(
         world,
         {
