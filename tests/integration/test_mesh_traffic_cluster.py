@@ -69,6 +69,7 @@ from tests.walkthrough_cluster import (
 )
 from tests.xds_helpers import mesh_ca
 
+from proconsul.cli.connect_envoy import NO_ENVOY
 from proconsul.connect.ca import generate_root
 
 BASE = 181  # consul-server-1, consul-client-1, consul-client-2: 127.0.0.181-183
@@ -224,6 +225,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             for instance in built.instances.values():
                 stop(instance.sidecar)
                 stop(instance.demo)
+    for log in logs.glob("sidecar-*.log"):
+        text = log.read_text()
+        assert "Traceback" not in text and "no TLS context" not in text, (log.name, text)
 
 
 def call_web(world: World) -> tuple[int, dict[str, Any]]:
@@ -255,6 +259,9 @@ def stat(stats: dict[str, float], listener: str, name: str) -> float:
 
 
 def test_1_without_an_intention_web_gets_403_from_apis_sidecar(world: World) -> None:
+    for name in ("api", "web"):  # connect envoy says once that it runs the built-in proxy
+        lines = (world.logs / f"sidecar-{name}.log").read_text().splitlines()
+        assert lines[0] == NO_ENVOY and lines.count(NO_ENVOY) == 1
     seen: list[tuple[int, dict[str, Any]]] = []
 
     def refused() -> dict[str, Any] | None:
