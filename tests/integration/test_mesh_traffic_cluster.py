@@ -58,6 +58,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from tests.agent_process import free_port, proconsul_cmd, wait_for
+from tests.integration.test_connect_proxy import get
 from tests.integration.test_proxy_mesh import client_context, pem_context, raw_exchange
 from tests.walkthrough_cluster import (
     CLIENT_1,
@@ -67,7 +68,7 @@ from tests.walkthrough_cluster import (
     running_mesh,
     service_file,
 )
-from tests.xds_helpers import mesh_ca
+from tests.xds_helpers import SHAPING_RESOLVER, SHAPING_SPLITTER, mesh_ca
 
 from proconsul.cli.connect_envoy import NO_ENVOY
 from proconsul.connect.ca import generate_root
@@ -108,17 +109,6 @@ class World:
             if key and value.isdigit():  # histograms (count=... P50=...) left out
                 out[key] = float(value)
         return out
-
-
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-    except OSError as err:
-        return -1, str(err)
 
 
 def post(url: str) -> None:
@@ -417,45 +407,19 @@ def test_6_a_leaf_rotation_during_a_request_stream_fails_no_request(world: World
 # --------------------------------------------------------- traffic shaping
 
 SHAPING = [
-    {
-        "Kind": "service-resolver",
-        "Name": "api",
-        "DefaultSubset": "v1",
-        "Subsets": {
-            "v1": {"Filter": "Service.Meta.version == v1"},
-            "v2": {"Filter": "Service.Meta.version == v2"},
-        },
-    },
+    SHAPING_RESOLVER,
     {
         "Kind": "service-router",
         "Name": "api",
         "Routes": [
             {
-                "Match": {"HTTP": {"Header": [{"Name": "x-api-version", "Exact": "v1"}]}},
-                "Destination": {"ServiceSubset": "v1"},
-            },
-            {
-                "Match": {"HTTP": {"Header": [{"Name": "x-api-version", "Exact": "v2"}]}},
-                "Destination": {"ServiceSubset": "v2"},
-            },
+                "Match": {"HTTP": {"Header": [{"Name": "x-api-version", "Exact": version}]}},
+                "Destination": {"ServiceSubset": version},
+            }
+            for version in ("v1", "v2")
         ],
     },
-    {
-        "Kind": "service-splitter",
-        "Name": "api",
-        "Splits": [
-            {
-                "Weight": 75,
-                "ServiceSubset": "v1",
-                "ResponseHeaders": {"Set": {"x-api-version": "v1"}},
-            },
-            {
-                "Weight": 25,
-                "ServiceSubset": "v2",
-                "ResponseHeaders": {"Set": {"x-api-version": "v2"}},
-            },
-        ],
-    },
+    SHAPING_SPLITTER,
 ]
 
 

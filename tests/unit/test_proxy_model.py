@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from tests.unit.test_xds_translate import INTENTION_TABLE, REQUESTS
 from tests.xds_helpers import (
     SHAPING_ENTRIES,
+    SHAPING_RESOLVER,
     TRUST_DOMAIN,
     entries,
     instance,
@@ -241,15 +242,7 @@ def test_path_prefix_exact_and_regex_matches() -> None:
     }
     chain = entries(
         {"Kind": "service-defaults", "Name": "api", "Protocol": "http"},
-        {
-            "Kind": "service-resolver",
-            "Name": "api",
-            "DefaultSubset": "v1",
-            "Subsets": {
-                "v1": {"Filter": "Service.Meta.version == v1"},
-                "v2": {"Filter": "Service.Meta.version == v2"},
-            },
-        },
+        SHAPING_RESOLVER,
         raw,
     )
     resources = translate(snapshot(CA, "web", upstreams=[upstream("api", 8081, chain)]))
