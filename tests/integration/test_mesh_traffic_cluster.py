@@ -486,7 +486,11 @@ def test_8_kill_9_of_an_api_instance_costs_at_most_the_request_in_flight(world: 
 
 
 def test_9_webs_agent_restarts_during_traffic(world: World) -> None:
-    """web's sidecar keeps serving while its agent is away, and resubscribes."""
+    """web's sidecar keeps serving while its agent is away, and resubscribes.
+
+    The agent restarted is client 2, web's: a client stopped with SIGTERM
+    leaves the cluster, so restarting api's agent would take api's endpoints
+    out of the catalog (as in Consul) and measure that, not the proxy."""
     before = world.stats("web")
     with Stream(world) as stream:
         world.mesh.pool.stop(world.mesh.pool[CLIENT_2])
