@@ -190,17 +190,34 @@ def snapshot(
 
 # The user's traffic shaping: api-v1/api-v2 told apart by meta.version, a
 # header route to v2, and a 75/25 split that says which leg answered.
+SHAPING_RESOLVER: dict[str, Any] = {
+    "Kind": "service-resolver",
+    "Name": "api",
+    "DefaultSubset": "v1",
+    "Subsets": {
+        "v1": {"Filter": "Service.Meta.version == v1"},
+        "v2": {"Filter": "Service.Meta.version == v2"},
+    },
+}
+SHAPING_SPLITTER: dict[str, Any] = {
+    "Kind": "service-splitter",
+    "Name": "api",
+    "Splits": [
+        {
+            "Weight": 75,
+            "ServiceSubset": "v1",
+            "ResponseHeaders": {"Set": {"x-api-version": "v1"}},
+        },
+        {
+            "Weight": 25,
+            "ServiceSubset": "v2",
+            "ResponseHeaders": {"Set": {"x-api-version": "v2"}},
+        },
+    ],
+}
 SHAPING_ENTRIES = entries(
     {"Kind": "service-defaults", "Name": "api", "Protocol": "http"},
-    {
-        "Kind": "service-resolver",
-        "Name": "api",
-        "DefaultSubset": "v1",
-        "Subsets": {
-            "v1": {"Filter": "Service.Meta.version == v1"},
-            "v2": {"Filter": "Service.Meta.version == v2"},
-        },
-    },
+    SHAPING_RESOLVER,
     {
         "Kind": "service-router",
         "Name": "api",
@@ -211,20 +228,5 @@ SHAPING_ENTRIES = entries(
             }
         ],
     },
-    {
-        "Kind": "service-splitter",
-        "Name": "api",
-        "Splits": [
-            {
-                "Weight": 75,
-                "ServiceSubset": "v1",
-                "ResponseHeaders": {"Set": {"x-api-version": "v1"}},
-            },
-            {
-                "Weight": 25,
-                "ServiceSubset": "v2",
-                "ResponseHeaders": {"Set": {"x-api-version": "v2"}},
-            },
-        ],
-    },
+    SHAPING_SPLITTER,
 )

@@ -374,6 +374,39 @@ config_entries = objects(
     }
 )
 
+
+# ----- prepared queries (POST /v1/query, PUT /v1/query/:id) ------------------------
+
+prepared_queries = objects(
+    {
+        "Name": names,
+        "Token": st.sampled_from(["", "not-a-token"]),
+        "Template": objects(
+            {
+                "Type": st.sampled_from(["name_prefix_match", "", "bogus"]),
+                "Regexp": st.sampled_from(["^(.*)$", "(unclosed", "", "[z-a]"]),
+                "RemoveEmptyTags": st.booleans(),
+            }
+        ),
+        "Service": objects(
+            {
+                "Service": st.sampled_from(["web", "", "${name.full}", "${match(1)}", "${nope}"]),
+                "Tags": st.lists(st.sampled_from(["v1", "!v1", "", "${name.suffix}"]), max_size=3),
+                "OnlyPassing": st.booleans(),
+                "Near": st.sampled_from(["", "_agent", "node1"]),
+                "NodeMeta": st.dictionaries(names, names, max_size=2),
+                "Failover": objects(
+                    {
+                        "NearestN": st.integers(-5, 5),
+                        "Datacenters": st.lists(names, max_size=2),
+                    }
+                ),
+            }
+        ),
+        "DNS": objects({"TTL": durations}),
+    }
+)
+
 # PUT /v1/txn: a list of operations, each an object with one (or some) of the kinds.
 kv_verbs = st.sampled_from(
     ["set", "cas", "get", "get-tree", "check-index", "check-not-exists", "delete", "delete-tree",

@@ -153,6 +153,14 @@ def test_ca_configuration(target: Target, body: bytes) -> None:
 
 
 @FUZZ
+@given(body=fs.bodies(fs.prepared_queries))
+def test_prepared_query_write(target: Target, body: bytes) -> None:
+    check_body(target, "POST", "/v1/query", body)
+    status, answer = target.check("GET", "/v1/query/fuzz-name/execute")
+    assert status in (200, 404), answer
+
+
+@FUZZ
 @given(body=fs.txn_bodies)
 def test_txn(target: Target, body: bytes) -> None:
     check_body(target, "PUT", "/v1/txn", body)

@@ -54,6 +54,8 @@ def test_index_is_a_uint64(target: Target, path: str, index: str) -> None:
     status, answer = target.check("GET", path, query=[("index", index), ("wait", "10ms")])
     if index and not is_uint64(index):
         assert (status, answer) == (400, b"Invalid index")
+    elif path == "/v1/kv/":
+        assert (status, answer) == (400, b"Missing key name")  # no key, no ?recurse
     else:
         assert status in (200, 404), answer
 
@@ -62,7 +64,10 @@ def test_index_is_a_uint64(target: Target, path: str, index: str) -> None:
 @given(path=READS, wait=fs.durations)
 def test_wait_is_a_go_duration(target: Target, path: str, wait: str) -> None:
     status, answer = target.check("GET", path, query=[("wait", wait)])
-    assert status in (200, 404) or (status, answer) == (400, b"Invalid wait time"), answer
+    refusals = [(400, b"Invalid wait time")]
+    if path == "/v1/kv/":
+        refusals.append((400, b"Missing key name"))  # no key, no ?recurse
+    assert status in (200, 404) or (status, answer) in refusals, answer
 
 
 @FUZZ

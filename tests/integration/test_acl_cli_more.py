@@ -154,6 +154,78 @@ def test_token_update_appends_roles_and_identities(agent: AgentProcess) -> None:
     assert len(again["Roles"]) == 1  # already linked: not added twice
 
 
+def test_token_update_merge_flags_add_where_plain_flags_replace(agent: AgentProcess) -> None:
+    cli_json(
+        agent,
+        "acl",
+        "policy",
+        "create",
+        "-name",
+        "merge-a",
+        "-rules",
+        'key "a" { policy = "read" }',
+    )
+    cli_json(
+        agent,
+        "acl",
+        "policy",
+        "create",
+        "-name",
+        "merge-b",
+        "-rules",
+        'key "b" { policy = "read" }',
+    )
+    token = cli_json(
+        agent,
+        "acl",
+        "token",
+        "create",
+        "-policy-name",
+        "merge-a",
+        "-service-identity",
+        "web",
+        "-node-identity",
+        "n1:dc1",
+    )
+    accessor = token["AccessorID"]
+    merged = cli_json(
+        agent,
+        "acl",
+        "token",
+        "update",
+        "-id",
+        accessor,
+        "-datacenter",
+        "dc1",
+        "-merge-policies",
+        "-policy-name",
+        "merge-b",
+        "-merge-service-identities",
+        "-service-identity",
+        "api",
+        "-merge-node-identities",
+        "-node-identity",
+        "n2:dc1",
+    )
+    assert sorted(p["Name"] for p in merged["Policies"]) == ["merge-a", "merge-b"]
+    assert [s["ServiceName"] for s in merged["ServiceIdentities"]] == ["web", "api"]
+    assert [n["NodeName"] for n in merged["NodeIdentities"]] == ["n1", "n2"]
+    replaced = cli_json(
+        agent,
+        "acl",
+        "token",
+        "update",
+        "-id",
+        accessor,
+        "-policy-name",
+        "merge-a",
+        "-service-identity",
+        "db",
+    )
+    assert [p["Name"] for p in replaced["Policies"]] == ["merge-a"]
+    assert [s["ServiceName"] for s in replaced["ServiceIdentities"]] == ["db"]
+
+
 def test_meta_shows_hash_and_indexes(agent: AgentProcess) -> None:
     code, out, err = cli(agent, "acl", "policy", "read", "-id", "global-management", "-meta")
     assert code == 0, err
@@ -239,6 +311,9 @@ def test_refused_reads_and_deletes_quote_the_id(agent: AgentProcess) -> None:
     code, _, err = cli(agent, "acl", "policy", "delete", "-id", GLOBAL_MANAGEMENT)
     assert code == 1
     assert err.startswith(f'Error deleting policy "{GLOBAL_MANAGEMENT}": '), err
+    # A missing role is the API's bare 404; the CLI says so in Consul's words.
+    code, _, err = cli(agent, "acl", "role", "read", "-name", "no-such-role")
+    assert (code, err) == (1, 'Role not found with name "no-such-role"\n')
 
 
 # ----- policies ------------------------------------------------------------------------

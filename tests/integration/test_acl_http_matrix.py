@@ -60,6 +60,7 @@ event_prefix "" {{ policy = "{p}" }}
 session_prefix "" {{ policy = "{p}" }}
 operator = "{p}"
 keyring = "{p}"
+query_prefix "" {{ policy = "{p}" }}
 """
 # Sees one of each kind of row: the "web" service and its check, the "deploy"
 # event, keys under pub/, and no node at all (so every member is hidden).
@@ -199,6 +200,7 @@ def _seed(m: Matrix) -> None:
     m.ok("PUT", "/v1/connect/intentions/exact?source=api&destination=web", {"Action": "deny"})
     role = m.ok("PUT", "/v1/acl/role", {"Name": "matrix-role"})
     policy = m.ok("PUT", "/v1/acl/policy", {"Name": "matrix-policy", "Rules": ""})
+    query = m.ok("POST", "/v1/query", {"Name": "matrix-query", "Service": {"Service": "web"}})
     session = m.ok("PUT", "/v1/session/create", {"Node": NODE, "NodeChecks": []})
     m.values.update(
         session_id=str(session["ID"]),
@@ -207,6 +209,7 @@ def _seed(m: Matrix) -> None:
         policy_id=str(policy["ID"]),
         node=NODE,
         intention_id=str(created["ID"]),
+        query_id=str(query["ID"]),
     )
     # Wait until anti-entropy put the local services into the catalog.
     wait_for(lambda: "web" in m.ok("GET", "/v1/catalog/services"), 10.0)
@@ -303,6 +306,18 @@ def _victim_intention(m: Matrix) -> None:
     )
     m.values.update(victim_source=source, victim_intention=str(created["ID"]))
 
+
+def _victim_query(m: Matrix) -> None:
+    """A named query to change or delete (the last one goes first: names are unique)."""
+    previous = m.values.pop("victim_query", None)
+    if previous is not None:
+        m.call("DELETE", f"/v1/query/{previous}")
+    created = m.ok("POST", "/v1/query", {"Name": "victim-query", "Service": {"Service": "web"}})
+    m.values["victim_query"] = str(created["ID"])
+
+
+# A coordinate as an agent sends it (8 dimensions, seconds).
+COORD = {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1.0e-5}
 
 S = Sample
 
@@ -406,6 +421,27 @@ SAMPLES: list[Sample] = [
     C("DELETE", "/v1/connect/intentions/{id}", "/v1/connect/intentions/{victim_intention}",
       "write", setup=_victim_intention, denies=WEB_INTENTIONS_WRITE),
     S("GET", "/v1/status/peers", "/v1/status/peers", "none"),
+    # prepared queries: query rules on the name (server/query_endpoints.py);
+    # executing needs no right on the query (its rows are filtered)
+    C("POST", "/v1/query", "/v1/query", "write",
+      {"Name": "m-{caller}", "Service": {"Service": "web"}}, denies=_on("query:write", "m-read")),
+    C("GET", "/v1/query", "/v1/query", "list"),
+    C("GET", "/v1/query/{id}", "/v1/query/{query_id}", "read",
+      denies=_on("query:read", "matrix-query")),
+    C("PUT", "/v1/query/{id}", "/v1/query/{victim_query}", "write",
+      {"Name": "victim-query", "Service": {"Service": "db"}}, setup=_victim_query,
+      denies=_on("query:write", "victim-query")),
+    C("DELETE", "/v1/query/{id}", "/v1/query/{victim_query}", "write", setup=_victim_query,
+      denies=_on("query:write", "victim-query")),
+    C("GET", "/v1/query/{id}/execute", "/v1/query/matrix-query/execute", "none"),
+    C("GET", "/v1/query/{id}/explain", "/v1/query/matrix-query/explain", "read",
+      denies=_on("query:read", "matrix-query")),
+    # network coordinates: rows by node:read, an update needs node:write
+    S("GET", "/v1/coordinate/nodes", "/v1/coordinate/nodes", "list"),
+    S("GET", "/v1/coordinate/node/{node}", "/v1/coordinate/node/{node}", "list"),
+    C("GET", "/v1/coordinate/datacenters", "/v1/coordinate/datacenters", "none"),
+    C("PUT", "/v1/coordinate/update", "/v1/coordinate/update", "write",
+      {"Node": NODE, "Coord": COORD}, denies=_on("node:write", NODE)),
     # KV
     S("GET", "/v1/kv/{key}", "/v1/kv/pub/a", "read"),
     S("PUT", "/v1/kv/{key}", "/v1/kv/matrix/key", "write", b"v"),
@@ -440,7 +476,17 @@ SAMPLES: list[Sample] = [
     S("PUT", "/v1/agent/check/fail/{check_id}", "/v1/agent/check/fail/ttl-db", "write"),
     S("PUT", "/v1/agent/check/update/{check_id}", "/v1/agent/check/update/ttl-web", "write",
       {"Status": "passing", "Output": "ok"}),
-    S("PUT", "/v1/agent/maint", "/v1/agent/maint?enable=false", "write"),
+    S("PUT", "/v1/agent/maintenance", "/v1/agent/maintenance?enable=false", "write"),
+    # A bad level: the rule is checked first, an allowed caller then gets the 400.
+    S("GET", "/v1/agent/monitor", "/v1/agent/monitor?loglevel=bogus", "read"),
+    # A stream that never ends for an allowed caller: only refusals are tried.
+    S("GET", "/v1/agent/metrics/stream", "/v1/agent/metrics/stream", "read", destructive=True),
+    S("GET", "/v1/agent/host", "/v1/agent/host", "read"),
+    S("GET", "/v1/agent/version", "/v1/agent/version", "none"),
+    S("GET", "/v1/agent/health/service/name/{name}", "/v1/agent/health/service/name/web",
+      "read"),
+    S("GET", "/v1/agent/health/service/id/{service_id}", "/v1/agent/health/service/id/web",
+      "read"),
     S("PUT", "/v1/agent/reload", "/v1/agent/reload", "write"),
     S("PUT", "/v1/agent/leave", "/v1/agent/leave", "write", destructive=True),
     S("GET", "/v1/agent/metrics", "/v1/agent/metrics", "read"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import socket
@@ -72,16 +73,17 @@ class Demo:
         return code
 
 
-async def start_demo(*args: str) -> Demo:
+async def start_demo(*args: str, env: dict[str, str] | None = None) -> Demo:
+    listen = [] if env and "LISTEN_ADDR" in env else ["-listen", "127.0.0.1:0"]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "proconsul",
         "demo",
         "service",
-        "-listen",
-        "127.0.0.1:0",
+        *listen,
         *args,
+        env={**os.environ, **(env or {})},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -106,8 +108,8 @@ async def start_demo(*args: str) -> Demo:
 async def demos() -> AsyncIterator[Callable[..., Any]]:
     started: list[Demo] = []
 
-    async def launch(*args: str) -> Demo:
-        demo = await start_demo(*args)
+    async def launch(*args: str, env: dict[str, str] | None = None) -> Demo:
+        demo = await start_demo(*args, env=env)
         started.append(demo)
         return demo
 
@@ -174,6 +176,29 @@ async def test_upstream_response_is_nested(
     assert nested["name"] == "api"
     assert nested["body"] == "api says hi"
     assert nested["code"] == 200
+
+
+async def test_fake_service_environment_variables(
+    demos: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    """A unit file written for fake-service (its NAME, MESSAGE, ...) runs as is."""
+    api = await demos("-name", "api")
+    port = closed_port()
+    web = await demos(
+        env={
+            "NAME": "web",
+            "MESSAGE": "from env",
+            "LISTEN_ADDR": f"127.0.0.1:{port}",
+            "UPSTREAM_URIS": f"{api.url}, {api.url}/again",
+        }
+    )
+    assert web.url == f"http://127.0.0.1:{port}"
+    code, body = await get_json(http, web.url + "/")
+    assert code == 200 and body["name"] == "web" and body["body"] == "from env"
+    assert sorted(body["upstream_calls"]) == [api.url, f"{api.url}/again"]
+    flagged = await demos("-name", "flagged", env={"NAME": "ignored"})
+    _, body = await get_json(http, flagged.url + "/")
+    assert body["name"] == "flagged"  # a flag beats its variable
 
 
 async def test_upstream_without_scheme_and_chain(

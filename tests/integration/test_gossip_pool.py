@@ -316,6 +316,10 @@ def test_force_leave_turns_a_failed_member_left_and_join_brings_it_back(
 ) -> None:
     n4, n1 = pool["n4"], pool["n1"]
     others = [x for x in pool.members if x is not n4]
+    # A live member is not removed (Consul's documented force-leave): it stays alive.
+    live = cli(n1, "force-leave", "n3")
+    assert (live.returncode, live.stdout) == (0, ""), live.stderr
+    pool.all_alive(5)
     pool.kill(n4)
     pool.wait_statuses({"n4": "failed"}, detection_bound(pool.params, 5), viewers=others)
     unknown = cli(n1, "force-leave", "nobody")

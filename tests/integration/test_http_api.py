@@ -125,7 +125,7 @@ def test_maintenance_mode(dev_agent: AgentProcess) -> None:
     wait_for(lambda: dev_agent.get_json("/v1/health/service/web?passing") == [])
     assert dev_agent.request("PUT", "/v1/agent/service/maintenance/web?enable=false")[0] == 200
     wait_for(lambda: dev_agent.get_json("/v1/health/service/web?passing"))
-    assert dev_agent.request("PUT", "/v1/agent/maint?enable=true&reason=upgrade")[0] == 200
+    assert dev_agent.request("PUT", "/v1/agent/maintenance?enable=true&reason=upgrade")[0] == 200
     checks = dev_agent.get_json("/v1/agent/checks")
     assert checks["_node_maintenance"]["Notes"] == "upgrade"
     wait_for(lambda: dev_agent.get_json("/v1/health/service/web?passing") == [])

@@ -252,22 +252,27 @@ async def wait_for_async_result(make: Any, good: Any, deadline_s: float = 10.0) 
 
 def client_context(ca: MeshCA, service: str) -> ssl.SSLContext:
     leaf = ca.issue(service)
+    return pem_context(leaf.cert_pem, leaf.key_pem)
+
+
+def pem_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
+    """A client context presenting this certificate (it checks no server)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     fd, path = tempfile.mkstemp()
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(leaf.cert_pem + leaf.key_pem)
+            handle.write(cert_pem + key_pem)
         context.load_cert_chain(path)
     finally:
         os.unlink(path)
     return context
 
 
-def raw_exchange(port: int, context: ssl.SSLContext | None) -> bytes:
+def raw_exchange(port: int, context: ssl.SSLContext | None, host: str = "127.0.0.1") -> bytes:
     """GET / on the public listener; what came back before the close ("" if nothing)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+    with socket.create_connection((host, port), timeout=5) as plain:
         try:
             sock = context.wrap_socket(plain) if context is not None else plain
             sock.sendall(b"GET / HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n")

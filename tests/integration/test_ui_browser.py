@@ -1,6 +1,6 @@
 """The web UI in headless Chromium against 1 server + 2 clients with ACLs (default deny).
 
-The cluster is the walkthrough's mesh cluster (tests/integration/test_walkthrough_mesh.py:
+The cluster is the walkthrough's mesh cluster (tests/walkthrough_cluster.py:
 gossip key, TLS, auto_encrypt, ACLs) with `ui_config { enabled = true }` on the
 server, whose UI the browser opens. `api` runs on client 1 and `web` (upstream
 api) on client 2, each a `proconsul demo service` with an HTTP check every second.
@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 from tests.agent_process import free_port, proconsul_cmd, start_agent, wait_for
-from tests.integration.test_walkthrough_mesh import CLIENT_1, CLIENT_2, MGMT, SERVER, Mesh
+from tests.walkthrough_cluster import CLIENT_1, CLIENT_2, MGMT, SERVER, Mesh
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

@@ -24,11 +24,7 @@ as the walkthrough runs `consul`:
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -40,198 +36,27 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from tests.ads_client import SotwEnvoy, expect_status, node, sotw_bring_up
-from tests.agent_process import free_port, proconsul_cmd, wait_for, wait_for_async
-from tests.gossip_agents import GossipPool, Member
-from tests.integration.test_auto_encrypt_builtin_ca import make_certs, walkthrough_configs
+from tests.agent_process import wait_for, wait_for_async
 from tests.integration.test_connect_envoy import strict_bootstrap
+from tests.walkthrough_cluster import (
+    CLIENT_1,
+    CLIENT_2,
+    DEADLINE_S,
+    Mesh,
+    running_mesh,
+    service_file,
+)
 
 from proconsul.xds.common import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, SECRET_TYPE
 
-MGMT = "0aa0c000-0000-4000-8000-0000000000a7"
-DEADLINE_S = 30.0
 CHANGE_S = 5.0
 BASE = 176  # consul-server-1, consul-client-1, consul-client-2: 127.0.0.176-178
-SERVER, CLIENT_1, CLIENT_2 = "consul-server-1", "consul-client-1", "consul-client-2"
-ACL = 'acl {{\n  enabled = true\n  default_policy = "deny"\n  tokens {{\n{tokens}  }}\n}}\n'
-PROXY_DEFAULTS = """config_entries {
-  bootstrap = [
-    {
-      kind = "proxy-defaults"
-      name = "global"
-      config {
-        protocol = "http"
-      }
-    }
-  ]
-}
-"""
-API_FILE = """service {{
-  name = "api"
-  port = 8080
-  tags = ["fake-service-api"]
-  token = "{token}"
-  connect {{
-    sidecar_service{{
-      port = 20000
-      check {{
-        name = "API Connect Envoy Sidecar"
-        tcp = "127.0.0.1:20000"
-        interval = "10s"
-        timeout = "1s"
-      }}
-    }}
-  }}
-  checks = [
-    {{
-      id = "api_check"
-      name = "Check API health 8080"
-      service_id = "api"
-      http = "http://localhost:8080/health"
-      method = "GET"
-      interval = "10s"
-      timeout = "1s"
-      success_before_passing = 3
-      failures_before_critical = 3
-    }}
-  ]
-}}
-"""
-WEB_FILE = """service {{
-  name = "web"
-  port = 8080
-  tags = ["fake-service-web"]
-  token = "{token}"
-  connect {{
-    sidecar_service{{
-      port = 20000
-      check {{
-        name = "API Connect Envoy Sidecar"
-        tcp = "127.0.0.1:20000"
-        interval = "10s"
-        timeout = "1s"
-      }}
-      proxy {{
-        upstreams = [
-          {{
-            destination_name = "api"
-            local_bind_port = 8081
-          }}
-        ]
-      }}
-    }}
-  }}
-  checks = [
-    {{
-      id = "web_check"
-      name = "Check WEB health 8080"
-      service_id = "web"
-      http = "http://localhost:8080/health"
-      method = "GET"
-      interval = "10s"
-      timeout = "1s"
-      success_before_passing = 3
-      failures_before_critical = 3
-    }}
-  ]
-}}
-"""
-
-
-class Mesh:
-    def __init__(self, tmp: Path, base: int = BASE) -> None:
-        self.tmp = tmp
-        self.pool = GossipPool(tmp / "agents", 3, base=base)
-        for member, name in zip(self.pool.members, (SERVER, CLIENT_1, CLIENT_2), strict=True):
-            member.args[member.args.index(member.name)] = name
-            member.name = name
-        self.grpc_ports = {m.name: free_port() for m in self.pool.members}
-        self.tokens: dict[str, str] = {}
-
-    def configure(self) -> None:
-        certs = self.tmp / "certs"
-        make_certs(certs)
-        server_hcl, client_hcl = walkthrough_configs(certs)
-        key = subprocess.run(
-            proconsul_cmd("keygen"), check=True, capture_output=True, text=True
-        ).stdout.strip()
-        for member in self.pool.members:
-            hcl = [
-                f'encrypt = "{key}"',
-                "encrypt_verify_incoming = true\nencrypt_verify_outgoing = true",
-                f"ports {{\n  grpc = {self.grpc_ports[member.name]}\n}}",
-            ]
-            if member.name == SERVER:
-                hcl += [
-                    server_hcl,
-                    PROXY_DEFAULTS,
-                    ACL.format(tokens=f'    initial_management = "{MGMT}"\n    agent = "{MGMT}"\n'),
-                ]
-                member.args += ["-server", "-bootstrap-expect", "1"]
-                member.args += ["-server-port", str(free_port(member.ip))]
-                member.args += ["-hcl", "performance { raft_multiplier = 1 }"]
-            else:
-                hcl += [client_hcl, ACL.format(tokens=f'    agent = "{MGMT}"\n')]
-            config_dir = self.config_dir(member)
-            config_dir.mkdir(parents=True)
-            (config_dir / "agent.hcl").write_text("\n".join(hcl) + "\n")
-            member.args += ["-grpc-port", str(self.grpc_ports[member.name])]
-            member.args += ["-config-dir", str(config_dir)]
-
-    def config_dir(self, member: Member) -> Path:
-        return self.tmp / "config" / member.name
-
-    def start(self) -> None:
-        self.start_server()
-        for name in (CLIENT_1, CLIENT_2):
-            self.pool.start(self.pool[name])
-        for name in (CLIENT_1, CLIENT_2):
-            wait_for(
-                lambda n=name: (
-                    "auto_encrypt: got a client certificate"  # type: ignore[misc]
-                    in self.pool[n].running.log_text()
-                ),
-                DEADLINE_S,
-            )
-
-    def start_server(self) -> None:
-        self.pool.start(self.pool[SERVER])
-        wait_for(lambda: self.pool[SERVER].running.get_json("/v1/status/leader"), DEADLINE_S)
-
-    def cli(self, *args: str, agent: str = SERVER, token: str = MGMT) -> str:
-        env = {
-            **os.environ,
-            "CONSUL_HTTP_ADDR": self.pool[agent].running.http_addr,
-            "CONSUL_HTTP_TOKEN": token,
-        }
-        done = subprocess.run(
-            proconsul_cmd(*args), capture_output=True, text=True, env=env, timeout=30
-        )
-        assert done.returncode == 0, (args, done.stdout, done.stderr)
-        return done.stdout
-
-    def get(self, path: str, agent: str = SERVER) -> Any:
-        status, _, body = self.pool[agent].running.request(
-            "GET", path, headers={"X-Consul-Token": MGMT}
-        )
-        assert status == 200, (path, status, body)
-        return json.loads(body)
-
-    def ip(self, name: str) -> str:
-        return self.pool[name].ip
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    cluster = Mesh(tmp_path_factory.mktemp("walkthrough-mesh"))
-    cluster.configure()
-    try:
-        cluster.start()
+    with running_mesh(tmp_path_factory.mktemp("walkthrough-mesh"), BASE) as cluster:
         yield cluster
-    finally:
-        for name in (CLIENT_2, CLIENT_1, SERVER):  # clients first: their watches need the server
-            cluster.pool.stop(cluster.pool[name])
-    for member in cluster.pool.members:
-        assert "Traceback" not in member.running.log_text()
 
 
 @pytest.fixture
@@ -265,16 +90,9 @@ async def next_listeners(envoy: SotwEnvoy) -> dict[str, Any]:
 
 def test_1_sidecars_are_registered_with_consuls_fields(mesh: Mesh) -> None:
     for name in ("api", "web"):
-        out = mesh.cli("acl", "token", "create", "-service-identity", name)
-        mesh.tokens[name] = next(
-            line.split()[-1] for line in out.splitlines() if line.startswith("SecretID:")
-        )
-    for name, text in ((CLIENT_1, API_FILE), (CLIENT_2, WEB_FILE)):
-        service = "api" if name == CLIENT_1 else "web"
-        path = mesh.config_dir(mesh.pool[name]) / f"{service}.hcl"
-        path.write_text(text.format(token=mesh.tokens[service]))
-        path.chmod(0o600)  # it holds a token
-        mesh.cli("reload", agent=name)
+        mesh.create_service_token(name)
+    for name, service in ((CLIENT_1, "api"), (CLIENT_2, "web")):
+        mesh.add_service_file(name, f"{service}.hcl", service_file(service, mesh.tokens[service]))
 
     def sidecar(service: str) -> dict[str, Any] | None:
         rows = mesh.get(f"/v1/catalog/service/{service}-sidecar-proxy")

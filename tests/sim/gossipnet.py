@@ -55,6 +55,10 @@ class NetConfig:
     tcp_delay: float = 0.002
     # Fraction of streams that fail (connect timeout or reset) on a bad network.
     tcp_failure: float = 0.0
+    # One-way delay between two members by name (a modelled topology); when
+    # set it replaces delay_min..delay_max, with up to `jitter` of it added.
+    latency: Callable[[str, str], float] | None = None
+    jitter: float = 0.05
 
 
 @dataclass
@@ -347,7 +351,10 @@ class Simulation:
             return
         copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
         for _ in range(copies):
-            delay = net.delay_min + (net.delay_max - net.delay_min) * rng.random()
+            if net.latency is not None:
+                delay = net.latency(src.name, dst.name) * (1.0 + net.jitter * rng.random())
+            else:
+                delay = net.delay_min + (net.delay_max - net.delay_min) * rng.random()
             self._push(self.now + delay, _UDP, dst.name, src.addr, packet)
 
     def _on_udp(self, dst_name: str, src_addr: Address, packet: bytes) -> None:

@@ -74,7 +74,7 @@ def test_consul_required_acls_for_agent_endpoints() -> None:
         ("GET", "/v1/agent/self"): ("agent", "read"),
         ("PUT", "/v1/agent/reload"): ("agent", "write"),
         ("PUT", "/v1/agent/force-leave/{node}"): ("operator", "write"),
-        ("PUT", "/v1/agent/maint"): ("node", "write"),
+        ("PUT", "/v1/agent/maintenance"): ("node", "write"),
         ("PUT", "/v1/agent/token/{kind}"): ("acl", "write"),
         ("GET", "/v1/operator/keyring"): ("keyring", "read"),
         ("DELETE", "/v1/operator/raft/peer"): ("operator", "write"),

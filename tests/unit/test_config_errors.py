@@ -68,7 +68,7 @@ CASES = [
     (
         "bad.hcl",
         'check { name = "c" }\n',
-        "bad.hcl: check: a check needs one of http, tcp, ttl or alias_service",
+        "bad.hcl: check: a check needs one of args, http, tcp, grpc, h2ping, ttl or alias_service",
     ),
     (
         "bad.hcl",

@@ -69,6 +69,8 @@ def lookup(name: str, qtype: int = core.A, settings: DnsSettings = S) -> core.Lo
         ("web.service.consul", core.SOA, core.NameserverLookup("consul.", core.SOA)),
         ("consul", core.NS, core.NameserverLookup("consul.", core.NS)),
         ("example.com", core.A, core.Recurse()),
+        ("web.query.consul", core.A, core.QueryLookup("web", "consul.")),
+        ("geo-db.query.dc1.consul", core.SRV, core.QueryLookup("geo-db", "consul.")),
         ("1.0.0.10.in-addr.arpa", core.PTR, core.PtrLookup("10.0.0.1")),
     ],
 )
@@ -88,7 +90,7 @@ def test_connect_lookups_depend_on_the_connect_key() -> None:
         "service.consul",
         "web.service.dc2.consul",  # no path to another datacenter
         "web.service.dc1.extra.consul",
-        "web.query.consul",
+        "web.virtual.consul",  # not served yet
         "v1.api.connect.consul",  # .connect takes no tag
         "nothing.consul",
         "zz.addr.dc1.consul",

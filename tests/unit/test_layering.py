@@ -24,7 +24,7 @@ bodies. Why the order is this one:
   sidecar, an xDS client) sits with them: it needs only the Envoy protos.
 - `server` serves the endpoints, ACLs and Raft over `rpc` and `state`.
 - `agent` wires servers, clients, HTTP, DNS and gossip together.
-- `cli` and `demo` (the verbs) and `__main__` are the top.
+- `cli`, `demo` and `lab` (the verbs) and `__main__` are the top.
 
 A new package fails `test_every_package_has_a_layer` until it is placed here.
 """
@@ -43,13 +43,13 @@ TOP = "proconsul"
 LAYERS: list[tuple[str, ...]] = [
     ("proconsul", "fileio"),
     ("structs", "tls"),
-    ("config", "acl", "connect", "dns", "gossip", "raft"),
+    ("config", "acl", "connect", "dns", "gossip", "raft", "query"),
     ("state",),
     ("rpc", "checks"),
     ("http", "xds", "proxy"),
     ("server",),
     ("agent",),
-    ("cli", "demo", "__main__"),
+    ("cli", "demo", "lab", "__main__"),
 ]
 LEVEL = {package: level for level, packages in enumerate(LAYERS) for package in packages}
 

@@ -18,6 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from tests.unit.test_xds_translate import INTENTION_TABLE, REQUESTS
 from tests.xds_helpers import (
     SHAPING_ENTRIES,
+    SHAPING_RESOLVER,
     TRUST_DOMAIN,
     entries,
     instance,
@@ -35,11 +36,13 @@ from proconsul.proxy.config import (
     ClusterConfig,
     Endpoint,
     Outlier,
+    SecretConfig,
     Unsupported,
     parse_resources,
 )
 from proconsul.proxy.matchers import RequestView
 from proconsul.proxy.rbac import compile_rbac
+from proconsul.proxy.tls import ServerContext
 from proconsul.xds.common import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -239,15 +242,7 @@ def test_path_prefix_exact_and_regex_matches() -> None:
     }
     chain = entries(
         {"Kind": "service-defaults", "Name": "api", "Protocol": "http"},
-        {
-            "Kind": "service-resolver",
-            "Name": "api",
-            "DefaultSubset": "v1",
-            "Subsets": {
-                "v1": {"Filter": "Service.Meta.version == v1"},
-                "v2": {"Filter": "Service.Meta.version == v2"},
-            },
-        },
+        SHAPING_RESOLVER,
         raw,
     )
     resources = translate(snapshot(CA, "web", upstreams=[upstream("api", 8081, chain)]))
@@ -317,3 +312,15 @@ def test_circuit_breaker_limits_from_the_cluster() -> None:
     balancer.connections, balancer.pending = 0, 1
     assert balancer.may_connect() and not balancer.may_queue()
     assert Balancer(limited, ()).pick(0.0) is None  # no endpoint: no healthy upstream
+
+
+def test_a_server_context_takes_several_new_roots_at_once() -> None:
+    """A root rotation adds the new root and its cross-signed copy in one update."""
+    old, new, cross = mesh_ca(seed=1), mesh_ca(seed=2), mesh_ca(seed=3)
+    leaf = old.leaf("api")
+    leaf_secret = SecretConfig(name="leaf:api", cert_pem=leaf.cert_pem, key_pem=leaf.key_pem)
+    before = SecretConfig(name="roots", roots_pem=old.cert_pem)
+    context = ServerContext(leaf_secret, before, require_client_cert=True)
+    after = SecretConfig(name="roots", roots_pem=old.cert_pem + new.cert_pem + cross.cert_pem)
+    assert context.refresh(leaf_secret, after)
+    assert len(context.context.get_ca_certs()) == 3

@@ -25,6 +25,7 @@ CORE_PACKAGES: dict[str, set[str]] = {
     "raft": {"storage", "transport", "adapter"},
     "dns": {"server"},
     "connect": set(),
+    "query": set(),
 }
 CORE_MODULES = [
     "checks/status.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import tarfile
+import zlib
 
 import pytest
 
@@ -61,6 +62,13 @@ def _retar(archive: bytes, change: dict[str, bytes | None]) -> bytes:
     return gzip.compress(out.getvalue())
 
 
+def _inflates_the_same(damaged: bytes, archive: bytes) -> bool:
+    try:
+        return gzip.decompress(damaged) == gzip.decompress(archive)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
 def test_corrupt_archives_are_refused_saying_what_failed() -> None:
     state = _state()
     archive = build_archive(state, index=4, term=2, now_ms=1)
@@ -81,5 +89,7 @@ def test_corrupt_archives_are_refused_saying_what_failed() -> None:
     for position in [0, *range(10, len(archive), max(1, len(archive) // 40))]:
         damaged = bytearray(archive)
         damaged[position] ^= 0x40
+        if _inflates_the_same(bytes(damaged), archive):
+            continue  # a bit deflate never reads (block padding): nothing was damaged
         with pytest.raises(SnapshotError):
             read_archive(bytes(damaged))

@@ -37,12 +37,15 @@ from proconsul.agent.anti_entropy import AntiEntropy
 from proconsul.agent.central_config import CentralConfig
 from proconsul.agent.client_delegate import ClientDelegate
 from proconsul.agent.client_rpc import NoServersError
+from proconsul.agent.coordinate_sync import run_coordinate_sync
 from proconsul.agent.delegate import Delegate
 from proconsul.agent.dns_setup import DnsHandle, start_dns
 from proconsul.agent.gossip_setup import GossipHandle, PoolIdentity, start_gossip
 from proconsul.agent.http_listeners import HTTPListener, start_listener
 from proconsul.agent.leaf_certs import SIGN_TIMEOUT_S, LeafCerts
 from proconsul.agent.local_state import LocalState
+from proconsul.agent.logs import JSONFormatter, TextFormatter
+from proconsul.agent.persisted import PersistedRegistrations
 from proconsul.agent.proxycfg import CONNECT_PROXY, ProxyCfgDeps, ProxyConfigManager
 from proconsul.agent.service_def import CheckSpec, build_check, maintenance_check
 from proconsul.agent.sidecar import Registration, build_registrations, sidecar_id
@@ -93,6 +96,32 @@ log = logging.getLogger("proconsul.agent")
 
 _REAP_INTERVAL_S = 1.0
 
+SCRIPTS_OFF_REMOTE = (
+    "Scripts are disabled on this agent from remote calls; "
+    "to enable, configure 'enable_script_checks' to true"
+)
+SCRIPTS_OFF_LOCAL = (
+    "Scripts are disabled on this agent; "
+    "to enable, configure 'enable_script_checks' or 'enable_local_script_checks' to true"
+)
+
+
+def is_maintenance(check_id: str) -> bool:
+    return check_id == NODE_MAINT_CHECK_ID or check_id.startswith(SERVICE_MAINT_PREFIX)
+
+
+def vet_scripts(specs: list[CheckSpec], config: RuntimeConfig, *, remote: bool) -> None:
+    """Consul's gate on script checks (`args`): off by default; from the HTTP API
+    only with enable_script_checks, from config files with either setting."""
+    if not any(spec.definition.script_args for spec in specs):
+        return
+    if config.enable_script_checks:
+        return
+    if remote:
+        raise ValueError(SCRIPTS_OFF_REMOTE)
+    if not config.enable_local_script_checks:
+        raise ValueError(SCRIPTS_OFF_LOCAL)
+
 
 __all__ = ["Agent", "NoServersError"]
 
@@ -122,6 +151,8 @@ class Agent:
             check_update_interval_s=float(config.check_update_interval),
         )
         self.sources = Sources()
+        # API registrations kept across restarts (agent/persisted.py); not in -dev.
+        self.persisted = PersistedRegistrations("" if config.dev_mode else config.data_dir)
         # Sidecar ID -> its parent's ID, for the sidecars this agent expanded:
         # removing the parent removes them (Consul's LocallyRegisteredAsSidecar).
         self.sidecar_parents: dict[str, str] = {}
@@ -223,6 +254,7 @@ class Agent:
                 "ACLs on" if self.config.acl.enabled else "no ACLs",
             )
         self._apply_config_definitions(self.config)
+        self._restore_persisted()
         await self.delegate.start()
         self.gossip = await start_gossip(
             self.config,
@@ -252,6 +284,20 @@ class Agent:
             log.info("agent: started HTTP server on %s", listener.display)
         self._tasks.append(asyncio.create_task(self.anti_entropy.run(), name="anti-entropy"))
         self._tasks.append(asyncio.create_task(self._reap_critical(), name="reaper"))
+        gossip = self.gossip
+        self._tasks.append(
+            asyncio.create_task(
+                run_coordinate_sync(
+                    self.node_name,
+                    gossip.coordinate,
+                    gossip.member_count,
+                    self.rpc_write,
+                    lambda: self.tokens.agent,
+                    self.rng,
+                ),
+                name="coordinate-sync",
+            )
+        )
         for monitor in self.monitors.values():
             monitor.start()
         log.info(
@@ -408,6 +454,9 @@ class Agent:
                     f"ServiceID {service_id!r} does not exist (check {spec.row.check_id!r})"
                 )
             wanted_checks[spec.row.check_id] = spec
+        vet_scripts(list(wanted_checks.values()), config, remote=False)
+        for registration in wanted_services.values():
+            vet_scripts(registration.checks, config, remote=False)
         for service_id in self.sources.services - set(wanted_services):
             self._remove_service(service_id)
         for check_id in self.sources.checks - set(wanted_checks):
@@ -420,6 +469,52 @@ class Agent:
         self.sources.checks = set(wanted_checks) | {
             spec.row.check_id for r in wanted_services.values() for spec in r.checks
         }
+
+    def _restore_persisted(self) -> None:
+        """Bring back what was registered over the API before the last stop;
+        a config file's service or check of the same ID wins."""
+        loaded = self.persisted.load()
+        for item in loaded.services:
+            service = item.service
+            if service.id in self.sources.services:
+                continue
+            self._add_service(service, [], item.token, replace_existing_checks=False)
+            if item.sidecar_for:
+                self.sidecar_parents[service.id] = item.sidecar_for
+        for check in loaded.checks:
+            row = check.check
+            if row.check_id in self.sources.checks:
+                continue
+            if row.service_id and self.local.service(row.service_id) is None:
+                log.warning(
+                    "agent: persisted check for a service that is gone, purged: check=%s",
+                    row.check_id,
+                )
+                self.persisted.remove_check(row.check_id)
+                continue
+            if is_maintenance(row.check_id):
+                # Maintenance mode survives a restart, as in Consul; it has no monitor.
+                spec = CheckSpec(row=row, definition=check.definition, token=check.token)
+                self.local.add_check(spec, time.monotonic(), keep_status=False)
+                continue
+            if check.definition.ttl is None:
+                # Only a TTL check keeps its last status; others start over.
+                row = msgspec.structs.replace(
+                    row, status=check.definition.status or "critical", output=""
+                )
+            try:
+                spec = CheckSpec(row=row, definition=check.definition, token=check.token)
+                vet_scripts([spec], self.config, remote=True)
+                self._add_check(spec)
+            except ValueError as exc:
+                log.error("agent: persisted check %s not restored: %s", row.check_id, exc)
+
+    def _persist_registration(self, registration: Registration) -> None:
+        self.persisted.save_service(
+            registration.service, registration.token, registration.sidecar_for
+        )
+        for spec in registration.checks:
+            self.persisted.save_check(spec.row, spec.definition, spec.token)
 
     def _add_registration(self, registration: Registration, replace_existing_checks: bool) -> None:
         service = registration.service
@@ -477,6 +572,7 @@ class Agent:
 
     def _remove_check(self, check_id: str) -> bool:
         self._stop_monitor(check_id)
+        self.persisted.remove_check(check_id)
         self.sources.checks.discard(check_id)
         return self.local.remove_check(check_id)
 
@@ -485,9 +581,11 @@ class Agent:
         for check_id, check in list(self.local.live_checks().items()):
             if check.service_id == service_id:
                 self._stop_monitor(check_id)
+                self.persisted.remove_check(check_id)
                 self.sources.checks.discard(check_id)
         self.sources.services.discard(service_id)
         self.sidecar_parents.pop(service_id, None)
+        self.persisted.remove_service(service_id)
         self.central.forget(service_id)
         removed = self.local.remove_service(service_id)
         sidecar = sidecar_id(service_id)
@@ -524,9 +622,13 @@ class Agent:
 
     def self_info(self) -> dict[str, Any]:
         found = info.self_info(self)
+        found["Stats"] = info.self_stats(self, self.delegate.self_stats())
         if self.gossip is not None:
             found["Member"] = self.gossip.local_member()
             found["Stats"]["serf_lan"] = self.gossip.serf_stats()
+            coord = self.gossip.coordinate()
+            if coord is not None:
+                found["Coord"] = msgspec.to_builtins(coord)  # Consul's LAN coordinate
         return found
 
     def members(self) -> list[dict[str, Any]]:
@@ -661,10 +763,13 @@ class Agent:
         # A proxy's first central config, briefly awaited; the registrations are
         # built again afterwards, since local services (sidecar ports) may have moved.
         first = self._registrations(definition, self.config, [])
+        for registration in first:
+            vet_scripts(registration.checks, self.config, remote=True)
         await self.central.prime((r.service, r.token) for r in first)
         for registration in self._registrations(definition, self.config, []):
             self.sources.services.discard(registration.service.id)
             self._add_registration(registration, replace_existing_checks)
+            self._persist_registration(registration)
 
     async def deregister_service(self, service_id: str) -> bool:
         return self._remove_service(service_id)
@@ -676,8 +781,10 @@ class Agent:
             if service is None:
                 raise ValueError(f"ServiceID {definition.service_id!r} does not exist")
         spec = build_check(definition, self.node_name, service=service)
+        vet_scripts([spec], self.config, remote=True)
         self.sources.checks.discard(spec.row.check_id)
         self._add_check(spec)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
 
     async def deregister_check(self, check_id: str) -> bool:
         return self._remove_check(check_id)
@@ -693,14 +800,19 @@ class Agent:
         if entry.definition.ttl is None:
             return f'CheckID "{check_id}" does not have associated TTL'
         monitor.set_status(status, output)
+        if check_id not in self.sources.checks:
+            # Kept so that a restart does not flap it (Consul's check state).
+            self.persisted.save_check(entry.check, entry.definition, entry.token)
         return None
 
     def set_node_maintenance(self, enable: bool, reason: str) -> None:
         if not enable:
             self.local.remove_check(NODE_MAINT_CHECK_ID)
+            self.persisted.remove_check(NODE_MAINT_CHECK_ID)
             return
         spec = maintenance_check(self.node_name, reason)
         self.local.add_check(spec, time.monotonic(), keep_status=False)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
 
     def set_service_maintenance(self, service_id: str, enable: bool, reason: str) -> bool:
         service = self.local.service(service_id)
@@ -709,9 +821,11 @@ class Agent:
         check_id = SERVICE_MAINT_PREFIX + service_id
         if not enable:
             self.local.remove_check(check_id)
+            self.persisted.remove_check(check_id)
             return True
         spec = maintenance_check(self.node_name, reason, service)
         self.local.add_check(spec, time.monotonic(), keep_status=False)
+        self.persisted.save_check(spec.row, spec.definition, spec.token)
         return True
 
     async def reload(self) -> None:
@@ -737,6 +851,9 @@ class Agent:
                 self.stopped.set()
 
         self._background(asyncio.ensure_future(leave_then_stop()))
+
+    def log_formatter(self, as_json: bool) -> logging.Formatter:
+        return JSONFormatter() if as_json else TextFormatter()
 
     def metrics_json(self) -> dict[str, Any]:
         return info.metrics_json(self, info.agent_stats(self))

@@ -133,6 +133,15 @@ class ClientDelegate:
         if member.tags.get("role") == "consul" and port.isdigit():
             self.rpc.server_failed(f"{member.addr[0]}:{port}")
 
+    def self_stats(self) -> dict[str, dict[str, str]]:
+        return {
+            "consul": {
+                "acl": "enabled" if self.acl_resolver is not None else "disabled",
+                "known_servers": str(len(self.rpc.servers())),
+                "server": "false",
+            }
+        }
+
     def stats(self) -> dict[str, float]:
         stats = metrics_from_stats("consul.client.rpc", self.rpc.client.stats())
         if self.acl_resolver is not None:

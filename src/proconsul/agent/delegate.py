@@ -75,3 +75,7 @@ class Delegate(Protocol):
         """Gossip saw `name` change (servers reconcile it into the catalog)."""
 
     def stats(self) -> dict[str, float]: ...
+
+    def self_stats(self) -> dict[str, dict[str, str]]:
+        """The `consul` (and, on servers, `raft`) sections of `/v1/agent/self` Stats,
+        Consul's keys with string values."""

@@ -35,6 +35,7 @@ from proconsul.dns.server import ACL_DEP, DnsServer
 from proconsul.state.acl_tables import POLICIES_KEY, ROLES_KEY, TOKENS_KEY
 from proconsul.state.store import StateStore
 from proconsul.structs.catalog import CheckServiceNode, Node
+from proconsul.structs.prepared_query import ExecuteResponse
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 
 log = logging.getLogger("proconsul.agent")
@@ -96,9 +97,12 @@ class AgentCatalog:
     token (the config's `acl.tokens.default`) is used.
     """
 
-    def __init__(self, agent: ReadingAgent, token: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self, agent: ReadingAgent, token: Callable[[], str] | None = None, node_name: str = ""
+    ) -> None:
         self.agent = agent
         self._token = token
+        self.node_name = node_name  # this agent: a prepared query's `Near: "_agent"`
 
     def index(self, key: str) -> int | None:
         store = self.agent.store
@@ -154,6 +158,17 @@ class AgentCatalog:
         nodes: list[Node] = response.value
         return nodes
 
+    async def prepared_query(
+        self, query: str, settings: DnsSettings
+    ) -> tuple[str, str, list[CheckServiceNode]] | None:
+        request = self._request(settings, query)
+        request.source_node = self.node_name
+        response = await self.agent.rpc_read("PreparedQuery.Execute", request)
+        executed: ExecuteResponse | None = response.value
+        if executed is None:
+            return None
+        return executed.service, executed.dns.ttl, executed.nodes
+
 
 class DnsHandle:
     """The agent's grip on its DNS server (or on nothing, when DNS is off)."""
@@ -189,7 +204,7 @@ async def start_dns(agent: DnsAgent) -> DnsHandle:
     port = config.ports.dns
     if port is None or port < 0:
         return DnsHandle(None)
-    catalog = AgentCatalog(agent, lambda: agent.effective_token(""))
+    catalog = AgentCatalog(agent, lambda: agent.effective_token(""), config.node_name)
     server = DnsServer(settings_from_config(config), catalog)
     try:
         for host in config.listen_addresses("dns"):

@@ -51,6 +51,7 @@ from proconsul.gossip.keyring_file import KeyringStore, load_lan_keyring
 from proconsul.gossip.lifeguard import AWARENESS_TAG, awareness_publish_due
 from proconsul.gossip.messages import Address, MessageError
 from proconsul.gossip.transport import GossipTransport, StreamError
+from proconsul.structs.coordinate import Coordinate
 from proconsul.structs.hostport import split_host_port
 
 log = logging.getLogger("proconsul.agent")
@@ -359,6 +360,13 @@ class GossipHandle:
         assert self.core is not None
         rows = sorted(self.core.members(), key=lambda m: m.name)
         return [member_json(m, self._status(m)) for m in rows]
+
+    def coordinate(self) -> Coordinate | None:
+        """This agent's network coordinate (None before gossip runs)."""
+        return None if self.core is None else self.core.coordinate()
+
+    def member_count(self) -> int:
+        return 0 if self.core is None else len(self.core.members())
 
     def local_member(self) -> dict[str, Any]:
         assert self.core is not None

@@ -5,6 +5,10 @@ Shapes follow Consul's JSON; secrets (tokens, keys) are never included.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import platform
+import sys
 import time
 from typing import Any, Protocol
 
@@ -155,6 +159,38 @@ def self_info(agent: Agent) -> dict[str, Any]:
             "Ports": {"Plaintext": config.ports.grpc, "TLS": config.ports.grpc_tls},
         },
     }
+
+
+def self_stats(agent: Agent, delegate_sections: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """`/v1/agent/self` Stats: Consul's sections, every value a string."""
+    checks = agent.local.live_checks()
+    ttl_checks = sum(1 for c in checks.values() if c.type == "ttl")
+    return {
+        "agent": {
+            "check_monitors": str(len(checks) - ttl_checks),
+            "check_ttls": str(ttl_checks),
+            "checks": str(len(checks)),
+            "services": str(len(agent.local.live_services())),
+        },
+        "build": {
+            "prerelease": "",
+            "revision": "proconsul",
+            "version": CONSUL_COMPAT_VERSION,
+            "version_metadata": "",
+        },
+        "runtime": {
+            "arch": _GO_ARCH.get(platform.machine(), platform.machine()),
+            "cpu_count": str(os.cpu_count() or 1),
+            "goroutines": str(len(asyncio.all_tasks())),
+            "max_procs": str(os.cpu_count() or 1),
+            "os": sys.platform,
+            "version": f"python{platform.python_version()}",
+        },
+        **delegate_sections,
+    }
+
+
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386"}
 
 
 def metrics_json(agent: Agent, stats: dict[str, float]) -> dict[str, Any]:

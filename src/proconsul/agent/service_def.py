@@ -9,6 +9,7 @@ all come through here.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +167,14 @@ def build_check(
 def _definition_summary(definition: CheckDefinition) -> dict[str, Any]:
     """The `Definition` object Consul shows for a check (only the interesting fields)."""
     summary: dict[str, Any] = {}
+    if definition.script_args:
+        summary["ScriptArgs"] = list(definition.script_args)
+    if definition.grpc:
+        summary["GRPC"] = definition.grpc
+        summary["GRPCUseTLS"] = definition.grpc_use_tls
+    if definition.h2ping:
+        summary["H2PING"] = definition.h2ping
+        summary["H2PingUseTLS"] = definition.h2ping_use_tls
     if definition.http:
         summary["HTTP"] = definition.http
         summary["Method"] = definition.method or "GET"
@@ -211,6 +220,21 @@ def proxy_config(definition: ProxyDefinition) -> ConnectProxyConfig:
     )
 
 
+def default_tagged_addresses(
+    address: str, port: int, tagged: dict[str, ServiceAddress]
+) -> dict[str, ServiceAddress]:
+    """As Consul's agent does: a service with an IP address gets `lan_ipv4` and
+    `wan_ipv4` (or the `_ipv6` pair) tagged addresses unless it sets them."""
+    try:
+        version = ipaddress.ip_address(address).version
+    except ValueError:
+        return tagged  # no address, or a host name
+    out = dict(tagged)
+    for key in (f"lan_ipv{version}", f"wan_ipv{version}"):
+        out.setdefault(key, ServiceAddress(address=address, port=port))
+    return out
+
+
 def build_service(
     definition: ServiceDefinition, node: str
 ) -> tuple[NodeService, list[CheckSpec], str]:
@@ -222,12 +246,11 @@ def build_service(
     weights = definition.weights
     if weights is not None and (weights.passing < 1 or weights.warning < 0):
         raise DefinitionError("Passing must be greater than 0")
-    tagged: dict[str, ServiceAddress] = {}
-    for key, value in definition.tagged_addresses.items():
-        try:
-            tagged[key] = msgspec.convert(value, ServiceAddress, strict=False)
-        except msgspec.ValidationError as exc:
-            raise DefinitionError(f"Invalid tagged address {key!r}: {exc}") from None
+    tagged = {
+        key: ServiceAddress(address=value.address, port=value.port)
+        for key, value in definition.tagged_addresses.items()
+    }
+    tagged = default_tagged_addresses(definition.address, definition.port, tagged)
     service = NodeService(
         id=definition.id or definition.name,
         service=definition.name,

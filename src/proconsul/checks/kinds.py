@@ -5,7 +5,7 @@ Pure: the agent calls these when a check is registered (config file or
 
 Rules follow Consul's check validation:
 - `interval` and `ttl` cannot both be set;
-- HTTP and TCP checks need `interval > 0`;
+- script (`args`), HTTP, TCP, gRPC and H2PING checks need `interval > 0`;
 - alias checks take neither `interval` nor `ttl`;
 - anything else is a TTL check and needs `ttl > 0` (so a definition with none
   of http/tcp/ttl/alias fails with Consul's "TTL must be > 0" message).
@@ -22,7 +22,7 @@ from typing import Literal
 from proconsul.checks.status import StatusThresholds
 from proconsul.structs.definitions import CheckDefinition
 
-CheckKind = Literal["http", "tcp", "ttl", "alias"]
+CheckKind = Literal["http", "tcp", "ttl", "alias", "script", "grpc", "h2ping"]
 
 MIN_INTERVAL = 1.0
 DEFAULT_TIMEOUT = 10.0
@@ -38,7 +38,13 @@ def is_alias(definition: CheckDefinition) -> bool:
 
 def validate_definition(definition: CheckDefinition) -> None:
     """Raise ValueError, worded as Consul words it, if the check cannot run."""
-    interval_check = bool(definition.http or definition.tcp)
+    interval_check = bool(
+        definition.script_args
+        or definition.http
+        or definition.tcp
+        or definition.grpc
+        or definition.h2ping
+    )
     has_interval = _positive(definition.interval)
     has_ttl = _positive(definition.ttl)
     if has_interval and has_ttl:
@@ -56,14 +62,21 @@ def validate_definition(definition: CheckDefinition) -> None:
 
 
 def check_kind(definition: CheckDefinition) -> CheckKind:
-    """The runner a valid definition needs (Consul's order: TTL, HTTP, TCP, alias)."""
+    """The runner a valid definition needs (Consul's order: TTL, script, HTTP,
+    TCP, gRPC, H2PING, alias)."""
     validate_definition(definition)
     if _positive(definition.ttl):
         return "ttl"
+    if definition.script_args:
+        return "script"
     if definition.http:
         return "http"
     if definition.tcp:
         return "tcp"
+    if definition.grpc:
+        return "grpc"
+    if definition.h2ping:
+        return "h2ping"
     return "alias"
 
 
@@ -77,11 +90,15 @@ def effective_interval(
     return interval, False
 
 
+SCRIPT_DEFAULT_TIMEOUT = 30.0
+
+
 def effective_timeout(definition: CheckDefinition) -> float:
-    """`timeout` when set, else 10s. Consul 1.16 does not cap it at the interval."""
+    """`timeout` when set, else 10s (30s for scripts). Consul 1.16 does not cap
+    it at the interval."""
     if _positive(definition.timeout):
         return float(definition.timeout or 0.0)
-    return DEFAULT_TIMEOUT
+    return SCRIPT_DEFAULT_TIMEOUT if definition.script_args else DEFAULT_TIMEOUT
 
 
 def thresholds_for(definition: CheckDefinition, *, primed: bool = False) -> StatusThresholds:

@@ -1,4 +1,4 @@
-"""Health-check monitors: run HTTP/TCP probes on an interval, time out TTL checks.
+"""Health-check monitors: run probes on an interval, time out TTL checks.
 
 The agent builds one monitor per check with `make_monitor` (or through a
 `CheckRunnerSet`, which shares one HTTP session between its checks), starts
@@ -7,7 +7,8 @@ status or output should change. The agent sets the initial status itself
 (critical unless the definition says otherwise); monitors only report results.
 
 Rules:
-- Interval checks (HTTP, TCP) first run after a random stagger within one
+- Interval checks (script, HTTP, TCP, gRPC, H2PING; probes in probes.py and
+  more_probes.py) first run after a random stagger within one
   interval, then once per interval after each run ends, so runs never overlap.
   Each result goes through `StatusThresholds` (see status.py).
 - Every probe is bounded by the check's timeout (default 10s) and by a
@@ -25,11 +26,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -42,9 +44,11 @@ from proconsul.checks.kinds import (
     thresholds_for,
     validate_definition,
 )
+from proconsul.checks.more_probes import grpc_probe, h2ping_probe, script_probe
 from proconsul.checks.probes import HttpProbe, http_probe, tcp_probe
 from proconsul.checks.status import (
     CRITICAL,
+    OUTPUT_MAX_SIZE,
     StatusThresholds,
     is_valid_status,
     truncate_ttl_output,
@@ -59,6 +63,7 @@ __all__ = [
     "HttpMonitor",
     "HttpSessionPool",
     "PassiveMonitor",
+    "ProbeMonitor",
     "Report",
     "TcpMonitor",
     "TtlMonitor",
@@ -244,9 +249,32 @@ class HttpMonitor(_IntervalMonitor):
             await self._pool.close()
 
 
-class TcpMonitor(_IntervalMonitor):
-    kind: CheckKind = "tcp"
+class ProbeMonitor(_IntervalMonitor):
+    """Script, gRPC and H2PING checks: one probe callable, run on the interval."""
 
+    def __init__(
+        self,
+        check_id: str,
+        report: Report,
+        *,
+        kind: CheckKind,
+        probe: Callable[[], Awaitable[tuple[str, str]]],
+        interval: float,
+        timeout: float,
+        thresholds: StatusThresholds,
+        rng: random.Random,
+    ) -> None:
+        super().__init__(
+            check_id, report, interval=interval, timeout=timeout, thresholds=thresholds, rng=rng
+        )
+        self.kind = kind
+        self._probe = probe
+
+    async def probe(self) -> tuple[str, str]:
+        return await self._probe()
+
+
+class TcpMonitor(ProbeMonitor):
     def __init__(
         self,
         check_id: str,
@@ -258,13 +286,18 @@ class TcpMonitor(_IntervalMonitor):
         thresholds: StatusThresholds,
         rng: random.Random,
     ) -> None:
+        probe = functools.partial(tcp_probe, address, timeout)
         super().__init__(
-            check_id, report, interval=interval, timeout=timeout, thresholds=thresholds, rng=rng
+            check_id,
+            report,
+            kind="tcp",
+            probe=probe,
+            interval=interval,
+            timeout=timeout,
+            thresholds=thresholds,
+            rng=rng,
         )
         self.address = address
-
-    async def probe(self) -> tuple[str, str]:
-        return await tcp_probe(self.address, self.timeout)
 
 
 class PassiveMonitor(CheckMonitor):
@@ -358,6 +391,17 @@ def make_monitor(
     thresholds = thresholds_for(definition, primed=primed)
     rng = rng or random.Random()
     timeout = effective_timeout(definition)
+    if kind in ("script", "grpc", "h2ping"):
+        return ProbeMonitor(
+            check_id,
+            report,
+            kind=kind,
+            probe=_probe_for(kind, definition, timeout),
+            interval=interval,
+            timeout=timeout,
+            thresholds=thresholds,
+            rng=rng,
+        )
     if kind == "tcp":
         return TcpMonitor(
             check_id,
@@ -388,6 +432,25 @@ def make_monitor(
         interval=interval,
         thresholds=thresholds,
         rng=rng,
+    )
+
+
+def _probe_for(
+    kind: CheckKind, definition: CheckDefinition, timeout: float
+) -> Callable[[], Awaitable[tuple[str, str]]]:
+    if kind == "script":
+        args = list(definition.script_args)
+        limit = definition.output_max_size or OUTPUT_MAX_SIZE
+        return functools.partial(script_probe, args, timeout, limit)
+    if kind == "grpc":
+        return functools.partial(grpc_probe, definition.grpc, definition.grpc_use_tls, timeout)
+    return functools.partial(
+        h2ping_probe,
+        definition.h2ping,
+        definition.h2ping_use_tls,
+        definition.tls_skip_verify,
+        definition.tls_server_name,
+        timeout,
     )
 
 

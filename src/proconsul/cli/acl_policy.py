@@ -57,7 +57,7 @@ from proconsul.structs.acl import (
 
 def acl_flags(name: str, *, meta: bool = True) -> FlagSet:
     flags = FlagSet(name)
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("format", "pretty", "Output format: pretty or json.")
     if meta:
         flags.boolean("meta", False, "Show the hash and Raft indexes of each entry.")
@@ -328,6 +328,17 @@ def _role_path(values: dict[str, Any], client: ApiClient) -> tuple[str, str]:
     raise CliError("Must specify either the -id or -name parameters")
 
 
+def _read_role(client: ApiClient, values: dict[str, Any], path: str, shown: str) -> Any:
+    """The role, or Consul's words for one that is not there (the API's bare 404)."""
+    try:
+        return client.get_json(path)
+    except ApiError as exc:
+        if exc.status == 404:
+            how = "ID" if values["id"] else "name"
+            raise CliError(f"Role not found with {how} {gq(shown)}") from None
+        raise CliError(f"Error reading role {gq(shown)}: {exc}") from None
+
+
 @command
 def role_read(argv: list[str]) -> int:
     flags = acl_flags("acl role read")
@@ -336,8 +347,7 @@ def role_read(argv: list[str]) -> int:
     values, _ = parse(flags, argv)
     client = client_from(values)
     path, shown = _role_path(values, client)
-    role = call(f"Error reading role {gq(shown)}", lambda: client.get_json(path))
-    return emit(values, role, format_role)
+    return emit(values, _read_role(client, values, path, shown), format_role)
 
 
 def _merge_role(current: dict[str, Any], values: dict[str, Any], client: ApiClient) -> None:
@@ -422,8 +432,7 @@ def role_delete(argv: list[str]) -> int:
     values, _ = parse(flags, argv)
     client = client_from(values)
     path, shown = _role_path(values, client)
-    role = call(f"Error reading role {gq(shown)}", lambda: client.get_json(path))
-    rid = str(role["ID"])
+    rid = str(_read_role(client, values, path, shown)["ID"])
     call(
         f"Error deleting role {gq(rid)}",
         lambda: client.request("DELETE", f"/v1/acl/role/{quote_path(rid)}"),

@@ -119,9 +119,17 @@ def update(argv: list[str]) -> int:
     flags.repeated("append-service-identity", "NAME[:DC1,DC2] identity to add (repeatable).")
     flags.repeated("append-node-identity", "NODENAME:DATACENTER identity to add (repeatable).")
     _link_flags(flags)
+    for merge, names in _MERGEABLE.items():
+        flags.boolean(
+            merge,
+            False,
+            f"Add the given -{'/-'.join(names)} to the token's instead of replacing "
+            "them (deprecated in Consul: use the -append-* flags).",
+        )
     values, _ = parse(flags, argv)
     if not values["id"]:
         raise CliError("Cannot update a token without specifying the -id parameter")
+    _merge_as_append(values)
     client = client_from(values)
     accessor = full_id(client, "token", values["id"])
     path = f"/v1/acl/token/{quote_path(accessor)}"
@@ -159,6 +167,26 @@ def update(argv: list[str]) -> int:
     body["NodeIdentities"] = nodes
     token = call(f"Failed to update token {accessor}", lambda: client.put(path, body=body))
     return emit(values, token, format_token)
+
+
+# Each -merge-* flag and the link flags it turns into their -append-* forms.
+_MERGEABLE: dict[str, tuple[str, ...]] = {
+    "merge-policies": ("policy-id", "policy-name"),
+    "merge-roles": ("role-id", "role-name"),
+    "merge-service-identities": ("service-identity",),
+    "merge-node-identities": ("node-identity",),
+}
+
+
+def _merge_as_append(values: dict[str, Any]) -> None:
+    """Under `-merge-policies` (etc.) the plain link flags add, as `-append-*` do."""
+    for merge, names in _MERGEABLE.items():
+        if not values[merge]:
+            continue
+        for name in names:
+            values[f"append-{name}"] = list(values[f"append-{name}"]) + list(values[name])
+            values[name] = []
+            values["set"] = values["set"] - {name}
 
 
 def _add_links(

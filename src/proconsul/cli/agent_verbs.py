@@ -37,7 +37,7 @@ MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
 @command
 def reload(argv: list[str]) -> int:
     flags = FlagSet("reload")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     values, _ = parse_args(flags, argv, max_args=0)
     try:
         client_from(values).request("PUT", "/v1/agent/reload")
@@ -50,7 +50,7 @@ def reload(argv: list[str]) -> int:
 @command
 def leave(argv: list[str]) -> int:
     flags = FlagSet("leave")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     values, _ = parse_args(flags, argv, max_args=0)
     try:
         client_from(values).request("PUT", "/v1/agent/leave")
@@ -63,7 +63,7 @@ def leave(argv: list[str]) -> int:
 @command
 def members(argv: list[str]) -> int:
     flags = FlagSet("members")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.boolean("detailed", False, "Show every gossip tag of each member.")
     flags.string("status", ".*", "Only show members whose status matches this regexp.")
     flags.boolean("wan", False, "List the WAN gossip pool (servers of every datacenter).")

@@ -70,11 +70,13 @@ class HelpRequested(Exception):
 
 
 def add_api_flags(flags: FlagSet, *, server_options: bool = True) -> None:
-    """Add Consul's API options to a verb's flags.
+    """Add Consul's common API options to a verb's flags.
 
-    `server_options` adds `-datacenter` and `-stale`; Consul offers them only on
-    verbs that read from the servers (kv, catalog), not on agent-local ones.
+    Every verb that talks to an agent takes all of them, as in Consul, so a
+    script written for one verb (`-datacenter us-west-1`) works with any other.
+    `server_options` is accepted from older call sites and changes nothing.
     """
+    del server_options
     flags.string(
         "http-addr",
         None,
@@ -92,9 +94,8 @@ def add_api_flags(flags: FlagSet, *, server_options: bool = True) -> None:
     flags.string("client-cert", None, "Client certificate for TLS. Also CONSUL_CLIENT_CERT.")
     flags.string("client-key", None, "Client key for TLS. Also CONSUL_CLIENT_KEY.")
     flags.string("tls-server-name", None, "SNI host name for TLS. Also CONSUL_TLS_SERVER_NAME.")
-    if server_options:
-        flags.string("datacenter", None, "Datacenter to query. Defaults to the agent's.")
-        flags.boolean("stale", False, "Let any server answer, not only the leader.")
+    flags.string("datacenter", None, "Datacenter to query. Defaults to the agent's.")
+    flags.boolean("stale", False, "Let any server answer, not only the leader.")
 
 
 # --------------------------------------------------------------------------- config
@@ -176,6 +177,7 @@ class ClientConfig:
     client_cert: str | None = None
     client_key: str | None = None
     tls_server_name: str | None = None
+    timeout_s: float = REQUEST_TIMEOUT
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -339,12 +341,12 @@ class ApiClient:
     def _connection(self) -> http.client.HTTPConnection:
         ep = self.config.endpoint
         if ep.scheme == "unix":
-            return _UnixConnection(ep.host, REQUEST_TIMEOUT)
+            return _UnixConnection(ep.host, self.config.timeout_s)
         if ep.scheme == "https":
             assert self._context is not None
             name = self.config.tls_server_name or ep.host
-            return _TLSConnection(ep.host, ep.port, REQUEST_TIMEOUT, self._context, name)
-        return http.client.HTTPConnection(ep.host, ep.port, timeout=REQUEST_TIMEOUT)
+            return _TLSConnection(ep.host, ep.port, self.config.timeout_s, self._context, name)
+        return http.client.HTTPConnection(ep.host, ep.port, timeout=self.config.timeout_s)
 
     def path_with_query(
         self, method: str, path: str, params: Sequence[tuple[str, str]] = ()

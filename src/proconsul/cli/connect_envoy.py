@@ -69,7 +69,7 @@ def add_proxy_flags(flags: FlagSet) -> None:
 @command
 def run(argv: list[str]) -> int:
     flags = FlagSet("connect envoy")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     add_proxy_flags(flags)
     flags.string("admin-bind", DEFAULT_ADMIN_BIND, "host:port of Envoy's admin listener.")
     flags.string("admin-access-log-path", "/dev/null", "Where Envoy logs admin requests.")

@@ -24,7 +24,7 @@ DEFAULT_ADMIN_BIND = "127.0.0.1:19000"
 @command
 def run(argv: list[str]) -> int:
     flags = FlagSet("connect proxy")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     add_proxy_flags(flags)
     flags.string("admin-bind", DEFAULT_ADMIN_BIND, "host:port of the proxy's admin listener.")
     flags.string("log-level", "info", "Log level: trace, debug, info, warn, err.")

@@ -32,7 +32,7 @@ from proconsul.config.flags import FlagSet
 @command
 def join(argv: list[str]) -> int:
     flags = FlagSet("join")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.boolean("wan", False, "Joins a server to another server in the WAN pool.")
     values, addresses = parse_args(flags, argv, max_args=1 << 16)
     if not addresses:
@@ -56,7 +56,7 @@ def join(argv: list[str]) -> int:
 @command
 def force_leave(argv: list[str]) -> int:
     flags = FlagSet("force-leave")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.boolean("prune", False, "Remove agent completely from list of members.")
     flags.boolean("wan", False, "Exclusively leave the agent from the WAN serf pool.")
     values, nodes = parse_args(flags, argv, max_args=1 << 16)
@@ -77,7 +77,7 @@ def force_leave(argv: list[str]) -> int:
 @command
 def event(argv: list[str]) -> int:
     flags = FlagSet("event")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("name", "", "Name of the event.")
     flags.string("node", "", "Regular expression to filter on node names.")
     flags.string("service", "", "Regular expression to filter on service instances.")

@@ -87,7 +87,7 @@ def _check_key(text: str) -> None:
 @command
 def run(argv: list[str]) -> int:
     flags = FlagSet("keyring")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("install", "", "Install a new encryption key on every member.")
     flags.string("use", "", "Change the primary encryption key (it must be installed).")
     flags.string("remove", "", "Remove a key from every member (never the primary).")

@@ -19,6 +19,7 @@ VERBS: dict[tuple[str, ...], str] = {
     ("reload",): "proconsul.cli.agent_verbs:reload",
     ("leave",): "proconsul.cli.agent_verbs:leave",
     ("members",): "proconsul.cli.agent_verbs:members",
+    ("rtt",): "proconsul.cli.rtt:run",
     ("join",): "proconsul.cli.gossip_verbs:join",
     ("force-leave",): "proconsul.cli.gossip_verbs:force_leave",
     ("event",): "proconsul.cli.gossip_verbs:event",
@@ -75,6 +76,9 @@ VERBS: dict[tuple[str, ...], str] = {
     ("acl", "set-agent-token"): "proconsul.cli.acl_agent_token:set_agent_token",
     ("connect", "envoy"): "proconsul.cli.connect_envoy:run",
     ("connect", "proxy"): "proconsul.cli.connect_proxy:run",
+    ("doctor",): "proconsul.lab.doctor:run",
+    ("lab",): "proconsul.lab.command:run",
+    ("troubleshoot",): "proconsul.lab.explain:troubleshoot",
 }
 
 

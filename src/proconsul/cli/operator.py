@@ -33,7 +33,7 @@ from proconsul.config.flags import FlagSet
 @command
 def list_peers(argv: list[str]) -> int:
     flags = FlagSet("operator raft list-peers")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.boolean("stale", False, "Read the configuration from any server, not only the leader.")
     values, _ = parse_args(flags, argv, max_args=0)
     params = [("stale", "")] if values["stale"] else []
@@ -60,7 +60,7 @@ def list_peers(argv: list[str]) -> int:
 @command
 def remove_peer(argv: list[str]) -> int:
     flags = FlagSet("operator raft remove-peer")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("address", "", "The address (IP:port) of the server to remove.")
     flags.string("id", "", "The ID of the server to remove.")
     values, _ = parse_args(flags, argv, max_args=0)
@@ -104,7 +104,7 @@ def transfer_leader(argv: list[str]) -> int:
 @command
 def autopilot_get_config(argv: list[str]) -> int:
     flags = FlagSet("operator autopilot get-config")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     values, _ = parse_args(flags, argv, max_args=0)
     try:
         found = client_from(values).get_json("/v1/operator/autopilot/configuration")
@@ -174,7 +174,7 @@ def _go_bool(value: object) -> str:
 @command
 def autopilot_state(argv: list[str]) -> int:
     flags = FlagSet("operator autopilot state")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("format", "pretty", "Output format: pretty or json.")
     values, _ = parse_args(flags, argv, max_args=0)
     if values["format"] not in ("pretty", "json"):

@@ -38,7 +38,7 @@ _SERVICE_FLAGS = ("name", "id", "address", "port", "socket", "tag", "meta")
 @command
 def register(argv: list[str]) -> int:
     flags = FlagSet("services register")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("name", None, "Name of the service to register.")
     flags.string("id", None, "ID of the service; defaults to -name.")
     flags.string("address", None, "Address of the service; defaults to the node's.")
@@ -67,7 +67,7 @@ def register(argv: list[str]) -> int:
 @command
 def deregister(argv: list[str]) -> int:
     flags = FlagSet("services deregister")
-    add_api_flags(flags, server_options=False)
+    add_api_flags(flags)
     flags.string("id", None, "ID of the service to deregister.")
     values, files = parse_args(flags, argv, max_args=sys.maxsize)
     if files and values["id"]:

@@ -65,7 +65,7 @@ from proconsul.config.validation import (
 from proconsul.structs.definitions import CheckDefinition, ServiceDefinition
 from proconsul.structs.duration import Duration
 from proconsul.structs.duration import dec_hook as duration_dec_hook
-from proconsul.structs.naming import snake_keys
+from proconsul.structs.naming import conform_keys
 
 InterfaceReader = Callable[[], Sequence[IfAddr]]
 
@@ -197,7 +197,7 @@ def _definitions(
     out = []
     for path, item in items:
         # Consul matches definition keys in any case (`Name`, `name`, `ServiceID`).
-        shaped = shape(snake_keys(item), schema_type(cls))
+        shaped = shape(conform_keys(item, cls, keep_unknown=True), schema_type(cls))
         try:
             decoded = msgspec.convert(shaped, cls, dec_hook=config_dec_hook)
         except msgspec.ValidationError as exc:

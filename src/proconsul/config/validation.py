@@ -358,22 +358,36 @@ def _proxy_problems(upstreams: list[Any]) -> Iterator[Problem]:
             yield f"{path}.local_bind_port", "upstreams need a local_bind_port between 1 and 65535"
 
 
+# A check's type keys, in the order a clash is reported (alias_node goes with alias_service).
+_CHECK_KIND_KEYS = (
+    "script_args",
+    "http",
+    "tcp",
+    "grpc",
+    "h2ping",
+    "ttl",
+    "alias_service",
+    "alias_node",
+)
+_INTERVAL_KINDS = ("script_args", "http", "tcp", "grpc", "h2ping")
+
+
 def check_problems(check: CheckDefinition, *, in_service: bool) -> Iterator[Problem]:
     """Rules for one check definition; paths are relative to the check."""
     if not in_service and not check.name:
         yield "name", "missing check name"
     if check.status not in _CHECK_STATUSES:
         yield "status", "must be passing, warning or critical"
-    kinds = [k for k in ("http", "tcp", "ttl", "alias_service", "alias_node") if getattr(check, k)]
+    kinds = [k for k in _CHECK_KIND_KEYS if getattr(check, k)]
     if kinds[-2:] == ["alias_service", "alias_node"]:
         kinds.pop()  # an alias check may name both the service and its node
     if not kinds:
-        yield "", "a check needs one of http, tcp, ttl or alias_service"
+        yield "", "a check needs one of args, http, tcp, grpc, h2ping, ttl or alias_service"
         return
     if len(kinds) > 1:
         yield kinds[1], f"a check can have only one type, but sets both {kinds[0]} and {kinds[1]}"
         return
-    if kinds[0] in ("http", "tcp") and not check.interval:
+    if kinds[0] in _INTERVAL_KINDS and not check.interval:
         yield "interval", f"{kinds[0]} checks need an interval greater than 0"
     for key in ("interval", "timeout", "ttl", "deregister_critical_service_after"):
         value = getattr(check, key)

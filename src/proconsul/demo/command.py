@@ -5,6 +5,10 @@ Flags: `-name` (required), `-listen HOST:PORT` (default 127.0.0.1:8080; port
 `-message TEXT`, `-upstream-timeout DURATION` (default 5s), `-fail` (start
 with /health failing), `-log-json`.
 
+fake-service's environment variables work too, so unit files written for it
+run this unchanged: `NAME`, `MESSAGE`, `LISTEN_ADDR` and `UPSTREAM_URIS`
+(comma-separated). A flag given on the command line beats its variable.
+
 On start it prints `==> Demo service NAME listening on HOST:PORT` to stderr,
 with the port actually bound, so scripts and tests can read it. A signal stops
 it cleanly with exit code 0; bad flags or an unusable address exit 1.
@@ -14,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +52,20 @@ def _flags() -> FlagSet:
     flags.boolean("fail", help="Start with /health answering 500.")
     flags.boolean("log-json", help="Log requests as JSON lines.")
     return flags
+
+
+# fake-service's variable for each flag it has an equivalent of.
+ENV_FLAGS = {"NAME": "name", "MESSAGE": "message", "LISTEN_ADDR": "listen"}
+
+
+def apply_env(values: dict[str, Any], env: Mapping[str, str]) -> None:
+    """Fill flags not given on the command line from fake-service's variables."""
+    given = values["set"]
+    for var, flag in ENV_FLAGS.items():
+        if flag not in given and env.get(var):
+            values[flag] = env[var]
+    if "upstream" not in given and env.get("UPSTREAM_URIS"):
+        values["upstream"] = [u.strip() for u in env["UPSTREAM_URIS"].split(",") if u.strip()]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -117,6 +136,7 @@ def run(argv: list[str]) -> int:
     except FlagError as exc:
         print(exc, file=sys.stderr)
         return 1
+    apply_env(values, os.environ)
     if rest:
         print(f"Too many arguments (expected 0, got {len(rest)})", file=sys.stderr)
         return 1

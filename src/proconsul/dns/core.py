@@ -22,11 +22,13 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from proconsul.structs.catalog import CheckServiceNode, HealthCheck, Node
+from proconsul.structs.duration import parse_duration
 
 # Record types and response codes (RFC 1035, 3596, 2782, 6891).
 A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
@@ -172,7 +174,15 @@ class Fixed:
     answer: Answer
 
 
-Lookup = ServiceLookup | NodeLookup | NameserverLookup | PtrLookup | Recurse | Fixed
+@dataclass(frozen=True)
+class QueryLookup:
+    """`<query>.query.<domain>`: the answer of a prepared query (by ID or name)."""
+
+    query: str
+    domain: str
+
+
+Lookup = ServiceLookup | NodeLookup | NameserverLookup | PtrLookup | Recurse | Fixed | QueryLookup
 
 
 def soa_record(settings: DnsSettings, domain: str, serial: int) -> Record:
@@ -278,7 +288,9 @@ def classify(settings: DnsSettings, labels: tuple[str, ...], qtype: int, serial:
         return NodeLookup(".".join(before), domain)
     if kind == "addr" and len(before) == 1:
         return Fixed(_addr_answer(settings, before[0], qtype, domain, serial))
-    # .ingress, .virtual and prepared queries are not served yet.
+    if kind == "query":
+        return QueryLookup(".".join(before), domain)
+    # .ingress and .virtual are not served yet.
     return Fixed(not_found(settings, domain, serial))
 
 
@@ -434,15 +446,52 @@ def answer_service(
     if not healthy:
         return not_found(settings, lookup.domain, serial)
     ttl = settings.service_ttl_for(lookup.service)
+    return _instances_answer(settings, lookup.domain, qtype, healthy, ttl, serial, shuffle=True)
+
+
+def _instances_answer(
+    settings: DnsSettings,
+    domain: str,
+    qtype: int,
+    rows: Sequence[CheckServiceNode],
+    ttl: int,
+    serial: int,
+    shuffle: bool,
+) -> Answer:
+    """Records for instances already chosen: SRV groups, or address groups
+    cut to `a_record_limit`; NODATA when none has a record of the type."""
     if qtype == SRV:
-        groups = _srv_groups(settings, healthy, lookup.domain, ttl)
+        groups = _srv_groups(settings, rows, domain, ttl)
         limit = 0
     else:
-        groups = _address_groups(settings, healthy, qtype, ttl)
+        groups = _address_groups(settings, rows, qtype, ttl)
         limit = settings.a_record_limit if qtype in (A, AAAA, ANY) else 0
     if not groups:
-        return not_found(settings, lookup.domain, serial, NOERROR)
-    return Answer(NOERROR, groups=tuple(groups), shuffle=True, answer_limit=limit)
+        return not_found(settings, domain, serial, NOERROR)
+    return Answer(NOERROR, groups=tuple(groups), shuffle=shuffle, answer_limit=limit)
+
+
+def answer_query(
+    settings: DnsSettings,
+    lookup: QueryLookup,
+    qtype: int,
+    executed: tuple[str, str, Sequence[CheckServiceNode]] | None,
+    serial: int,
+) -> Answer:
+    """A prepared query's answer. `executed` is (service, the query's DNS TTL
+    text, its instances in the query's order: already filtered, shuffled and
+    sorted by it), None for no such query. The TTL is the query's own when it
+    has one, else the service's."""
+    if executed is None or not executed[2]:
+        return not_found(settings, lookup.domain, serial)
+    service, ttl_text, rows = executed
+    ttl = settings.service_ttl_for(service)
+    if ttl_text:
+        # A bad TTL is refused when the query is written; keep the default if one slipped by.
+        with contextlib.suppress(ValueError):
+            ttl = int(parse_duration(ttl_text))
+    # In the query's order (it shuffled, or sorted by distance): not shuffled again.
+    return _instances_answer(settings, lookup.domain, qtype, rows, ttl, serial, shuffle=False)
 
 
 def answer_node(

@@ -64,6 +64,11 @@ class CatalogReader(Protocol):
 
     async def nodes(self, settings: core.DnsSettings) -> list[Node]: ...
 
+    async def prepared_query(
+        self, query: str, settings: core.DnsSettings
+    ) -> tuple[str, str, list[CheckServiceNode]] | None:
+        """A prepared query executed: (service, its DNS TTL text, instances), None if none."""
+
 
 class DnsStats:
     """Counters; the hot path bumps plain attributes."""
@@ -419,6 +424,11 @@ class DnsServer:
             kind = "connect" if lookup.connect else "service"
             self._depend(deps, f"{kind}:{name}", not rows)
             return core.answer_service(settings, lookup, qtype, rows, serial), deps
+        if isinstance(lookup, core.QueryLookup):
+            executed = await reader.prepared_query(lookup.query, settings)
+            # Every execution shuffles or sorts anew: never cached.
+            deps.append(("prepared-query", None))
+            return core.answer_query(settings, lookup, qtype, executed, serial), deps
         if isinstance(lookup, core.NodeLookup):
             name, node = await reader.node(lookup.node, settings)
             self._depend(deps, f"node:{name}", node is None)

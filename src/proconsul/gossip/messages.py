@@ -25,6 +25,8 @@ from typing import Annotated
 
 import msgspec
 
+from proconsul.structs.coordinate import Coordinate
+
 # Field bounds. Generous for honest peers, small enough that a forged packet
 # cannot blow up memory.
 # The largest incarnation or Lamport time on the wire. Our own counters stop
@@ -95,7 +97,11 @@ class IndirectPing(msgspec.Struct, tag=int(Tag.INDIRECT_PING), array_like=True, 
 
 
 class Ack(msgspec.Struct, tag=int(Tag.ACK), array_like=True, frozen=True):
+    """`coord`: the acker's network coordinate, as Serf carries it in its ack
+    payload (absent on relayed acks: their round trip is not the acker's)."""
+
     seq: Seq
+    coord: Coordinate | None = None
 
 
 class Nack(msgspec.Struct, tag=int(Tag.NACK), array_like=True, frozen=True):

@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from proconsul.structs.coordinate import Coordinate
 
 from . import messages as m
 from .actions import (
@@ -44,6 +47,7 @@ from .actions import (
     UserEventRecord,
 )
 from .broadcast import Broadcast
+from .coordinate import CoordinateClient
 from .membership import (
     T_GOSSIP,
     T_PROBE,
@@ -105,6 +109,9 @@ class GossipCore(MembershipState):
         now: float = 0.0,
     ) -> None:
         super().__init__(name, addr, tags, params, rng, now)
+        # Vivaldi's own randomness, seeded from the name so the pool's draws
+        # (probe order, timers) stay what they were without coordinates.
+        self.coordinates = CoordinateClient(type(rng)(zlib.crc32(name.encode())))
         self._seq = 0
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
@@ -311,11 +318,16 @@ class GossipCore(MembershipState):
                 self._reconnect_tick()
             elif kind == T_REAP:
                 self._reap_tick()
+                self.coordinates.keep_only(self._table.by_name)
 
     def stats(self) -> dict[str, int]:
         out = super().stats()
         out["pending_relays"] = len(self._relays)
         return out
+
+    def coordinate(self) -> Coordinate:
+        """This member's network coordinate now (gossip/coordinate.py)."""
+        return self.coordinates.coord
 
     def next_deadline(self) -> float | None:
         """When `tick` next has work; the adapter sleeps until then or a packet."""
@@ -473,11 +485,11 @@ class GossipCore(MembershipState):
         if msg.node and msg.node != self._local.name:
             self._stats["misdirected"] += 1
             return
-        self._send(from_addr, [m.encode(m.Ack(msg.seq))])
+        self._send(from_addr, [m.encode(m.Ack(msg.seq, self.coordinates.coord))])
 
     def _on_indirect_ping(self, msg: m.IndirectPing, from_addr: Address) -> None:
         if msg.node == self._local.name:
-            self._send(from_addr, [m.encode(m.Ack(msg.seq))])
+            self._send(from_addr, [m.encode(m.Ack(msg.seq, self.coordinates.coord))])
             return
         if len(self._relays) >= self.params.max_pending_acks:
             self._stats["relays_refused"] += 1
@@ -499,7 +511,11 @@ class GossipCore(MembershipState):
                 probe.acked = True
                 self._awareness.apply(-1)
                 self._stats["acks"] += 1
-                self._stats["probe_rtt_us"] = int((self._now - probe.start) * 1e6)
+                rtt_s = self._now - probe.start
+                self._stats["probe_rtt_us"] = int(rtt_s * 1e6)
+                if msg.coord is not None and from_addr == probe.target.addr:
+                    # Only a direct answer times the path to the target (Serf's rule).
+                    self.coordinates.update(probe.target.name, msg.coord, rtt_s)
                 suspicion = self._suspicions.get(probe.target.name)
                 if suspicion is not None:
                     suspicion.answered = True

@@ -9,7 +9,8 @@ omitempty fields dropped). The endpoints enforce `acl:read`/`acl:write`.
 Rules:
 - With ACLs disabled every route answers 401 `ACL support disabled`.
 - Endpoint errors are the error middleware's (http/server.py): refusals
-  (`ACLDenied`) are 403 `ACL not found` or `Permission denied: ...`, other
+  (`ACLDenied`) are 403 `ACL not found` (also a missing token or policy, as in
+  Consul; a missing role is a bare 404) or `Permission denied: ...`, other
   failures (`ACLError`) keep their status and text (400, 500).
 - `GET /v1/acl/tokens` filters by `policy`, `role`, `servicename` and
   `authmethod` (tokens whose AuthMethod is that name; no auth methods exist
@@ -190,6 +191,8 @@ async def role_update(request: web.Request) -> web.Response:
 async def role_read(request: web.Request) -> web.Response:
     acl = acl_service(request)
     index, role = await acl.role_read(request.match_info["id"], caller=caller_token(request))
+    if role is None:
+        return web.Response(status=404)
     return _answer(request, api_dict(role), index)
 
 
@@ -198,6 +201,8 @@ async def role_read_by_name(request: web.Request) -> web.Response:
     index, role = await acl.role_read_by_name(
         request.match_info["name"], caller=caller_token(request)
     )
+    if role is None:
+        return web.Response(status=404)
     return _answer(request, api_dict(role), index)
 
 

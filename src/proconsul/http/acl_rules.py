@@ -154,6 +154,22 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/acl/role/{id}"): SERVER,
     ("DELETE", "/v1/acl/role/{id}"): SERVER,
     ("GET", "/v1/acl/roles"): SERVER,
+    # Prepared queries: query rules and ownership, on the server
+    # (server/query_endpoints.py).
+    ("POST", "/v1/query"): SERVER,
+    ("GET", "/v1/query"): SERVER,
+    ("GET", "/v1/query/{id}"): SERVER,
+    ("PUT", "/v1/query/{id}"): SERVER,
+    ("DELETE", "/v1/query/{id}"): SERVER,
+    ("GET", "/v1/query/{id}/execute"): SERVER,
+    ("GET", "/v1/query/{id}/explain"): SERVER,
+    # Network coordinates: rows filtered by node:read, updates need node:write,
+    # on the server (server/coordinate_endpoints.py); the datacenter map names
+    # only this datacenter.
+    ("GET", "/v1/coordinate/nodes"): SERVER,
+    ("GET", "/v1/coordinate/node/{node}"): SERVER,
+    ("GET", "/v1/coordinate/datacenters"): NONE,
+    ("PUT", "/v1/coordinate/update"): SERVER,
     # Config entries: per kind, on the server (server/config_endpoints.py).
     ("PUT", "/v1/config"): SERVER,
     ("GET", "/v1/config/{kind}"): SERVER,
@@ -195,6 +211,16 @@ ACL_RULES: dict[RouteKey, Rule] = {
     # --- the agent ----------------------------------------------------------------
     ("GET", "/v1/agent/self"): require("agent", "read", AGENT_NODE),
     ("GET", "/v1/agent/metrics"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/metrics/stream"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/monitor"): require("agent", "read", AGENT_NODE),
+    ("GET", "/v1/agent/host"): require("operator", "read"),
+    ("GET", "/v1/agent/version"): NONE,
+    ("GET", "/v1/agent/health/service/name/{name}"): in_handler(
+        "service", "read", "on the service name"
+    ),
+    ("GET", "/v1/agent/health/service/id/{service_id}"): in_handler(
+        "service", "read", "on the local service's name; unknown ID is 404"
+    ),
     ("GET", "/v1/agent/live"): require("agent", "read", AGENT_NODE),
     # Each followed read is made with the caller's token and checked where the
     # plain read is (http/watch_routes.py).
@@ -203,7 +229,7 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ("PUT", "/v1/agent/leave"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/join/{address}"): require("agent", "write", AGENT_NODE),
     ("PUT", "/v1/agent/force-leave/{node}"): require("operator", "write"),
-    ("PUT", "/v1/agent/maint"): require("node", "write", AGENT_NODE),
+    ("PUT", "/v1/agent/maintenance"): require("node", "write", AGENT_NODE),
     ("GET", "/v1/agent/members"): filtered("node:read on each member"),
     ("GET", "/v1/agent/services"): filtered("service:read on each service"),
     ("GET", "/v1/agent/checks"): filtered("service:read on a check's service, else node:read"),

@@ -62,7 +62,7 @@ T = TypeVar("T")
 log = logging.getLogger("proconsul.agent")
 
 
-class AgentService(msgspec.Struct, rename=pascal, omit_defaults=True):
+class AgentService(msgspec.Struct, rename=pascal, omit_defaults=True, kw_only=True):
     """A row of /v1/agent/services (Consul's api.AgentService)."""
 
     id: str
@@ -71,7 +71,7 @@ class AgentService(msgspec.Struct, rename=pascal, omit_defaults=True):
     meta: dict[str, str]
     port: int
     address: str
-    tagged_addresses: dict[str, ServiceAddress]
+    tagged_addresses: dict[str, ServiceAddress] | None = None  # omitted when empty
     weights: Weights
     enable_tag_override: bool
     datacenter: str
@@ -89,7 +89,7 @@ def agent_service(service: NodeService, datacenter: str, with_hash: bool = False
         meta=service.meta,
         port=service.port,
         address=service.address,
-        tagged_addresses=service.tagged_addresses,
+        tagged_addresses=service.tagged_addresses or None,
         weights=service.weights,
         enable_tag_override=service.enable_tag_override,
         datacenter=datacenter,
@@ -409,7 +409,7 @@ def add_routes(app: web.Application) -> None:
     router.add_put("/v1/agent/check/warn/{check_id}", check_warn)
     router.add_put("/v1/agent/check/fail/{check_id}", check_fail)
     router.add_put("/v1/agent/check/update/{check_id}", check_update)
-    router.add_put("/v1/agent/maint", node_maintenance)
+    router.add_put("/v1/agent/maintenance", node_maintenance)
     router.add_put("/v1/agent/reload", agent_reload)
     router.add_put("/v1/agent/leave", agent_leave)
     router.add_get("/v1/agent/metrics", agent_metrics)

@@ -5,6 +5,7 @@ The agent (outer layer) implements it; handlers reach it through `request.app`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -145,6 +146,9 @@ class AgentAPI(Protocol):
     def leave(self) -> None: ...
 
     def metrics_json(self) -> dict[str, Any]: ...
+
+    def log_formatter(self, as_json: bool) -> logging.Formatter:
+        """The agent's log line format, text or JSON (`/v1/agent/monitor?logjson`)."""
 
     def live_state(self) -> dict[str, Any]:
         """This agent's gossip and Raft picture for /v1/agent/live (http/live.py)."""

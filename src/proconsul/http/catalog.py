@@ -71,12 +71,19 @@ class BodyCache:
 BODY_CACHE_KEY: web.AppKey[BodyCache] = web.AppKey("body_cache")
 
 
+def near_node(request: web.Request) -> str:
+    """`?near=`: a node name, `_agent` for this agent's node, "" for no order."""
+    near = request.query.get("near", "")
+    return agent_of(request).node_name if near == "_agent" else near
+
+
 def _read_request(request: web.Request, name: str = "") -> ReadRequest:
     return ReadRequest(
         name=name,
         tags=request.query.getall("tag", []),
         passing_only=query_bool(request, "passing"),
         node_meta=node_meta_filter(request),
+        near=near_node(request),
         options=query_options(request, caller_token(request)),
     )
 

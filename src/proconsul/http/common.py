@@ -25,7 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.structs.duration import dec_hook, enc_hook, parse_duration
-from proconsul.structs.naming import pascal_keys, snake_keys
+from proconsul.structs.naming import UnknownField, conform_keys
 from proconsul.structs.requests import QueryMeta, QueryOptions
 
 T = TypeVar("T")
@@ -291,10 +291,12 @@ async def decode_body(
 ) -> T:
     """Decode a JSON body into `kind`; a malformed body is a 400 with the decoder's message.
 
-    Keys are accepted in any case, as Consul accepts them, and respelled for
-    `kind`: PascalCase for API structs, snake_case for definitions; "as-is"
-    leaves them to a decoder that knows which keys are user data (config
-    entries: structs/config_entries.py). Every
+    Keys are matched to `kind`'s fields by one rule (`naming.conform_keys`:
+    any case, snake_case, Consul's aliases; unknown keys refused where the
+    struct is complete, with Go's message), whatever `keys` says for PascalCase
+    API structs or snake_case definitions; "as-is" leaves them to a decoder
+    that knows which keys are user data (config entries:
+    structs/config_entries.py). Every
     route's body comes through here, so the nesting bound is kept here, once:
     the renaming and the struct conversion below recurse once per level, and
     a body a few hundred levels deep would exhaust Python's stack.
@@ -313,7 +315,10 @@ async def decode_body(
     if json_depth_exceeds(value, MAX_BODY_DEPTH):
         _too_deep()
     if keys != "as-is":
-        value = (pascal_keys if keys == "pascal" else snake_keys)(value)
+        try:
+            value = conform_keys(value, kind)
+        except UnknownField as exc:
+            bad_request(f"Request decode failed: {exc}")
     try:
         return msgspec.convert(value, kind, dec_hook=dec_hook)
     except (msgspec.ValidationError, ValueError) as exc:

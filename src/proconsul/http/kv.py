@@ -55,6 +55,8 @@ async def kv_get(request: web.Request) -> web.Response:
         if not response.value:
             return _not_found(response.meta)
         return json_response(request, response.value, response.meta)
+    if not key:
+        bad_request("Missing key name")
     response = await agent.rpc_read("KVS.Get", ReadRequest(name=key, options=options))
     entry: KVEntry | None = response.value
     if entry is None:
@@ -94,7 +96,10 @@ async def kv_put(request: web.Request) -> web.Response:
         raise HTTPError(
             413, f"Request body({len(value)} bytes) too large, max size: {limit} bytes."
         )
-    entry = KVEntry(key=key, value=value, flags=flags, modify_index=modify_index, session=session)
+    # An empty body is no value at all: Consul shows it as `"Value": null`.
+    entry = KVEntry(
+        key=key, value=value or None, flags=flags, modify_index=modify_index, session=session
+    )
     _, result = await agent.rpc_write(KVSRequest(op=op, dir_ent=entry), caller_token(request))
     if isinstance(result, ApplyError):
         raise HTTPError(500, result.message)

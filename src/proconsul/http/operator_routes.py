@@ -36,6 +36,8 @@ from proconsul.http.common import (
     query_options,
     query_uint64,
 )
+from proconsul.structs.autopilot import AutopilotSettings
+from proconsul.structs.naming import conform_keys
 from proconsul.structs.requests import ReadRequest
 
 
@@ -106,7 +108,8 @@ async def set_autopilot_configuration(request: web.Request) -> web.Response:
     `?cas=<ModifyIndex>` to write only over that version; answers true, or with
     ?cas whether it was written."""
     cas_index = query_uint64(request, "cas") if "cas" in request.query else None
-    body = await decode_body(request, dict[str, Any])
+    # Keys by the body rule (any case); values are checked on the server (parse_settings).
+    body = conform_keys(await decode_body(request, dict[str, Any]), AutopilotSettings)
     written = await agent_of(request).set_autopilot_configuration(
         body, cas_index, caller_token(request)
     )

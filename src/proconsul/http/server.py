@@ -42,15 +42,18 @@ from aiohttp.web_protocol import RequestPayloadError
 from proconsul.acl.errors import ACLDenied, ACLError
 from proconsul.http import (
     acl_routes,
+    agent_observe,
     agent_routes,
     catalog,
     config_routes,
     connect_routes,
+    coordinate_routes,
     gossip_routes,
     intention_routes,
     kv,
     live_routes,
     operator_routes,
+    query_routes,
     session_routes,
     snapshot_routes,
     txn,
@@ -131,6 +134,14 @@ def _text(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, text=message, headers=headers)
 
 
+def _check_datacenter(request: web.Request) -> None:
+    """`?dc=` naming a datacenter this agent cannot reach is Consul's 500 on every
+    route, never a silent answer from (or write to) the local one."""
+    datacenter = request.query.get("dc")
+    if datacenter and datacenter not in request.app[AGENT_KEY].datacenters():
+        raise HTTPError(500, "No path to datacenter")
+
+
 @web.middleware
 async def consul_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
@@ -143,6 +154,8 @@ async def consul_errors(request: web.Request, handler: Handler) -> web.StreamRes
     if reads is not None and read is not None:
         reads.add(read)
     try:
+        if "dc=" in request.query_string:
+            _check_datacenter(request)
         response = await handler(request)
     except BodyTimeout:
         stats.body_timeouts += 1
@@ -245,12 +258,15 @@ def build_app(agent: AgentAPI, ui_enabled: bool) -> web.Application:
     kv.add_routes(app)
     session_routes.add_routes(app)
     agent_routes.add_routes(app)
+    agent_observe.add_routes(app)
     gossip_routes.add_routes(app)
     acl_routes.add_routes(app)
     operator_routes.add_routes(app)
     connect_routes.add_routes(app)
     config_routes.add_routes(app)
     intention_routes.add_routes(app)
+    query_routes.add_routes(app)
+    coordinate_routes.add_routes(app)
     txn.add_routes(app)
     snapshot_routes.add_routes(app)
     live_routes.add_routes(app)

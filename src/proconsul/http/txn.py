@@ -29,7 +29,7 @@ from proconsul.http.common import HTTPError, bad_request, decode_body, json_resp
 from proconsul.structs.catalog import HealthCheck, Node, NodeService
 from proconsul.structs.commands import ApplyError, TxnRequest
 from proconsul.structs.duration import dec_hook
-from proconsul.structs.naming import pascal
+from proconsul.structs.naming import conform_keys, pascal
 from proconsul.structs.requests import ReadRequest
 from proconsul.structs.txn import (
     CATALOG_VERBS,
@@ -73,6 +73,16 @@ class _ServiceJSON(msgspec.Struct, rename=pascal):
 class _CheckJSON(msgspec.Struct, rename=pascal):
     verb: str
     check: HealthCheck
+
+
+class _TxnElement(msgspec.Struct, rename=pascal):
+    """The keys of one body element, for the body decoding rule (any case):
+    `parse_op` converts each operation itself, to name the one that fails."""
+
+    kv: _KVJSON | None = None
+    node: _NodeJSON | None = None
+    service: _ServiceJSON | None = None
+    check: _CheckJSON | None = None
 
 
 def _fail(position: int, problem: str) -> HTTPError:
@@ -131,7 +141,7 @@ def _reply_body(reply: TxnReply) -> dict[str, Any]:
 
 
 async def txn(request: web.Request) -> web.Response:
-    body = await decode_body(request, list[Any])
+    body = conform_keys(await decode_body(request, list[Any]), list[_TxnElement])
     if len(body) > MAX_TXN_OPS:
         raise HTTPError(
             413, f"Transaction contains too many operations ({len(body)} > {MAX_TXN_OPS})"

@@ -124,7 +124,9 @@ class ServerContext:
             self.leaf = (leaf.cert_pem, leaf.key_pem)
         added = new_roots - self.roots
         if added:
-            self.context.load_verify_locations(cadata="".join(sorted(added)))
+            # One PEM block per line group: blocks run together unseparated
+            # do not parse (a rotation adds a root and its cross-signed copy).
+            self.context.load_verify_locations(cadata="\n".join(sorted(added)) + "\n")
             self.roots = new_roots
         return True
 

@@ -47,9 +47,11 @@ from proconsul.structs.catalog import (
 from proconsul.structs.commands import ApplyError, ApplyResult, Command
 from proconsul.structs.config_entries import ConfigEntry, Intention
 from proconsul.structs.connect import CAConfiguration, IndexedCARoots
+from proconsul.structs.coordinate import CoordinateEntry
 from proconsul.structs.discovery_chain import CompiledDiscoveryChain
 from proconsul.structs.duration import dec_hook, enc_hook
 from proconsul.structs.intentions import IntentionCheckResponse
+from proconsul.structs.prepared_query import ExecuteResponse, ExplainResponse, PreparedQuery
 from proconsul.structs.requests import (
     DEFAULT_WAIT_S,
     MAX_WAIT_S,
@@ -90,6 +92,12 @@ READ_RESULT_TYPES: Mapping[str, Any] = {
     "Intention.Match": dict[str, list[Intention]],
     "Intention.Get": Intention | None,
     "Intention.Check": IntentionCheckResponse,
+    "PreparedQuery.Get": list[PreparedQuery],
+    "PreparedQuery.List": list[PreparedQuery],
+    "PreparedQuery.Explain": ExplainResponse | None,
+    "PreparedQuery.Execute": ExecuteResponse | None,
+    "Coordinate.ListNodes": list[CoordinateEntry],
+    "Coordinate.Node": list[CoordinateEntry],
     "Txn.Read": TxnReply,
     "Operator.Usage": dict[str, Any],
     "Session.Get": list[Session],

@@ -375,19 +375,17 @@ class ACLEndpoints:
         self._require(caller, "read")
         return self._index(POLICIES_KEY), self.store.acl.policy_list()
 
-    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole]:
+    async def role_read(self, role_id: str, *, caller: str = "") -> tuple[int, ACLRole | None]:
+        """A missing role is None (Consul answers it with a bare 404, unlike
+        tokens and policies, which are `ACL not found`)."""
         self._require(caller, "read")
         role = self.store.acl.roles.get(role_id)
-        if role is None:
-            raise ACLNotFound()
-        return self._index(ROLES_KEY), self._resolved_role(role)
+        return self._index(ROLES_KEY), None if role is None else self._resolved_role(role)
 
-    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole]:
+    async def role_read_by_name(self, name: str, *, caller: str = "") -> tuple[int, ACLRole | None]:
         self._require(caller, "read")
         role = self.store.acl.role_by_name(name)
-        if role is None:
-            raise ACLNotFound()
-        return self._index(ROLES_KEY), self._resolved_role(role)
+        return self._index(ROLES_KEY), None if role is None else self._resolved_role(role)
 
     async def role_list(self, policy: str = "", *, caller: str = "") -> tuple[int, list[ACLRole]]:
         self._require(caller, "read")

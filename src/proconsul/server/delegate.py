@@ -76,6 +76,7 @@ from proconsul.server.leader_duties import LeaderDuties, LeaderDuty, every, once
 from proconsul.server.leader_router import LeaderRouter
 from proconsul.server.member_catalog import MemberCatalog
 from proconsul.server.operator import ServerOperator
+from proconsul.server.raft_errors import RaftStoppedError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_rpc import raft_handlers
 from proconsul.server.rpc_config import agent_rpc_tls, hold_timeout_s, raft_params, rpc_server
@@ -373,6 +374,7 @@ class ServerDelegate:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.endpoints.coordinates.close()
         await self.duties.stop()
         await self.rpc.close()
         await self.raft.close()
@@ -428,6 +430,35 @@ class ServerDelegate:
     def on_member_change(self, name: str) -> None:
         if self.member_catalog is not None:
             self.member_catalog.mark(name)
+
+    def self_stats(self) -> dict[str, dict[str, str]]:
+        config = self.config
+        consul = {
+            "acl": "enabled" if config.acl.enabled else "disabled",
+            "bootstrap": str(config.bootstrap or config.dev_mode).lower(),
+            "known_datacenters": "1",
+            "leader": "false",
+            "leader_addr": "",
+            "server": "true",
+        }
+        try:
+            status = self.raft.status()
+        except RaftStoppedError:  # Raft not started yet
+            return {"consul": consul}
+        consul["leader"] = str(status.role == "leader").lower()
+        consul["leader_addr"] = status.leader_address or ""
+        contact = status.last_contact_s
+        raft = {
+            "state": status.role.capitalize(),
+            "term": str(status.term),
+            "commit_index": str(status.commit_index),
+            "applied_index": str(status.applied_index),
+            "last_log_index": str(status.last_index),
+            "last_snapshot_index": str(status.snapshot_index),
+            "num_peers": str(max(0, len(status.peers()) - 1)),
+            "last_contact": "never" if contact is None else f"{contact * 1000:g}ms",
+        }
+        return {"consul": consul, "raft": raft}
 
     def stats(self) -> dict[str, float]:
         stats = metrics_from_stats("consul.rpc", self.rpc.stats())

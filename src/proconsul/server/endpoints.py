@@ -72,6 +72,17 @@ from proconsul.server.config_endpoints import (
 from proconsul.server.config_endpoints import (
     precheck_read as precheck_config_read,
 )
+from proconsul.server.coordinate_endpoints import LIST_METHOD as COORDINATE_LIST
+from proconsul.server.coordinate_endpoints import (
+    NEAR_READS,
+    CoordinateBatcher,
+    coordinate_reads,
+    distance_from,
+    filter_coordinates,
+    sort_by_distance,
+    vet_coordinate_update,
+)
+from proconsul.server.coordinate_endpoints import NODE_METHOD as COORDINATE_NODE
 from proconsul.server.intention_endpoints import LIST_METHOD as INTENTION_LIST
 from proconsul.server.intention_endpoints import (
     filter_intentions,
@@ -82,6 +93,16 @@ from proconsul.server.intention_endpoints import (
 from proconsul.server.intention_endpoints import (
     precheck_read as precheck_intention_read,
 )
+from proconsul.server.query_endpoints import EXECUTE_METHOD as QUERY_EXECUTE
+from proconsul.server.query_endpoints import LIST_METHOD as QUERY_LIST
+from proconsul.server.query_endpoints import (
+    check_query_request,
+    filter_queries,
+    finish_execute,
+    query_reads,
+    vet_query_write,
+)
+from proconsul.server.query_endpoints import precheck_read as precheck_query_read
 from proconsul.server.session_rules import (
     SESSION_READS,
     filter_sessions,
@@ -113,8 +134,10 @@ from proconsul.structs.commands import (
     ApplyResult,
     Command,
     ConfigEntryRequest,
+    CoordinateBatchUpdate,
     DeregisterRequest,
     KVSRequest,
+    PreparedQueryRequest,
     RegisterRequest,
     SessionRequest,
     TxnRequest,
@@ -153,7 +176,8 @@ CONNECT_KINDS = (
 )
 RAW_ACL_COMMAND = "Permission denied: ACL rows are written through the ACL endpoints only"
 NOT_A_CATALOG_COMMAND = (
-    "Permission denied: only catalog, KV, session and config entry commands are written here"
+    "Permission denied: only catalog, KV, session, config entry and prepared query "
+    "commands are written here"
 )
 # The commands a caller may have applied through `ServerEndpoints.write`.
 CALLER_COMMANDS = (
@@ -161,6 +185,8 @@ CALLER_COMMANDS = (
     DeregisterRequest,
     KVSRequest,
     ConfigEntryRequest,
+    PreparedQueryRequest,
+    CoordinateBatchUpdate,
     TxnRequest,
     SessionRequest,
 )
@@ -308,6 +334,12 @@ class ServerEndpoints:
         }
         self.reads.update(config_reads(store, datacenter))
         self.reads.update(intention_reads(store, self._intention_default_allow))
+        self.reads.update(
+            query_reads(store, datacenter, self.rng, lambda near: distance_from(store, near))
+        )
+        self.reads.update(coordinate_reads(store))
+        # Agents' coordinates, applied in batches (server/coordinate_endpoints.py).
+        self.coordinates = CoordinateBatcher(lambda command: self.log.apply(command))
         self.reads[TXN_READ] = txn_read(store)
         self.reads[USAGE_READ] = self._usage
         self.reads.update(session_reads(store))
@@ -342,9 +374,14 @@ class ServerEndpoints:
                     return ReadResponse(meta=meta, value=TxnReply(errors=denied))
         index, value = await blocking_query(self.store, request.options, watch_keys, run, self.rng)
         filtered = False
-        if resolved is not None:
+        if method == QUERY_EXECUTE:
+            value, filtered = finish_execute(value, resolved, self.resolve, _health_rows_filter)
+        elif resolved is not None:
+            value = precheck_query_read(method, resolved, value)
             postcheck_read(method, resolved, value)
             value, filtered = self._filter(method, request, resolved, value)
+        if request.near and method in NEAR_READS:
+            value = sort_by_distance(method, value, self.store, request.near)
         if request.options.filter and method not in _FILTERED_IN_READ:
             # After the ACL filter, so the filtered-by-ACLs header speaks of ACLs only.
             value = apply_query_filter(method, request.options.filter, value)
@@ -392,6 +429,19 @@ class ServerEndpoints:
         if isinstance(command, ConfigEntryRequest):
             command = check_config_request(command)
             check_graph(self.store, command, self.datacenter)
+        if isinstance(command, CoordinateBatchUpdate):
+            # Checked here, where it comes in; the batch is this server's own write.
+            resolved = self.resolve(token)
+            if resolved is not None:
+                vet_coordinate_update(resolved, command)
+            self.coordinates.submit(command.updates)
+            return 0, None
+        if isinstance(command, PreparedQueryRequest):
+            check_query_request(command)
+            # The owner is whoever this server resolves the token to, never the caller's say.
+            resolved = self.resolve(token)
+            owner = "" if resolved is None else resolved.accessor_id
+            command = msgspec.structs.replace(command, owner=owner)
         if isinstance(command, TxnRequest):
             check_ops(command.ops)
             resolved = self.resolve(token)
@@ -663,9 +713,22 @@ def filter_result(method: str, authz: Authorizer, value: Any) -> tuple[Any, bool
         return filter_entries(authz, value)
     if method == INTENTION_LIST:
         return filter_intentions(authz, value)
+    if method == QUERY_LIST:
+        return filter_queries(authz, value)
+    if method in (COORDINATE_LIST, COORDINATE_NODE):
+        return filter_coordinates(authz, value)
     if method in SESSION_READS:
         return filter_sessions(authz, value)
     return value, False  # KVS.Get: refused up front when not readable
+
+
+def _health_rows_filter(
+    rows: list[CheckServiceNode], resolved: ResolvedToken
+) -> tuple[list[CheckServiceNode], bool]:
+    result: tuple[list[CheckServiceNode], bool] = filter_result(
+        "Health.ServiceNodes", resolved.authorizer, rows
+    )
+    return result
 
 
 # ----- ACL vetting of writes -----------------------------------------------------
@@ -754,6 +817,10 @@ def vet_write(store: StateStore, resolved: ResolvedToken, command: Command) -> N
         _vet_kv(resolved, command)
     elif isinstance(command, ConfigEntryRequest):
         vet_config_write(resolved, command)
+    elif isinstance(command, PreparedQueryRequest):
+        vet_query_write(store, resolved, command)
+    elif isinstance(command, CoordinateBatchUpdate):
+        vet_coordinate_update(resolved, command)
     elif isinstance(command, TxnRequest):
         first_denial(store, resolved, command.ops)
     elif isinstance(command, SessionRequest):

@@ -46,6 +46,7 @@ from proconsul.structs.commands import (
     ACLCommand,
     Command,
     ConfigEntryRequest,
+    CoordinateBatchUpdate,
 )
 from proconsul.tls.agent import server_name
 
@@ -74,6 +75,10 @@ def authorize_forwarded(
         resolved = endpoints.resolve(token)
         if resolved is not None and not resolved.authorizer.acl_write():
             raise resolved.deny("acl", "write")
+        return
+    if isinstance(command, CoordinateBatchUpdate):
+        # A server's batch of agents' coordinates: each entry was checked
+        # (node:write) by the server that took it (server/coordinate_endpoints.py).
         return
     if isinstance(command, CALLER_COMMANDS):
         resolved = endpoints.resolve(token)

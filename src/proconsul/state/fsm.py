@@ -18,6 +18,7 @@ import msgspec
 from proconsul.state.acl_tables import ACLStateError, apply_acl
 from proconsul.state.ca_tables import CAStateError
 from proconsul.state.config_entry_tables import ConfigEntryStateError
+from proconsul.state.prepared_query_tables import PreparedQueryStateError
 from proconsul.state.session_ops import (
     create_session,
     destroy_session,
@@ -40,8 +41,10 @@ from proconsul.structs.commands import (
     CARootsSetRequest,
     Command,
     ConfigEntryRequest,
+    CoordinateBatchUpdate,
     DeregisterRequest,
     KVSRequest,
+    PreparedQueryRequest,
     RegisterRequest,
     SessionRequest,
     SnapshotRestoreRequest,
@@ -108,6 +111,12 @@ class FSM:
             if isinstance(command, CAConfigSetRequest):
                 self.store.ca.set_config(index, command)
                 return None
+            if isinstance(command, CoordinateBatchUpdate):
+                self.store.coordinates.apply(index, command, self.store.nodes)
+                return None
+            if isinstance(command, PreparedQueryRequest):
+                self.store.queries.apply(index, command, self.store.sessions.sessions)
+                return None
             if isinstance(command, TxnRequest):
                 return apply_txn(self.store, index, command.ops, command.now_ms)
             if isinstance(command, AutopilotSetConfigRequest):
@@ -117,7 +126,13 @@ class FSM:
             if isinstance(command, SessionRequest):
                 return self._session(index, command)
             return ApplyError(f"unknown command type {type(command).__name__}")
-        except (StateError, ACLStateError, CAStateError, ConfigEntryStateError) as exc:
+        except (
+            StateError,
+            ACLStateError,
+            CAStateError,
+            ConfigEntryStateError,
+            PreparedQueryStateError,
+        ) as exc:
             return ApplyError(str(exc))
         finally:
             self.applied += 1

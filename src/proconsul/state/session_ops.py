@@ -51,6 +51,7 @@ def destroy_session(store: StateStore, index: int, session_id: str, now_ms: int)
     session = tables.remove(index, session_id)
     if session is None:
         return
+    store.queries.drop_session(index, session_id)  # its prepared queries go with it
     delay_ms = session.lock_delay // 1_000_000
     for key in tables.keys_of(session_id):
         tables.forget(session_id, key)

@@ -30,6 +30,8 @@ import msgspec
 from proconsul.state.acl_tables import ACLSnapshot
 from proconsul.state.ca_tables import CASnapshot
 from proconsul.state.config_entry_tables import ConfigEntrySnapshot
+from proconsul.state.coordinate_tables import CoordinateSnapshot
+from proconsul.state.prepared_query_tables import PreparedQuerySnapshot
 from proconsul.state.session_tables import SessionSnapshot
 from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
@@ -63,6 +65,10 @@ class SnapshotBody(msgspec.Struct, array_like=True):
     ca: CASnapshot | None = None  # Connect CA tables (ca_tables.py); None restores empty
     # Config entries (config_entry_tables.py); None restores empty.
     config_entries: ConfigEntrySnapshot | None = None
+    # Prepared queries (prepared_query_tables.py); None restores empty.
+    prepared_queries: PreparedQuerySnapshot | None = None
+    # Network coordinates (coordinate_tables.py); None restores empty.
+    coordinates: CoordinateSnapshot | None = None
     # The autopilot configuration set through the API; None: the servers' files.
     autopilot: AutopilotSettings | None = None
     # Sessions and lock-delays (session_tables.py); None restores empty.

@@ -44,6 +44,8 @@ import msgspec
 from proconsul.state.acl_tables import ACLTables
 from proconsul.state.ca_tables import CONFIG_KEY, ROOTS_KEY, CATables
 from proconsul.state.config_entry_tables import ENTRIES_KEY, ConfigEntryTables, kind_key
+from proconsul.state.coordinate_tables import CoordinateTables
+from proconsul.state.prepared_query_tables import PreparedQueryTables
 from proconsul.state.session_tables import SESSIONS_KEY, SessionTables
 from proconsul.state.snapshot import ServiceRow, SnapshotBody, decode_snapshot, encode_snapshot
 from proconsul.state.watch import WatchHub
@@ -113,6 +115,8 @@ class StateStore:
         self.acl = ACLTables(self._bump)  # tokens, policies, roles (acl_tables.py)
         self.ca = CATables(self._bump)  # Connect CA roots and signing keys (ca_tables.py)
         self.config = ConfigEntryTables(self._bump)  # config entries (config_entry_tables.py)
+        self.queries = PreparedQueryTables(self._bump)  # prepared_query_tables.py
+        self.coordinates = CoordinateTables(self._bump)  # coordinate_tables.py
         # Set through the operator API ("autopilot-config"); None: each server's file.
         self.autopilot: AutopilotSettings | None = None
         self.sessions = SessionTables(self._bump)  # sessions, lock-delays (session_tables.py)
@@ -200,6 +204,8 @@ class StateStore:
             acl=self.acl.snapshot(),
             ca=self.ca.snapshot(),
             config_entries=self.config.snapshot(),
+            prepared_queries=self.queries.snapshot(),
+            coordinates=self.coordinates.snapshot(),
             autopilot=self.autopilot,
             sessions=self.sessions.snapshot(),
         )
@@ -229,6 +235,8 @@ class StateStore:
         self.acl.restore(body.acl)
         self.ca.restore(body.ca)
         self.config.restore(body.config_entries)
+        self.queries.restore(body.prepared_queries)
+        self.coordinates.restore(body.coordinates)
         self.autopilot = body.autopilot
         self.sessions.restore(body.sessions, body.kvs)
         self.indexes = dict(body.indexes)
@@ -369,6 +377,7 @@ class StateStore:
         self.services.pop(node_name, None)
         self.checks.pop(node_name, None)
         del self.nodes[node_name]
+        self.coordinates.drop(index, node_name)
         self._bump(index, "nodes", f"node:{node_name}")
 
     # ----- KV writes ---------------------------------------------------------

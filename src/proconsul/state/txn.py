@@ -339,8 +339,8 @@ def _run_check(store: StateStore, index: int, op: TxnCheckOp, now_ms: int) -> li
 def apply_txn(store: StateStore, index: int, ops: list[TxnOp], now_ms: int = 0) -> TxnReply:
     """Apply `ops` at `index`, all or none (see the module docstring). A
     transaction of reads only leaves the store as it was, whatever `index`.
-    `now_ms` is the proposing leader's clock (lock-delay; see DESIGN.md,
-    "Sessions and locks"); deleting a node or check, or setting a check
+    `now_ms` is the proposing leader's clock, for lock-delay (see
+    DESIGN.md, "Sessions and locks"); deleting a node or check, or setting a check
     critical, invalidates its sessions as the catalog writes do."""
     error = _check(store, index, ops, now_ms)
     if error is not None:

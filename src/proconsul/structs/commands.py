@@ -16,7 +16,9 @@ from proconsul.structs.autopilot import AutopilotSettings
 from proconsul.structs.catalog import HealthCheck, KVEntry, NodeService
 from proconsul.structs.config_entries import ConfigEntry
 from proconsul.structs.connect import CAConfiguration, CARoot
+from proconsul.structs.coordinate import CoordinateEntry
 from proconsul.structs.naming import pascal
+from proconsul.structs.prepared_query import PreparedQuery
 from proconsul.structs.session import Session
 from proconsul.structs.txn import TxnOp, TxnReply
 
@@ -174,6 +176,30 @@ class CAConfigSetRequest(msgspec.Struct, tag=13, tag_field="Type", rename=pascal
         )
 
 
+# ----- Prepared queries (tag 20; 14-19 belong to sessions, transactions and operator).
+
+PreparedQueryOp = Literal["create", "update", "delete"]
+
+
+class PreparedQueryRequest(msgspec.Struct, tag=20, tag_field="Type", rename=pascal):
+    """Create, update or delete one prepared query (by `query.id`, chosen before
+    the log). The query was validated before it entered the log. `owner` is the
+    AccessorID of the token that created it (set by the server that took the
+    write, never by the caller): an unnamed query is changed only by its owner
+    or a management token."""
+
+    op: PreparedQueryOp
+    query: PreparedQuery
+    owner: str = ""
+
+
+class CoordinateBatchUpdate(msgspec.Struct, tag=21, tag_field="Type", rename=pascal):
+    """Network coordinates of nodes, batched by a server (Consul's Coordinate.Update
+    batches). Entries for nodes the catalog does not hold are skipped."""
+
+    updates: list[CoordinateEntry]
+
+
 # ----- Transactions (tag 16; tags 14-15 belong to sessions, 17-19 to the
 # operator and snapshot commands).
 
@@ -234,6 +260,8 @@ Command = (
     | CARootsSetRequest
     | ConfigEntryRequest
     | CAConfigSetRequest
+    | PreparedQueryRequest
+    | CoordinateBatchUpdate
     | TxnRequest
     | AutopilotSetConfigRequest
     | SnapshotRestoreRequest

@@ -1,8 +1,8 @@
 """Service and check definitions as users write them: in config files and in
 `/v1/agent/service/register` / `/v1/agent/check/register` bodies.
 
-Fields use the config-file spelling (snake_case). Request bodies in PascalCase
-are passed through `naming.snake_keys` first, so one struct serves both.
+Fields use the config-file spelling (snake_case). Request bodies in any spelling
+are passed through `naming.conform_keys` first, so one struct serves both.
 Durations are `Duration` (float seconds). Unknown keys are errors.
 """
 
@@ -39,6 +39,14 @@ class CheckDefinition(Def):
     tcp: str = ""
     # TTL check
     ttl: Duration | None = None
+    # Script check (`args`): only with enable_script_checks / enable_local_script_checks
+    script_args: list[str] = []
+    # gRPC health checking protocol (`host:port[/service]`) and HTTP/2 ping (`host:port`)
+    grpc: str = ""
+    grpc_use_tls: bool = False
+    h2ping: str = ""
+    h2ping_use_tls: bool = True
+    output_max_size: int = 0
     # Alias check (used by sidecar proxies)
     alias_service: str = ""
     alias_node: str = ""
@@ -83,13 +91,18 @@ class ConnectDefinition(Def):
     sidecar_service: ServiceDefinition | None = None
 
 
+class TaggedAddressDefinition(Def):
+    address: str = ""
+    port: int = 0
+
+
 class ServiceDefinition(Def):
     name: str = ""
     id: str = ""
     kind: str = ""
     tags: list[str] = []
     address: str = ""
-    tagged_addresses: dict[str, Any] = {}
+    tagged_addresses: dict[str, TaggedAddressDefinition] = {}
     meta: dict[str, str] = {}
     port: int = 0
     weights: WeightsDefinition | None = None

@@ -45,6 +45,11 @@ class ReadRequest(msgspec.Struct):
     upstreams: list[str] = []
     mesh_gateway_mode: str = ""
     intention: IntentionQuery = msgspec.field(default_factory=IntentionQuery)  # "Intention.*"
+    # "PreparedQuery.Execute": ?near= (a node, or "_agent": `source_node`, the
+    # agent that asked) and ?limit= (0: all).
+    near: str = ""
+    limit: int = 0
+    source_node: str = ""
     txn_ops: list[TxnOp] = []  # "Txn.Read": a read-only transaction's operations
     options: QueryOptions = msgspec.field(default_factory=QueryOptions)
 
