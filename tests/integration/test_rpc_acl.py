@@ -97,6 +97,7 @@ OWN = "own"  # answers the caller's own token only (the anonymous token for "")
 OPEN = "open"  # answers anyone, as in Consul
 PUBLIC = "public"  # anonymous is answered (Consul asks no right); unknown secrets refused
 SERVER_TRANSPORT = "server transport"  # Raft.Step: the Raft protocol itself, not called here
+EXECUTED_EMPTY = "executed empty"  # a query runs, with no instance the caller may not read
 TXN_REFUSED = "txn refused"  # answers with the refused operation as its error, nothing read
 
 
@@ -181,6 +182,14 @@ def txn_read(key: str) -> Callable[[str], bytes]:
     return read(txn_ops=[TxnKVOp(verb="get", key=key)])
 
 
+QUERY: dict[str, str] = {}  # the fixture's named prepared query: its ID
+
+
+def query_read() -> Callable[[str], bytes]:
+    """A "PreparedQuery.*" read of the fixture's query, by its ID."""
+    return lambda token: read(QUERY["id"])(token)
+
+
 def nil(token: str) -> bytes:
     return b"\xc0"
 
@@ -260,6 +269,16 @@ CASES: dict[str, Case] = {
     "Operator.Usage": Case(DENIED, read()),
     "Snapshot.Save": Case(DENIED, operator()),
     "Snapshot.Restore": Case(DENIED, operator_request(data=b"not an archive")),
+    # Prepared queries: a named one needs query:read to be read or explained; a
+    # list leaves out what the token may not read; executing needs no right on
+    # the query but filters the instances by the caller's (its own token: none).
+    "PreparedQuery.Get": Case(DENIED, query_read()),
+    "PreparedQuery.Explain": Case(DENIED, query_read()),
+    "PreparedQuery.List": Case(FILTERED, read()),
+    "PreparedQuery.Execute": Case(EXECUTED_EMPTY, query_read()),
+    # Coordinates are filtered by node:read.
+    "Coordinate.ListNodes": Case(FILTERED, read()),
+    "Coordinate.Node": Case(FILTERED, read("n0")),
     # Each operation of a transaction is checked: key:read on the key it gets.
     "Txn.Read": Case(TXN_REFUSED, txn_read("secret/x")),
     SIGN_METHOD: Case(DENIED, sign()),
@@ -341,6 +360,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             found.ok("PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
             found.ok("PUT", "/v1/acl/token", {"SecretID": secret, "Policies": [{"Name": name}]})
         found.ok("PUT", "/v1/kv/secret/x", "hidden")
+        query = {"Name": "secret-q", "Service": {"Service": "consul"}}
+        QUERY["id"] = found.call_http("POST", "/v1/query", MGMT, query)[1]["ID"]
         found.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "web"})
         for source, destination, action in (("db", "web", "allow"), ("api", "db", "deny")):
             path = f"/v1/connect/intentions/exact?source={source}&destination={destination}"
@@ -393,6 +414,12 @@ def test_a_caller_without_a_valid_token_gets_nothing(server: Server, method: str
         assert empty(response.value), (method, response.value)
     elif case.expect == PUBLIC:
         decode_read_response(method, call(server, method, case.payload("")))
+    elif case.expect == EXECUTED_EMPTY:
+        reply = decode_read_response(method, call(server, method, case.payload(""))).value
+        assert reply.nodes == [], (method, reply)
+        # The management token sees the server's own `consul` instance.
+        allowed = decode_read_response(method, call(server, method, case.payload(MGMT))).value
+        assert [row.node.node for row in allowed.nodes] == ["n0"], allowed
     elif case.expect == TXN_REFUSED:
         reply = decode_read_response(method, call(server, method, case.payload(""))).value
         assert reply.results == [], (method, reply)
