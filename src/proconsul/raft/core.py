@@ -76,6 +76,12 @@ if TYPE_CHECKING:
     import random
 
 
+# Refusals of a configuration change that only mean "not yet": the caller may
+# wait for the log to settle and propose again (server/raft_log.py does).
+CONFIGURATION_CHANGE_PENDING = "a configuration change is already in progress"
+TERM_NOT_YET_COMMITTED = "leader has not yet committed an entry in its term"
+
+
 class RaftError(RuntimeError):
     """Misuse of the core by its adapter (e.g. bootstrapping twice)."""
 
@@ -543,11 +549,11 @@ class RaftNode:
         if refused is not None:
             return refused
         if self.configuration_index > self.log.commit:
-            return Rejected("a configuration change is already in progress")
+            return Rejected(CONFIGURATION_CHANGE_PENDING)
         if self.log.term(self.log.commit) != self.term:
             # Single-server changes are only safe once the leader committed an
             # entry of its own term (the fix to the one-at-a-time change bug).
-            return Rejected("leader has not yet committed an entry in its term")
+            return Rejected(TERM_NOT_YET_COMMITTED)
         self.counters["configuration_changes"] += 1
         return self.append_entry(EntryType.CONFIGURATION, encode_configuration(new))
 

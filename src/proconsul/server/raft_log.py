@@ -63,7 +63,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proconsul.raft.core import RaftError, RaftNode
+from proconsul.raft.core import (
+    CONFIGURATION_CHANGE_PENDING,
+    TERM_NOT_YET_COMMITTED,
+    RaftError,
+    RaftNode,
+)
 from proconsul.raft.messages import (
     Configuration,
     Entry,
@@ -275,15 +280,36 @@ class RaftLog:
     ) -> int:
         """Add (or re-address) one server; returns the configuration entry's index."""
         node = self._require_node()
-        proposal = self._propose(lambda _: node.add_server(server_id, address, voter), b"")
-        index, _ = await self._await_proposal(proposal, timeout_s or self.apply_timeout_s)
-        return index
+        return await self._change_membership(
+            lambda: node.add_server(server_id, address, voter), timeout_s
+        )
 
     async def remove_server(self, server_id: str, timeout_s: float | None = None) -> int:
         node = self._require_node()
-        proposal = self._propose(lambda _: node.remove_server(server_id), b"")
-        index, _ = await self._await_proposal(proposal, timeout_s or self.apply_timeout_s)
-        return index
+        return await self._change_membership(lambda: node.remove_server(server_id), timeout_s)
+
+    async def _change_membership(
+        self, change: Callable[[], Proposal | NotLeader | Rejected], timeout_s: float | None
+    ) -> int:
+        """Propose a one-server configuration change once the configuration is
+        stable, and wait for it to commit. A change proposed while another is
+        uncommitted (autopilot's cleanup racing an operator's remove-peer), or
+        before the leader committed an entry of its term, waits for the log to
+        settle and is proposed again, as hashicorp/raft queues such changes,
+        rather than failing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout_s or self.apply_timeout_s)
+        while True:
+            try:
+                proposal = self._propose(lambda _: change(), b"")
+            except RaftRejectedError as exc:
+                if exc.message not in (CONFIGURATION_CHANGE_PENDING, TERM_NOT_YET_COMMITTED):
+                    raise
+                pending = self._require_node().log.last_index()
+                await self.wait_applied(pending, max(0.0, deadline - loop.time()))
+                continue
+            index, _ = await self._await_proposal(proposal, max(0.0, deadline - loop.time()))
+            return index
 
     async def read_barrier(self, timeout_s: float | None = None) -> int:
         """Linearizable read point for `?consistent`: once it returns, this
