@@ -190,7 +190,7 @@ def test_kv_prefix_keys_and_tombstone_index(h: Harness) -> None:
 def test_blocking_wait_default_cap_and_jitter() -> None:
     import random
 
-    from proconsul.server.endpoints import wait_with_jitter_s
+    from proconsul.server.read_options import wait_with_jitter_s
     from proconsul.structs.requests import DEFAULT_WAIT_S, MAX_WAIT_S
 
     rng = random.Random(7)

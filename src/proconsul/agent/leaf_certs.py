@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from proconsul.connect.ca import CSRError, leaf_authority_key_id, leaf_csr
 from proconsul.rpc.errors import ErrorCode, RPCError
 from proconsul.server.connect_ca_rpc import SIGN_METHOD, decode_issued
-from proconsul.server.endpoints import wait_with_jitter_s
+from proconsul.server.read_options import wait_with_jitter_s
 from proconsul.structs.connect import IndexedCARoots, IssuedCert
 from proconsul.structs.requests import QueryOptions, ReadRequest, ReadResponse
 from proconsul.structs.rpc import CASignRequest

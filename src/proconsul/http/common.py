@@ -191,7 +191,7 @@ def query_uint64(request: web.Request, name: str, default: int = 0) -> int:
 def parse_wait(text: str) -> float:
     """`?wait` as Go's `time.ParseDuration` reads it, in seconds; ValueError for
     anything else and for a negative wait. A wait above Consul's 10 minutes is
-    kept: the server caps it (server/endpoints.py), as Consul's RPC layer does."""
+    kept: the server caps it (server/read_options.py), as Consul's RPC layer does."""
     # parse_duration is lenient for config files (spaces, any script's digits);
     # Go takes ASCII only, but for the two spellings of its micro sign.
     if not text.replace("µ", "").replace("μ", "").isascii() or text != text.strip():

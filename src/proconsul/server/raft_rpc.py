@@ -37,7 +37,8 @@ from proconsul.rpc.server import Handler
 from proconsul.rpc.tls import PeerInfo
 from proconsul.server.acl_endpoints import bootstrap_denied, read_reset_index
 from proconsul.server.config_endpoints import check_config_request, check_graph
-from proconsul.server.endpoints import CALLER_COMMANDS, ServerEndpoints, vet_write
+from proconsul.server.endpoint_acl import CALLER_COMMANDS, vet_write
+from proconsul.server.endpoints import ServerEndpoints
 from proconsul.server.raft_errors import NotLeaderError
 from proconsul.server.raft_log import RaftLog
 from proconsul.server.raft_transport import STEP_METHOD
