@@ -28,6 +28,7 @@ from tests.xds_helpers import (
 )
 
 from proconsul.connect.intentions import authorize_http
+from proconsul.lab.explain import parse_stats
 from proconsul.proxy.ads_state import AdsState
 from proconsul.proxy.balancer import Balancer
 from proconsul.proxy.config import (
@@ -40,6 +41,7 @@ from proconsul.proxy.config import (
 )
 from proconsul.proxy.matchers import RequestView
 from proconsul.proxy.rbac import compile_rbac
+from proconsul.proxy.stats import Stats
 from proconsul.xds.common import (
     CLUSTER_TYPE,
     ENDPOINT_TYPE,
@@ -317,3 +319,21 @@ def test_circuit_breaker_limits_from_the_cluster() -> None:
     balancer.connections, balancer.pending = 0, 1
     assert balancer.may_connect() and not balancer.may_queue()
     assert Balancer(limited, ()).pick(0.0) is None  # no endpoint: no healthy upstream
+
+
+def test_stats_show_the_applied_versions_and_explain_reads_them_back() -> None:
+    """/stats carries the version applied per xDS type, as Envoy's text readouts; the
+    troubleshooter's parser gets both them and the counters out again."""
+    stats = Stats()
+    stats.listener("public_listener").rbac_denied = 3
+    stats.versions = {CLUSTER_TYPE: "c0ffee", LISTENER_TYPE: "beef"}
+    text = stats.render_text()
+    assert 'cluster_manager.cds.version_text: "c0ffee"' in text.splitlines()
+    assert 'listener_manager.lds.version_text: "beef"' in text.splitlines()
+    assert "version_text" not in stats.render_prometheus()
+    counters, readouts = parse_stats(text)
+    assert counters["listener.public_listener.rbac.denied"] == 3
+    assert readouts == {
+        "cluster_manager.cds.version_text": "c0ffee",
+        "listener_manager.lds.version_text": "beef",
+    }

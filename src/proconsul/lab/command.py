@@ -21,6 +21,7 @@ from proconsul.cli.keygen import new_key
 from proconsul.fileio import write_private_file
 from proconsul.lab import cluster, doctor, explain, netns, procs, scenarios, up
 from proconsul.lab.layout import (
+    ADMIN_PORT,
     DEFAULT_FIRST_ADDRESS,
     DNS_PORT,
     GRPC_PORT,
@@ -310,10 +311,15 @@ def lab_explain(args: argparse.Namespace, out: TextIO) -> int:
         lab.nodes[0],
     )
     tokens = {s: t for s in (args.source, args.destination) if (t := lab.secret(s))}
+    pair = (args.source, args.destination)
+    hosts = {s: lab.node(SERVICE_HOSTS[s]) for s in pair if s in SERVICE_HOSTS}
     probe = explain.Probe(
         cluster.client(lab, node, stale=True),
         tokens,
         [lambda: _leader(lab), lambda: _agent_certs(lab)],
+        # Where the lab started each sidecar (render.sidecar_args) and the agent it talks to.
+        admin={s: f"{host.address}:{ADMIN_PORT}" for s, host in hosts.items()},
+        agents={s: cluster.client(lab, host, stale=True) for s, host in hosts.items()},
     )
     found = explain.checks(probe, args.source, args.destination)
     out.write(explain.render(found) + "\n")
