@@ -256,6 +256,24 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
                 "up to date with the agent" in healthy
             ), healthy
             assert f"✓ proxies: {proxy} counters: rbac.denied 0," in healthy, healthy
+        # Outside the lab: admin addresses by flag, else Envoy's default, which it says.
+        done = subprocess.run(
+            proconsul_cmd(
+                "troubleshoot", "-source-admin-addr", f"{NODES[3].address}:19000", "web", "api"
+            ),
+            capture_output=True,
+            text=True,
+            env=cli_env(lab_dir),
+        )
+        assert done.returncode == 1, done.stdout
+        web_line = "✓ proxies: web-sidecar-proxy listens, admin 127.0.0.249:19000 is LIVE, "
+        assert web_line + "versions not compared" in done.stdout, done.stdout
+        assert re.search(
+            r"^✗ proxies: api-sidecar-proxy listens on 127\.0\.0\.248:20000, but its admin at "
+            r"127\.0\.0\.1:19000 \(Envoy's default;",
+            done.stdout,
+            re.M,
+        ), done.stdout
     assert re.search(r"^  web => api \(allow\)$", status(lab_dir), re.M)
     lab(lab_dir, "break", "deny-intention")
     assert check_intention(lab_dir) == "Denied"

@@ -22,12 +22,14 @@ from proconsul.fileio import write_private_file
 from proconsul.lab import cluster, doctor, explain, netns, procs, scenarios, up
 from proconsul.lab.layout import (
     ADMIN_PORT,
+    CLIENTS,
     DEFAULT_FIRST_ADDRESS,
     DNS_PORT,
     GRPC_PORT,
     HTTP_PORT,
     NODES,
     SERVER_PORT,
+    SERVERS,
     SERVICE_HOSTS,
     SERVICE_PORT,
     STAGES,
@@ -68,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         "--first-address", default=DEFAULT_FIRST_ADDRESS, help="first node's 127.0.0.x"
     )
     upper.add_argument("--check-interval", default="2s", help="interval of the service checks")
-    upper.add_argument("--fast", action="store_true", help="lab-only fast failure detection")
+    upper.add_argument(
+        "--fast",
+        action="store_true",
+        help="lab-only fast failure detection and a 2 s ACL token cache",
+    )
     steps = with_dir("steps", "list the steps and their commands")
     steps.add_argument("--stage", choices=STAGES, default="mesh")
     with_dir("status", "nodes, leader, services, sidecars, intentions, events")
@@ -187,14 +193,17 @@ def lab_steps(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stop_all(lab: Lab, out: TextIO) -> None:
-    # Sidecars and demo services first, then clients, then servers.
+    # Sidecars and demo services first, then clients, then servers; each group together.
     others = [name for name in lab.state.pids if name not in NODES]
-    for name in [*others, *reversed(NODES)]:
-        pid = lab.state.pids.get(name)
-        if pid is not None and procs.is_ours(pid):
-            procs.stop(pid)
+    for group in (others, CLIENTS, SERVERS):
+        live = {
+            name: pid
+            for name in group
+            if (pid := lab.state.pids.pop(name, None)) is not None and procs.is_ours(pid)
+        }
+        procs.stop_all(list(live.values()))
+        for name, pid in live.items():
             out.write(f"stopped {name} (pid {pid})\n")
-        lab.state.pids.pop(name, None)
     lab.state.broken.clear()
     if lab.state.isolation == "netns":
         netns.teardown(lab.state.netns_tag, len(lab.nodes))

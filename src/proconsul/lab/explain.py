@@ -291,8 +291,10 @@ def _agent_view(probe: Probe, service: str, proxy_id: str) -> dict[str, Any] | N
     client = probe.agents.get(service, probe.client)
     try:
         found: dict[str, Any] = client.get_json(f"/v1/agent/connect/proxy/{proxy_id}/xds")
-    except ApiError:
-        return None  # the proxy runs on another agent than the one asked
+    except ApiError as exc:
+        if exc.status == 404:
+            return None  # the proxy runs on another agent than the one asked
+        raise
     return found
 
 
