@@ -20,7 +20,7 @@ Job:
   `troubleshoot`): what this agent's xDS server last sent the local proxy,
   `{ProxyID, Streams, Versions: {type URL: version}, Error}`; `Error` says how
   the agent ended its last stream (a refused token), "" otherwise. 404 for a
-  proxy not registered here; service:read on the proxy's service.
+  proxy not registered here; service:read on the service it fronts.
 
 Rules:
 - Consul requires no ACL for the roots (they are public certificates); the
@@ -124,7 +124,8 @@ async def agent_proxy_xds(request: web.Request) -> web.Response:
     proxy = agent.local_services().get(proxy_id)
     if proxy is None or proxy.kind != "connect-proxy":
         not_found(f"unknown proxy service ID: {proxy_id}")
-    authorize(request, "service", "read", proxy.service)
+    # Read on the service it fronts: the xDS stream itself needs write there.
+    authorize(request, "service", "read", proxy.proxy.destination_service_name)
     status = {"Streams": 0, "Versions": {}, "Error": "", **agent.xds_proxy_status(proxy_id)}
     return json_response(request, {"ProxyID": proxy_id, **status})
 
