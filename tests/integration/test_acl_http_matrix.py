@@ -251,6 +251,20 @@ def _victim_service(m: Matrix) -> None:
     m.ok("PUT", "/v1/agent/service/register", {"Name": "victim", "Port": 1})
 
 
+def _web_proxy(m: Matrix) -> None:
+    m.ok(
+        "PUT",
+        "/v1/agent/service/register",
+        {
+            "Kind": "connect-proxy",
+            "ID": "web-proxy",
+            "Name": "web-sidecar-proxy",
+            "Port": 21000,
+            "Proxy": {"DestinationServiceName": "web"},
+        },
+    )
+
+
 def _victim_check(m: Matrix) -> None:
     m.ok("PUT", "/v1/agent/check/register", {"ID": "victim-check", "Name": "v", "TTL": "300s"})
 
@@ -364,6 +378,9 @@ SAMPLES: list[Sample] = [
       denies=WEB_WRITE),
     C("POST", "/v1/agent/connect/authorize", "/v1/agent/connect/authorize", "write",
       {"Target": "web", "ClientCertURI": DB_URI}, denies=WEB_WRITE),
+    # Proconsul's: what the agent's xDS server last sent a local proxy
+    C("GET", "/v1/agent/connect/proxy/{proxy_id}/xds", "/v1/agent/connect/proxy/web-proxy/xds",
+      "read", setup=_web_proxy, denies=WEB_READ),
     # config entries, per kind (server/config_endpoints.py): proxy-defaults is anyone's
     # to read and operator:write to write; service-* service:read/write on the name;
     # service-intentions intentions read/write on the destination

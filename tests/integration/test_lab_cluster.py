@@ -157,13 +157,21 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     assert len(re.findall(r"gossip: alive", text)) == 4
     assert re.search(r"^  web\s+consul-client-2\s+passing$", text, re.M)
 
-    # kill-leader: two servers have no quorum alone; DNS still answers (stale reads).
+    # kill-leader: two servers have no quorum alone; DNS still answers (stale reads);
+    # heal brings the quorum back: a new leader at a higher term, and a write succeeds.
     out = lab(lab_dir, "break", "kill-leader")
     assert out.startswith("did:   killed the Raft leader") and "heal:" in out
+    assert "the quorum is two" in out and "With three servers" in out
     assert up.dns_answer(NODES[2].address, "api.service.consul") == [NODES[2].address]
     assert "✗ cluster: no Raft leader" in explain(lab_dir)
-    lab(lab_dir, "heal")
-    wait_for(lambda: "Raft: leader consul-server" in status(lab_dir), DEADLINE_S)
+    out = lab(lab_dir, "heal")
+    elected = re.search(
+        r"new leader: consul-server-[12] at term (\d+) \(the killed leader's term was (\d+)\)",
+        out,
+    )
+    assert elected and int(elected[1]) > int(elected[2]), out
+    assert re.search(r"writes resume: kv put lab/kill-leader \S+ answered true", out), out
+    assert "Raft: leader consul-server" in status(lab_dir)
 
     # partition (SIGSTOP on loopback): the others see consul-client-2 failed.
     out = lab(lab_dir, "break", "partition", "consul-client-2")
@@ -240,13 +248,40 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
         assert re.search(r"^✓ \[\d+/\d+\] web calls api through the mesh", done.stdout, re.M)
         assert "Lab is up through the mesh stage" in done.stdout
         assert web_calls_api()
-        assert explain(lab_dir).count("✗") == 0
+        healthy = explain(lab_dir)
+        assert healthy.count("✗") == 0, healthy
+        for proxy, host in (("web-sidecar-proxy", NODES[3]), ("api-sidecar-proxy", NODES[2])):
+            assert (
+                f"✓ proxies: {proxy} listens, admin {host.address}:19000 is LIVE, "
+                "up to date with the agent" in healthy
+            ), healthy
+            assert f"✓ proxies: {proxy} counters: rbac.denied 0," in healthy, healthy
+        # Outside the lab: admin addresses by flag, else Envoy's default, which it says.
+        done = subprocess.run(
+            proconsul_cmd(
+                "troubleshoot", "-source-admin-addr", f"{NODES[3].address}:19000", "web", "api"
+            ),
+            capture_output=True,
+            text=True,
+            env=cli_env(lab_dir),
+        )
+        assert done.returncode == 1, done.stdout
+        web_line = "✓ proxies: web-sidecar-proxy listens, admin 127.0.0.249:19000 is LIVE, "
+        assert web_line + "versions not compared" in done.stdout, done.stdout
+        assert re.search(
+            r"^✗ proxies: api-sidecar-proxy listens on 127\.0\.0\.248:20000, but its admin at "
+            r"127\.0\.0\.1:19000 \(Envoy's default;",
+            done.stdout,
+            re.M,
+        ), done.stdout
     assert re.search(r"^  web => api \(allow\)$", status(lab_dir), re.M)
     lab(lab_dir, "break", "deny-intention")
     assert check_intention(lab_dir) == "Denied"
     assert "✗ intentions: denied by intention web => api (deny, precedence 9)" in explain(lab_dir)
     if not up.sidecar_missing():
         wait_for(lambda: not web_calls_api(), DEADLINE_S)  # api's sidecar refuses web
+        denied = explain(lab_dir)
+        assert re.search(r"^✗ proxies: api-sidecar-proxy counters: rbac.denied [1-9]", denied, re.M)
     lab(lab_dir, "heal")
     assert check_intention(lab_dir) == "Allowed"
     if not up.sidecar_missing():
@@ -263,6 +298,14 @@ def test_lab_end_to_end(lab_dir: Path) -> None:
     client_log = lab_dir / "logs" / "consul-client-2.log"
     wait_for(lambda: "ACL not found" in client_log.read_text(), DEADLINE_S)
     assert "✗ tokens: web's sidecar token is refused" in explain(lab_dir)
+    if not up.sidecar_missing():  # the restarted sidecar cannot even look itself up
+        assert "restarted its sidecar" in out
+        assert re.search(
+            r"^✗ proxies: web-sidecar-proxy does not listen on 127\.0\.0\.249:20000.*\n"
+            r"    fix: start it: .*a refused token",
+            explain(lab_dir),
+            re.M,
+        )
     lab(lab_dir, "heal")
     wait_for(
         lambda: re.search(r"^  web\s+consul-client-2\s+passing$", status(lab_dir), re.M), DEADLINE_S

@@ -144,10 +144,14 @@ async def test_sotw_new_snapshot_arrives_as_a_new_version(ads: ADS) -> None:
     envoy = SotwEnvoy(ads.open())
     await sotw_bring_up(envoy)
     before = envoy.last[LISTENER_TYPE].version_info
+    status = ads.server.proxy_status(PROXY_ID)
+    assert status is not None and status.streams == 1 and status.error == ""
+    assert status.versions[LISTENER_TYPE] == before  # what the agent last sent, per type
     ads.hub.publish(web_snapshot(deny=["db"]))  # an intention change: only the RBAC moves
     type_url, listeners = await envoy.receive()
     assert type_url == LISTENER_TYPE
     assert envoy.last[LISTENER_TYPE].version_info != before
+    assert status.versions[LISTENER_TYPE] == envoy.last[LISTENER_TYPE].version_info
     public = listeners["public_listener:0.0.0.0:21000"]
     assert public.filter_chains[0].filters[0].name == "envoy.filters.network.rbac"
 
@@ -249,6 +253,9 @@ async def test_token_without_service_write_is_refused(ads: ADS, delta: bool) -> 
         await call.write(request_cls(node=node(), type_url=LISTENER_TYPE))
         details = await expect_status(call, code)
         assert ("service:write" in details) or ("ACL not found" in details)
+        status = ads.server.proxy_status(PROXY_ID)  # the agent remembers why it refused
+        assert status is not None and status.streams == 0
+        assert status.error == f"{code.name}: {details}"
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from tests.xds_helpers import (
 )
 
 from proconsul.connect.intentions import authorize_http
+from proconsul.lab.explain import parse_stats
 from proconsul.proxy.ads_state import AdsState
 from proconsul.proxy.balancer import Balancer
 from proconsul.proxy.config import (
@@ -42,6 +43,7 @@ from proconsul.proxy.config import (
 )
 from proconsul.proxy.matchers import RequestView
 from proconsul.proxy.rbac import compile_rbac
+from proconsul.proxy.stats import Stats
 from proconsul.proxy.tls import ServerContext
 from proconsul.xds.common import (
     CLUSTER_TYPE,
@@ -324,3 +326,21 @@ def test_a_server_context_takes_several_new_roots_at_once() -> None:
     after = SecretConfig(name="roots", roots_pem=old.cert_pem + new.cert_pem + cross.cert_pem)
     assert context.refresh(leaf_secret, after)
     assert len(context.context.get_ca_certs()) == 3
+
+
+def test_stats_show_the_applied_versions_and_explain_reads_them_back() -> None:
+    """/stats carries the version applied per xDS type, as Envoy's text readouts; the
+    troubleshooter's parser gets both them and the counters out again."""
+    stats = Stats()
+    stats.listener("public_listener").rbac_denied = 3
+    stats.versions = {CLUSTER_TYPE: "c0ffee", LISTENER_TYPE: "beef"}
+    text = stats.render_text()
+    assert 'cluster_manager.cds.version_text: "c0ffee"' in text.splitlines()
+    assert 'listener_manager.lds.version_text: "beef"' in text.splitlines()
+    assert "version_text" not in stats.render_prometheus()
+    counters, readouts = parse_stats(text)
+    assert counters["listener.public_listener.rbac.denied"] == 3
+    assert readouts == {
+        "cluster_manager.cds.version_text": "c0ffee",
+        "listener_manager.lds.version_text": "beef",
+    }

@@ -637,6 +637,9 @@ class Agent:
     def live_state(self) -> dict[str, Any]:
         return live_state(self)
 
+    def xds_proxy_status(self, proxy_id: str) -> dict[str, Any]:
+        return self.xds.proxy_status(proxy_id) if self.xds is not None else {}
+
     def live_gossip(self) -> tuple[list[Any], dict[str, float]] | None:
         gossip = self.gossip
         if gossip is None or gossip.core is None:

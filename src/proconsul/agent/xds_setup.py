@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from proconsul.acl.errors import ACLDenied, ACLNotFound
 from proconsul.acl.resolved import ResolvedToken
@@ -63,6 +63,16 @@ class XdsHandle:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.stop()
+
+    def proxy_status(self, proxy_id: str) -> dict[str, Any]:
+        status = self.server.proxy_status(proxy_id) if self.server else None
+        if status is None:
+            return {}
+        return {
+            "Streams": status.streams,
+            "Versions": dict(status.versions),
+            "Error": status.error,
+        }
 
     def stats(self) -> dict[str, float]:
         if self.server is None:

@@ -254,6 +254,9 @@ ACL_RULES: dict[RouteKey, Rule] = {
     ),
     # The leader checks it again when it signs the CSR.
     ("GET", "/v1/agent/connect/ca/leaf/{service}"): require("service", "write", "service"),
+    ("GET", "/v1/agent/connect/proxy/{proxy_id}/xds"): in_handler(
+        "service", "read", "on the local proxy's destination service; unknown ID is 404"
+    ),
     # Consul's docs: acl:write (with ACLs off the handler answers 401).
     ("PUT", "/v1/agent/token/{kind}"): require("acl", "write"),
     # --- events, keyring, operator ----------------------------------------------------

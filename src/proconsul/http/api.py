@@ -120,6 +120,11 @@ class AgentAPI(Protocol):
 
     def local_services(self) -> dict[str, NodeService]: ...
 
+    def xds_proxy_status(self, proxy_id: str) -> dict[str, Any]:
+        """What the xDS server last sent a local proxy: `Streams`, `Versions`
+        (type URL -> version) and `Error` (how the agent ended its last stream);
+        {} when no stream of it was seen."""
+
     def local_checks(self) -> dict[str, HealthCheck]: ...
 
     async def wait_local_change(self, timeout_s: float) -> bool:

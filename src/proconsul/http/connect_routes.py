@@ -1,4 +1,4 @@
-"""/v1/connect/ca/* and /v1/agent/connect/ca/*: the Connect CA over HTTP.
+"""/v1/connect/ca/*, /v1/agent/connect/ca/* and the agent's xDS view of a proxy.
 
 Job:
 - `GET /v1/connect/ca/roots` in Consul's shape (`ActiveRootID`,
@@ -16,6 +16,11 @@ Job:
   service (`IssuedCert`: SerialNumber, CertPEM, PrivateKeyPEM, Service,
   ServiceURI, ValidAfter, ValidBefore, CreateIndex, ModifyIndex), blocking on
   `?index` until a renewal; `X-Consul-Index` is the leaf's ModifyIndex.
+- `GET /v1/agent/connect/proxy/<proxy-id>/xds` (Proconsul's, for
+  `troubleshoot`): what this agent's xDS server last sent the local proxy,
+  `{ProxyID, Streams, Versions: {type URL: version}, Error}`; `Error` says how
+  the agent ended its last stream (a refused token), "" otherwise. 404 for a
+  proxy not registered here; service:read on the service it fronts.
 
 Rules:
 - Consul requires no ACL for the roots (they are public certificates); the
@@ -30,12 +35,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from proconsul.connect.ca_config import CAConfigError, api_config
+from proconsul.http.acl_rules import authorize
 from proconsul.http.api import agent_of, caller_token
 from proconsul.http.common import (
     HTTPError,
     bad_request,
     decode_body,
     json_response,
+    not_found,
     query_bool,
     query_options,
     set_meta_headers,
@@ -111,9 +118,22 @@ async def agent_ca_leaf(request: web.Request) -> web.Response:
     return json_response(request, issued, QueryMeta(index=max(issued.modify_index, 1)))
 
 
+async def agent_proxy_xds(request: web.Request) -> web.Response:
+    agent = agent_of(request)
+    proxy_id = request.match_info["proxy_id"]
+    proxy = agent.local_services().get(proxy_id)
+    if proxy is None or proxy.kind != "connect-proxy":
+        not_found(f"unknown proxy service ID: {proxy_id}")
+    # Read on the service it fronts: the xDS stream itself needs write there.
+    authorize(request, "service", "read", proxy.proxy.destination_service_name)
+    status = {"Streams": 0, "Versions": {}, "Error": "", **agent.xds_proxy_status(proxy_id)}
+    return json_response(request, {"ProxyID": proxy_id, **status})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/connect/ca/roots", ca_roots)
     app.router.add_get("/v1/connect/ca/configuration", ca_configuration)
     app.router.add_put("/v1/connect/ca/configuration", set_ca_configuration)
     app.router.add_get("/v1/agent/connect/ca/roots", agent_ca_roots)
     app.router.add_get("/v1/agent/connect/ca/leaf/{service}", agent_ca_leaf)
+    app.router.add_get("/v1/agent/connect/proxy/{proxy_id}/xds", agent_proxy_xds)

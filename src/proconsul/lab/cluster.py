@@ -155,10 +155,10 @@ def start_agent(lab: Lab, node: str) -> None:
     lab.save()
 
 
-def stop_process(lab: Lab, name: str) -> None:
-    pid = lab.state.pids.pop(name, None)
-    if pid is not None:
-        procs.stop(pid)
+def stop_process(lab: Lab, *names: str) -> None:
+    """Stop these processes together (their shutdowns overlap) and forget their PIDs."""
+    pids = [pid for name in names if (pid := lab.state.pids.pop(name, None)) is not None]
+    procs.stop_all(pids)
     lab.save()
 
 

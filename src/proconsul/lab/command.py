@@ -21,12 +21,15 @@ from proconsul.cli.keygen import new_key
 from proconsul.fileio import write_private_file
 from proconsul.lab import cluster, doctor, explain, netns, procs, scenarios, up
 from proconsul.lab.layout import (
+    ADMIN_PORT,
+    CLIENTS,
     DEFAULT_FIRST_ADDRESS,
     DNS_PORT,
     GRPC_PORT,
     HTTP_PORT,
     NODES,
     SERVER_PORT,
+    SERVERS,
     SERVICE_HOSTS,
     SERVICE_PORT,
     STAGES,
@@ -67,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         "--first-address", default=DEFAULT_FIRST_ADDRESS, help="first node's 127.0.0.x"
     )
     upper.add_argument("--check-interval", default="2s", help="interval of the service checks")
-    upper.add_argument("--fast", action="store_true", help="lab-only fast failure detection")
+    upper.add_argument(
+        "--fast",
+        action="store_true",
+        help="lab-only fast failure detection and a 2 s ACL token cache",
+    )
     steps = with_dir("steps", "list the steps and their commands")
     steps.add_argument("--stage", choices=STAGES, default="mesh")
     with_dir("status", "nodes, leader, services, sidecars, intentions, events")
@@ -186,14 +193,17 @@ def lab_steps(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _stop_all(lab: Lab, out: TextIO) -> None:
-    # Sidecars and demo services first, then clients, then servers.
+    # Sidecars and demo services first, then clients, then servers; each group together.
     others = [name for name in lab.state.pids if name not in NODES]
-    for name in [*others, *reversed(NODES)]:
-        pid = lab.state.pids.get(name)
-        if pid is not None and procs.is_ours(pid):
-            procs.stop(pid)
+    for group in (others, CLIENTS, SERVERS):
+        live = {
+            name: pid
+            for name in group
+            if (pid := lab.state.pids.pop(name, None)) is not None and procs.is_ours(pid)
+        }
+        procs.stop_all(list(live.values()))
+        for name, pid in live.items():
             out.write(f"stopped {name} (pid {pid})\n")
-        lab.state.pids.pop(name, None)
     lab.state.broken.clear()
     if lab.state.isolation == "netns":
         netns.teardown(lab.state.netns_tag, len(lab.nodes))
@@ -310,10 +320,15 @@ def lab_explain(args: argparse.Namespace, out: TextIO) -> int:
         lab.nodes[0],
     )
     tokens = {s: t for s in (args.source, args.destination) if (t := lab.secret(s))}
+    pair = (args.source, args.destination)
+    hosts = {s: lab.node(SERVICE_HOSTS[s]) for s in pair if s in SERVICE_HOSTS}
     probe = explain.Probe(
         cluster.client(lab, node, stale=True),
         tokens,
         [lambda: _leader(lab), lambda: _agent_certs(lab)],
+        # Where the lab started each sidecar (render.sidecar_args) and the agent it talks to.
+        admin={s: f"{host.address}:{ADMIN_PORT}" for s, host in hosts.items()},
+        agents={s: cluster.client(lab, host, stale=True) for s, host in hosts.items()},
     )
     found = explain.checks(probe, args.source, args.destination)
     out.write(explain.render(found) + "\n")

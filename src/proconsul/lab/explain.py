@@ -6,7 +6,12 @@ destination registered, healthy instances, a sidecar), the source sidecar's
 upstream, the certificates (the destination's leaf chains to the active
 root and is in date), the intentions (the match and its precedence, or the
 default), the tokens (each sidecar's token exists and has service:write),
-the proxies (listening). Each prints ✓/✗ with its evidence and, on ✗, the fix.
+the proxies (the public listener accepts; the admin's /ready is LIVE; the
+xDS versions it applied, from /stats, equal what its agent last sent, from
+/v1/agent/connect/proxy/<id>/xds; its RBAC denies, upstream connect
+failures and 5xx counters). Each prints ✓/✗ with its evidence and, on ✗,
+the fix. Outside the lab the admin addresses come from -source-admin-addr /
+-destination-admin-addr, else Envoy's default 127.0.0.1:19000 (said so).
 
 Rules: read-only; one `Probe` (an ApiClient plus optional sidecar tokens)
 for both callers; a failed read is itself a ✗ with the error as evidence.
@@ -16,9 +21,11 @@ for both callers; a failed read is itself a ✗ with the error as evidence.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -33,6 +40,7 @@ from proconsul.cli.api_client import (
     parse_args,
 )
 from proconsul.config.flags import FlagSet
+from proconsul.xds.common import VERSION_STATS
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class Probe:
     tokens: dict[str, str] = field(default_factory=dict)  # service -> its sidecar's token
     # Extra checks a caller adds first (the lab: leader, agent certificates).
     extra: list[Callable[[], Check]] = field(default_factory=list)
+    admin: dict[str, str] = field(default_factory=dict)  # service -> its sidecar's admin host:port
+    agents: dict[str, ApiClient] = field(default_factory=dict)  # service -> its sidecar's agent
 
 
 def _with_token(client: ApiClient, token: str) -> ApiClient:
@@ -243,24 +253,152 @@ def _tokens(probe: Probe, services: tuple[str, str]) -> Iterator[Check]:
         yield Check(True, "tokens", f"{service}'s sidecar token exists and has service:write")
 
 
+DEFAULT_ADMIN = "127.0.0.1:19000"  # Envoy's (and the built-in proxy's) admin default
+COUNTERS = {  # what a /stats name ends with -> what it says and where to look
+    "rbac.denied": "an intention refused callers (see intentions above)",
+    "upstream_cx_connect_fail": "the upstream did not accept connections (its sidecar "
+    "or service down, a certificate refused)",
+    "_rq_5xx": "requests ended in 5xx (the service failing, or no healthy upstream)",
+}
+
+
+def _admin_get(address: str, path: str) -> tuple[int, str]:
+    host, _, port = address.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        return reply.status, reply.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def parse_stats(text: str) -> tuple[dict[str, int], dict[str, str]]:
+    """(counters, text readouts) of an admin /stats page."""
+    counters: dict[str, int] = {}
+    texts: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.startswith('"'):
+            texts[name] = value.strip('"')
+        elif value.isdigit():
+            counters[name] = int(value)
+    return counters, texts
+
+
+def _agent_view(probe: Probe, service: str, proxy_id: str) -> dict[str, Any] | None:
+    """What the agent running the proxy last sent it; None if that agent is not asked."""
+    client = probe.agents.get(service, probe.client)
+    try:
+        found: dict[str, Any] = client.get_json(f"/v1/agent/connect/proxy/{proxy_id}/xds")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None  # the proxy runs on another agent than the one asked
+        raise
+    return found
+
+
+def _proxy(probe: Probe, service: str, row: dict[str, Any]) -> Iterator[Check]:
+    proxy_id = row["Service"]["ID"]
+    address = row["Service"].get("Address") or row["Node"]["Address"]
+    port = int(row["Service"]["Port"])
+    try:
+        with socket.create_connection((address, port), timeout=1.0):
+            pass
+    except OSError as exc:
+        yield Check(
+            False,
+            "proxies",
+            f"{proxy_id} does not listen on {address}:{port} ({exc.strerror or exc})",
+            f"start it: proconsul connect envoy -sidecar-for {service}; if it exits at once, "
+            "its output says why (a refused token — see tokens above — is the usual cause)",
+        )
+        return
+    admin = probe.admin.get(service, "")
+    where = admin or (
+        f"{DEFAULT_ADMIN} (Envoy's default; -source-admin-addr / "
+        "-destination-admin-addr name another)"
+    )
+    admin = admin or DEFAULT_ADMIN
+    try:
+        ready_status, ready = _admin_get(admin, "/ready")
+        _, stats_text = _admin_get(admin, "/stats")
+    except OSError as exc:
+        yield Check(
+            False,
+            "proxies",
+            f"{proxy_id} listens on {address}:{port}, but its admin at {where} does not answer "
+            f"({exc.strerror or exc})",
+            f"point the check at the sidecar's -admin-bind address, or restart {proxy_id}",
+        )
+        return
+    counters, texts = parse_stats(stats_text)
+    view = _agent_view(probe, service, proxy_id)
+    refused = (view or {}).get("Error", "")
+    token_fix = (
+        f"give {service}'s sidecar a token with service:write on {service} "
+        f"(-service-identity {service}) and restart it"
+    )
+    if ready_status != 200:
+        because = f"; the agent ended its xDS stream: {refused}" if refused else ""
+        yield Check(
+            False,
+            "proxies",
+            f"{proxy_id} (admin {where}) is not ready: {ready.strip()}, no configuration "
+            f"applied{because}",
+            token_fix if refused else "check the sidecar's log and its -grpc-addr",
+        )
+        return
+    if view is None:
+        freshness = "versions not compared (ask the agent it runs on with -http-addr)"
+    else:
+        stale = [
+            f"{VERSION_STATS[t].split('.')[-2]} {texts.get(VERSION_STATS[t], '(none)')[:8]} "
+            f"vs the agent's {v[:8]}"
+            for t, v in sorted((view.get("Versions") or {}).items())
+            if t in VERSION_STATS and texts.get(VERSION_STATS[t]) != v
+        ]
+        if refused and not view.get("Streams"):
+            yield Check(
+                False,
+                "proxies",
+                f"{proxy_id} (admin {where}) serves an old configuration: the agent ended its "
+                f"xDS stream: {refused}",
+                token_fix,
+            )
+            return
+        if stale:
+            yield Check(
+                False,
+                "proxies",
+                f"{proxy_id} (admin {where}) is behind the agent: {'; '.join(stale)}",
+                f"check {proxy_id}'s log for rejected (NACK) updates; restart it",
+            )
+            return
+        freshness = f"up to date with the agent ({len(view.get('Versions') or {})} xDS types)"
+    yield Check(True, "proxies", f"{proxy_id} listens, admin {where} is LIVE, {freshness}")
+    seen = {
+        suffix: sum(v for name, v in counters.items() if name.endswith(suffix))
+        for suffix in COUNTERS
+    }
+    shown = ", ".join(f"{suffix.lstrip('_')} {count}" for suffix, count in seen.items())
+    bad = [suffix for suffix, count in seen.items() if count]
+    if not bad:
+        yield Check(True, "proxies", f"{proxy_id} counters: {shown}")
+        return
+    yield Check(
+        False,
+        "proxies",
+        f"{proxy_id} counters: {shown}",
+        "; ".join(f"{suffix.lstrip('_')}: {COUNTERS[suffix]}" for suffix in bad)
+        + " (totals since the sidecar started: if they stop growing, the cause is gone)",
+    )
+
+
 def _proxies(probe: Probe, services: tuple[str, str]) -> Iterator[Check]:
     for service in services:
         for row in probe.client.get_json(f"/v1/health/connect/{service}") or []:
-            address = row["Service"].get("Address") or row["Node"]["Address"]
-            port = int(row["Service"]["Port"])
-            try:
-                with socket.create_connection((address, port), timeout=1.0):
-                    pass
-            except OSError as exc:
-                yield Check(
-                    False,
-                    "proxies",
-                    f"{row['Service']['ID']} does not listen on {address}:{port} "
-                    f"({exc.strerror or exc})",
-                    f"start it: proconsul connect envoy -sidecar-for {service}",
-                )
-                continue
-            yield Check(True, "proxies", f"{row['Service']['ID']} listens on {address}:{port}")
+            yield from _proxy(probe, service, row)
 
 
 # Checks that sign or resolve on the leader; without one they would only wait.
@@ -310,6 +448,10 @@ def troubleshoot(argv: list[str]) -> int:
     add_api_flags(flags)
     flags.string("source-token", "", "The source sidecar's token, to check its rights.")
     flags.string("destination-token", "", "The destination sidecar's token, to check its rights.")
+    flags.string("source-admin-addr", "", f"The source sidecar's admin address ({DEFAULT_ADMIN}).")
+    flags.string(
+        "destination-admin-addr", "", f"The destination sidecar's admin address ({DEFAULT_ADMIN})."
+    )
     try:
         values, args = parse_args(flags, argv, max_args=2)
         if len(args) != 2:
@@ -323,6 +465,11 @@ def troubleshoot(argv: list[str]) -> int:
         tokens[source] = values["source-token"]
     if values["destination-token"]:
         tokens[destination] = values["destination-token"]
-    found = checks(Probe(client_from(values), tokens), source, destination)
+    admin = {
+        service: values[f"{role}-admin-addr"]
+        for service, role in ((source, "source"), (destination, "destination"))
+        if values[f"{role}-admin-addr"]
+    }
+    found = checks(Probe(client_from(values), tokens, admin=admin), source, destination)
     print(render(found))
     return 0 if all(c.ok for c in found) else 1

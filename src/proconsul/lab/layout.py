@@ -32,6 +32,7 @@ NODES = SERVERS + CLIENTS
 SERVICE_HOSTS = {"api": "consul-client-1", "web": "consul-client-2"}
 SERVICE_PORT = 8080
 SIDECAR_PORT = 20000
+ADMIN_PORT = 19000  # each sidecar's admin (/ready, /stats) on its node's address
 UPSTREAM_PORT = 8081  # web's local bind port for api, as in the walkthrough
 HTTP_PORT = 8500
 DNS_PORT = 8600
@@ -78,6 +79,7 @@ class LabState:
     done: list[str] = field(default_factory=list)  # step ids, in order
     pids: dict[str, int] = field(default_factory=dict)  # node or service name -> PID
     broken: dict[str, str] = field(default_factory=dict)  # scenario -> its target
+    killed_term: int = 0  # the Raft term when kill-leader struck (heal shows the next)
     events: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:

@@ -86,21 +86,26 @@ def _reap(pid: int) -> None:
 
 def stop(pid: int, grace_s: float = STOP_GRACE_S) -> None:
     """SIGCONT + SIGTERM, wait, then SIGKILL; returns once the process is gone."""
-    if not is_ours(pid):
-        return
-    signal_pid(pid, signal.SIGCONT)
-    signal_pid(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not is_ours(pid):
-            return
-        time.sleep(0.05)
-    signal_pid(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and is_ours(pid):
-        _reap(pid)
-        time.sleep(0.05)
+    stop_all([pid], grace_s)
+
+
+def stop_all(pids: list[int], grace_s: float = STOP_GRACE_S) -> None:
+    """`stop` for several at once: all are signalled first, so their shutdowns overlap."""
+    live = [pid for pid in pids if is_ours(pid)]
+    for pid in live:
+        signal_pid(pid, signal.SIGCONT)
+        signal_pid(pid, signal.SIGTERM)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if sig == signal.SIGKILL:
+            for pid in live:
+                signal_pid(pid, signal.SIGKILL)
+        deadline = time.monotonic() + wait_s
+        while live and time.monotonic() < deadline:
+            for pid in live:
+                _reap(pid)
+            live = [pid for pid in live if is_ours(pid)]
+            if live:
+                time.sleep(0.05)
 
 
 def listening(address: str, port: int, timeout_s: float = 0.3) -> bool:

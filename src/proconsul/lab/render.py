@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proconsul.lab.layout import (
+    ADMIN_PORT,
     DATACENTER,
     GRPC_PORT,
     SERVERS,
@@ -138,6 +139,8 @@ def agent_config(
         ]
         if node.server:
             acl.append("  enable_key_list_policy = true")
+        if fast:  # a revoked token is refused within seconds, not after the 30 s cache
+            acl.append('  token_ttl = "2s"')
         if security.agent_token:
             acl.append("  tokens {")
             if not node.server:
@@ -361,7 +364,7 @@ def sidecar_args(name: str, host: Node, token_file: str) -> list[str]:
         f"-http-addr={host.http_addr}",
         f"-grpc-addr={host.address}:{GRPC_PORT}",
         f"-token-file={token_file}",
-        f"-admin-bind={host.address}:19000",
+        f"-admin-bind={host.address}:{ADMIN_PORT}",
     ]
 
 

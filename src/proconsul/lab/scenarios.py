@@ -7,6 +7,10 @@ Rules:
 - `lab heal` undoes every recorded scenario, newest first.
 - On loopback a partition is SIGSTOP (the others see a node that stopped
   answering); the output says so.
+- kill-leader keeps the walkthrough's two servers: the survivor cannot elect
+  itself (a quorum of two needs both), so the break says why and what three
+  servers would do, and heal restarts the killed server, waits for a leader
+  at a higher term than the one killed, and shows a write succeeding.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import datetime as dt
 import http.client
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from typing import TextIO
 
@@ -33,8 +38,12 @@ from proconsul.lab.layout import (
     Node,
 )
 from proconsul.lab.render import server_cert
+from proconsul.lab.runner import Context, StepFailed
 
 MEMBER_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}
+LEADER_DEADLINE_S = 30.0
+PROBE_KEY = "lab/kill-leader"
+REFUSED_DEADLINE_S = 35.0  # acl.token_ttl (30 s by default) and a margin
 
 
 class ScenarioError(Exception):
@@ -53,6 +62,18 @@ def leader_node(lab: Lab) -> Node | None:
         if leader == f"{node.address}:{SERVER_PORT}":
             return node
     return None
+
+
+def raft_term(lab: Lab) -> int | None:
+    """The highest Raft term the servers report (autopilot health); None if none answers."""
+    try:
+        _, health = cluster.first_answer(
+            lab, "/v1/operator/autopilot/health", [lab.node(n) for n in SERVERS]
+        )
+    except ApiError:
+        return None
+    terms = [int(s.get("LastTerm", 0)) for s in health.get("Servers", [])]
+    return max(terms) if terms else None
 
 
 def status(lab: Lab, out: TextIO) -> int:
@@ -75,15 +96,8 @@ def status(lab: Lab, out: TextIO) -> int:
             f"{seen.get(node.name, 'unknown'):8} ({proc})\n"
         )
     leader = leader_node(lab)
-    term = "?"
-    try:
-        _, health = cluster.first_answer(
-            lab, "/v1/operator/autopilot/health", [lab.node(n) for n in SERVERS]
-        )
-        terms = [s.get("LastTerm", 0) for s in health.get("Servers", [])]
-        term = str(max(terms)) if terms else "?"
-    except ApiError:
-        pass
+    known = raft_term(lab)
+    term = "?" if known is None else str(known)
     out.write(f"\nRaft: leader {leader.name if leader else '(none)'}, term {term}\n\nServices\n")
     for name in (*SERVICE_HOSTS, *(f"{n}-sidecar-proxy" for n in SERVICE_HOSTS)):
         try:
@@ -150,18 +164,62 @@ def kill_leader(lab: Lab, out: TextIO, _: list[str]) -> None:
     leader = leader_node(lab)
     if leader is None:
         raise ScenarioError("no leader to kill: the cluster has none right now")
+    term = raft_term(lab) or 0
     pid = _kill(lab, leader.name)
     lab.state.broken["kill-leader"] = leader.name
-    others = [n for n in SERVERS if n != leader.name]
+    lab.state.killed_term = term
+    survivor = lab.node(next(n for n in SERVERS if n != leader.name))
     _report(
         out,
-        f"killed the Raft leader {leader.name} (SIGKILL to pid {pid})",
-        f"`proconsul lab status`: no leader — two servers tolerate no failure, so "
-        f"{', '.join(others)} alone has no quorum and `proconsul kv put -http-addr "
-        f"{lab.node(others[0]).http_addr} lab/probe 1` fails with 'No cluster leader'; "
-        "DNS keeps answering (stale reads). This is why production runs 3 or 5 servers",
-        f"`proconsul lab heal` starts {leader.name} again: a leader is elected, writes resume",
+        f"killed the Raft leader {leader.name} (SIGKILL to pid {pid}) at term {term}",
+        f"`proconsul lab status`: no leader. Raft elects a leader only with the votes of a "
+        f"majority (quorum) of the servers: with two servers the quorum is two, so "
+        f"{survivor.name} alone cannot win a vote, however often it tries. Until "
+        f"{leader.name} is back every write fails with 'No cluster leader' (try "
+        f"`proconsul kv put -http-addr {survivor.http_addr} {PROBE_KEY} 1`); DNS keeps "
+        "answering from the catalog it has (stale reads). With three servers the quorum "
+        "would still be two: the two survivors would elect a new leader within seconds and "
+        "writes would resume on their own; that is why production runs 3 or 5 servers",
+        f"`proconsul lab heal` starts {leader.name} again: with both servers there is a "
+        "quorum, a new leader is elected at a higher term, and heal shows it and a write "
+        "succeeding",
     )
+
+
+def _heal_kill_leader(lab: Lab, out: TextIO, target: str) -> None:
+    """Restart the killed server, wait for a leader at a higher term, then write."""
+    cluster.start_agent(lab, target)
+    out.write(f"healed kill-leader: started {target} again; waiting for a leader\n")
+    before = lab.state.killed_term
+    elected: list[tuple[Node, int]] = []
+
+    def new_leader() -> bool:
+        leader, term = leader_node(lab), raft_term(lab)
+        if leader is None or term is None or term <= before:
+            return False
+        elected.append((leader, term))
+        return True
+
+    try:
+        Context(lab, out).wait("a new leader", new_leader, LEADER_DEADLINE_S, nodes=SERVERS)
+    except StepFailed as exc:
+        out.write(f"  {exc.message}; see logs/{SERVERS[0]}.log and logs/{SERVERS[1]}.log\n")
+        return
+    leader, term = elected[-1]
+    out.write(
+        f"  new leader: {leader.name} at term {term} (the killed leader's term was {before}): "
+        "two servers, two votes, a quorum again\n"
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%FT%TZ")
+    try:
+        written = cluster.client(lab, leader).request(
+            "PUT", f"/v1/kv/{PROBE_KEY}", body=stamp.encode()
+        )
+    except ApiError as exc:
+        out.write(f"  the write failed: {exc}\n")
+        return
+    answer = written.body.decode().strip()
+    out.write(f"  writes resume: kv put {PROBE_KEY} {stamp} answered {answer}\n")
 
 
 def partition(lab: Lab, out: TextIO, args: list[str]) -> None:
@@ -346,22 +404,44 @@ def revoke_token(lab: Lab, out: TextIO, args: list[str]) -> None:
     cluster.client(lab, host).request("DELETE", f"/v1/acl/token/{accessor}")
     lab.state.broken["revoke-token"] = name
     restarted = cluster.running(lab, f"{name}-sidecar")
+    waited_s = 0.0
     if restarted:  # a running proxy keeps what it has; a new one must show its token
+        waited_s = _until_refused(lab, host, secret, f"{name}-sidecar-proxy")
         cluster.stop_process(lab, f"{name}-sidecar")
         cluster.start_sidecar(lab, name)
     _report(
         out,
         f"deleted {name}'s service token (AccessorID {accessor}); its secret stays in the "
         "service file and the sidecar's unit, now naming nothing"
-        + ("; restarted its sidecar, which must present the token again" if restarted else ""),
+        + (
+            f"; once {host.name}'s ACL cache let the token go ({waited_s:.0f} s), restarted "
+            "its sidecar, which must present the token again"
+            if restarted
+            else ""
+        ),
         f"logs/{host.name}.log: 'blocked by ACLs ... ACL not found' on the agent's next sync "
         f"of {name} (about a minute; `proconsul reload -http-addr {host.http_addr}` forces "
         "one); its sidecar's xDS stream is refused (UNAUTHENTICATED) once the client "
-        "agent's ACL cache lets the token go (acl.token_ttl, 30 s), and the restarted sidecar "
-        "then gets no configuration; `proconsul lab explain web api` names the token at once"
-        + _sidecar_note(lab),
+        "agent's ACL cache lets the token go (acl.token_ttl: 30 s, 2 s with --fast), and the "
+        "restarted sidecar then gets no configuration (its admin /ready stays "
+        "PRE_INITIALIZING); `proconsul lab explain web api` names the token at once and "
+        "the sidecar once the agent refuses it" + _sidecar_note(lab),
         f"`proconsul lab heal` makes a new token for {name} and puts it in the service file",
     )
+
+
+def _until_refused(lab: Lab, host: Node, secret: str, proxy_id: str) -> float:
+    """Wait until `host`'s agent refuses `secret` (its ACL cache keeps a token for
+    acl.token_ttl); the seconds waited."""
+    agent = cluster.client(lab, host, token=secret)
+    start = time.monotonic()
+    while time.monotonic() - start < REFUSED_DEADLINE_S:
+        try:
+            agent.get_json(f"/v1/agent/service/{proxy_id}")
+        except ApiError:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - start
 
 
 SCENARIOS: dict[str, Callable[[Lab, TextIO, list[str]], None]] = {
@@ -381,7 +461,9 @@ def heal(lab: Lab, out: TextIO) -> int:
         out.write("nothing to heal\n")
         return 0
     for scenario, target in reversed(list(lab.state.broken.items())):
-        if scenario in ("kill-leader", "kill-client"):
+        if scenario == "kill-leader":
+            _heal_kill_leader(lab, out, target)
+        elif scenario == "kill-client":
             cluster.start_agent(lab, target)
             out.write(f"healed {scenario}: started {target} again\n")
         elif scenario == "partition" and lab.state.isolation == "netns":

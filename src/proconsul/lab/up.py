@@ -109,8 +109,7 @@ def start_agents(ctx: Context) -> None:
 
 
 def restart_agents(ctx: Context, *, everyone: bool) -> None:
-    for name in NODES:
-        cluster.stop_process(ctx.lab, name)
+    cluster.stop_process(ctx.lab, *NODES)
     for name in NODES:
         cluster.start_agent(ctx.lab, name)
     wait_cluster(ctx, everyone=everyone)

@@ -12,6 +12,8 @@ Rules:
   a response); the last config keeps serving meanwhile, and the new stream
   starts from the versions held.
 - A NACK is logged with its reason; the last good config stays.
+- Once a config is applied, the versions it is made of go to `stats.versions`
+  (the admin's `*.version_text` readouts).
 - PERMISSION_DENIED / UNAUTHENTICATED are logged as such and retried too
   (a token can be fixed while the proxy waits).
 """
@@ -117,6 +119,7 @@ class AdsClient:
                     self.stats.control["ads.acks"] += 1
                 if reaction.config is not None:
                     await self.apply(reaction.config)
+                    self.stats.versions.update(self.state.versions)
                 for request in reaction.requests:
                     outbox.put_nowait(request)
         except grpc.aio.AioRpcError as err:

@@ -15,6 +15,10 @@ Names (Envoy's where it has one):
   `upstream_cx_connect_fail`, `upstream_cx_overflow`, `upstream_rq_total`,
   `upstream_rq_{2xx,...}`, `upstream_rq_retry`, `upstream_rq_timeout`,
   `outlier_detection.ejections_enforced_total`, `upstream_rq_time`.
+- Text readouts (`/stats` only, as Envoy's `name: "text"`): the xDS
+  version applied of each type (`VERSION_STATS`, e.g.
+  `cluster_manager.cds.version_text`), so a troubleshooter can compare it
+  with the version the agent serves.
 - Pure: counters only; the adapters keep the time.
 """
 
@@ -23,6 +27,8 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass, field
+
+from proconsul.xds.common import VERSION_STATS
 
 BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
@@ -139,6 +145,7 @@ class Stats:
     control: dict[str, int] = field(
         default_factory=lambda: {"ads.acks": 0, "ads.nacks": 0, "ads.reconnects": 0}
     )
+    versions: dict[str, str] = field(default_factory=dict)  # type URL -> version applied
 
     def listener(self, name: str) -> ListenerStats:
         found = self.listeners.get(name)
@@ -173,6 +180,9 @@ class Stats:
             else:
                 p50, p99 = histogram.quantile(0.5), histogram.quantile(0.99)
                 lines.append(f"{name}: count={histogram.total} P50={p50:g} P99={p99:g}")
+        for type_url, stat in sorted(VERSION_STATS.items(), key=lambda kv: kv[1]):
+            if type_url in self.versions:
+                lines.append(f'{stat}: "{self.versions[type_url]}"')
         return "\n".join(lines) + "\n"
 
     def render_prometheus(self) -> str:

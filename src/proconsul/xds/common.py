@@ -30,6 +30,16 @@ SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Sec
 TYPE_ORDER = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE)
 # Types a client subscribes to as a whole; the others it names resource by resource.
 WILDCARD_TYPES = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
+# The proxy's /stats text readout holding the version it applied of each type
+# (Envoy's names for clusters and listeners), so a version the agent reports
+# can be compared with the proxy's.
+VERSION_STATS = {
+    CLUSTER_TYPE: "cluster_manager.cds.version_text",
+    ENDPOINT_TYPE: "cluster_manager.eds.version_text",
+    LISTENER_TYPE: "listener_manager.lds.version_text",
+    ROUTE_TYPE: "listener_manager.rds.version_text",
+    SECRET_TYPE: "sds.version_text",
+}
 
 
 def pack(message: Any) -> any_pb2.Any:

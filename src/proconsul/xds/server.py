@@ -23,6 +23,9 @@ Rules:
   Envoy's error detail; the last accepted version stays in force.
 - A snapshot that does not translate is logged and skipped; the stream keeps
   the last good resources.
+- Per proxy it keeps what it last sent of each type (the version) and how
+  its last stream ended (`proxy_status`), so the agent can tell a
+  troubleshooter whether a proxy is up to date or was refused.
 - Each stream holds at most one pending read of each input (the next
   request, the next snapshot): nothing queues up.
 """
@@ -33,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -91,6 +94,15 @@ class _Aborted(Exception):
         self.details = details
 
 
+@dataclass
+class ProxyStatus:
+    """What one proxy's streams got: versions sent per type URL, open streams, last end."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    streams: int = 0
+    error: str = ""  # how the last stream was ended by the agent ("" if it was not)
+
+
 class XDSServer:
     def __init__(self, source: SnapshotSource, authorize: Authorize) -> None:
         self.source = source
@@ -100,6 +112,7 @@ class XDSServer:
         self._streams: set[asyncio.Task[Any]] = set()
         self.bound: list[str] = []  # addresses actually listened on (ports resolved)
         self.counters = {"streams": 0, "active": 0, "responses": 0, "acks": 0, "nacks": 0}
+        self.proxies: dict[str, ProxyStatus] = {}
 
     async def start(self, listens: Sequence[Listen]) -> None:
         # No SO_REUSEPORT: a second agent on the same port must fail, not share it.
@@ -122,6 +135,9 @@ class XDSServer:
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
+
+    def proxy_status(self, proxy_id: str) -> ProxyStatus | None:
+        return self.proxies.get(proxy_id)
 
     # ------------------------------------------------------------- streams
 
@@ -170,6 +186,25 @@ class XDSServer:
             )
         flavour = "delta" if isinstance(core, DeltaStream) else "state-of-the-world"
         log.debug("xds: %s stream opened for proxy %s", flavour, proxy_id)
+        status = self.proxies.setdefault(proxy_id, ProxyStatus())
+        status.streams += 1
+        try:
+            await self._stream(core, first, proxy_id, token, iterator, context)
+        except _Aborted as aborted:
+            status.error = f"{aborted.code.name}: {aborted.details}"
+            raise
+        finally:
+            status.streams -= 1
+
+    async def _stream(
+        self,
+        core: SotwStream | DeltaStream,
+        first: Any,
+        proxy_id: str,
+        token: str,
+        iterator: Any,
+        context: Any,
+    ) -> None:
         try:
             await self._check(token, proxy_id)
         except UnknownProxy as err:
@@ -245,7 +280,14 @@ class XDSServer:
                 nack.version_kept or "(none)",
                 nack.message,
             )
+        status = self.proxies.setdefault(proxy_id, ProxyStatus())
         for response in step.responses:
+            # State of the world says `version_info`; delta `system_version_info`.
+            version = getattr(response, "version_info", None)
+            if version is None:
+                version = getattr(response, "system_version_info", "")
+            status.versions[response.type_url] = str(version)
+            status.error = ""
             await context.write(response)
             self.counters["responses"] += 1
 
