@@ -31,6 +31,7 @@ from typing import Any
 
 import msgspec
 
+from proconsul.cli.acl_policy import gq
 from proconsul.cli.api_client import (
     ApiClient,
     ApiError,
@@ -102,11 +103,6 @@ def list_text(rows: list[Intention]) -> str:
     return columnize(table)
 
 
-def quoted(text: str) -> str:
-    """Go's %q of a plain string."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _service(text: str) -> str:
     """`name` or `namespace/name`; the open-source edition has one namespace."""
     parts = text.split("/")
@@ -159,7 +155,7 @@ def _replace(client: ApiClient, body: dict[str, Any]) -> bool:
     """Update the intention `body` names, if there is one; whether there was."""
     source, destination = body.get("SourceName", ""), body.get("DestinationName", "")
     pair = [("source", source), ("destination", destination)]
-    where = f"with source {quoted(source)} and destination {quoted(destination)}"
+    where = f"with source {gq(source)} and destination {gq(destination)}"
     try:
         old = client.get_json(f"{BASE}/exact", pair, allow_404=True)
     except ApiError as exc:
@@ -200,7 +196,7 @@ def create(argv: list[str]) -> int:
         try:
             client.request("POST", BASE, body=json.dumps(body).encode())
         except ApiError as exc:
-            raise CliError(f"Error creating intention {quoted(shown)}: {exc}") from None
+            raise CliError(f"Error creating intention {gq(shown)}: {exc}") from None
         print(f"Created: {shown}")
     return 0
 
@@ -240,12 +236,10 @@ def check(argv: list[str]) -> int:
 def _get(client: ApiClient, args: list[str]) -> Intention:
     if len(args) == 1:
         path, params = f"{BASE}/{quote_path(args[0])}", []
-        missing = f"Intention not found with ID {quoted(args[0])}"
+        missing = f"Intention not found with ID {gq(args[0])}"
     elif len(args) == 2:
         path, params = f"{BASE}/exact", [("source", args[0]), ("destination", args[1])]
-        missing = (
-            f"Intention not found with source {quoted(args[0])} and destination {quoted(args[1])}"
-        )
+        missing = f"Intention not found with source {gq(args[0])} and destination {gq(args[1])}"
     else:
         raise CliError("command requires exactly 1 or 2 arguments")
     try:

@@ -21,7 +21,6 @@ deletes and check-not-exists add no result.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import msgspec
@@ -29,6 +28,7 @@ import msgspec
 from proconsul.state.session_ops import invalidate_check, invalidate_node, kv_lock, kv_unlock
 from proconsul.state.store import StateStore, same_row
 from proconsul.structs.catalog import HealthCheck, KVEntry, Node, NodeService
+from proconsul.structs.filter_syntax import quote  # Go's %q, as Consul's texts print names
 from proconsul.structs.txn import (
     TxnCheckOp,
     TxnError,
@@ -40,11 +40,6 @@ from proconsul.structs.txn import (
     TxnServiceOp,
     op_problem,
 )
-
-
-def _q(text: str) -> str:
-    """`text` quoted as Go's %q quotes it (Consul's error texts)."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _service_id(service: NodeService) -> str:
@@ -135,10 +130,10 @@ def _check_kv(view: _Overlay, index: int, op: TxnKVOp, now_ms: int) -> str:
     verb = op.verb
     if verb == "lock":
         if view.store.sessions.get(op.session) is None:
-            return f"invalid session {_q(op.session)}"
+            return f"invalid session {quote(op.session)}"
         held = current is not None and current.session not in ("", op.session)
         if held or view.store.sessions.lock_delayed(key, now_ms):
-            return f"failed to lock key {_q(key)}, lock is already held"
+            return f"failed to lock key {quote(key)}, lock is already held"
         view.kvs[key] = KVEntry(
             key=key,
             session=op.session,
@@ -147,19 +142,21 @@ def _check_kv(view: _Overlay, index: int, op: TxnKVOp, now_ms: int) -> str:
         )
     elif verb == "unlock":
         if current is None or current.session != op.session:
-            return f"failed to unlock key {_q(key)}, lock isn't held, or is held by another session"
+            return (
+                f"failed to unlock key {quote(key)}, lock isn't held, or is held by another session"
+            )
         view.kvs[key] = msgspec.structs.replace(current, session="", modify_index=index)
     elif verb == "check-session":
         if current is None:
-            return f"failed to check session, key {_q(key)} doesn't exist"
+            return f"failed to check session, key {quote(key)} doesn't exist"
         if current.session != op.session:
             return (
-                f"failed session check for key {_q(key)}, "
-                f"current session {_q(current.session)} != {_q(op.session)}"
+                f"failed session check for key {quote(key)}, "
+                f"current session {quote(current.session)} != {quote(op.session)}"
             )
     elif verb in ("set", "cas"):
         if verb == "cas" and not _cas_ok(current, op.index):
-            return f"failed to set key {_q(key)}, index is stale"
+            return f"failed to set key {quote(key)}, index is stale"
         view.kvs[key] = KVEntry(
             key=key,
             create_index=index if current is None else current.create_index,
@@ -167,20 +164,20 @@ def _check_kv(view: _Overlay, index: int, op: TxnKVOp, now_ms: int) -> str:
         )
     elif verb == "get":
         if current is None:
-            return f"key {_q(key)} doesn't exist"
+            return f"key {quote(key)} doesn't exist"
     elif verb == "check-index":
         if current is None:
-            return f"key {_q(key)} doesn't exist"
+            return f"key {quote(key)} doesn't exist"
         if current.modify_index != op.index:
             return f"current modify index {current.modify_index} != {op.index}"
     elif verb == "check-not-exists":
         if current is not None:
-            return f"key {_q(key)} exists"
+            return f"key {quote(key)} exists"
     elif verb == "delete":
         view.kvs[key] = None
     elif verb == "delete-cas":
         if _stale(current, op.index):
-            return f"failed to delete key {_q(key)}, index is stale"
+            return f"failed to delete key {quote(key)}, index is stale"
         view.kvs[key] = None
     elif verb == "delete-tree":
         for stored in view.store.kv_list(key)[1]:
@@ -196,14 +193,14 @@ def _check_node(view: _Overlay, index: int, op: TxnNodeOp) -> str:
     current = view.node(name)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.node.modify_index):
-            return f"failed to set node {_q(name)}, index is stale"
+            return f"failed to set node {quote(name)}, index is stale"
         view.nodes[name] = _stamped(op.node, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"node {_q(name)} doesn't exist"
+            return f"node {quote(name)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.node.modify_index):
-            return f"failed to delete node {_q(name)}, index is stale"
+            return f"failed to delete node {quote(name)}, index is stale"
         view.drop_node(name)
     return ""
 
@@ -213,17 +210,17 @@ def _check_service(view: _Overlay, index: int, op: TxnServiceOp) -> str:
     current = view.service(node, sid)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.service.modify_index):
-            return f"failed to set service {_q(sid)} on node {_q(node)}, index is stale"
+            return f"failed to set service {quote(sid)} on node {quote(node)}, index is stale"
         if view.node(node) is None:
-            return f"Missing node registration for {_q(node)}"
+            return f"Missing node registration for {quote(node)}"
         row = msgspec.structs.replace(op.service, id=sid)
         view.services[(node, sid)] = _stamped(row, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"service {_q(sid)} on node {_q(node)} doesn't exist"
+            return f"service {quote(sid)} on node {quote(node)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.service.modify_index):
-            return f"failed to delete service {_q(sid)} on node {_q(node)}, index is stale"
+            return f"failed to delete service {quote(sid)} on node {quote(node)}, index is stale"
         view.services[(node, sid)] = None
         view.drop_service_checks(node, sid)
     return ""
@@ -234,19 +231,19 @@ def _check_check(view: _Overlay, index: int, op: TxnCheckOp) -> str:
     current = view.check(node, cid)
     if op.verb in ("set", "cas"):
         if op.verb == "cas" and not _cas_ok(current, op.check.modify_index):
-            return f"failed to set check {_q(cid)} on node {_q(node)}, index is stale"
+            return f"failed to set check {quote(cid)} on node {quote(node)}, index is stale"
         if view.node(node) is None:
-            return f"Missing node registration for {_q(node)}"
+            return f"Missing node registration for {quote(node)}"
         service_id = op.check.service_id
         if service_id and view.service(node, service_id) is None:
-            return f"Unknown service ID {_q(service_id)} for check ID {_q(cid)}"
+            return f"Unknown service ID {quote(service_id)} for check ID {quote(cid)}"
         view.checks[(node, cid)] = _stamped(op.check, current, index)  # type: ignore[assignment]
     elif op.verb == "get":
         if current is None:
-            return f"check {_q(cid)} on node {_q(node)} doesn't exist"
+            return f"check {quote(cid)} on node {quote(node)} doesn't exist"
     elif op.verb in ("delete", "delete-cas"):
         if op.verb == "delete-cas" and _stale(current, op.check.modify_index):
-            return f"failed to delete check {_q(cid)} on node {_q(node)}, index is stale"
+            return f"failed to delete check {quote(cid)} on node {quote(node)}, index is stale"
         view.checks[(node, cid)] = None
     return ""
 
