@@ -6,6 +6,7 @@ Benchmarks print figures and ratios; they assert nothing about speed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -57,6 +58,17 @@ def start_dev_agent(cpu: str | None = "0") -> tuple[subprocess.Popen[bytes], str
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/v1/status/leader")
     return proc, base
+
+
+def pinned(cmd: list[str], cpu: str) -> list[str]:
+    """`cmd` run on CPU `cpu` where taskset exists."""
+    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") else cmd
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:

@@ -41,7 +41,15 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from _harness import WrkResult, free_port, parse_wrk, rss_mb, wait_http  # noqa: E402
+from _harness import (  # noqa: E402
+    WrkResult,
+    cpu_seconds,
+    free_port,
+    parse_wrk,
+    pinned,
+    rss_mb,
+    wait_http,
+)
 
 SMALL = b"hello world\n"
 BIG = bytes(range(256)) * 256  # 64 KiB
@@ -85,10 +93,6 @@ def backend_main(port: int) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def pinned(cmd: list[str], cpu: str) -> list[str]:
-    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") else cmd
-
-
 def spawn(cmd: list[str], cpu: str = SERVER_CPU) -> subprocess.Popen[bytes]:
     return subprocess.Popen(pinned(cmd, cpu), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -104,11 +108,6 @@ def wait_port(port: int, deadline_s: float = 20.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port}")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url: str, seconds: int, connections: int) -> WrkResult:

@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
-from _harness import free_port, http, rss_mb, wait_http
+from _harness import cpu_seconds, free_port, http, pinned, rss_mb, wait_http
 from envoy.config.listener.v3 import listener_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from tests.ads_client import DeltaEnvoy
@@ -52,16 +52,6 @@ from tests.ads_client import DeltaEnvoy
 from proconsul.xds.common import CLUSTER_TYPE, LISTENER_TYPE
 
 READ_TIMEOUT_S = 30.0
-
-
-def pinned(cmd: list[str], cpu: str) -> list[str]:
-    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") else cmd
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -267,22 +257,22 @@ async def run_size(count: int, rounds: int, idle_s: float) -> dict[str, float]:
     agent = Agent()
     baseline = Baseline()
     try:
-        rss_empty, cpu_empty_start = rss_mb(agent.proc.pid), cpu_s(agent.proc.pid)
+        rss_empty, cpu_empty_start = rss_mb(agent.proc.pid), cpu_seconds(agent.proc.pid)
         time.sleep(idle_s)
-        cpu_empty = cpu_s(agent.proc.pid) - cpu_empty_start
+        cpu_empty = cpu_seconds(agent.proc.pid) - cpu_empty_start
         proxy_ids = agent.register_api(count)
         agent.intention("allow")
         channel, streams = await open_streams(
             agent.grpc_port, proxy_ids, [CLUSTER_TYPE, LISTENER_TYPE]
         )
-        rss_connected, cpu_idle_start = rss_mb(agent.proc.pid), cpu_s(agent.proc.pid)
+        rss_connected, cpu_idle_start = rss_mb(agent.proc.pid), cpu_seconds(agent.proc.pid)
         await asyncio.sleep(idle_s)
-        cpu_idle = cpu_s(agent.proc.pid) - cpu_idle_start
-        cpu_change_start = cpu_s(agent.proc.pid)
+        cpu_idle = cpu_seconds(agent.proc.pid) - cpu_idle_start
+        cpu_change_start = cpu_seconds(agent.proc.pid)
         ours = await measure(
             streams, lambda n: agent.intention("deny" if n % 2 == 0 else "allow"), rounds
         )
-        cpu_change = cpu_s(agent.proc.pid) - cpu_change_start
+        cpu_change = cpu_seconds(agent.proc.pid) - cpu_change_start
         for stream in streams:
             await stream.close()
         await channel.close()
