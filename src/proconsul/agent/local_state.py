@@ -201,14 +201,30 @@ class LocalState:
         self._refreshing_aliases = True
         try:
             entries = [e for e in self.checks.values() if not e.deleted]
-            for entry in entries:
-                definition = entry.definition
-                target = definition.alias_service
-                if not target or definition.alias_node not in ("", self.node_name):
-                    continue
+            aliases = [
+                e
+                for e in entries
+                if e.definition.alias_service and e.definition.alias_node in ("", self.node_name)
+            ]
+            if not aliases:
+                return
+            # Each alias looks only at its service's checks and the node's own,
+            # gathered in one pass (in check order), not at every check.
+            relevant: dict[str, list[LocalCheck]] = {
+                e.definition.alias_service: [] for e in aliases
+            }
+            for e in entries:
+                service_id = e.check.service_id
+                if not service_id:
+                    for found in relevant.values():
+                        found.append(e)
+                elif service_id in relevant:
+                    relevant[service_id].append(e)
+            for entry in aliases:
+                target = entry.definition.alias_service
                 status, output = alias_status(
                     target,
-                    (e.check for e in entries if e is not entry),
+                    (e.check for e in relevant[target] if e is not entry),
                     service_known=self.service(target) is not None,
                     node=self.node_name,
                 )
